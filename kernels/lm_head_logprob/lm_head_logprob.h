@@ -1,0 +1,42 @@
+// LM head and log-probabilities in fp32 (contract rule 5).
+//   logits = h · Wᵀ                          (GemmNT: batch-invariant rows)
+//   z      = logits / temperature
+//   lse    = log Σ_v exp(z_v)                (the vocab reduced in one fixed, row-local order)
+//   logprob[t] = z[t, target_t] − lse[t]
+// The sampler and the trainer both call LogprobFromLogits, so the log-prob reported for a sampled
+// token is bitwise the one the trainer recomputes.
+#pragma once
+
+#include "absl/status/status.h"
+#include "kernels/core/context.h"
+#include "kernels/core/tensor.h"
+
+namespace tandem::kernels {
+
+// logits [T, V], targets [T] i32 in [0, V) (InvalidArgument otherwise), temperature > 0;
+// writes logprob [T] and lse [T] (of z = logits / temperature).
+absl::Status LogprobFromLogits(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                               float temperature, Tensor& logprob, Tensor& lse);
+
+// log_softmax(logits / temperature) for every vocab entry, out [T, V]: the sampler's distribution.
+// out[t, v] = z[t, v] − lse[t] with the same lse as LogprobFromLogits.
+absl::Status LogSoftmax(const Context& ctx, const Tensor& logits, float temperature, Tensor& out,
+                        Tensor& lse);
+
+// Gradient of Σ_t dlogprob[t] · logprob[t] w.r.t. logits:
+//   dlogits[t, v] = dlogprob[t] · (onehot(target_t)[v] − softmax(z_t)[v]) / temperature.
+absl::Status LogprobFromLogitsBwd(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                                  const Tensor& lse, float temperature, const Tensor& dlogprob,
+                                  Tensor& dlogits);
+
+// Convenience: logits = h [T, Dm] · w [V, Dm]ᵀ into `logits` [T, V], then LogprobFromLogits.
+absl::Status LmHeadLogprobFwd(const Context& ctx, const Tensor& h, const Tensor& w,
+                              const Tensor& targets, float temperature, Tensor& logits,
+                              Tensor& logprob, Tensor& lse);
+
+namespace cpu {
+// The row routine shared by everything above: lse of z = logits / temperature over v ascending.
+float RowLogSumExp(const float* logits, int64_t vocab, float temperature);
+}  // namespace cpu
+
+}  // namespace tandem::kernels

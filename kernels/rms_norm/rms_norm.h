@@ -1,0 +1,27 @@
+// RMSNorm, y = x · rsqrt(mean(x²) + eps) · w, in fp32, optionally fused with the residual add that
+// precedes it in a pre-norm block (MODEL.md §4 item 3: the fused and unfused forms must agree, so
+// there is only this one implementation).
+#pragma once
+
+#include "absl/status/status.h"
+#include "kernels/core/context.h"
+#include "kernels/core/tensor.h"
+
+namespace tandem::kernels {
+
+// y = RmsNorm(x) · w.  x, y [T, D]; w [D]; rstd [T] receives rsqrt(mean(x²) + eps) for backward.
+// The mean is a sum over d ascending divided by D.
+absl::Status RmsNormFwd(const Context& ctx, const Tensor& x, const Tensor& w, float eps, Tensor& y,
+                        Tensor& rstd);
+
+// Fused residual add: sum = x + delta (stored), then y = RmsNorm(sum) · w.
+// x, delta, sum, y [T, D]; sum may alias x (in-place residual stream update).
+absl::Status AddRmsNormFwd(const Context& ctx, const Tensor& x, const Tensor& delta,
+                           const Tensor& w, float eps, Tensor& sum, Tensor& y, Tensor& rstd);
+
+// Backward of RmsNormFwd (use `sum` as x for the fused form: the add's gradient is the identity).
+// dx [T, D] is overwritten; dw [D] is accumulated into (+=), summing rows in ascending order.
+absl::Status RmsNormBwd(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                        const Tensor& dy, Tensor& dx, Tensor& dw);
+
+}  // namespace tandem::kernels
