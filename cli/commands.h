@@ -1,0 +1,16 @@
+// The `tandem` subcommands. Each Add*Command registers its options on the app and a callback that
+// wires the libraries together; the callback reports failure by throwing CLI::RuntimeError with
+// exit code 1 after printing a clear message to stderr.
+#pragma once
+
+#include "CLI/CLI.hpp"
+
+namespace tandem::cli {
+
+void AddInitModelCommand(CLI::App& app);  // init_model_command.cc
+void AddLogprobsCommand(CLI::App& app);   // logprobs_command.cc
+
+// Prints "tandem <command>: <message>" to stderr and throws CLI::RuntimeError(1).
+[[noreturn]] void Fail(const std::string& command, const std::string& message);
+
+}  // namespace tandem::cli
