@@ -24,4 +24,16 @@ absl::Status AddRmsNormFwd(const Context& ctx, const Tensor& x, const Tensor& de
 absl::Status RmsNormBwd(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& rstd,
                         const Tensor& dy, Tensor& dx, Tensor& dw);
 
+namespace cpu {
+// The one RMS routine every norm in Tandem calls (rms_norm, qk_norm_rope, group_rms_norm_gate):
+//   ss   = Σ_{i=0..n-1} x_i²      fp32, i ascending, one accumulator (no FMA: built as ISO C++)
+//   rstd = 1.0f / std::sqrt(ss / n + eps)   fp32; n converted to float
+float RmsRstd(const float* x, int64_t n, float eps);
+
+// Backward through u = x · rstd for one row: given dn = ∂L/∂u [n], writes
+//   dx_j = dn_j · rstd − x_j · c,   c = (Σ_i dn_i · x_i) · rstd³ / n   (Σ over i ascending, fp32).
+// dx may alias dn (c is computed before any dx is written).
+void RmsRowBwd(const float* x, float rstd, const float* dn, int64_t n, float* dx);
+}  // namespace cpu
+
 }  // namespace tandem::kernels
