@@ -1,0 +1,44 @@
+// Token sampling with a counter-based RNG (contract rule 5). The random number for a draw is
+// Philox4x32-10 keyed by the request seed, with the counter (position, sample index): a request's
+// tokens never depend on what else is batched with it, on the thread count or on the step at which
+// the engine happened to run it.
+//
+// The sampler reads log_softmax(logits / temperature) — the distribution whose log-prob is reported
+// for the token and recomputed by the trainer. top-k and top-p only restrict which tokens may be
+// drawn; they do not change the reported log-prob.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+
+namespace tandem::kernels {
+
+// Philox4x32 with 10 rounds (Salmon et al., SC'11). counter and key as 32-bit words.
+std::array<uint32_t, 4> Philox4x32(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key);
+
+// Identifies one draw: the request's seed, which of its n samples, and the token position.
+struct SampleKey {
+  uint64_t seed = 0;
+  uint64_t sample_index = 0;
+  uint64_t position = 0;
+};
+
+// A uniform double in [0, 1) with 53 random bits, a pure function of the key.
+double UniformFromKey(const SampleKey& key);
+
+struct SamplingParams {
+  bool greedy = false;  // argmax (ties to the lower id); no random number is drawn
+  int64_t top_k = 0;    // keep the k most likely tokens; 0 = all
+  float top_p = 1.0f;   // keep the smallest most-likely prefix whose probability reaches top_p
+};
+
+// Draws a token from one row of log-probs [V] (already log_softmax(logits / temperature)).
+// Candidates are ordered by log-prob descending, ties to the lower id; the draw inverts the CDF of
+// the kept candidates (probabilities summed in that order, in double) at u = UniformFromKey(key).
+// Errors: vocab < 1, top_k < 0, top_p outside (0, 1], a row with no finite log-prob.
+absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
+                                    const SamplingParams& params, const SampleKey& key);
+
+}  // namespace tandem::kernels

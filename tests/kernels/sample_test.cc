@@ -1,0 +1,104 @@
+// Tests for Philox4x32-10 and token sampling.
+#include "kernels/sample/sample.h"
+
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace tandem::kernels {
+namespace {
+
+// Known-answer vectors of the Random123 distribution (kat_vectors, philox4x32_10).
+TEST(PhiloxTest, KnownAnswers) {
+  EXPECT_EQ(Philox4x32({0, 0, 0, 0}, {0, 0}),
+            (std::array<uint32_t, 4>{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}));
+  EXPECT_EQ(
+      Philox4x32({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}, {0xffffffffu, 0xffffffffu}),
+      (std::array<uint32_t, 4>{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}));
+  EXPECT_EQ(
+      Philox4x32({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, {0xa4093822u, 0x299f31d0u}),
+      (std::array<uint32_t, 4>{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}));
+}
+
+TEST(SampleTest, UniformDependsOnEveryKeyField) {
+  SampleKey k{1, 2, 3};
+  double u = UniformFromKey(k);
+  EXPECT_GE(u, 0.0);
+  EXPECT_LT(u, 1.0);
+  EXPECT_EQ(u, UniformFromKey(k));
+  EXPECT_NE(u, UniformFromKey({2, 2, 3}));
+  EXPECT_NE(u, UniformFromKey({1, 3, 3}));
+  EXPECT_NE(u, UniformFromKey({1, 2, 4}));
+  EXPECT_NE(u, UniformFromKey({1, 2, 3 + (uint64_t{1} << 32)}));
+}
+
+std::vector<float> LogSoftmax(const std::vector<double>& p) {
+  std::vector<float> out;
+  for (double x : p) out.push_back(static_cast<float>(std::log(x)));
+  return out;
+}
+
+TEST(SampleTest, FrequenciesFollowTheDistribution) {
+  std::vector<double> p = {0.5, 0.25, 0.125, 0.125};
+  std::vector<float> lp = LogSoftmax(p);
+  std::map<int, int> counts;
+  const int n = 20000;
+  for (int pos = 0; pos < n; ++pos) {
+    auto tok = SampleToken(lp.data(), 4, {}, {42, 0, static_cast<uint64_t>(pos)});
+    ASSERT_TRUE(tok.ok());
+    counts[*tok]++;
+  }
+  for (int v = 0; v < 4; ++v) {
+    double freq = static_cast<double>(counts[v]) / n;
+    EXPECT_NEAR(freq, p[v], 0.015) << "token " << v;
+  }
+}
+
+TEST(SampleTest, TopKAndTopPRestrictTheDraw) {
+  std::vector<float> lp = LogSoftmax({0.1, 0.4, 0.3, 0.2});
+  for (int pos = 0; pos < 2000; ++pos) {
+    SampleKey key{7, 1, static_cast<uint64_t>(pos)};
+    auto k2 = SampleToken(lp.data(), 4, {.top_k = 2}, key);
+    ASSERT_TRUE(k2.ok());
+    EXPECT_TRUE(*k2 == 1 || *k2 == 2);
+    auto p05 = SampleToken(lp.data(), 4, {.top_p = 0.5f}, key);  // {1: 0.4, 2: 0.3} reaches 0.5
+    ASSERT_TRUE(p05.ok());
+    EXPECT_TRUE(*p05 == 1 || *p05 == 2);
+    auto p01 = SampleToken(lp.data(), 4, {.top_p = 0.1f}, key);
+    EXPECT_EQ(*p01, 1);
+  }
+}
+
+TEST(SampleTest, GreedyBreaksTiesToTheLowerId) {
+  std::vector<float> lp = {-2.0f, -0.5f, -0.5f, -3.0f};
+  EXPECT_EQ(*SampleToken(lp.data(), 4, {.greedy = true}, {}), 1);
+  // Top-k among ties also prefers lower ids.
+  std::vector<float> flat(5, std::log(0.2f));
+  for (int pos = 0; pos < 100; ++pos) {
+    auto t = SampleToken(flat.data(), 5, {.top_k = 2}, {3, 0, static_cast<uint64_t>(pos)});
+    EXPECT_LT(*t, 2);
+  }
+}
+
+TEST(SampleTest, NeverDrawsImpossibleTokens) {
+  std::vector<float> lp = {-INFINITY, 0.0f, -INFINITY};
+  for (int pos = 0; pos < 100; ++pos) {
+    EXPECT_EQ(*SampleToken(lp.data(), 3, {}, {9, 0, static_cast<uint64_t>(pos)}), 1);
+  }
+}
+
+TEST(SampleTest, BadInput) {
+  std::vector<float> lp = {0.0f};
+  EXPECT_FALSE(SampleToken(lp.data(), 0, {}, {}).ok());
+  EXPECT_FALSE(SampleToken(lp.data(), 1, {.top_k = -1}, {}).ok());
+  EXPECT_FALSE(SampleToken(lp.data(), 1, {.top_p = 0.0f}, {}).ok());
+  EXPECT_FALSE(SampleToken(lp.data(), 1, {.top_p = 1.5f}, {}).ok());
+  std::vector<float> none = {-INFINITY, NAN};
+  EXPECT_FALSE(SampleToken(none.data(), 2, {}, {}).ok());
+  EXPECT_FALSE(SampleToken(none.data(), 2, {.greedy = true}, {}).ok());
+}
+
+}  // namespace
+}  // namespace tandem::kernels
