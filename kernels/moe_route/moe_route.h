@@ -2,7 +2,8 @@
 //   p = sigmoid(logits);  b = p + expert_bias (selection only)
 //   group score = sum of the top-2 b in each of n_group contiguous groups (a group of one expert
 //   scores its single b); keep the topk_group best groups; idx = top-k of b over the kept
-//   experts, in descending b with ties to the lower index (group ties too);  w_k = p[idx_k] / (Σ_k p[idx_k] + 1e-20) · routed_scaling_factor
+//   experts, in descending b with ties to the lower index (group ties too);
+//   w_k = p[idx_k] / (Σ_k p[idx_k] + 1e-20) · routed_scaling_factor
 //   (without norm_topk_prob: w_k = p[idx_k] · routed_scaling_factor). Σ over k ascending.
 // idx is returned in rank order, which is the order experts' outputs are combined in.
 #pragma once
