@@ -35,7 +35,13 @@ absl::Status LmHeadLogprobFwd(const Context& ctx, const Tensor& h, const Tensor&
                               Tensor& logprob, Tensor& lse);
 
 namespace cpu {
-// The row routine shared by everything above: lse of z = logits / temperature over v ascending.
+// The row routine shared by everything above (and cross_entropy): lse of z = logits / temperature
+// in one fixed, row-local order, the same for every caller, batch and thread count:
+//   m    = max_v z_v                                  (v ascending)
+//   s_l  = Σ_{v ≡ l mod 8} exp(z_v − m), v ascending  (8 fp32 lanes)
+//   lse  = m + log(((s_0 + s_1) + (s_2 + s_3)) + ((s_4 + s_5) + (s_6 + s_7)))
+// A row whose z are all −inf gives −inf; one with a +inf gives +inf; a NaN gives NaN.
+inline constexpr int kLogSumExpLanes = 8;
 float RowLogSumExp(const float* logits, int64_t vocab, float temperature);
 }  // namespace cpu
 
