@@ -43,19 +43,25 @@ inline void TailColumns(int64_t rows, int64_t m, int64_t c0, int64_t n, const fl
   }
 }
 
+// R rows at once, columns in blocks of 16 and 8, then scalar tail columns.
+template <int R>
+inline void RowBlock(int64_t m, int64_t n, const float* x, int64_t ldx, const float* mat,
+                     int64_t ldm, float* out, int64_t ldo) {
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) Tile<R, 2>(m, x, ldx, mat + c, ldm, out + c, ldo);
+  for (; c + 8 <= n; c += 8) Tile<R, 1>(m, x, ldx, mat + c, ldm, out + c, ldo);
+  TailColumns(R, m, c, n, x, ldx, mat, ldm, out, ldo);
+}
+
 }  // namespace
 
+// 6×16 tiles keep 12 accumulators in registers (the fastest shape measured on AVX2); leftover
+// rows take 4-row, then single-row tiles.
 void VecMatAvx2(int64_t rows, int64_t m, int64_t n, const float* x, int64_t ldx, const float* mat,
                 int64_t ldm, float* out, int64_t ldo) {
   int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const float* xr = x + r * ldx;
-    float* outr = out + r * ldo;
-    int64_t c = 0;
-    for (; c + 16 <= n; c += 16) Tile<4, 2>(m, xr, ldx, mat + c, ldm, outr + c, ldo);
-    for (; c + 8 <= n; c += 8) Tile<4, 1>(m, xr, ldx, mat + c, ldm, outr + c, ldo);
-    TailColumns(4, m, c, n, xr, ldx, mat, ldm, outr, ldo);
-  }
+  for (; r + 6 <= rows; r += 6) RowBlock<6>(m, n, x + r * ldx, ldx, mat, ldm, out + r * ldo, ldo);
+  for (; r + 4 <= rows; r += 4) RowBlock<4>(m, n, x + r * ldx, ldx, mat, ldm, out + r * ldo, ldo);
   for (; r < rows; ++r) {
     const float* xr = x + r * ldx;
     float* outr = out + r * ldo;

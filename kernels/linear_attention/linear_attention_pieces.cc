@@ -87,7 +87,12 @@ void ChunkOutputs(int64_t r0, int64_t n, int64_t d, const float* q, int64_t ldq,
   const int64_t rows = n - r0;
   TransposeRows(n, d, k, ldkv, scratch.kt.get(), kChunk);
   InterTerm(rows, d, q, ldq, state, scratch.inter.get());
-  Scores(rows, n, d, q, ldq, scratch.kt.get(), scratch.scores.get());
+  // Scores in row blocks of 6 (the VecMat tile height), each only up to its last row's causal
+  // column: a row's scores do not depend on how many columns beyond its own are computed alongside.
+  for (int64_t rb = 0; rb < rows; rb += 6) {
+    Scores(std::min<int64_t>(6, rows - rb), std::min(n, r0 + rb + 6), d, q + rb * ldq, ldq,
+           scratch.kt.get(), scratch.scores.get() + rb * kChunk);
+  }
   for (int64_t r = 0; r < rows; ++r) {
     OutputRow(r0 + r, d, scratch.scores.get() + r * kChunk, v, ldkv, scratch.inter.get() + r * d,
               pow, scale, scratch.w.get(), scratch.intra.get(), o + r * ldo);

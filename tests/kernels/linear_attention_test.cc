@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <sstream>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -150,10 +151,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearAttentionFwdTest,
                                            FwdCase{4, 24, {1, 70, 0, 128, 33}, true},
                                            FwdCase{3, 16, {64, 5, 130}, false}),
                          [](const ::testing::TestParamInfo<FwdCase>& info) {
-                           std::string name = "H" + std::to_string(info.param.H) + "D" +
-                                              std::to_string(info.param.D);
-                           for (int32_t len : info.param.lens) name += "_" + std::to_string(len);
-                           return name + (info.param.with_initial ? "_init" : "");
+                           std::ostringstream name;
+                           name << "H" << info.param.H << "D" << info.param.D;
+                           for (int32_t len : info.param.lens) name << "_" << len;
+                           if (info.param.with_initial) name << "_init";
+                           return name.str();
                          });
 
 // Chain of trust, step 1: the fp64 reference backward matches finite differences of the fp64
@@ -337,11 +339,11 @@ TEST(LinearAttentionContractTest, BatchedDecodeEqualsAlone) {
 }
 
 // The scalar VecMat (the fallback on CPUs without AVX2) and the AVX2 one agree bitwise on every
-// blocking path: row blocks of 4 and 1, column blocks of 64/32/16/8 and scalar tails.
+// blocking path: row blocks of 6, 4 and 1, column blocks of 64/32/16/8, scalar tails.
 TEST(LinearAttentionPiecesTest, ScalarAndAvx2VecMatAgree) {
   if (!CpuHasAvx2Fma()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
   uint64_t seed = 80;
-  for (int64_t rows : {1, 3, 4, 9}) {
+  for (int64_t rows : {1, 3, 4, 6, 9, 10, 13}) {
     for (int64_t m : {0, 1, 5, 64, 128}) {
       for (int64_t n : {1, 7, 8, 15, 16, 33, 64, 100, 128}) {
         std::vector<float> x = RandomVector(rows * m + 1, seed++);
