@@ -28,7 +28,8 @@ struct QkNormRopeParams {
 absl::Status QkNormRopeFwd(const Context& ctx, const QkNormRopeParams& p, const Tensor& x,
                            const Tensor& w, const Tensor& positions, Tensor& y, Tensor& rstd);
 
-// dx [T, H, D] overwritten; dw [D] accumulated (+=), summing (t, h) in ascending order.
+// dx [T, H, D] overwritten; dw [D] accumulated (+=), summing (t, h) in ascending order (a running
+// sum from dw's old value; threads split dw by columns).
 absl::Status QkNormRopeBwd(const Context& ctx, const QkNormRopeParams& p, const Tensor& x,
                            const Tensor& w, const Tensor& positions, const Tensor& rstd,
                            const Tensor& dy, Tensor& dx, Tensor& dw);

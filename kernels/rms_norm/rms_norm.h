@@ -20,7 +20,9 @@ absl::Status AddRmsNormFwd(const Context& ctx, const Tensor& x, const Tensor& de
                            const Tensor& w, float eps, Tensor& sum, Tensor& y, Tensor& rstd);
 
 // Backward of RmsNormFwd (use `sum` as x for the fused form: the add's gradient is the identity).
-// dx [T, D] is overwritten; dw [D] is accumulated into (+=), summing rows in ascending order.
+// dx [T, D] is overwritten; dw [D] is accumulated into (+=), summing rows in ascending order
+// (a running sum from dw's old value, so splitting the rows over several calls gives the same
+// bits). Threads split dx by rows and dw by columns.
 absl::Status RmsNormBwd(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& rstd,
                         const Tensor& dy, Tensor& dx, Tensor& dw);
 
