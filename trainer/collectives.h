@@ -1,0 +1,59 @@
+// Collective: the data-parallel communication the trainer needs (all-reduce, broadcast, barrier)
+// behind one interface, with a single-process implementation and an MPI one (Open MPI, CPU).
+// The float all-reduce is deterministic by construction, whatever algorithm the MPI library
+// picks: every element is summed in rank order 0..P−1 by exactly one rank, so every rank ends
+// with the same bits and the result is the rank-ordered fp32 sum. Only collectives_mpi.cc
+// includes mpi.h.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "model/weights.h"
+
+namespace tandem::trainer {
+
+class Collective {
+ public:
+  virtual ~Collective() = default;
+
+  virtual int Rank() const = 0;
+  virtual int Size() const = 0;
+
+  // In place: data[i] = ((x_0[i] + x_1[i]) + x_2[i]) + … + x_{P−1}[i], fp32 adds in rank order,
+  // identical bits on every rank. REQUIRES: every rank passes the same n.
+  virtual absl::Status AllReduceSum(float* data, int64_t n) = 0;
+  // Exact integer sum (e.g. per-expert token counts); order does not matter for integers.
+  virtual absl::Status AllReduceSum(int64_t* data, int64_t n) = 0;
+  // Copies `bytes` bytes from `root`'s buffer into everyone's.
+  virtual absl::Status Broadcast(void* data, int64_t bytes, int root) = 0;
+  virtual absl::Status Barrier() = 0;
+};
+
+// Rank 0 of 1: every operation is the identity.
+std::unique_ptr<Collective> MakeLocalCollective();
+
+struct MpiCollectiveOptions {
+  // Elements per all-reduce round; bounds the scratch memory to about 3 × chunk floats.
+  int64_t chunk_elements = int64_t{1} << 22;
+};
+
+// Initialises MPI (MPI_THREAD_FUNNELED) unless already initialised, and works on a duplicate of
+// MPI_COMM_WORLD with errors returned, not fatal. Finalises MPI on destruction if it initialised
+// it. Unimplemented when built without MPI (TANDEM_MPI=OFF).
+// Thread-safety: call from one thread (the one that created it).
+absl::StatusOr<std::unique_ptr<Collective>> MakeMpiCollective(
+    const MpiCollectiveOptions& options = {});
+
+// True when this binary was built with MPI support.
+bool HaveMpi();
+
+// Sums every gradient tensor over the ranks, in ForEachParameter order, through flat buckets of
+// at most bucket_elements floats (elementwise sums do not depend on the bucketing). The result is
+// the SUM: with a token-mean loss normalised by the global token count it is the batch gradient.
+absl::Status AllReduceGradients(Collective& collective, model::ModelWeights& grads,
+                                int64_t bucket_elements = int64_t{1} << 22);
+
+}  // namespace tandem::trainer
