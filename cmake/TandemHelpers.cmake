@@ -1,8 +1,12 @@
 # Shared compile settings for every Tandem target.
 function(tandem_target_defaults target)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+  # -ffp-contract=off: the compiler must never fuse a*b+c on its own. Whether it does can differ
+  # between two inlined copies of one routine, or between the scalar and AVX2 builds of it, which
+  # would break the bitwise promises of the numerics contract. Kernels that want FMA ask for it
+  # explicitly (std::fma, _mm256_fmadd_ps).
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -ffp-contract=off>)
   if(TANDEM_NATIVE)
     target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-march=native>)
   endif()
