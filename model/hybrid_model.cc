@@ -1,0 +1,178 @@
+// HybridModel::Forward: the Ring-linear forward pass over packed sequences, read top to bottom
+// like the table of contents of MODEL.md §1.4: embed, L pre-norm decoder layers (attention then
+// FFN, each added into one fp32 residual stream), final norm, LM head log-probs. The blocks live in
+// hybrid_model_blocks.cc; docs/model.md lists every op in order with the file that does it.
+#include "model/hybrid_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/core/status_macros.h"
+#include "kernels/embedding/embedding.h"
+#include "kernels/lm_head_logprob/lm_head_logprob.h"
+#include "kernels/rms_norm/rms_norm.h"
+#include "model/hybrid_model_blocks.h"
+
+namespace tandem::model {
+namespace {
+
+using internal::PackedSequences;
+
+// The LM head runs over at most this many logits at a time. Rows are independent (GEMM rows are
+// batch-invariant and the log-sum-exp is row-local), so chunking never changes a bit.
+constexpr int64_t kLmHeadChunkElements = int64_t{1} << 22;
+
+absl::Status ValidateTokens(const ModelConfig& config, const ForwardInput& in) {
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(in.tokens, "tokens", DType::kI32, {-1}));
+  const int64_t T = in.tokens.dim(0);
+  const int32_t* tokens = in.tokens.data<int32_t>();
+  for (int64_t t = 0; t < T; ++t) {
+    TANDEM_CHECK_ARG(tokens[t] >= 0 && tokens[t] < config.vocab_size, "tokens: id ", tokens[t],
+                     " at position ", t, " is outside the vocabulary [0, ", config.vocab_size, ")");
+  }
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(in.targets, "targets", DType::kI32, {T}));
+  const int32_t* targets = in.targets.data<int32_t>();
+  for (int64_t t = 0; t < T; ++t) {
+    TANDEM_CHECK_ARG(targets[t] == -1 || (targets[t] >= 0 && targets[t] < config.vocab_size),
+                     "targets: ", targets[t], " at position ", t,
+                     " is neither -1 nor in the vocabulary [0, ", config.vocab_size, ")");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateInput(const ModelConfig& config, const ForwardInput& in) {
+  TANDEM_RETURN_IF_ERROR(ValidateTokens(config, in));
+  const int64_t T = in.tokens.dim(0);
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(in.cu_seqlens, "cu_seqlens", DType::kI32, {-1}));
+  const int64_t n = in.cu_seqlens.dim(0);
+  const int32_t* cu = in.cu_seqlens.data<int32_t>();
+  TANDEM_CHECK_ARG(n >= 1, "cu_seqlens: expected B + 1 >= 1 entries, got none");
+  TANDEM_CHECK_ARG(cu[0] == 0, "cu_seqlens: must start at 0, got ", cu[0]);
+  for (int64_t b = 1; b < n; ++b) {
+    TANDEM_CHECK_ARG(cu[b] >= cu[b - 1], "cu_seqlens: decreases at index ", b, " (", cu[b],
+                     " after ", cu[b - 1], ")");
+  }
+  TANDEM_CHECK_ARG(cu[n - 1] == T, "cu_seqlens: must end at the token count T = ", T, ", got ",
+                   cu[n - 1]);
+  TANDEM_CHECK_ARG(std::isfinite(in.temperature) && in.temperature > 0.0f,
+                   "temperature: must be a finite number > 0, got ", in.temperature);
+  return absl::OkStatus();
+}
+
+// positions [T] i32: each token's index within its own sequence.
+Tensor Positions(const Tensor& cu_seqlens, int64_t T) {
+  Tensor positions = Tensor::Empty({T}, DType::kI32);  // [T]
+  const int32_t* cu = cu_seqlens.data<int32_t>();
+  int32_t* pos = positions.data<int32_t>();
+  for (int64_t b = 0; b + 1 < cu_seqlens.dim(0); ++b) {
+    for (int32_t t = cu[b]; t < cu[b + 1]; ++t) pos[t] = t - cu[b];
+  }
+  return positions;
+}
+
+// The fp32 residual stream of MODEL.md §1.4, with the residual add fused into the next norm:
+// Norm() first adds the pending block output `delta` into x (if any), then h = RmsNorm(x) · w.
+struct ResidualStream {
+  Tensor x;      // [T, Dm] the residual stream
+  Tensor delta;  // [T, Dm] the last block's output, not yet added into x
+  Tensor h;      // [T, Dm] the normalised stream the next block reads
+  Tensor rstd;   // [T]
+  bool delta_pending = false;
+
+  absl::Status Norm(const Context& ctx, const Tensor& w, float eps) {
+    if (!delta_pending) return kernels::RmsNormFwd(ctx, x, w, eps, h, rstd);
+    delta_pending = false;
+    return kernels::AddRmsNormFwd(ctx, x, delta, w, eps, /*sum=*/x, h, rstd);
+  }
+};
+
+// One pre-norm decoder layer: x += Attn(RmsNorm(x)); x += FFN(RmsNorm(x)).
+absl::Status DecoderLayer(const Context& ctx, const ModelConfig& config, int64_t layer,
+                          const LayerWeights& w, const PackedSequences& seqs,
+                          ResidualStream& stream) {
+  const float eps = static_cast<float>(config.rms_norm_eps);
+  TANDEM_RETURN_IF_ERROR(stream.Norm(ctx, w.input_layernorm, eps));
+  if (config.layer_types[layer] == LayerType::kLinear) {
+    TANDEM_RETURN_IF_ERROR(
+        internal::LinearAttentionBlock(ctx, config, layer, w, seqs, stream.h, stream.delta));
+  } else {
+    TANDEM_RETURN_IF_ERROR(
+        internal::SoftmaxAttentionBlock(ctx, config, w, seqs, stream.h, stream.delta));
+  }
+  stream.delta_pending = true;
+
+  TANDEM_RETURN_IF_ERROR(stream.Norm(ctx, w.post_attention_layernorm, eps));
+  if (config.IsMoeLayer(layer)) {
+    TANDEM_RETURN_IF_ERROR(internal::MoeBlock(ctx, config, w, stream.h, stream.delta));
+  } else {
+    TANDEM_RETURN_IF_ERROR(internal::DenseMlpBlock(ctx, w, stream.h, stream.delta));
+  }
+  stream.delta_pending = true;
+  return absl::OkStatus();
+}
+
+// logprob [T] = log_softmax(h · lm_headᵀ / temperature)[target], 0 where target = −1, computed
+// over row chunks so the logits buffer stays bounded for large vocabularies.
+absl::Status LmHeadLogprobs(const Context& ctx, const ModelConfig& config, const Tensor& lm_head,
+                            const Tensor& h, const Tensor& targets, float temperature,
+                            Tensor& logprob) {
+  const int64_t T = h.dim(0);
+  const int64_t V = config.vocab_size;
+  const int32_t* target = targets.data<int32_t>();
+  Tensor kernel_targets = Tensor::Empty({T}, DType::kI32);  // [T], −1 → 0 for the kernel
+  for (int64_t t = 0; t < T; ++t) kernel_targets.data<int32_t>()[t] = std::max(target[t], 0);
+
+  const int64_t chunk = std::clamp<int64_t>(kLmHeadChunkElements / V, 1, T);
+  Tensor logits = Tensor::Empty({chunk, V}, DType::kF32);  // [chunk, V]
+  Tensor lse = Tensor::Empty({T}, DType::kF32);            // [T]
+  for (int64_t r0 = 0; r0 < T; r0 += chunk) {
+    const int64_t r1 = std::min(T, r0 + chunk);
+    Tensor logits_rows = logits.Rows(0, r1 - r0);  // [r1 − r0, V]
+    Tensor logprob_rows = logprob.Rows(r0, r1);    // [r1 − r0]
+    Tensor lse_rows = lse.Rows(r0, r1);            // [r1 − r0]
+    TANDEM_RETURN_IF_ERROR(kernels::LmHeadLogprobFwd(ctx, h.Rows(r0, r1), lm_head,
+                                                     kernel_targets.Rows(r0, r1), temperature,
+                                                     logits_rows, logprob_rows, lse_rows));
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    if (target[t] < 0) logprob.data<float>()[t] = 0.0f;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+HybridModel::HybridModel(ModelConfig config, ModelWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {}
+
+absl::StatusOr<Tensor> HybridModel::Forward(const Context& ctx, const ForwardInput& input) const {
+  TANDEM_RETURN_IF_ERROR(ValidateInput(config_, input));
+  TANDEM_CHECK_ARG(
+      static_cast<int64_t>(weights_.layers.size()) == config_.num_hidden_layers &&
+          static_cast<int64_t>(config_.layer_types.size()) == config_.num_hidden_layers,
+      "weights: ", weights_.layers.size(), " layers for a config of ", config_.num_hidden_layers);
+  if (!config_.use_qk_norm) {
+    return absl::UnimplementedError("config: use_qk_norm = false is not supported");
+  }
+  const int64_t T = input.tokens.dim(0);
+  const int64_t Dm = config_.hidden_size;
+  Tensor logprob = Tensor::Empty({T}, DType::kF32);  // [T]
+  if (T == 0) return logprob;
+
+  PackedSequences seqs{input.cu_seqlens, Positions(input.cu_seqlens, T)};
+  ResidualStream stream{Tensor::Empty({T, Dm}, DType::kF32), Tensor::Empty({T, Dm}, DType::kF32),
+                        Tensor::Empty({T, Dm}, DType::kF32), Tensor::Empty({T}, DType::kF32)};
+  TANDEM_RETURN_IF_ERROR(kernels::EmbeddingFwd(ctx, weights_.embed, input.tokens, stream.x));
+  for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
+    TANDEM_RETURN_IF_ERROR(DecoderLayer(ctx, config_, layer, weights_.layers[layer], seqs, stream));
+  }
+  TANDEM_RETURN_IF_ERROR(
+      stream.Norm(ctx, weights_.final_norm, static_cast<float>(config_.rms_norm_eps)));
+  TANDEM_RETURN_IF_ERROR(LmHeadLogprobs(ctx, config_, weights_.lm_head, stream.h, input.targets,
+                                        input.temperature, logprob));
+  return logprob;
+}
+
+}  // namespace tandem::model

@@ -1,0 +1,182 @@
+// Attention and FFN blocks of the hybrid model, composed from kernels/ in the order MODEL.md gives
+// (§2.3 linear attention, §3 softmax attention, §3b MoE). Pure composition: every number is
+// computed by a kernel; this file only allocates buffers and splits the fused qkv projection.
+#include "model/hybrid_model_blocks.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/core/status_macros.h"
+#include "kernels/gemm/gemm.h"
+#include "kernels/group_rms_norm_gate/group_rms_norm_gate.h"
+#include "kernels/linear_attention/linear_attention.h"
+#include "kernels/moe_experts/moe_experts.h"
+#include "kernels/moe_route/moe_route.h"
+#include "kernels/qk_norm_rope/qk_norm_rope.h"
+#include "kernels/softmax_attention/softmax_attention.h"
+#include "kernels/swiglu/swiglu.h"
+
+namespace tandem::model::internal {
+namespace {
+
+using kernels::GemmNT;
+
+Tensor F32(Shape shape) { return Tensor::Empty(std::move(shape), DType::kF32); }
+
+// dst [T, n, D] = columns [col, col + n·D) of src [T, Ch]: one head group of the fused qkv.
+void CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst) {
+  const int64_t src_cols = src.dim(1);
+  const int64_t width = dst.numel() / dst.dim(0);
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+  ctx.ParallelFor(src.dim(0), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      std::memcpy(d + t * width, s + t * src_cols + col, width * sizeof(float));
+    }
+  });
+}
+
+// The attention scale s = D^-1/2, rounded once from double.
+float AttentionScale(int64_t head_dim) {
+  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+}
+
+// q [T, H, D], k, v [T, Hkv, D] from the fused projection; q and k are RMS-normalised per head
+// (query_layernorm / key_layernorm) and rotated by partial NeoX RoPE at their in-sequence position.
+struct Qkv {
+  Tensor q, k, v;
+};
+absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
+                               const LayerWeights& w, const PackedSequences& seqs,
+                               const Tensor& h) {
+  const int64_t T = h.dim(0);
+  const int64_t H = config.num_attention_heads;
+  const int64_t D = config.head_dim;
+  Tensor qkv = F32({T, (H + 2 * kv_heads) * D});  // [T, (H + 2·Hkv)·D]
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.qkv, qkv));
+  Tensor q_raw = F32({T, H, D});         // [T, H, D]
+  Tensor k_raw = F32({T, kv_heads, D});  // [T, Hkv, D]
+  Qkv out{F32({T, H, D}), F32({T, kv_heads, D}), F32({T, kv_heads, D})};
+  CopyColumns(ctx, qkv, 0, q_raw);
+  CopyColumns(ctx, qkv, H * D, k_raw);
+  CopyColumns(ctx, qkv, (H + kv_heads) * D, out.v);
+
+  kernels::QkNormRopeParams p;
+  p.rotary_dim = config.rotary_dim();
+  p.theta = config.rope_theta;
+  p.eps = static_cast<float>(config.rms_norm_eps);
+  Tensor q_rstd = F32({T, H});         // [T, H]
+  Tensor k_rstd = F32({T, kv_heads});  // [T, Hkv]
+  TANDEM_RETURN_IF_ERROR(
+      kernels::QkNormRopeFwd(ctx, p, q_raw, w.query_layernorm, seqs.positions, out.q, q_rstd));
+  TANDEM_RETURN_IF_ERROR(
+      kernels::QkNormRopeFwd(ctx, p, k_raw, w.key_layernorm, seqs.positions, out.k, k_rstd));
+  return out;
+}
+
+// out [T, Dm] = down(silu(gate(h)) · up(h)), optionally added onto what out already holds.
+absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w,
+                    const Tensor& down_w, const Tensor& h, Tensor& out, bool accumulate) {
+  const int64_t T = h.dim(0);
+  const int64_t I = gate_w.dim(0);
+  Tensor gate = F32({T, I});  // [T, I]
+  Tensor up = F32({T, I});    // [T, I]
+  Tensor act = F32({T, I});   // [T, I]
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, gate_w, gate));
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, up_w, up));
+  TANDEM_RETURN_IF_ERROR(kernels::SwigluFwd(ctx, gate, up, act));
+  return GemmNT(ctx, act, down_w, out, accumulate);
+}
+
+}  // namespace
+
+absl::Status LinearAttentionBlock(const Context& ctx, const ModelConfig& config, int64_t layer,
+                                  const LayerWeights& w, const PackedSequences& seqs,
+                                  const Tensor& h, Tensor& out) {
+  const int64_t T = h.dim(0);
+  const int64_t H = config.num_attention_heads;
+  const int64_t D = config.head_dim;
+  // Linear layers are MHA: q, k, v all [T, H, D].
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, H, w, seqs, h));
+
+  Tensor decay = Tensor::FromVector(config.LinearDecay(layer), {H});  // [H], λ_h = exp(−x_h)
+  kernels::LinearAttentionParams p{H, D, AttentionScale(D)};
+  Tensor o = F32({T, H, D});  // [T, H, D]
+  Tensor no_initial_state, no_chunk_states, no_boundary_state;
+  TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionFwd(ctx, p, qkv.q, qkv.k, qkv.v, decay,
+                                                     seqs.cu_seqlens, no_initial_state, o,
+                                                     no_chunk_states, no_boundary_state));
+
+  // The output gate is computed from the attention input h, not from o.
+  Tensor gate = F32({T, H * D});  // [T, H·D]
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.g_proj, gate));
+  TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, H * D}));  // [T, H·D]
+  kernels::GroupRmsNormGateParams gp{config.group_norm_size,
+                                     static_cast<float>(config.rms_norm_eps)};
+  Tensor y = F32({T, H * D});                        // [T, H·D]
+  Tensor y_rstd = F32({T, config.group_norm_size});  // [T, groups]
+  TANDEM_RETURN_IF_ERROR(kernels::GroupRmsNormGateFwd(ctx, gp, o_flat, gate, w.g_norm, y, y_rstd));
+  return GemmNT(ctx, y, w.dense, out);
+}
+
+absl::Status SoftmaxAttentionBlock(const Context& ctx, const ModelConfig& config,
+                                   const LayerWeights& w, const PackedSequences& seqs,
+                                   const Tensor& h, Tensor& out) {
+  const int64_t T = h.dim(0);
+  const int64_t H = config.num_attention_heads;
+  const int64_t Hkv = config.num_key_value_heads;
+  const int64_t D = config.head_dim;
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, Hkv, w, seqs, h));
+
+  kernels::SoftmaxAttentionParams p{H, Hkv, D, AttentionScale(D)};
+  Tensor o = F32({T, H, D});  // [T, H, D]
+  Tensor lse = F32({T, H});   // [T, H]
+  TANDEM_RETURN_IF_ERROR(
+      kernels::SoftmaxAttentionFwd(ctx, p, qkv.q, qkv.k, qkv.v, seqs.cu_seqlens, o, lse));
+  TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, H * D}));  // [T, H·D]
+  return GemmNT(ctx, o_flat, w.dense, out);
+}
+
+absl::Status DenseMlpBlock(const Context& ctx, const LayerWeights& w, const Tensor& h,
+                           Tensor& out) {
+  return Swiglu(ctx, w.mlp_gate, w.mlp_up, w.mlp_down, h, out, /*accumulate=*/false);
+}
+
+absl::Status MoeBlock(const Context& ctx, const ModelConfig& config, const LayerWeights& w,
+                      const Tensor& h, Tensor& out) {
+  if (config.score_function != "sigmoid") {
+    return absl::UnimplementedError(absl::StrCat("config: score_function '", config.score_function,
+                                                 "' is not supported (only sigmoid)"));
+  }
+  const int64_t T = h.dim(0);
+  const int64_t E = config.num_experts;
+  const int64_t K = config.num_experts_per_tok;
+  Tensor logits = F32({T, E});  // [T, E], fp32 router
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.router, logits));
+
+  kernels::MoeRouteParams rp;
+  rp.num_experts = E;
+  rp.top_k = K;
+  rp.n_group = config.n_group;
+  rp.topk_group = config.topk_group;
+  rp.routed_scaling_factor = static_cast<float>(config.routed_scaling_factor);
+  rp.norm_topk_prob = config.norm_topk_prob;
+  Tensor topk_idx = Tensor::Empty({T, K}, DType::kI32);  // [T, K], rank order
+  Tensor topk_weight = F32({T, K});                      // [T, K]
+  Tensor scores = F32({T, E});                           // [T, E]
+  TANDEM_RETURN_IF_ERROR(
+      kernels::MoeRouteFwd(ctx, rp, logits, w.expert_bias, topk_idx, topk_weight, scores));
+  TANDEM_RETURN_IF_ERROR(
+      kernels::MoeExpertsFwd(ctx, h, topk_idx, topk_weight, w.experts, out, nullptr));
+
+  // Shared expert last (rule 4): the GEMM's accumulate adds it once per element, after the
+  // routed sum is complete, so out = routed + shared.
+  if (config.shared_intermediate_size() > 0) {
+    TANDEM_RETURN_IF_ERROR(
+        Swiglu(ctx, w.shared_gate, w.shared_up, w.shared_down, h, out, /*accumulate=*/true));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tandem::model::internal
