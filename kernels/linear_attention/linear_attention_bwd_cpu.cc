@@ -77,6 +77,10 @@ void BackwardOneHead(const BwdArgs& a, int64_t seq, int64_t head, BwdScratch& s)
   for (int64_t c = (len + kChunk - 1) / kChunk - 1; c >= 0; --c) {
     const int64_t c0 = begin + c * kChunk, n = std::min<int64_t>(kChunk, a.cu[seq + 1] - c0);
     const int64_t off = (c0 * h + head) * d;
+    if (c > 0) {  // the previous chunk comes next
+      const int64_t prev = off - kChunk * ld;
+      cpu::PrefetchRows(kChunk, d, ld, a.q + prev, a.k + prev, a.v + prev);
+    }
     const float* state = a.chunk_states + ((a.chunk_start[seq] + c) * h + head) * dd;
     cpu::TransposeRows(d, d, state, d, s.st.get(), d);
     cpu::ChunkOutputs(0, n, d, a.d_o + off, ld, a.v + off, a.k + off, ld, s.st.get(), s.pow, scale,

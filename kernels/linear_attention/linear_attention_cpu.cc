@@ -47,6 +47,11 @@ void ForwardOneHead(const FwdArgs& a, int64_t seq, int64_t head, HeadScratch& s)
       std::memcpy(a.chunk_states + (chunk * h + head) * dd, state, dd * sizeof(float));
     }
     const int64_t off = (c0 * h + head) * d;
+    if (c0 + kChunk < a.cu[seq + 1]) {
+      const int64_t next = off + kChunk * ld;
+      cpu::PrefetchRows(std::min<int64_t>(kChunk, a.cu[seq + 1] - c0 - kChunk), d, ld, a.q + next,
+                        a.k + next, a.v + next);
+    }
     cpu::ChunkOutputs(0, n, d, a.q + off, ld, a.k + off, a.v + off, ld, state, s.pow, a.p.scale,
                       s.chunk, a.o + off, ld);
     if (n == kChunk) {

@@ -14,6 +14,7 @@
 namespace tandem::kernels::cpu {
 
 inline constexpr int64_t kChunk = kLinearAttentionChunk;  // C
+static_assert(kChunk % 8 == 0, "Scores pads columns to whole 8-lane vectors within the chunk");
 
 // out[r·ldo + c] = Σ_{k=0..m−1} x[r·ldx + k] · mat[k·ldm + c]  for r < rows, c < n;
 // each element is acc = fma(x, mat, acc) from acc = +0 with k ascending.
@@ -35,6 +36,7 @@ void InterTerm(int64_t rows, int64_t d, const float* q, int64_t ldq, const float
                float* inter);
 
 // scores[r·kChunk + j] = q_r · k_j (d ascending) for r < rows, j < cols; kt = keys as [D, C].
+// May also write columns up to the next multiple of 8 (≤ C).
 void Scores(int64_t rows, int64_t cols, int64_t d, const float* q, int64_t ldq, const float* kt,
             float* scores);
 
@@ -63,6 +65,19 @@ struct ChunkScratch {
 void ChunkOutputs(int64_t r0, int64_t n, int64_t d, const float* q, int64_t ldq, const float* k,
                   const float* v, int64_t ldkv, const float* state, const float* pow, float scale,
                   ChunkScratch& scratch, float* o, int64_t ldo);
+
+// Asks for n rows of one head of three [T, H, D] tensors ahead of use: rows are ld = H·D floats
+// apart, too far for the hardware prefetcher to follow.
+inline void PrefetchRows(int64_t n, int64_t d, int64_t ld, const float* a, const float* b,
+                         const float* c) {
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t x = 0; x < d; x += 16) {
+      __builtin_prefetch(a + j * ld + x);
+      __builtin_prefetch(b + j * ld + x);
+      __builtin_prefetch(c + j * ld + x);
+    }
+  }
+}
 
 // Argument checks shared by the three entry points; errors name the argument.
 absl::Status CheckQkv(const LinearAttentionParams& p, const Tensor& q, const Tensor& k,

@@ -52,7 +52,10 @@ void InterTerm(int64_t rows, int64_t d, const float* q, int64_t ldq, const float
 
 void Scores(int64_t rows, int64_t cols, int64_t d, const float* q, int64_t ldq, const float* kt,
             float* scores) {
-  ActiveVecMat()(rows, d, cols, q, ldq, kt, kChunk, scores, kChunk);
+  // Columns rounded up to whole 8-lane vectors (kt has C, a multiple of 8, initialised columns):
+  // the extra scores are never read, and each score's chain is the same either way.
+  const int64_t padded = std::min<int64_t>(kChunk, (cols + 7) / 8 * 8);
+  ActiveVecMat()(rows, d, padded, q, ldq, kt, kChunk, scores, kChunk);
 }
 
 void OutputRow(int64_t i, int64_t d, const float* scores, const float* v, int64_t ldv,
@@ -75,7 +78,7 @@ void BoundaryUpdate(int64_t d, const float* k, int64_t ldk, const float* v, int6
 }
 
 ChunkScratch::ChunkScratch(int64_t d)
-    : kt(new float[d * kChunk]),
+    : kt(new float[d * kChunk]()),  // zeroed: Scores reads whole 8-column groups
       inter(new float[kChunk * d]),
       scores(new float[kChunk * kChunk]),
       w(new float[kChunk]),
