@@ -201,6 +201,9 @@ absl::Status ValidateAttention(const std::string& source, ModelConfig& c) {
         absl::StrCat(c.group_norm_size));
   }
   const double rotary = static_cast<double>(c.head_dim) * c.partial_rotary_factor;
+  if (!c.use_qk_norm) {  // the engine always applies QK-norm (MODEL.md §2.3, §3)
+    return FieldError(source, "use_qk_norm", "true (the only form Tandem implements)", "false");
+  }
   if (c.partial_rotary_factor > 1.0 || rotary != std::floor(rotary) ||
       static_cast<int64_t>(rotary) % 2 != 0 || rotary < 2) {
     return FieldError(source, "partial_rotary_factor",
@@ -376,7 +379,7 @@ ParameterCounts CountParameters(const ModelConfig& c) {
     layers += 2 * dm;  // the two RMSNorm weights
     layers +=
         (c.num_attention_heads + 2 * c.kv_heads(l)) * c.head_dim * dm + dm * hd;  // qkv, dense
-    if (c.use_qk_norm) layers += 2 * c.head_dim;
+    layers += 2 * c.head_dim;  // query/key layernorm
     if (c.layer_types[l] == LayerType::kLinear) layers += hd * dm + hd;  // g_proj, g_norm
     if (!c.IsMoeLayer(l)) {
       layers += 3 * c.intermediate_size * dm;

@@ -81,6 +81,9 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
                               const std::map<std::string, std::string>& metadata = {
                                   {"format", "pt"}});
 
+// Writes `contents` to `path`.tmp, fsyncs it and renames it over `path`.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
+
 // model.safetensors.index.json: {"metadata": {"total_size": N}, "weight_map": {name: file}}.
 struct SafetensorsIndex {
   int64_t total_size = 0;  // bytes of tensor data over all shards

@@ -139,20 +139,19 @@ absl::Status CheckWritable(const std::string& path, const std::vector<TensorToWr
   return absl::OkStatus();
 }
 
-absl::Status WriteJsonFile(const std::string& path, const json& j) {
-  AtomicFile file(path);
-  TANDEM_RETURN_IF_ERROR(file.Open());
-  const std::string text = j.dump(2) + "\n";
-  TANDEM_RETURN_IF_ERROR(file.Write(text.data(), text.size()));
-  return file.Commit();
-}
-
 void RemoveIfExists(const std::string& path) {
   std::error_code ec;
   std::filesystem::remove(path, ec);
 }
 
 }  // namespace
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+  AtomicFile file(path);
+  TANDEM_RETURN_IF_ERROR(file.Open());
+  TANDEM_RETURN_IF_ERROR(file.Write(contents.data(), contents.size()));
+  return file.Commit();
+}
 
 int64_t StoredBytes(const TensorToWrite& t) {
   return t.tensor.numel() * static_cast<int64_t>(DTypeSize(t.stored));
@@ -193,7 +192,7 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
 
 absl::Status WriteSafetensorsIndex(const std::string& path, const SafetensorsIndex& index) {
   json j = {{"metadata", {{"total_size", index.total_size}}}, {"weight_map", index.weight_map}};
-  return WriteJsonFile(path, j);
+  return WriteFileAtomically(path, j.dump(2) + "\n");
 }
 
 absl::Status WriteSafetensorsCheckpoint(const std::string& dir,
