@@ -379,7 +379,7 @@ ParameterCounts CountParameters(const ModelConfig& c) {
     layers += 2 * dm;  // the two RMSNorm weights
     layers +=
         (c.num_attention_heads + 2 * c.kv_heads(l)) * c.head_dim * dm + dm * hd;  // qkv, dense
-    layers += 2 * c.head_dim;  // query/key layernorm
+    layers += 2 * c.head_dim;                                            // query/key layernorm
     if (c.layer_types[l] == LayerType::kLinear) layers += hd * dm + hd;  // g_proj, g_norm
     if (!c.IsMoeLayer(l)) {
       layers += 3 * c.intermediate_size * dm;
