@@ -1,0 +1,147 @@
+// GPU GEMM benchmark: Tandem's batch-invariant cuda::GemmNT (bf16 in, fp32 accumulate and out)
+// against cuBLAS (cublasGemmEx, bf16 in, fp32 compute and out, default algorithm: the speed we
+// give up for a fixed tile) at the Ring-mini projection shapes. Plain program, CUDA-event timing.
+//   gemm_cuda_bench [--quick]
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#ifdef TANDEM_HAVE_CUBLAS
+#include <cublas_v2.h>
+#endif
+
+#include "kernels/gemm/gemm_cuda.h"
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                          \
+  do {                                                                                            \
+    cudaError_t e_ = (expr);                                                                      \
+    if (e_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+// Deterministic values in [-1, 1) from a hash of the index.
+__global__ void FillKernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+    p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
+  }
+}
+
+template <typename Fn>
+double TimeMs(Fn&& fn, bool quick) {
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  fn();  // warm-up (also first-call setup)
+  CHECK_CUDA(cudaEventRecord(start));
+  fn();
+  CHECK_CUDA(cudaEventRecord(stop));
+  CHECK_CUDA(cudaEventSynchronize(stop));
+  float once = 0.0f;
+  CHECK_CUDA(cudaEventElapsedTime(&once, start, stop));
+  const double budget_ms = quick ? 20.0 : 200.0;
+  const int iters = std::clamp(static_cast<int>(budget_ms / std::max(once, 1e-3f)), 3, 1000);
+  CHECK_CUDA(cudaEventRecord(start));
+  for (int i = 0; i < iters; ++i) fn();
+  CHECK_CUDA(cudaEventRecord(stop));
+  CHECK_CUDA(cudaEventSynchronize(stop));
+  float total = 0.0f;
+  CHECK_CUDA(cudaEventElapsedTime(&total, start, stop));
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  return total / iters;
+}
+
+// Largest |x - y| relative to the largest |y|.
+double MaxRelDiff(const float* x, const float* y, int64_t n) {
+  std::vector<float> hx(n), hy(n);
+  CHECK_CUDA(cudaMemcpy(hx.data(), x, n * sizeof(float), cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaMemcpy(hy.data(), y, n * sizeof(float), cudaMemcpyDeviceToHost));
+  double diff = 0.0, scale = 1e-30;
+  for (int64_t i = 0; i < n; ++i) {
+    diff = std::max(diff, static_cast<double>(std::fabs(hx[i] - hy[i])));
+    scale = std::max(scale, static_cast<double>(std::fabs(hy[i])));
+  }
+  return diff / scale;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int64_t ms[] = {1, 64, 1024, 4096, 16384};
+  const int64_t nks[][2] = {{6144, 2048}, {2048, 2048}, {2048, 5120}};
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs; tile %dx%dx%d for every M\n", prop.name,
+              prop.multiProcessorCount, tandem::kernels::cuda::kGemmTileM,
+              tandem::kernels::cuda::kGemmTileN, tandem::kernels::cuda::kGemmTileK);
+#ifdef TANDEM_HAVE_CUBLAS
+  cublasHandle_t handle;
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) return 1;
+#endif
+  std::printf("%6s %6s %6s | %10s %9s | %10s %9s | %7s %9s\n", "M", "N", "K", "ours ms", "TFLOP/s",
+              "cuBLAS ms", "TFLOP/s", "ratio", "max rel");
+  for (const auto& nk : nks) {
+    const int64_t n = nk[0], k = nk[1], max_m = ms[4];
+    __nv_bfloat16 *a, *b;
+    float *c, *c_ref;
+    CHECK_CUDA(cudaMalloc(&a, max_m * k * sizeof(__nv_bfloat16)));
+    CHECK_CUDA(cudaMalloc(&b, n * k * sizeof(__nv_bfloat16)));
+    CHECK_CUDA(cudaMalloc(&c, max_m * n * sizeof(float)));
+    CHECK_CUDA(cudaMalloc(&c_ref, max_m * n * sizeof(float)));
+    FillKernel<<<1024, 256>>>(a, max_m * k, 1);
+    FillKernel<<<1024, 256>>>(b, n * k, 2);
+    for (int64_t m : ms) {
+      tandem::kernels::cuda::GemmNTArgs g;
+      g.m = m, g.n = n, g.k = k, g.a = a, g.lda = k, g.b = b, g.ldb = k, g.c = c, g.ldc = n;
+      const double ours = TimeMs([&] { (void)tandem::kernels::cuda::GemmNT(nullptr, g); }, quick);
+      const absl::Status s = tandem::kernels::cuda::GemmNT(nullptr, g);
+      if (!s.ok()) {
+        std::fprintf(stderr, "GemmNT: %s\n", std::string(s.message()).c_str());
+        return 1;
+      }
+      const double flop = 2.0 * m * n * k;
+      double ref = 0.0, rel = 0.0;
+#ifdef TANDEM_HAVE_CUBLAS
+      const float alpha = 1.0f, beta = 0.0f;
+      // cuBLAS is column-major: row-major C[M,N] = A·Bᵀ is Cᵀ[N,M] = B·Aᵀ, where B and A are
+      // seen as column-major [K,N] and [K,M] matrices, so B is used transposed.
+      auto cublas = [&] {
+        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, a,
+                     CUDA_R_16BF, k, &beta, c_ref, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT);
+      };
+      ref = TimeMs(cublas, quick);
+      CHECK_CUDA(cudaDeviceSynchronize());
+      rel = MaxRelDiff(c, c_ref, m * n);
+#endif
+      std::printf("%6ld %6ld %6ld | %10.4f %9.1f | %10.4f %9.1f | %7.2f %9.2e\n", (long)m, (long)n,
+                  (long)k, ours, flop / ours * 1e-9, ref, ref > 0 ? flop / ref * 1e-9 : 0.0,
+                  ref > 0 ? ours / ref : 0.0, rel);
+      std::fflush(stdout);
+    }
+    CHECK_CUDA(cudaFree(a));
+    CHECK_CUDA(cudaFree(b));
+    CHECK_CUDA(cudaFree(c));
+    CHECK_CUDA(cudaFree(c_ref));
+  }
+  std::printf("ratio = ours time / cuBLAS time (1.00 = parity, larger = slower)\n");
+#ifdef TANDEM_HAVE_CUBLAS
+  cublasDestroy(handle);
+#endif
+  return 0;
+}

@@ -1,0 +1,52 @@
+// CUDA plumbing shared by every CUDA kernel: cudaError_t -> absl::Status with file:line, device
+// detection (tests skip without a GPU), and Tensor copies between host and device, including the
+// f32 <-> bf16 casts that weights and activations go through. Built only when TANDEM_HAVE_CUDA.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/core/context.h"
+#include "kernels/core/tensor.h"
+
+namespace tandem::kernels::cuda {
+
+// OK for cudaSuccess, otherwise Internal "file:line: expr: cudaErrorName: description".
+absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* file, int line);
+
+// True when the CUDA runtime finds at least one usable device. Cached after the first call.
+bool CudaAvailable();
+
+// The stream kernels launch on for `ctx` (the default stream when the context has none).
+inline cudaStream_t StreamOf(const Context& ctx) {
+  return static_cast<cudaStream_t>(ctx.cuda_stream());
+}
+
+// Waits for all work queued on `ctx`'s stream and reports any asynchronous error.
+absl::Status Synchronize(const Context& ctx);
+
+// Copies src into dst (same dtype and shape; either may live on either device). Ordered on the
+// context's stream; copies that end on the host are complete when this returns.
+absl::Status CopyTensor(const Context& ctx, const Tensor& src, Tensor& dst);
+// New owning tensors holding a copy of `t` on the device / on the host.
+absl::StatusOr<Tensor> CopyToDevice(const Context& ctx, const Tensor& t);
+absl::StatusOr<Tensor> CopyToHost(const Context& ctx, const Tensor& t);
+
+// Casts on the tensor's own device into a new tensor there. ToBf16 takes f32 (round to nearest
+// even, NaNs stay quiet: the same bits as FloatToBf16 on the host); ToF32 takes bf16 (exact).
+// A tensor already of the target dtype is returned as a copy.
+absl::StatusOr<Tensor> ToBf16(const Context& ctx, const Tensor& t);
+absl::StatusOr<Tensor> ToF32(const Context& ctx, const Tensor& t);
+
+}  // namespace tandem::kernels::cuda
+
+// Returns the enclosing function's absl::Status when `expr` (a cudaError_t) is not cudaSuccess.
+#define TANDEM_CUDA_RETURN_IF_ERROR(expr)                                                    \
+  do {                                                                                       \
+    ::cudaError_t tandem_cuda_error_ = (expr);                                               \
+    if (tandem_cuda_error_ != ::cudaSuccess) {                                               \
+      return ::tandem::kernels::cuda::CudaErrorToStatus(tandem_cuda_error_, #expr, __FILE__, \
+                                                        __LINE__);                           \
+    }                                                                                        \
+  } while (0)

@@ -1,0 +1,68 @@
+// cuda::GemmNT: argument checks and the choice between the two GPU GEMM kernels, which depends
+// only on dtypes (never on M), so one weight always goes through one kernel with one tile.
+#include <cuda_runtime.h>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/core/cuda_util.h"
+#include "kernels/core/status_macros.h"
+#include "kernels/gemm/gemm_cuda.h"
+#include "kernels/gemm/gemm_cuda_internal.h"
+
+namespace tandem::kernels::cuda {
+namespace {
+
+bool IsFloating(DType t) { return t == DType::kF32 || t == DType::kBF16; }
+
+absl::Status CheckArgs(const GemmNTArgs& g) {
+  TANDEM_CHECK_ARG(g.m >= 0 && g.n >= 0 && g.k >= 0, "gemm: negative size m=", g.m, " n=", g.n,
+                   " k=", g.k);
+  TANDEM_CHECK_ARG(IsFloating(g.a_dtype), "a: expected f32 or bf16, got ", DTypeName(g.a_dtype));
+  TANDEM_CHECK_ARG(IsFloating(g.b_dtype), "b: expected f32 or bf16, got ", DTypeName(g.b_dtype));
+  TANDEM_CHECK_ARG(IsFloating(g.c_dtype), "c: expected f32 or bf16, got ", DTypeName(g.c_dtype));
+  if (g.b_dtype == DType::kF32) {
+    TANDEM_CHECK_ARG(g.a_dtype == DType::kF32, "a: expected f32 with an f32 b, got ",
+                     DTypeName(g.a_dtype));
+    TANDEM_CHECK_ARG(g.c_dtype == DType::kF32, "c: expected f32 with an f32 b, got ",
+                     DTypeName(g.c_dtype));
+  }
+  TANDEM_CHECK_ARG(g.lda >= g.k, "lda: expected >= k = ", g.k, ", got ", g.lda);
+  TANDEM_CHECK_ARG(g.ldb >= g.k, "ldb: expected >= k = ", g.k, ", got ", g.ldb);
+  TANDEM_CHECK_ARG(g.ldc >= g.n, "ldc: expected >= n = ", g.n, ", got ", g.ldc);
+  const bool reads = g.m > 0 && g.n > 0 && g.k > 0;
+  TANDEM_CHECK_ARG(!reads || g.a != nullptr, "a: null pointer");
+  TANDEM_CHECK_ARG(!reads || g.b != nullptr, "b: null pointer");
+  TANDEM_CHECK_ARG(g.m == 0 || g.n == 0 || g.c != nullptr, "c: null pointer");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status GemmNT(cudaStream_t stream, const GemmNTArgs& args) {
+  TANDEM_RETURN_IF_ERROR(CheckArgs(args));
+  if (args.m == 0 || args.n == 0) return absl::OkStatus();
+  TANDEM_CUDA_RETURN_IF_ERROR(args.b_dtype == DType::kBF16
+                                  ? internal::LaunchGemmTensorCore(stream, args)
+                                  : internal::LaunchGemmF32(stream, args));
+  return absl::OkStatus();
+}
+
+absl::Status GemmNT(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
+                    bool accumulate) {
+  const DType bt = b.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(b, "b", bt, {-1, -1}, Device::kCUDA));
+  const int64_t n = b.dim(0), k = b.dim(1);
+  const DType at = bt == DType::kF32 || a.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(a, "a", at, {-1, k}, Device::kCUDA));
+  const int64_t m = a.dim(0);
+  const DType ct = bt == DType::kF32 || c.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(c, "c", ct, {m, n}, Device::kCUDA));
+  GemmNTArgs args;
+  args.m = m, args.n = n, args.k = k;
+  args.a = a.raw_data(), args.a_dtype = at, args.lda = k;
+  args.b = b.raw_data(), args.b_dtype = bt, args.ldb = k;
+  args.c = c.raw_data(), args.c_dtype = ct, args.ldc = n;
+  args.accumulate = accumulate;
+  return GemmNT(StreamOf(ctx), args);
+}
+
+}  // namespace tandem::kernels::cuda
