@@ -17,7 +17,8 @@ int main(int argc, char** argv) {
   CLI::App app{"Tandem: RL for hybrid linear/softmax-attention MoE models"};
   app.require_subcommand(1);
   std::string log_level = "warn";
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
+      ->capture_default_str();
   tandem::cli::AddInitModelCommand(app);
   tandem::cli::AddLogprobsCommand(app);
   app.parse_complete_callback([&] { tandem::InitLogging(log_level); });

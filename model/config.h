@@ -21,20 +21,20 @@ enum class LayerType { kLinear, kSoftmax };
 enum class DecayConvention { kEngine, kHfRemote };
 
 struct ModelConfig {
-  std::string model_type;              // "bailing_moe_linear"
-  int64_t vocab_size = 0;              // V
-  int64_t hidden_size = 0;             // Dm
-  int64_t num_hidden_layers = 0;       // L
-  int64_t num_attention_heads = 0;     // H (both layer types)
-  int64_t num_key_value_heads = 0;     // Hkv, softmax layers only; linear layers are MHA
-  int64_t head_dim = 0;                // D
-  int64_t intermediate_size = 0;       // dense SwiGLU width (layers < first_k_dense_replace)
-  int64_t first_k_dense_replace = 0;   // layers [0, k) use the dense MLP
-  int64_t num_experts = 0;             // E routed experts (0: every layer dense)
-  int64_t num_experts_per_tok = 0;     // K
-  int64_t num_shared_experts = 0;      // shared experts, fused into one SwiGLU of width
-                                       // num_shared_experts · moe_shared_expert_intermediate_size
-  int64_t moe_intermediate_size = 0;   // routed expert width
+  std::string model_type;             // "bailing_moe_linear"
+  int64_t vocab_size = 0;             // V
+  int64_t hidden_size = 0;            // Dm
+  int64_t num_hidden_layers = 0;      // L
+  int64_t num_attention_heads = 0;    // H (both layer types)
+  int64_t num_key_value_heads = 0;    // Hkv, softmax layers only; linear layers are MHA
+  int64_t head_dim = 0;               // D
+  int64_t intermediate_size = 0;      // dense SwiGLU width (layers < first_k_dense_replace)
+  int64_t first_k_dense_replace = 0;  // layers [0, k) use the dense MLP
+  int64_t num_experts = 0;            // E routed experts (0: every layer dense)
+  int64_t num_experts_per_tok = 0;    // K
+  int64_t num_shared_experts = 0;     // shared experts, fused into one SwiGLU of width
+                                      // num_shared_experts · moe_shared_expert_intermediate_size
+  int64_t moe_intermediate_size = 0;  // routed expert width
   int64_t moe_shared_expert_intermediate_size = 0;
   int64_t n_group = 1;                 // router groups
   int64_t topk_group = 1;              // router groups kept
@@ -52,13 +52,11 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   int64_t eos_token_id = -1;
   int64_t pad_token_id = -1;
-  std::string dtype = "bfloat16";      // torch_dtype / dtype
+  std::string dtype = "bfloat16";  // torch_dtype / dtype
   DecayConvention decay_convention = DecayConvention::kEngine;
 
   int64_t rotary_dim() const;
-  bool IsMoeLayer(int64_t layer) const {
-    return num_experts > 0 && layer >= first_k_dense_replace;
-  }
+  bool IsMoeLayer(int64_t layer) const { return num_experts > 0 && layer >= first_k_dense_replace; }
   int64_t kv_heads(int64_t layer) const {
     return layer_types[layer] == LayerType::kLinear ? num_attention_heads : num_key_value_heads;
   }

@@ -1,7 +1,7 @@
 // HybridModel: the Ring-linear forward pass composed from kernels/ (MODEL.md §1.4, §2.3, §3, §3b):
 //   x = embed(tokens)
-//   per layer: h = x + Attn(RmsNorm(x)); x = h + FFN(RmsNorm(h))   (residual add fused into the norm)
-//   logprobs = log_softmax(lm_head(RmsNorm(x)) / temperature)[target]
+//   per layer: h = x + Attn(RmsNorm(x)); x = h + FFN(RmsNorm(h))   (residual add fused into the
+//   norm) logprobs = log_softmax(lm_head(RmsNorm(x)) / temperature)[target]
 // over packed sequences: sequence b is tokens[cu_seqlens[b] .. cu_seqlens[b+1]), positions restart
 // at 0 and linear-attention chunks restart at each sequence's start (contract rule 3). Every op is
 // row-local or per-sequence, so a sequence's log-probs are bitwise the same alone or packed.

@@ -17,21 +17,21 @@
 namespace tandem::model {
 
 struct LayerWeights {
-  Tensor input_layernorm;           // [Dm]
-  Tensor post_attention_layernorm;  // [Dm]
-  Tensor qkv;                       // [(H + 2·Hkv)·D, Dm]; Hkv = H on linear layers
-  Tensor dense;                     // [Dm, H·D] attention output projection
-  Tensor query_layernorm;           // [D]
-  Tensor key_layernorm;             // [D]
-  Tensor g_proj;                    // [H·D, Dm]  linear layers only
-  Tensor g_norm;                    // [H·D]      linear layers only
-  Tensor mlp_gate, mlp_up;          // [I, Dm]    dense-MLP layers only
-  Tensor mlp_down;                  // [Dm, I]
-  Tensor router;                    // [E, Dm]    MoE layers only (mlp.gate.weight)
-  Tensor expert_bias;               // [E]        (mlp.gate.expert_bias)
+  Tensor input_layernorm;              // [Dm]
+  Tensor post_attention_layernorm;     // [Dm]
+  Tensor qkv;                          // [(H + 2·Hkv)·D, Dm]; Hkv = H on linear layers
+  Tensor dense;                        // [Dm, H·D] attention output projection
+  Tensor query_layernorm;              // [D]
+  Tensor key_layernorm;                // [D]
+  Tensor g_proj;                       // [H·D, Dm]  linear layers only
+  Tensor g_norm;                       // [H·D]      linear layers only
+  Tensor mlp_gate, mlp_up;             // [I, Dm]    dense-MLP layers only
+  Tensor mlp_down;                     // [Dm, I]
+  Tensor router;                       // [E, Dm]    MoE layers only (mlp.gate.weight)
+  Tensor expert_bias;                  // [E]        (mlp.gate.expert_bias)
   kernels::MoeExpertsWeights experts;  // gate/up [E, Ie, Dm], down [E, Dm, Ie]
-  Tensor shared_gate, shared_up;    // [Is, Dm]   MoE layers with shared experts
-  Tensor shared_down;               // [Dm, Is]
+  Tensor shared_gate, shared_up;       // [Is, Dm]   MoE layers with shared experts
+  Tensor shared_down;                  // [Dm, Is]
 };
 
 struct ModelWeights {
