@@ -156,6 +156,10 @@ absl::Status Read(const YAML::Node& node, const Field& field, const std::string&
     return absl::InvalidArgumentError(absl::StrCat(where, ": field '", field.path, "': expected ",
                                                    what, ", got '", YAML::Dump(node), "'"));
   };
+  if (node.IsNull() && std::holds_alternative<std::string*>(field.ptr)) {
+    *std::get<std::string*>(field.ptr) = "";  // `key:` with no value
+    return absl::OkStatus();
+  }
   if (!node.IsScalar()) return bad("a scalar");
   try {
     if (auto* s = std::get_if<std::string*>(&field.ptr)) **s = node.as<std::string>();

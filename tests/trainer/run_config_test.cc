@@ -37,6 +37,9 @@ TEST(RunConfigTest, DefaultsAndValues) {
   EXPECT_EQ(c->data.min_digits, 1);  // default
   EXPECT_DOUBLE_EQ(c->optim.beta2, 0.95);
   EXPECT_EQ(c->checkpoint.resume, "auto");
+  auto empty = ParseSftRunConfig(std::string(kYaml) + "checkpoint:\n  dir:\n", "run.yaml");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->checkpoint.dir, "");
 }
 
 TEST(RunConfigTest, HydraOverrides) {
