@@ -52,7 +52,9 @@ Outputs Gpu(const std::vector<float>& g, const std::vector<float>& u, const std:
 }
 
 void ExpectClose(const Outputs& got, const Outputs& want, double rtol, const Shape& shape) {
-  const testing::CompareOptions opt{.atol = 1e-6, .rtol = rtol, .shape = shape};
+  // With bf16 storage (rtol = 2^-8) pure output rounding gives an NMSE near 2^-18 / 3 ~ 1.3e-6.
+  const testing::CompareOptions opt{
+      .atol = 1e-6, .rtol = rtol, .max_nmse = rtol > 1e-4 ? 1e-5 : 1e-8, .shape = shape};
   EXPECT_TRUE(AllClose(got.h, testing::ToDouble(want.h), opt)) << "h";
   EXPECT_TRUE(AllClose(got.dgate, testing::ToDouble(want.dgate), opt)) << "dgate";
   EXPECT_TRUE(AllClose(got.dup, testing::ToDouble(want.dup), opt)) << "dup";
