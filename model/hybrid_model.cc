@@ -19,6 +19,7 @@ namespace tandem::model {
 namespace {
 
 using internal::PackedSequences;
+using internal::ResidualStream;
 
 // The LM head runs over at most this many logits at a time. Rows are independent (GEMM rows are
 // batch-invariant and the log-sum-exp is row-local), so chunking never changes a bit.
@@ -72,22 +73,6 @@ Tensor Positions(const Tensor& cu_seqlens, int64_t T) {
   return positions;
 }
 
-// The fp32 residual stream of MODEL.md §1.4, with the residual add fused into the next norm:
-// Norm() first adds the pending block output `delta` into x (if any), then h = RmsNorm(x) · w.
-struct ResidualStream {
-  Tensor x;      // [T, Dm] the residual stream
-  Tensor delta;  // [T, Dm] the last block's output, not yet added into x
-  Tensor h;      // [T, Dm] the normalised stream the next block reads
-  Tensor rstd;   // [T]
-  bool delta_pending = false;
-
-  absl::Status Norm(const Context& ctx, const Tensor& w, float eps) {
-    if (!delta_pending) return kernels::RmsNormFwd(ctx, x, w, eps, h, rstd);
-    delta_pending = false;
-    return kernels::AddRmsNormFwd(ctx, x, delta, w, eps, /*sum=*/x, h, rstd);
-  }
-};
-
 // One pre-norm decoder layer: x += Attn(RmsNorm(x)); x += FFN(RmsNorm(x)).
 absl::Status DecoderLayer(const Context& ctx, const ModelConfig& config, int64_t layer,
                           const LayerWeights& w, const PackedSequences& seqs,
@@ -102,15 +87,7 @@ absl::Status DecoderLayer(const Context& ctx, const ModelConfig& config, int64_t
         internal::SoftmaxAttentionBlock(ctx, config, w, seqs, stream.h, stream.delta));
   }
   stream.delta_pending = true;
-
-  TANDEM_RETURN_IF_ERROR(stream.Norm(ctx, w.post_attention_layernorm, eps));
-  if (config.IsMoeLayer(layer)) {
-    TANDEM_RETURN_IF_ERROR(internal::MoeBlock(ctx, config, w, stream.h, stream.delta));
-  } else {
-    TANDEM_RETURN_IF_ERROR(internal::DenseMlpBlock(ctx, w, stream.h, stream.delta));
-  }
-  stream.delta_pending = true;
-  return absl::OkStatus();
+  return internal::FeedForwardHalf(ctx, config, layer, w, stream);
 }
 
 // logprob [T] = log_softmax(h · lm_headᵀ / temperature)[target], 0 where target = −1, computed

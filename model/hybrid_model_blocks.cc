@@ -42,14 +42,24 @@ float AttentionScale(int64_t head_dim) {
   return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 }
 
-// q [T, H, D], k, v [T, Hkv, D] from the fused projection; q and k are RMS-normalised per head
-// (query_layernorm / key_layernorm) and rotated by partial NeoX RoPE at their in-sequence position.
-struct Qkv {
-  Tensor q, k, v;
-};
+// out [T, Dm] = down(silu(gate(h)) · up(h)), optionally added onto what out already holds.
+absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w,
+                    const Tensor& down_w, const Tensor& h, Tensor& out, bool accumulate) {
+  const int64_t T = h.dim(0);
+  const int64_t I = gate_w.dim(0);
+  Tensor gate = F32({T, I});  // [T, I]
+  Tensor up = F32({T, I});    // [T, I]
+  Tensor act = F32({T, I});   // [T, I]
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, gate_w, gate));
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, up_w, up));
+  TANDEM_RETURN_IF_ERROR(kernels::SwigluFwd(ctx, gate, up, act));
+  return GemmNT(ctx, act, down_w, out, accumulate);
+}
+
+}  // namespace
+
 absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
-                               const LayerWeights& w, const PackedSequences& seqs,
-                               const Tensor& h) {
+                               const LayerWeights& w, const Tensor& positions, const Tensor& h) {
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
@@ -69,27 +79,57 @@ absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, in
   Tensor q_rstd = F32({T, H});         // [T, H]
   Tensor k_rstd = F32({T, kv_heads});  // [T, Hkv]
   TANDEM_RETURN_IF_ERROR(
-      kernels::QkNormRopeFwd(ctx, p, q_raw, w.query_layernorm, seqs.positions, out.q, q_rstd));
+      kernels::QkNormRopeFwd(ctx, p, q_raw, w.query_layernorm, positions, out.q, q_rstd));
   TANDEM_RETURN_IF_ERROR(
-      kernels::QkNormRopeFwd(ctx, p, k_raw, w.key_layernorm, seqs.positions, out.k, k_rstd));
+      kernels::QkNormRopeFwd(ctx, p, k_raw, w.key_layernorm, positions, out.k, k_rstd));
   return out;
 }
 
-// out [T, Dm] = down(silu(gate(h)) · up(h)), optionally added onto what out already holds.
-absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w,
-                    const Tensor& down_w, const Tensor& h, Tensor& out, bool accumulate) {
-  const int64_t T = h.dim(0);
-  const int64_t I = gate_w.dim(0);
-  Tensor gate = F32({T, I});  // [T, I]
-  Tensor up = F32({T, I});    // [T, I]
-  Tensor act = F32({T, I});   // [T, I]
-  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, gate_w, gate));
-  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, up_w, up));
-  TANDEM_RETURN_IF_ERROR(kernels::SwigluFwd(ctx, gate, up, act));
-  return GemmNT(ctx, act, down_w, out, accumulate);
+kernels::SoftmaxAttentionParams SoftmaxParams(const ModelConfig& config) {
+  return {config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+          AttentionScale(config.head_dim)};
 }
 
-}  // namespace
+kernels::LinearAttentionParams LinearParams(const ModelConfig& config) {
+  return {config.num_attention_heads, config.head_dim, AttentionScale(config.head_dim)};
+}
+
+absl::Status SoftmaxAttentionOutput(const Context& ctx, const ModelConfig& config,
+                                    const LayerWeights& w, const Tensor& o, Tensor& out) {
+  const int64_t T = o.dim(0);
+  TANDEM_ASSIGN_OR_RETURN(Tensor o_flat,
+                          o.Reshape({T, config.num_attention_heads * config.head_dim}));
+  return GemmNT(ctx, o_flat, w.dense, out);
+}
+
+absl::Status LinearAttentionOutput(const Context& ctx, const ModelConfig& config,
+                                   const LayerWeights& w, const Tensor& h, const Tensor& o,
+                                   Tensor& out) {
+  const int64_t T = o.dim(0);
+  const int64_t HD = config.num_attention_heads * config.head_dim;
+  Tensor gate = F32({T, HD});  // [T, H·D]
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.g_proj, gate));
+  TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, HD}));  // [T, H·D]
+  kernels::GroupRmsNormGateParams gp{config.group_norm_size,
+                                     static_cast<float>(config.rms_norm_eps)};
+  Tensor y = F32({T, HD});                           // [T, H·D]
+  Tensor y_rstd = F32({T, config.group_norm_size});  // [T, groups]
+  TANDEM_RETURN_IF_ERROR(kernels::GroupRmsNormGateFwd(ctx, gp, o_flat, gate, w.g_norm, y, y_rstd));
+  return GemmNT(ctx, y, w.dense, out);
+}
+
+absl::Status FeedForwardHalf(const Context& ctx, const ModelConfig& config, int64_t layer,
+                             const LayerWeights& w, ResidualStream& stream) {
+  TANDEM_RETURN_IF_ERROR(
+      stream.Norm(ctx, w.post_attention_layernorm, static_cast<float>(config.rms_norm_eps)));
+  if (config.IsMoeLayer(layer)) {
+    TANDEM_RETURN_IF_ERROR(MoeBlock(ctx, config, w, stream.h, stream.delta));
+  } else {
+    TANDEM_RETURN_IF_ERROR(DenseMlpBlock(ctx, w, stream.h, stream.delta));
+  }
+  stream.delta_pending = true;
+  return absl::OkStatus();
+}
 
 absl::Status LinearAttentionBlock(const Context& ctx, const ModelConfig& config, int64_t layer,
                                   const LayerWeights& w, const PackedSequences& seqs,
@@ -98,26 +138,15 @@ absl::Status LinearAttentionBlock(const Context& ctx, const ModelConfig& config,
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
   // Linear layers are MHA: q, k, v all [T, H, D].
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, H, w, seqs, h));
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, H, w, seqs.positions, h));
 
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer), {H});  // [H], λ_h = exp(−x_h)
-  kernels::LinearAttentionParams p{H, D, AttentionScale(D)};
-  Tensor o = F32({T, H, D});  // [T, H, D]
+  Tensor o = F32({T, H, D});                                          // [T, H, D]
   Tensor no_initial_state, no_chunk_states, no_boundary_state;
-  TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionFwd(ctx, p, qkv.q, qkv.k, qkv.v, decay,
-                                                     seqs.cu_seqlens, no_initial_state, o,
+  TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionFwd(ctx, LinearParams(config), qkv.q, qkv.k, qkv.v,
+                                                     decay, seqs.cu_seqlens, no_initial_state, o,
                                                      no_chunk_states, no_boundary_state));
-
-  // The output gate is computed from the attention input h, not from o.
-  Tensor gate = F32({T, H * D});  // [T, H·D]
-  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.g_proj, gate));
-  TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, H * D}));  // [T, H·D]
-  kernels::GroupRmsNormGateParams gp{config.group_norm_size,
-                                     static_cast<float>(config.rms_norm_eps)};
-  Tensor y = F32({T, H * D});                        // [T, H·D]
-  Tensor y_rstd = F32({T, config.group_norm_size});  // [T, groups]
-  TANDEM_RETURN_IF_ERROR(kernels::GroupRmsNormGateFwd(ctx, gp, o_flat, gate, w.g_norm, y, y_rstd));
-  return GemmNT(ctx, y, w.dense, out);
+  return LinearAttentionOutput(ctx, config, w, h, o, out);
 }
 
 absl::Status SoftmaxAttentionBlock(const Context& ctx, const ModelConfig& config,
@@ -125,17 +154,14 @@ absl::Status SoftmaxAttentionBlock(const Context& ctx, const ModelConfig& config
                                    const Tensor& h, Tensor& out) {
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
-  const int64_t Hkv = config.num_key_value_heads;
   const int64_t D = config.head_dim;
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, Hkv, w, seqs, h));
-
-  kernels::SoftmaxAttentionParams p{H, Hkv, D, AttentionScale(D)};
+  TANDEM_ASSIGN_OR_RETURN(
+      Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w, seqs.positions, h));
   Tensor o = F32({T, H, D});  // [T, H, D]
   Tensor lse = F32({T, H});   // [T, H]
-  TANDEM_RETURN_IF_ERROR(
-      kernels::SoftmaxAttentionFwd(ctx, p, qkv.q, qkv.k, qkv.v, seqs.cu_seqlens, o, lse));
-  TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, H * D}));  // [T, H·D]
-  return GemmNT(ctx, o_flat, w.dense, out);
+  TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionFwd(ctx, SoftmaxParams(config), qkv.q, qkv.k,
+                                                      qkv.v, seqs.cu_seqlens, o, lse));
+  return SoftmaxAttentionOutput(ctx, config, w, o, out);
 }
 
 absl::Status DenseMlpBlock(const Context& ctx, const LayerWeights& w, const Tensor& h,

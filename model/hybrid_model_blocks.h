@@ -2,6 +2,8 @@
 // attention kinds and the two FFN kinds. Each reads the normalised residual stream h [T, Dm] and
 // writes the block's output [T, Dm], which the caller adds back into the residual stream. Internal
 // to model/; every block is row-local or per-sequence, so packing never changes a row's bits.
+// The attention blocks are projection → core → output; ForwardStep (hybrid_model_step.cc) calls
+// the same projection and output pieces around its cache-reading cores.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +11,9 @@
 #include "absl/status/status.h"
 #include "kernels/core/context.h"
 #include "kernels/core/tensor.h"
+#include "kernels/linear_attention/linear_attention.h"
+#include "kernels/rms_norm/rms_norm.h"
+#include "kernels/softmax_attention/softmax_attention.h"
 #include "model/config.h"
 #include "model/weights.h"
 
@@ -19,6 +24,48 @@ struct PackedSequences {
   Tensor cu_seqlens;  // [B + 1] i32
   Tensor positions;   // [T] i32, restarting at 0 in each sequence
 };
+
+// The fp32 residual stream of MODEL.md §1.4, with the residual add fused into the next norm:
+// Norm() first adds the pending block output `delta` into x (if any), then h = RmsNorm(x) · w.
+struct ResidualStream {
+  Tensor x;      // [T, Dm] the residual stream
+  Tensor delta;  // [T, Dm] the last block's output, not yet added into x
+  Tensor h;      // [T, Dm] the normalised stream the next block reads
+  Tensor rstd;   // [T]
+  bool delta_pending = false;
+
+  absl::Status Norm(const Context& ctx, const Tensor& w, float eps) {
+    if (!delta_pending) return kernels::RmsNormFwd(ctx, x, w, eps, h, rstd);
+    delta_pending = false;
+    return kernels::AddRmsNormFwd(ctx, x, delta, w, eps, /*sum=*/x, h, rstd);
+  }
+};
+
+// q [T, H, D], k, v [T, Hkv, D] from the fused projection of h; q and k RMS-normalised per head
+// (query_layernorm / key_layernorm) and rotated by partial NeoX RoPE at `positions` [T] i32.
+struct Qkv {
+  Tensor q, k, v;
+};
+absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
+                               const LayerWeights& w, const Tensor& positions, const Tensor& h);
+
+// Kernel parameters of the two attention kinds (scale D^-1/2, rounded once from double).
+kernels::SoftmaxAttentionParams SoftmaxParams(const ModelConfig& config);
+kernels::LinearAttentionParams LinearParams(const ModelConfig& config);
+
+// out [T, Dm] = dense(o) for softmax layers, o [T, H, D].
+absl::Status SoftmaxAttentionOutput(const Context& ctx, const ModelConfig& config,
+                                    const LayerWeights& w, const Tensor& o, Tensor& out);
+// out [T, Dm] = dense(GroupRmsNormGate(o, g_proj(h))) for linear layers; the gate is computed
+// from the attention input h, not from o.
+absl::Status LinearAttentionOutput(const Context& ctx, const ModelConfig& config,
+                                   const LayerWeights& w, const Tensor& h, const Tensor& o,
+                                   Tensor& out);
+
+// The FFN half of a decoder layer: stream.h = RmsNorm(x) (post_attention_layernorm, adding the
+// pending attention output first), stream.delta = FFN(stream.h), left pending.
+absl::Status FeedForwardHalf(const Context& ctx, const ModelConfig& config, int64_t layer,
+                             const LayerWeights& w, ResidualStream& stream);
 
 // out [T, Dm] = dense(GroupRmsNormGate(LinearAttention(rope(norm(q)), rope(norm(k)), v),
 //                                      g_proj(h))).

@@ -7,7 +7,6 @@
 #include "model/hybrid_model_step.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <unordered_set>
 
@@ -16,10 +15,7 @@
 #include "kernels/core/status_macros.h"
 #include "kernels/embedding/embedding.h"
 #include "kernels/gemm/gemm.h"
-#include "kernels/group_rms_norm_gate/group_rms_norm_gate.h"
 #include "kernels/linear_attention/linear_attention.h"
-#include "kernels/qk_norm_rope/qk_norm_rope.h"
-#include "kernels/rms_norm/rms_norm.h"
 #include "kernels/softmax_attention/softmax_attention.h"
 #include "model/hybrid_model_blocks.h"
 
@@ -28,96 +24,14 @@ namespace {
 
 Tensor F32(Shape shape) { return Tensor::Empty(std::move(shape), DType::kF32); }
 
-// ---- TEMPORARY copies of the forward's pieces (to move into hybrid_model_blocks) ----
-void CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst) {
-  const int64_t src_cols = src.dim(1);
-  const int64_t width = dst.numel() / dst.dim(0);
-  const float* s = src.data<float>();
-  float* d = dst.data<float>();
-  ctx.ParallelFor(src.dim(0), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      std::memcpy(d + t * width, s + t * src_cols + col, width * sizeof(float));
-    }
-  });
-}
-float AttentionScale(int64_t head_dim) {
-  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-}
-struct Qkv {
-  Tensor q, k, v;
-};
-absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
-                               const LayerWeights& w, const Tensor& positions, const Tensor& h) {
-  const int64_t T = h.dim(0);
-  const int64_t H = config.num_attention_heads;
-  const int64_t D = config.head_dim;
-  Tensor qkv = F32({T, (H + 2 * kv_heads) * D});
-  TANDEM_RETURN_IF_ERROR(kernels::GemmNT(ctx, h, w.qkv, qkv));
-  Tensor q_raw = F32({T, H, D});
-  Tensor k_raw = F32({T, kv_heads, D});
-  Qkv out{F32({T, H, D}), F32({T, kv_heads, D}), F32({T, kv_heads, D})};
-  CopyColumns(ctx, qkv, 0, q_raw);
-  CopyColumns(ctx, qkv, H * D, k_raw);
-  CopyColumns(ctx, qkv, (H + kv_heads) * D, out.v);
-  kernels::QkNormRopeParams p;
-  p.rotary_dim = config.rotary_dim();
-  p.theta = config.rope_theta;
-  p.eps = static_cast<float>(config.rms_norm_eps);
-  Tensor q_rstd = F32({T, H});
-  Tensor k_rstd = F32({T, kv_heads});
-  TANDEM_RETURN_IF_ERROR(
-      kernels::QkNormRopeFwd(ctx, p, q_raw, w.query_layernorm, positions, out.q, q_rstd));
-  TANDEM_RETURN_IF_ERROR(
-      kernels::QkNormRopeFwd(ctx, p, k_raw, w.key_layernorm, positions, out.k, k_rstd));
-  return out;
-}
-kernels::SoftmaxAttentionParams SoftmaxParams(const ModelConfig& c) {
-  return {c.num_attention_heads, c.num_key_value_heads, c.head_dim, AttentionScale(c.head_dim)};
-}
-kernels::LinearAttentionParams LinearParams(const ModelConfig& c) {
-  return {c.num_attention_heads, c.head_dim, AttentionScale(c.head_dim)};
-}
-absl::Status SoftmaxAttentionOutput(const Context& ctx, const ModelConfig& config,
-                                    const LayerWeights& w, const Tensor& o, Tensor& out) {
-  const int64_t T = o.dim(0), H = config.num_attention_heads, D = config.head_dim;
-  TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, H * D}));
-  return kernels::GemmNT(ctx, o_flat, w.dense, out);
-}
-absl::Status LinearAttentionOutput(const Context& ctx, const ModelConfig& config,
-                                   const LayerWeights& w, const Tensor& h, const Tensor& o,
-                                   Tensor& out) {
-  const int64_t T = o.dim(0), H = config.num_attention_heads, D = config.head_dim;
-  Tensor gate = F32({T, H * D});
-  TANDEM_RETURN_IF_ERROR(kernels::GemmNT(ctx, h, w.g_proj, gate));
-  TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, H * D}));
-  kernels::GroupRmsNormGateParams gp{config.group_norm_size,
-                                     static_cast<float>(config.rms_norm_eps)};
-  Tensor y = F32({T, H * D});
-  Tensor y_rstd = F32({T, config.group_norm_size});
-  TANDEM_RETURN_IF_ERROR(kernels::GroupRmsNormGateFwd(ctx, gp, o_flat, gate, w.g_norm, y, y_rstd));
-  return kernels::GemmNT(ctx, y, w.dense, out);
-}
-struct ResidualStream {
-  Tensor x, delta, h, rstd;
-  bool delta_pending = false;
-  absl::Status Norm(const Context& ctx, const Tensor& w, float eps) {
-    if (!delta_pending) return kernels::RmsNormFwd(ctx, x, w, eps, h, rstd);
-    delta_pending = false;
-    return kernels::AddRmsNormFwd(ctx, x, delta, w, eps, /*sum=*/x, h, rstd);
-  }
-};
-absl::Status FeedForward(const Context& ctx, const ModelConfig& config, int64_t layer,
-                         const LayerWeights& w, ResidualStream& stream, float eps) {
-  TANDEM_RETURN_IF_ERROR(stream.Norm(ctx, w.post_attention_layernorm, eps));
-  if (config.IsMoeLayer(layer)) {
-    TANDEM_RETURN_IF_ERROR(internal::MoeBlock(ctx, config, w, stream.h, stream.delta));
-  } else {
-    TANDEM_RETURN_IF_ERROR(internal::DenseMlpBlock(ctx, w, stream.h, stream.delta));
-  }
-  stream.delta_pending = true;
-  return absl::OkStatus();
-}
-// ---- end TEMPORARY ----
+using internal::FeedForwardHalf;
+using internal::LinearAttentionOutput;
+using internal::LinearParams;
+using internal::ProjectQkv;
+using internal::Qkv;
+using internal::ResidualStream;
+using internal::SoftmaxAttentionOutput;
+using internal::SoftmaxParams;
 
 // The rows of one step. Multi-token pieces are packed first (rows [0, prefill_rows)), then the
 // single-token ones, so the linear layers hand one contiguous range to each kernel.
@@ -351,7 +265,7 @@ absl::StatusOr<Tensor> ForwardStep(const Context& ctx, const HybridModel& model,
           SoftmaxStep(ctx, config, w, L, cache.softmax_layer(l), stream.h, stream.delta));
     }
     stream.delta_pending = true;
-    TANDEM_RETURN_IF_ERROR(FeedForward(ctx, config, l, w, stream, eps));
+    TANDEM_RETURN_IF_ERROR(FeedForwardHalf(ctx, config, l, w, stream));
   }
   return LastRowLogits(ctx, model, L, stream);
 }
