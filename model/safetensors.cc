@@ -289,7 +289,7 @@ absl::StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::str
   std::map<std::string, const SafetensorsFile*> opened;
   for (const auto& [name, file_name] : index.weight_map) {
     if (!opened.count(file_name)) {
-      TANDEM_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/" + file_name));
+      TANDEM_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(absl::StrCat(dir, "/", file_name)));
       opened[file_name] = file.get();
       ckpt.files_.push_back(std::move(file));
     }

@@ -164,8 +164,9 @@ ModelWeights AllocateWeights(const ModelConfig& config) {
   w.embed = Zeros({config.vocab_size, config.hidden_size});
   w.final_norm = Zeros({config.hidden_size});
   w.lm_head = config.tie_word_embeddings ? w.embed : Zeros({config.vocab_size, config.hidden_size});
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l)
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     w.layers.push_back(AllocateLayer(config, l));
+  }
   return w;
 }
 

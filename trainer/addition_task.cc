@@ -32,7 +32,8 @@ absl::StatusOr<std::vector<PromptResponse>> GenerateAdditionTask(
                    options.min_digits, ", ", options.max_digits, "]");
   std::vector<PromptResponse> rows;
   rows.reserve(count);
-  const uint64_t span = static_cast<uint64_t>(options.max_digits - options.min_digits + 1);
+  const uint64_t span =
+      static_cast<uint64_t>(options.max_digits) - static_cast<uint64_t>(options.min_digits) + 1;
   for (int64_t i = 0; i < count; ++i) {
     SplitMix64 rng(SplitMix64::Mix(options.seed, static_cast<uint64_t>(i)));
     const int da = options.min_digits + static_cast<int>(rng.Below(span));

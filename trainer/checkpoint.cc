@@ -135,8 +135,9 @@ absl::StatusOr<LoopState> LoopStateFromJson(const nlohmann::json& j, const std::
   }
   if (!j.contains("data_cursor")) return bad("data_cursor");
   auto cursor = DataCursor::FromJson(j["data_cursor"]);
-  if (!cursor.ok())
+  if (!cursor.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", cursor.status().message()));
+  }
   s.data_cursor = *cursor;
   s.extra = j.value("extra", nlohmann::json::object());
   return s;
@@ -236,8 +237,9 @@ absl::StatusOr<std::string> SaveTrainingCheckpoint(const std::string& root, int6
   TANDEM_RETURN_IF_ERROR(WriteFile(tmp + "/" + kLoopStateFile, LoopStateToJson(c.loop).dump(2)));
   stage("loop_state");
   TANDEM_RETURN_IF_ERROR(FsyncTree(tmp));
-  if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
+  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
     return ErrnoError("rename to " + final_dir, tmp);
+  }
   TANDEM_RETURN_IF_ERROR(FsyncPath(root, true));
   stage("committed");
   Prune(root, options.keep_last);

@@ -18,10 +18,10 @@
 // `TANDEM_ASSIGN_OR_RETURN(auto x, Foo());` declares x from an OK StatusOr or returns its status.
 #define TANDEM_ASSIGN_OR_RETURN(lhs, expr) \
   TANDEM_ASSIGN_OR_RETURN_IMPL_(TANDEM_CONCAT_(tandem_statusor_, __LINE__), lhs, expr)
-#define TANDEM_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
-  auto statusor = (expr);                                  \
-  if (!statusor.ok()) return std::move(statusor).status(); \
-  lhs = std::move(statusor).value()
+#define TANDEM_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)         \
+  auto statusor = (expr); /* NOLINT(bugprone-macro-parentheses) */ \
+  if (!statusor.ok()) return std::move(statusor).status();         \
+  lhs = std::move(statusor).value() /* NOLINT(bugprone-macro-parentheses) */
 
 // Returns InvalidArgument with a formatted message when `cond` is false.
 #define TANDEM_CHECK_ARG(cond, ...)                                              \

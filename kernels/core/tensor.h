@@ -57,7 +57,7 @@ class Tensor {
   static Tensor View(void* data, Shape shape, DType dtype, Device device = Device::kCPU);
   // Copies host values into a new CPU tensor.
   template <typename T>
-  static Tensor FromVector(const std::vector<T>& values, Shape shape);
+  static Tensor FromVector(const std::vector<T>& values, const Shape& shape);
 
   bool defined() const { return data_ != nullptr; }
   DType dtype() const { return dtype_; }
@@ -110,8 +110,8 @@ const T* Tensor::data() const {
   return static_cast<const T*>(data_);
 }
 template <typename T>
-Tensor Tensor::FromVector(const std::vector<T>& values, Shape shape) {
-  Tensor t = Empty(std::move(shape), DTypeOf<T>::value);
+Tensor Tensor::FromVector(const std::vector<T>& values, const Shape& shape) {
+  Tensor t = Empty(shape, DTypeOf<T>::value);
   std::copy(values.begin(), values.begin() + std::min<size_t>(values.size(), t.numel()),
             t.data<T>());
   return t;

@@ -33,6 +33,8 @@ template <int R>
 void MicroKernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, Store mode) {
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+// Token pasting builds the accumulator names, so the arguments cannot be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define TANDEM_GEMM_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define TANDEM_GEMM_LOAD(r)                     \
   if constexpr (r < R) {                        \
@@ -73,6 +75,7 @@ void MicroKernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t
 #undef TANDEM_GEMM_FMA
 #undef TANDEM_GEMM_LOAD
 #undef TANDEM_GEMM_ROWS
+  // NOLINTEND(bugprone-macro-parentheses)
 }
 
 void MicroKernelRows(int rows, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc,

@@ -144,8 +144,9 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
       float* st = state.data<float>() + w * dd;
       cpu::ChunkOutputs(i, i + 1, d, q.data<float>() + row, ld, ok, ov, ld, st, s.pow, p.scale,
                         s.chunk, o.data<float>() + row, ld);
-      if (i + 1 == kChunk)
+      if (i + 1 == kChunk) {
         cpu::BoundaryUpdate(d, ok, ld, ov, ld, s.pow, s.kwt.get(), s.acc.get(), st);
+      }
     }
   });
   for (int64_t seq = 0; seq < b; ++seq) lens[seq] = (lens[seq] + 1) % kChunk;
