@@ -14,8 +14,10 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/core/context.h"
 #include "kernels/core/tensor.h"
 
@@ -45,5 +47,34 @@ absl::Status GemmNT(cudaStream_t stream, const GemmNTArgs& args);
 inline constexpr int kGemmTileM = 128;
 inline constexpr int kGemmTileN = 128;
 inline constexpr int kGemmTileK = 32;
+
+// ---- cuBLASLt with a pinned algorithm
+// ------------------------------------------------------------ The same product through cuBLASLt,
+// with ONE algorithm per weight shape for every M (contract rule 1). The first call for a shape key
+// (N, K, lda, ldb, ldc, c dtype) asks the heuristic once, at M = kGemmLtReferenceM, for algorithms
+// without split-K or reduction, and pins the first one that cublasLtMatmulAlgoCheck accepts at
+// every M of kGemmLtProbeM; that algorithm then runs every M of the shape. Shapes cuBLASLt cannot
+// take this way (f32 a or b, K or a leading dimension that leaves rows not 16-byte aligned, K = 0,
+// no qualifying algorithm) run our GemmNT for EVERY M. A call whose M the pinned algorithm rejects
+// fails (FailedPrecondition) rather than switching. The choice depends on the GPU, the cuBLASLt
+// version and the key only, so two processes on the same setup pin the same algorithm. Pointers
+// must be 16-byte aligned (InvalidArgument if not). State (handle, 32 MiB workspace, pinned
+// algorithms) lives in ctx.Resource("cublaslt").
+inline constexpr int64_t kGemmLtReferenceM = 4096;
+inline constexpr int64_t kGemmLtProbeM[] = {
+    1, 2, 3, 8, 17, 37, 64, 100, 128, 255, 512, 1000, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
+
+absl::Status GemmNTPinned(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
+                          bool accumulate = false);
+absl::Status GemmNTPinned(const Context& ctx, const GemmNTArgs& args);
+
+// Which path the shape of `args` takes (M is ignored) and, for cuBLASLt, the pinned algorithm's
+// configuration ("algo=.. tile=.. stages=.. ..."). Pins on first use, like GemmNTPinned.
+struct GemmPinnedInfo {
+  bool cublaslt = false;
+  std::string algo;  // empty for our kernel; else the reason is in `why`
+  std::string why;   // why our kernel is used, when it is
+};
+absl::StatusOr<GemmPinnedInfo> GemmNTPinnedInfo(const Context& ctx, const GemmNTArgs& args);
 
 }  // namespace tandem::kernels::cuda

@@ -1,0 +1,271 @@
+// cuda::GemmNTPinned: C = A · Bᵀ through cuBLASLt with one algorithm pinned per weight shape.
+// Batch invariance (contract rule 1) needs the same tile configuration and k order for every M;
+// cuBLASLt's heuristic would pick per M (split-K at small M), so it is asked once per shape, at a
+// reference M, restricted to no split-K and no reduction, and its answer is reused for every M.
+// Row-major C[M,N] = A[M,K]·B[N,K]ᵀ is column-major Cᵀ[N,M] = op_T(B)·A: cuBLASLt's "A" is our B.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/core/cuda_util.h"
+#include "kernels/core/status_macros.h"
+#include "kernels/gemm/gemm_cuda.h"
+
+namespace tandem::kernels::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+constexpr int kHeuristicResults = 32;
+
+absl::Status LtStatus(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("cuBLASLt ", what, ": status ", static_cast<int>(s)));
+}
+#define TANDEM_LT_RETURN_IF_ERROR(expr) TANDEM_RETURN_IF_ERROR(LtStatus((expr), #expr))
+
+// (N, K, lda, ldb, ldc, a dtype, b dtype, c dtype)
+using ShapeKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, DType, DType, DType>;
+
+struct Pinned {
+  bool cublaslt = false;
+  cublasLtMatmulAlgo_t algo{};
+  std::string description, why;
+  std::set<int64_t> checked_m;  // M values cublasLtMatmulAlgoCheck accepted
+};
+
+// The per-context cuBLASLt state.
+struct LtState {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::mutex mu;
+  std::map<ShapeKey, std::shared_ptr<Pinned>> pinned;
+  ~LtState() {
+    // A context that lives until exit (a static) is destroyed after the CUDA runtime has unloaded;
+    // the process frees everything then, and calling into cuBLASLt would not be safe.
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) {
+      cudaGetLastError();
+      return;
+    }
+    if (workspace != nullptr) cudaFree(workspace);
+    if (handle != nullptr) cublasLtDestroy(handle);
+  }
+};
+
+absl::StatusOr<LtState*> StateOf(const Context& ctx) {
+  auto slot = ctx.Resource("cublaslt", [] {
+    auto st = std::make_shared<LtState>();
+    if (cublasLtCreate(&st->handle) != CUBLAS_STATUS_SUCCESS) st->handle = nullptr;
+    if (cudaMalloc(&st->workspace, kWorkspaceBytes) != cudaSuccess) {
+      cudaGetLastError();
+      st->workspace = nullptr;
+    }
+    return std::static_pointer_cast<void>(st);
+  });
+  auto* st = static_cast<LtState*>(slot.get());
+  if (st->handle == nullptr || st->workspace == nullptr) {
+    return absl::InternalError("cuBLASLt: cannot create the handle or its workspace");
+  }
+  return st;
+}
+
+// Descriptors for one M, in caller-owned opaque storage (no allocation per call).
+struct Descs {
+  cublasLtMatmulDescOpaque_t op_storage;
+  cublasLtMatrixLayoutOpaque_t a_storage, b_storage, c_storage;
+  cublasLtMatmulDesc_t op() { return &op_storage; }
+  cublasLtMatrixLayout_t a() { return &a_storage; }  // cuBLASLt's A: our B as [K, N]
+  cublasLtMatrixLayout_t b() { return &b_storage; }  // cuBLASLt's B: our A as [K, M]
+  cublasLtMatrixLayout_t c() { return &c_storage; }  // C and D: our C as [N, M]
+};
+
+absl::Status InitDescs(const GemmNTArgs& g, int64_t m, Descs& d) {
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulDescInit(d.op(), CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(d.op(), CUBLASLT_MATMUL_DESC_TRANSA,
+                                                           &trans_a, sizeof(trans_a)));
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(d.op(), CUBLASLT_MATMUL_DESC_TRANSB,
+                                                           &trans_b, sizeof(trans_b)));
+  const cudaDataType_t ct = g.c_dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_32F;
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutInit(d.a(), CUDA_R_16BF, g.k, g.n, g.ldb));
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutInit(d.b(), CUDA_R_16BF, g.k, m, g.lda));
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutInit(d.c(), ct, g.n, m, g.ldc));
+  return absl::OkStatus();
+}
+
+template <typename T>
+T AlgoConfig(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attr) {
+  T v{};
+  size_t written = 0;
+  cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, sizeof(v), &written);
+  return v;
+}
+
+std::string Describe(const cublasLtMatmulAlgo_t& a) {
+  return absl::StrCat("algo=", AlgoConfig<int32_t>(a, CUBLASLT_ALGO_CONFIG_ID),
+                      " tile=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                      " stages=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                      " splitk=", AlgoConfig<int32_t>(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+                      " reduction=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME),
+                      " swizzle=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),
+                      " custom=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION),
+                      " inner=", AlgoConfig<uint16_t>(a, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID),
+                      " cluster=", AlgoConfig<uint16_t>(a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
+}
+
+// True when cuBLASLt accepts `algo` for M = m within our workspace.
+bool AlgoValidFor(LtState& st, const GemmNTArgs& g, const cublasLtMatmulAlgo_t& algo, int64_t m) {
+  Descs d;
+  if (!InitDescs(g, m, d).ok()) return false;
+  cublasLtMatmulHeuristicResult_t result{};
+  return cublasLtMatmulAlgoCheck(st.handle, d.op(), d.a(), d.b(), d.c(), d.c(), &algo, &result) ==
+             CUBLAS_STATUS_SUCCESS &&
+         result.workspaceSize <= kWorkspaceBytes;
+}
+
+// Why cuBLASLt cannot take this shape at all (empty when it can).
+std::string ShapeIneligible(const GemmNTArgs& g) {
+  if (g.a_dtype != DType::kBF16 || g.b_dtype != DType::kBF16) return "a or b is not bf16";
+  if (g.k == 0) return "K = 0";
+  const int64_t c_align = g.c_dtype == DType::kBF16 ? 8 : 4;
+  if (g.k % 8 != 0 || g.lda % 8 != 0 || g.ldb % 8 != 0 || g.ldc % c_align != 0) {
+    return "K or a leading dimension leaves rows not 16-byte aligned";
+  }
+  return "";
+}
+
+absl::Status Pin(LtState& st, const GemmNTArgs& g, Pinned& p) {
+  p.why = ShapeIneligible(g);
+  if (!p.why.empty()) return absl::OkStatus();
+  Descs d;
+  TANDEM_RETURN_IF_ERROR(InitDescs(g, kGemmLtReferenceM, d));
+  cublasLtMatmulPreferenceOpaque_t pref_storage;
+  cublasLtMatmulPreference_t pref = &pref_storage;
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceInit(pref));
+  const uint64_t ws = kWorkspaceBytes;
+  const uint32_t no_reduction = CUBLASLT_REDUCTION_SCHEME_NONE, align = 16;
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_reduction, sizeof(no_reduction)));
+  for (auto attr :
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+    TANDEM_LT_RETURN_IF_ERROR(
+        cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
+  }
+  cublasLtMatmulHeuristicResult_t results[kHeuristicResults];
+  int found = 0;
+  if (cublasLtMatmulAlgoGetHeuristic(st.handle, d.op(), d.a(), d.b(), d.c(), d.c(), pref,
+                                     kHeuristicResults, results, &found) != CUBLAS_STATUS_SUCCESS) {
+    found = 0;
+  }
+  for (int i = 0; i < found; ++i) {
+    const cublasLtMatmulAlgo_t& algo = results[i].algo;
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    if (AlgoConfig<int32_t>(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) > 1) continue;
+    if (AlgoConfig<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) !=
+        CUBLASLT_REDUCTION_SCHEME_NONE) {
+      continue;
+    }
+    bool valid_everywhere = true;
+    for (int64_t m : kGemmLtProbeM)
+      valid_everywhere = valid_everywhere && AlgoValidFor(st, g, algo, m);
+    if (!valid_everywhere) continue;
+    p.cublaslt = true;
+    p.algo = algo;
+    p.description = Describe(algo);
+    for (int64_t m : kGemmLtProbeM) p.checked_m.insert(m);
+    return absl::OkStatus();
+  }
+  p.why = absl::StrCat("no algorithm without split-K valid at every probe M (", found,
+                       " heuristic results)");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Pinned>> PinnedFor(LtState& st, const GemmNTArgs& g) {
+  const ShapeKey key{g.n, g.k, g.lda, g.ldb, g.ldc, g.a_dtype, g.b_dtype, g.c_dtype};
+  std::lock_guard<std::mutex> lock(st.mu);
+  std::shared_ptr<Pinned>& p = st.pinned[key];
+  if (p == nullptr) {
+    auto fresh = std::make_shared<Pinned>();
+    TANDEM_RETURN_IF_ERROR(Pin(st, g, *fresh));
+    p = fresh;
+  }
+  return p;
+}
+
+absl::Status RunPinned(const Context& ctx, LtState& st, Pinned& p, const GemmNTArgs& g) {
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (!p.checked_m.count(g.m)) {
+      if (!AlgoValidFor(st, g, p.algo, g.m)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "GemmNTPinned: the algorithm pinned for N=", g.n, " K=", g.k, " (", p.description,
+            ") is not valid at M=", g.m, "; refusing to switch algorithms within a shape"));
+      }
+      p.checked_m.insert(g.m);
+    }
+  }
+  const auto aligned16 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  TANDEM_CHECK_ARG(aligned16(g.a), "a: GemmNTPinned needs a 16-byte aligned pointer");
+  TANDEM_CHECK_ARG(aligned16(g.b), "b: GemmNTPinned needs a 16-byte aligned pointer");
+  TANDEM_CHECK_ARG(aligned16(g.c), "c: GemmNTPinned needs a 16-byte aligned pointer");
+  Descs d;
+  TANDEM_RETURN_IF_ERROR(InitDescs(g, g.m, d));
+  const float alpha = 1.0f, beta = g.accumulate ? 1.0f : 0.0f;
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmul(st.handle, d.op(), &alpha, g.b, d.a(), g.a, d.b(), &beta,
+                                           g.c, d.c(), g.c, d.c(), &p.algo, st.workspace,
+                                           kWorkspaceBytes, StreamOf(ctx)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<GemmPinnedInfo> GemmNTPinnedInfo(const Context& ctx, const GemmNTArgs& args) {
+  TANDEM_ASSIGN_OR_RETURN(LtState * st, StateOf(ctx));
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<Pinned> p, PinnedFor(*st, args));
+  return GemmPinnedInfo{p->cublaslt, p->description, p->why};
+}
+
+absl::Status GemmNTPinned(const Context& ctx, const GemmNTArgs& args) {
+  // Argument checks, and the dtype rules, are GemmNT's (it validates before launching anything).
+  GemmNTArgs empty = args;
+  empty.m = 0;
+  TANDEM_RETURN_IF_ERROR(GemmNT(StreamOf(ctx), empty));
+  if (args.m == 0 || args.n == 0) return absl::OkStatus();
+  TANDEM_CHECK_ARG(args.c != nullptr, "c: null pointer");
+  TANDEM_CHECK_ARG(args.k == 0 || (args.a != nullptr && args.b != nullptr), "a, b: null pointer");
+  TANDEM_ASSIGN_OR_RETURN(LtState * st, StateOf(ctx));
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<Pinned> p, PinnedFor(*st, args));
+  if (!p->cublaslt) return GemmNT(StreamOf(ctx), args);
+  return RunPinned(ctx, *st, *p, args);
+}
+
+absl::Status GemmNTPinned(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
+                          bool accumulate) {
+  const DType bt = b.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(b, "b", bt, {-1, -1}, Device::kCUDA));
+  const int64_t n = b.dim(0), k = b.dim(1);
+  const DType at = bt == DType::kF32 || a.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(a, "a", at, {-1, k}, Device::kCUDA));
+  const int64_t m = a.dim(0);
+  const DType ct = bt == DType::kF32 || c.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(c, "c", ct, {m, n}, Device::kCUDA));
+  GemmNTArgs args;
+  args.m = m, args.n = n, args.k = k;
+  args.a = a.raw_data(), args.a_dtype = at, args.lda = k;
+  args.b = b.raw_data(), args.b_dtype = bt, args.ldb = k;
+  args.c = c.raw_data(), args.c_dtype = ct, args.ldc = n;
+  args.accumulate = accumulate;
+  return GemmNTPinned(ctx, args);
+}
+
+}  // namespace tandem::kernels::cuda
