@@ -1,0 +1,37 @@
+// Causal GQA softmax attention on the GPU: packed forward and paged decode (the CPU API in
+// softmax_attention.h, same shapes and the same contract rule 2).
+//
+// Numerics: a query row at position t is reduced over its keys in KV tiles of kAttentionKvTile
+// with online softmax in fp32 (one device routine, attention_tile.cuh), tiles grouped into splits
+// of kAttentionSplitLength whose partials are merged in ascending order (one merge routine). The
+// forward kernel and the decode kernels run those routines on the same values in the same order,
+// so decode at position t returns the forward pass's row t bit for bit, for any batch, packing or
+// block table. Scores and outputs are fp32 FMA chains (CUDA cores), the inputs bf16 or f32.
+#pragma once
+
+#include "absl/status/status.h"
+#include "kernels/core/context.h"
+#include "kernels/core/tensor.h"
+#include "kernels/softmax_attention/softmax_attention.h"
+
+namespace tandem::kernels::cuda {
+
+// Head dimensions the CUDA kernels are built for.
+inline bool SoftmaxAttentionHeadDimSupported(int64_t d) { return d == 32 || d == 64 || d == 128; }
+
+// q [T, H, D], k, v [T, Hkv, D]: bf16 or f32 on the GPU (each its own dtype). cu_seqlens [B + 1]
+// i32 on the host or the GPU (read on the host). o [T, H, D] f32 or bf16 on the GPU; lse [T, H]
+// f32 on the GPU, or an undefined Tensor to skip it.
+absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParams& p,
+                                 const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& cu_seqlens, Tensor& o, Tensor& lse);
+
+// q [B, H, D] bf16 or f32; k_cache, v_cache [num_blocks, kAttentionKvTile, Hkv, D] bf16 or f32;
+// block_tables [B, max_blocks] i32; seq_lens [B] i32 (1 ≤ seq_lens[b] ≤ max_blocks·tile, every
+// listed block in range: not checked, they stay on the GPU); o [B, H, D] f32 or bf16. All on the
+// GPU. Splits run in parallel blocks; their partials are merged in order by a second kernel.
+absl::Status SoftmaxAttentionDecode(const Context& ctx, const SoftmaxAttentionParams& p,
+                                    const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                    const Tensor& block_tables, const Tensor& seq_lens, Tensor& o);
+
+}  // namespace tandem::kernels::cuda

@@ -1,0 +1,207 @@
+// Tests for the CUDA softmax attention: forward against the CPU kernel on the same bf16-rounded
+// inputs (packed sequences, splits of kAttentionSplitLength, GQA groups, head dims 32/64/128), the
+// contract's bitwise promises on the GPU (paged decode at position t == forward row t through a
+// shuffled block table whose unused slots hold NaN; a sequence packed with others == alone), and
+// argument errors (checked without a GPU too).
+#include "kernels/softmax_attention/softmax_attention_cuda.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "kernels/softmax_attention/softmax_attention.h"
+#include "tests/kernels/gpu/gpu_test_util.h"
+#include "tests/testing/compare.h"
+
+namespace tandem::kernels {
+namespace {
+
+using testing::AllClose;
+using testing::BitwiseEqual;
+using testing::GpuTestContext;
+using testing::RandomVector;
+using testing::RoundedToBf16;
+using testing::ToDevice;
+using testing::ToHostFloats;
+
+struct Problem {
+  SoftmaxAttentionParams p;
+  std::vector<int32_t> cu;
+  std::vector<float> q, k, v;  // bf16-representable
+  int64_t t() const { return cu.back(); }
+};
+
+Problem MakeProblem(int64_t h, int64_t hkv, int64_t d, std::vector<int32_t> lens, uint64_t seed) {
+  Problem pr;
+  pr.p = {h, hkv, d, 1.0f / std::sqrt(static_cast<float>(d))};
+  pr.cu = {0};
+  for (int32_t len : lens) pr.cu.push_back(pr.cu.back() + len);
+  // Scores of a few units: the softmax is neither flat nor one-hot.
+  pr.q = RoundedToBf16(RandomVector(pr.t() * h * d, seed, -2.0f, 2.0f));
+  pr.k = RoundedToBf16(RandomVector(pr.t() * hkv * d, seed + 1, -2.0f, 2.0f));
+  pr.v = RoundedToBf16(RandomVector(pr.t() * hkv * d, seed + 2));
+  return pr;
+}
+
+Tensor HostI32(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::Empty({static_cast<int64_t>(v.size())}, DType::kI32);
+  std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(int32_t));
+  return t;
+}
+
+// GPU forward (bf16 inputs); returns o (as floats, in o_dtype storage) and lse.
+void GpuForward(const Problem& pr, DType o_dtype, std::vector<float>* o, std::vector<float>* lse) {
+  const int64_t t = pr.t(), h = pr.p.num_heads, hkv = pr.p.num_kv_heads, d = pr.p.head_dim;
+  Tensor q = ToDevice(pr.q, {t, h, d}, DType::kBF16);
+  Tensor k = ToDevice(pr.k, {t, hkv, d}, DType::kBF16);
+  Tensor v = ToDevice(pr.v, {t, hkv, d}, DType::kBF16);
+  Tensor od = Tensor::Empty({t, h, d}, o_dtype, Device::kCUDA);
+  Tensor lsed = Tensor::Empty({t, h}, DType::kF32, Device::kCUDA);
+  absl::Status s =
+      cuda::SoftmaxAttentionFwd(GpuTestContext(), pr.p, q, k, v, HostI32(pr.cu), od, lsed);
+  ASSERT_TRUE(s.ok()) << s;
+  *o = ToHostFloats(od);
+  *lse = ToHostFloats(lsed);
+}
+
+TEST(SoftmaxAttentionCudaTest, ForwardMatchesCpu) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const Problem problems[] = {
+      MakeProblem(4, 2, 64, {1, 67, 1300}, 1),  // two splits, a one-token sequence
+      MakeProblem(8, 2, 128, {200, 65}, 2),     // group 4, the Ring head dim
+      MakeProblem(3, 3, 32, {64, 5, 130}, 3),   // no GQA, tile-sized sequence
+  };
+  for (const Problem& pr : problems) {
+    const int64_t t = pr.t(), h = pr.p.num_heads, hkv = pr.p.num_kv_heads, d = pr.p.head_dim;
+    SCOPED_TRACE(::testing::Message() << "T=" << t << " H=" << h << " Hkv=" << hkv << " D=" << d);
+    Tensor o = Tensor::Empty({t, h, d}, DType::kF32), lse = Tensor::Empty({t, h}, DType::kF32);
+    ASSERT_TRUE(SoftmaxAttentionFwd(Context::Cpu(2), pr.p, Tensor::FromVector(pr.q, {t, h, d}),
+                                    Tensor::FromVector(pr.k, {t, hkv, d}),
+                                    Tensor::FromVector(pr.v, {t, hkv, d}), HostI32(pr.cu), o, lse)
+                    .ok());
+    std::vector<float> go, glse;
+    GpuForward(pr, DType::kF32, &go, &glse);
+    // Two fp32 evaluations in different orders (and expf vs std::exp): outputs are convex
+    // combinations of |v| ≤ 1 whose sums over ≤ 1300 keys drift by ~√n·2⁻²⁴ each; lse is O(10).
+    testing::CompareOptions opt;
+    opt.atol = 1e-5;
+    opt.shape = {t, h, d};
+    EXPECT_TRUE(AllClose(go, testing::ToDouble(testing::Floats(o)), opt));
+    opt.atol = 1e-5;
+    opt.shape = {t, h};
+    EXPECT_TRUE(AllClose(glse, testing::ToDouble(testing::Floats(lse)), opt));
+    // bf16 o: the f32 result rounded once.
+    std::vector<float> bo, blse;
+    GpuForward(pr, DType::kBF16, &bo, &blse);
+    EXPECT_TRUE(BitwiseEqual(bo, RoundedToBf16(go)));
+  }
+}
+
+TEST(SoftmaxAttentionCudaTest, PackedRowsEqualAloneBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const Problem packed = MakeProblem(8, 2, 128, {70, 1100, 3}, 4);
+  std::vector<float> o_packed, lse_packed;
+  GpuForward(packed, DType::kF32, &o_packed, &lse_packed);
+  const int64_t hd = packed.p.num_heads * packed.p.head_dim, kvd = packed.p.num_kv_heads * 128;
+  for (size_t b = 0; b + 1 < packed.cu.size(); ++b) {
+    SCOPED_TRACE(::testing::Message() << "sequence " << b);
+    const int64_t r0 = packed.cu[b], r1 = packed.cu[b + 1];
+    Problem alone = packed;
+    alone.cu = {0, static_cast<int32_t>(r1 - r0)};
+    alone.q.assign(packed.q.begin() + r0 * hd, packed.q.begin() + r1 * hd);
+    alone.k.assign(packed.k.begin() + r0 * kvd, packed.k.begin() + r1 * kvd);
+    alone.v.assign(packed.v.begin() + r0 * kvd, packed.v.begin() + r1 * kvd);
+    std::vector<float> o, lse;
+    GpuForward(alone, DType::kF32, &o, &lse);
+    EXPECT_TRUE(BitwiseEqual(o, {o_packed.data() + r0 * hd, static_cast<size_t>((r1 - r0) * hd)}));
+  }
+}
+
+// Decode of the query at position t over a shuffled paged cache == forward row t, bitwise.
+TEST(SoftmaxAttentionCudaTest, DecodeEqualsForwardRowBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const int64_t kLen = 1100, h = 8, hkv = 2, d = 128, tile = kAttentionKvTile;
+  const Problem pr = MakeProblem(h, hkv, d, {static_cast<int32_t>(kLen)}, 5);
+  const std::vector<int32_t> positions = {0, 63, 64, 1023, 1024, 1025, 1099};
+  const int64_t batch = positions.size(), max_blocks = (kLen + tile - 1) / tile;
+  const int64_t num_blocks = max_blocks * batch + 3;
+  // Every slot starts as NaN: a kernel that reads past seq_len or a wrong block shows it.
+  const uint16_t kNaN = 0x7fc0;
+  std::vector<uint16_t> kc(num_blocks * tile * hkv * d, kNaN), vc(kc.size(), kNaN);
+  std::vector<int32_t> table(batch * max_blocks, 0), seq_lens(batch);
+  std::vector<int32_t> perm(num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
+  std::vector<float> q_dec(batch * h * d);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t pos = positions[b];
+    seq_lens[b] = static_cast<int32_t>(pos + 1);
+    for (int64_t j = 0; j * tile <= pos; ++j) table[b * max_blocks + j] = perm[b * max_blocks + j];
+    for (int64_t s = 0; s <= pos; ++s) {
+      const int64_t slot = (table[b * max_blocks + s / tile] * tile + s % tile) * hkv * d;
+      for (int64_t e = 0; e < hkv * d; ++e) {
+        kc[slot + e] = FloatToBf16(pr.k[s * hkv * d + e]);
+        vc[slot + e] = FloatToBf16(pr.v[s * hkv * d + e]);
+      }
+    }
+    std::copy_n(pr.q.begin() + pos * h * d, h * d, q_dec.begin() + b * h * d);
+  }
+  const auto upload = [](const std::vector<uint16_t>& bits, Shape shape) {
+    Tensor host = Tensor::Empty(shape, DType::kBF16);
+    std::memcpy(host.raw_data(), bits.data(), bits.size() * sizeof(uint16_t));
+    return *cuda::CopyToDevice(GpuTestContext(), host);
+  };
+  Tensor k_cache = upload(kc, {num_blocks, tile, hkv, d});
+  Tensor v_cache = upload(vc, {num_blocks, tile, hkv, d});
+  Tensor tables = *cuda::CopyToDevice(GpuTestContext(), HostI32(table));
+  tables = Tensor::View(tables.raw_data(), {batch, max_blocks}, DType::kI32, Device::kCUDA);
+  Tensor lens = *cuda::CopyToDevice(GpuTestContext(), HostI32(seq_lens));
+  Tensor q = ToDevice(q_dec, {batch, h, d}, DType::kBF16);
+  for (DType ot : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(::testing::Message() << "o " << DTypeName(ot));
+    std::vector<float> o_fwd, lse_fwd;
+    GpuForward(pr, ot, &o_fwd, &lse_fwd);
+    Tensor o = Tensor::Empty({batch, h, d}, ot, Device::kCUDA);
+    TANDEM_ASSERT_OK(
+        cuda::SoftmaxAttentionDecode(GpuTestContext(), pr.p, q, k_cache, v_cache, tables, lens, o));
+    const std::vector<float> got = ToHostFloats(o);
+    for (int64_t b = 0; b < batch; ++b) {
+      SCOPED_TRACE(::testing::Message() << "position " << positions[b]);
+      EXPECT_TRUE(BitwiseEqual({got.data() + b * h * d, static_cast<size_t>(h * d)},
+                               {o_fwd.data() + positions[b] * h * d, static_cast<size_t>(h * d)},
+                               {h, d}));
+    }
+  }
+}
+
+TEST(SoftmaxAttentionCudaTest, RejectsBadArguments) {
+  void* fake = reinterpret_cast<void*>(0x1000);
+  auto dev = [&](Shape s, DType t) { return Tensor::View(fake, std::move(s), t, Device::kCUDA); };
+  const Context& ctx = GpuTestContext();
+  SoftmaxAttentionParams p{4, 2, 48, 0.1f};
+  Tensor o = dev({5, 4, 48}, DType::kF32), lse = dev({5, 4}, DType::kF32);
+  absl::Status s = cuda::SoftmaxAttentionFwd(
+      ctx, p, dev({5, 4, 48}, DType::kBF16), dev({5, 2, 48}, DType::kBF16),
+      dev({5, 2, 48}, DType::kBF16), HostI32({0, 5}), o, lse);
+  EXPECT_EQ(s.message(), "p.head_dim: the CUDA kernels take 32, 64 or 128, got 48");
+  p.head_dim = 64;
+  o = dev({5, 4, 64}, DType::kF32);
+  s = cuda::SoftmaxAttentionFwd(ctx, p, dev({5, 4, 64}, DType::kBF16),
+                                dev({5, 2, 64}, DType::kBF16), dev({5, 2, 64}, DType::kBF16),
+                                HostI32({0, 4}), o, lse);
+  EXPECT_EQ(s.message(), "cu_seqlens: must end at T = 5, ends at 4");
+  Tensor od = dev({2, 4, 64}, DType::kF32);
+  s = cuda::SoftmaxAttentionDecode(ctx, p, dev({2, 4, 64}, DType::kBF16),
+                                   dev({3, kAttentionKvTile, 2, 64}, DType::kBF16),
+                                   dev({3, kAttentionKvTile, 2, 64}, DType::kBF16),
+                                   HostI32({0, 1, 2, 0}), dev({2}, DType::kI32), od);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "block_tables: expected i32 [2, *] on cuda")) << s;
+}
+
+}  // namespace
+}  // namespace tandem::kernels
