@@ -1,0 +1,40 @@
+// Chunked linear attention on the GPU: the forward over packed sequences and chunk-aligned decode
+// of linear_attention.h (same shapes and contract rule 3), with fp32 state.
+//
+// The forward runs in three launches: (1) every full chunk's boundary sum
+// Σ_j (λ^{C−1−j} k_j)ᵀ v_j in parallel, (2) per (sequence, head) the chunk-start states in order,
+// S ← λ^C·S + sum, (3) every chunk's outputs from its start state. Decode keeps the boundary state
+// and the open chunk's k, v and calls the same device pieces (linear_attention_chunk.cuh) for its
+// one row, and for the boundary when the chunk fills, so chunked prefill followed by decode returns
+// the one-pass forward's bits. The decay powers pow[n] = exp(−n·x_h) are computed on the host by
+// LinearAttentionDecayPowers (the CPU's table) and uploaded.
+#pragma once
+
+#include "absl/status/status.h"
+#include "kernels/core/context.h"
+#include "kernels/core/tensor.h"
+#include "kernels/linear_attention/linear_attention.h"
+
+namespace tandem::kernels::cuda {
+
+// Head dimensions the CUDA kernels are built for.
+inline bool LinearAttentionHeadDimSupported(int64_t d) { return d == 32 || d == 64 || d == 128; }
+
+// q, k, v [T, H, D] bf16 or f32 on the GPU; decay [H] f32 on the HOST; cu_seqlens [B + 1] i32 on
+// the host or the GPU (read on the host); initial_state [B, H, D, D] f32 on the GPU or undefined
+// (zeros); o [T, H, D] f32 or bf16 on the GPU; chunk_states [NC, H, D, D] and boundary_state
+// [B, H, D, D] f32 on the GPU, or undefined to skip (see linear_attention.h).
+absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams& p, const Tensor& q,
+                                const Tensor& k, const Tensor& v, const Tensor& decay,
+                                const Tensor& cu_seqlens, const Tensor& initial_state, Tensor& o,
+                                Tensor& chunk_states, Tensor& boundary_state);
+
+// One decode step. q, k, v [B, H, D] bf16 or f32 on the GPU; decay [H] f32 on the HOST; state
+// [B, H, D, D], open_k, open_v [B, C, H, D] f32 and open_len [B] i32, all on the GPU (open_len is
+// read and advanced there, 0 ≤ open_len < C, not checked); o [B, H, D] f32 or bf16 on the GPU.
+absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionParams& p,
+                                   const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const Tensor& decay, Tensor& state, Tensor& open_k,
+                                   Tensor& open_v, Tensor& open_len, Tensor& o);
+
+}  // namespace tandem::kernels::cuda
