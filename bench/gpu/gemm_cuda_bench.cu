@@ -1,6 +1,8 @@
-// GPU GEMM benchmark: Tandem's batch-invariant cuda::GemmNT (bf16 in, fp32 accumulate and out)
-// against cuBLAS (cublasGemmEx, bf16 in, fp32 compute and out, default algorithm: the speed we
-// give up for a fixed tile) at the Ring-mini projection shapes. Plain program, CUDA-event timing.
+// GPU GEMM benchmark: Tandem's two batch-invariant GEMMs, cuda::GemmNT (our mma.sync kernel) and
+// cuda::GemmNTPinned (cuBLASLt with one pinned algorithm per shape), against cuBLAS (cublasGemmEx,
+// bf16 in, fp32 compute and out, default algorithm per call: the speed a fixed choice gives up) at
+// the Ring-mini projection shapes. Speeds are printed as fractions of cuBLAS's (1.00 = parity).
+// Plain program, CUDA-event timing.
 //   gemm_cuda_bench [--quick]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -17,6 +19,7 @@
 #include <cublas_v2.h>
 #endif
 
+#include "kernels/core/context.h"
 #include "kernels/gemm/gemm_cuda.h"
 
 namespace {
@@ -93,8 +96,10 @@ int main(int argc, char** argv) {
   cublasHandle_t handle;
   if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) return 1;
 #endif
-  std::printf("%6s %6s %6s | %10s %9s | %10s %9s | %7s %9s\n", "M", "N", "K", "ours ms", "TFLOP/s",
-              "cuBLAS ms", "TFLOP/s", "ratio", "max rel");
+  const tandem::Context ctx = tandem::Context::Cuda(0, nullptr);
+  std::printf("%6s %6s %6s | %9s %8s | %9s %8s | %9s %8s | %6s %6s | %8s %8s\n", "M", "N", "K",
+              "mma ms", "TFLOP/s", "lt ms", "TFLOP/s", "cuBLAS ms", "TFLOP/s", "mma/cB", "lt/cB",
+              "rel mma", "rel lt");
   for (const auto& nk : nks) {
     const int64_t n = nk[0], k = nk[1], max_m = ms[4];
     __nv_bfloat16 *a, *b;
@@ -105,6 +110,17 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMalloc(&c_ref, max_m * n * sizeof(float)));
     FillKernel<<<1024, 256>>>(a, max_m * k, 1);
     FillKernel<<<1024, 256>>>(b, n * k, 2);
+    float* c_lt;
+    CHECK_CUDA(cudaMalloc(&c_lt, max_m * n * sizeof(float)));
+    {
+      tandem::kernels::cuda::GemmNTArgs g;
+      g.m = 1, g.n = n, g.k = k, g.a = a, g.lda = k, g.b = b, g.ldb = k, g.c = c_lt, g.ldc = n;
+      const auto info = tandem::kernels::cuda::GemmNTPinnedInfo(ctx, g);
+      std::printf("N=%ld K=%ld pinned: %s\n", (long)n, (long)k,
+                  !info.ok()       ? std::string(info.status().message()).c_str()
+                  : info->cublaslt ? ("cuBLASLt " + info->algo).c_str()
+                                   : ("our kernel (" + info->why + ")").c_str());
+    }
     for (int64_t m : ms) {
       tandem::kernels::cuda::GemmNTArgs g;
       g.m = m, g.n = n, g.k = k, g.a = a, g.lda = k, g.b = b, g.ldb = k, g.c = c, g.ldc = n;
@@ -114,8 +130,16 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "GemmNT: %s\n", std::string(s.message()).c_str());
         return 1;
       }
+      tandem::kernels::cuda::GemmNTArgs glt = g;
+      glt.c = c_lt;
+      const double lt = TimeMs([&] { (void)tandem::kernels::cuda::GemmNTPinned(ctx, glt); }, quick);
+      const absl::Status lt_status = tandem::kernels::cuda::GemmNTPinned(ctx, glt);
+      if (!lt_status.ok()) {
+        std::fprintf(stderr, "GemmNTPinned: %s\n", std::string(lt_status.message()).c_str());
+        return 1;
+      }
       const double flop = 2.0 * m * n * k;
-      double ref = 0.0, rel = 0.0;
+      double ref = 0.0, rel = 0.0, rel_lt = 0.0;
 #ifdef TANDEM_HAVE_CUBLAS
       const float alpha = 1.0f, beta = 0.0f;
       // cuBLAS is column-major: row-major C[M,N] = A·Bᵀ is Cᵀ[N,M] = B·Aᵀ, where B and A are
@@ -128,18 +152,24 @@ int main(int argc, char** argv) {
       ref = TimeMs(cublas, quick);
       CHECK_CUDA(cudaDeviceSynchronize());
       rel = MaxRelDiff(c, c_ref, m * n);
+      rel_lt = MaxRelDiff(c_lt, c_ref, m * n);
 #endif
-      std::printf("%6ld %6ld %6ld | %10.4f %9.1f | %10.4f %9.1f | %7.2f %9.2e\n", (long)m, (long)n,
-                  (long)k, ours, flop / ours * 1e-9, ref, ref > 0 ? flop / ref * 1e-9 : 0.0,
-                  ref > 0 ? ours / ref : 0.0, rel);
+      std::printf(
+          "%6ld %6ld %6ld | %9.4f %8.1f | %9.4f %8.1f | %9.4f %8.1f | %6.2f %6.2f | %8.1e %8.1e\n",
+          (long)m, (long)n, (long)k, ours, flop / ours * 1e-9, lt, flop / lt * 1e-9, ref,
+          ref > 0 ? flop / ref * 1e-9 : 0.0, ref > 0 ? ref / ours : 0.0, ref > 0 ? ref / lt : 0.0,
+          rel, rel_lt);
       std::fflush(stdout);
     }
     CHECK_CUDA(cudaFree(a));
     CHECK_CUDA(cudaFree(b));
     CHECK_CUDA(cudaFree(c));
     CHECK_CUDA(cudaFree(c_ref));
+    CHECK_CUDA(cudaFree(c_lt));
   }
-  std::printf("ratio = ours time / cuBLAS time (1.00 = parity, larger = slower)\n");
+  std::printf(
+      "mma/cB, lt/cB = cuBLAS time / our time (speed as a fraction of cuBLAS; 1.00 = "
+      "parity); rel = max |ours - cuBLAS| / max |cuBLAS|\n");
 #ifdef TANDEM_HAVE_CUBLAS
   cublasDestroy(handle);
 #endif

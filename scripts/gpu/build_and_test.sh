@@ -2,7 +2,7 @@
 # Run THERE (the GPU machine: Ubuntu 24.04, g++ 13, CMake 4, nvcc 13, no network) from the repo
 # root, with .device/deps carried from the development machine (scripts/gpu/fetch_deps.sh). Builds
 # the core with CUDA and without services/MPI, runs the `gpu` tests, then the `unit` tests, then
-# the GEMM benchmark. Logs go to $OUT (the device tool's return folder) or build-gpu/logs.
+# the GEMM and attention benchmarks. Logs go to $OUT (the device tool's return folder) or build-gpu/logs.
 #
 #   bash scripts/gpu/build_and_test.sh [all|test|bench]      (default: all)
 #   env: TANDEM_CUDA_ARCH (default 90a), TANDEM_JOBS (default: all cores),
@@ -50,7 +50,9 @@ cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
 
 # Keep going past targets that fail (other work in progress) so the GPU tests still get built;
 # the GPU targets themselves are then built alone so their errors are the last thing in the log.
-gpu_targets=(cuda_util_test gemm_cuda_test rms_norm_cuda_test swiglu_cuda_test gemm_cuda_bench)
+gpu_targets=(cuda_util_test gemm_cuda_test gemm_cublaslt_cuda_test rms_norm_cuda_test
+  swiglu_cuda_test softmax_attention_cuda_test linear_attention_cuda_test gemm_cuda_bench
+  attention_cuda_bench)
 cmake --build "$build" -j"$jobs" -- "${keep_going[@]}" >>"$logs/build.log" 2>&1 ||
   echo "build_and_test: some targets failed to build (see build.log)"
 if ! cmake --build "$build" -j"$jobs" --target "${gpu_targets[@]}" >>"$logs/build.log" 2>&1; then
@@ -71,6 +73,7 @@ fi
 
 if [ "$what" = all ] || [ "$what" = bench ]; then
   "$build/bench/gpu/gemm_cuda_bench" 2>&1 | tee "$logs/gemm_cuda_bench.log" || status=1
+  "$build/bench/gpu/attention_cuda_bench" 2>&1 | tee "$logs/attention_cuda_bench.log" || status=1
 fi
 
 echo "build_and_test: logs in $logs; status $status"
