@@ -15,6 +15,8 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev clang-format clang-tidy
+  # rewards: the Python RewardService server for verl compute_score functions, and its tests
+  python3-grpcio python3-protobuf
 )
 
 missing=()
