@@ -1,10 +1,10 @@
-// Worker processes for IsolatedPlugin: start (fork + exec + handshake), score with a deadline,
-// kill and reap. Between fork and exec the child calls only async-signal-safe functions, because
-// the host may have other threads holding locks that the child would inherit locked.
+// Worker processes for IsolatedPlugin: start (posix_spawn + handshake), score with a deadline,
+// kill and reap. posix_spawn (vfork + exec in glibc) rather than fork: a trainer process is large
+// and multithreaded, and the child must neither copy its page tables nor inherit its locks.
 #include "rewards/isolated_plugin.h"
 
-#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,20 +35,25 @@ class IsolatedPlugin::Worker {
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
       return absl::InternalError(absl::StrCat("socketpair: ", std::strerror(errno)));
     }
-    const std::string fd_arg = std::to_string(sv[1]);
+    // The worker's end becomes descriptor 3 (4 if it already is 3, since dup2 onto itself would
+    // keep FD_CLOEXEC); everything else is close-on-exec.
+    const int child_fd = sv[1] == 3 ? 4 : 3;
+    const std::string fd_arg = std::to_string(child_fd);
     const std::string parent_arg = std::to_string(getpid());
     char* argv[] = {worker_path_.data(), const_cast<char*>(fd_arg.c_str()), plugin_path_.data(),
                     const_cast<char*>(parent_arg.c_str()), nullptr};
-    const pid_t pid = fork();
-    if (pid < 0) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, sv[1], child_fd);
+    pid_t pid = -1;
+    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
       close(sv[0]);
       close(sv[1]);
-      return absl::ResourceExhaustedError(absl::StrCat("fork: ", std::strerror(errno)));
-    }
-    if (pid == 0) {
-      fcntl(sv[1], F_SETFD, 0);  // the one descriptor the worker inherits
-      execv(argv[0], argv);
-      _exit(127);
+      return absl::UnavailableError(
+          absl::StrCat("reward worker ", worker_path_, " for ", plugin_path_,
+                       " did not start: posix_spawn: ", std::strerror(rc)));
     }
     close(sv[1]);
     pid_ = pid;

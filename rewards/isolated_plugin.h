@@ -1,5 +1,5 @@
 // A reward plugin run out of process, so that a plugin that crashes (SIGSEGV, abort) or hangs fails
-// only the sample it was scoring. Each worker is a tandem_reward_worker process (fork + exec, not a
+// only the sample it was scoring. Each worker is a tandem_reward_worker process (posix_spawn, not a
 // bare fork: the host is multithreaded, and only exec gives the plugin a clean process) that loads
 // the plugin and answers score requests over a socket (worker_protocol.h). On a timeout the worker
 // is killed with SIGKILL; on a crash it is reaped; either way the sample gets an error naming the

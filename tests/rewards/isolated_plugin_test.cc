@@ -92,7 +92,7 @@ TEST(IsolatedPlugin, LoadErrorsSurfaceAtCreate) {
   no_worker.worker_path = "/nonexistent/tandem_reward_worker";
   auto exec_fails = IsolatedPlugin::Create(FAULTY_PLUGIN, "", no_worker);
   EXPECT_EQ(exec_fails.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_TRUE(Contains(exec_fails.status(), "exited with status 127")) << exec_fails.status();
+  EXPECT_TRUE(Contains(exec_fails.status(), "No such file or directory")) << exec_fails.status();
 }
 
 // Each misbehaviour fails its own sample with a recorded cause; the next sample scores on a
@@ -137,7 +137,8 @@ TEST(IsolatedPlugin, CrashesAndHangsFailOnlyTheirSample) {
 }
 
 TEST(IsolatedPlugin, BatchOverSeveralWorkers) {
-  IsolatedPluginOptions options = FastOptions();
+  IsolatedPluginOptions options;
+  options.timeout = absl::Seconds(1);
   options.num_workers = 3;
   auto plugin = IsolatedPlugin::Create(FAULTY_PLUGIN, "", options);
   ASSERT_TRUE(plugin.ok()) << plugin.status();
@@ -148,8 +149,8 @@ TEST(IsolatedPlugin, BatchOverSeveralWorkers) {
   batch[8] = Response("hang");
   const absl::Time start = absl::Now();
   std::vector<RewardOutcome> out = (*plugin)->ScoreBatch(batch);
-  // The two hangs run on different workers at the same time.
-  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1400));
+  // The two hangs run on different workers at the same time: about 1 s, not 2.
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1900));
   ASSERT_EQ(out.size(), batch.size());
   for (int i = 0; i < 12; ++i) {
     if (i == 3) {
