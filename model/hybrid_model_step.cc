@@ -22,8 +22,6 @@
 namespace tandem::model {
 namespace {
 
-Tensor F32(Shape shape) { return Tensor::Empty(std::move(shape), DType::kF32); }
-
 using internal::FeedForwardHalf;
 using internal::LinearAttentionOutput;
 using internal::LinearParams;
@@ -32,6 +30,8 @@ using internal::Qkv;
 using internal::ResidualStream;
 using internal::SoftmaxAttentionOutput;
 using internal::SoftmaxParams;
+
+Tensor F32(Shape shape) { return Tensor::Empty(std::move(shape), DType::kF32); }
 
 // The rows of one step. Multi-token pieces are packed first (rows [0, prefill_rows)), then the
 // single-token ones, so the linear layers hand one contiguous range to each kernel.
