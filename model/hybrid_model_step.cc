@@ -203,16 +203,28 @@ absl::Status LinearStep(const Context& ctx, const ModelConfig& config, int64_t l
     TANDEM_RETURN_IF_ERROR(LinearPrefill(ctx, config, decay, batch, L, qkv, layer, o));
   }
   // Single tokens: decode on the slot itself (views, no copies of the state).
-  for (size_t i = L.num_prefill; i < L.order.size(); ++i) {
-    const int64_t r = L.row_begin[i], slot = batch[L.order[i]].slot;
+  const int64_t first = L.num_prefill, num_decode = static_cast<int64_t>(L.order.size()) - first;
+  auto decode = [&](int64_t i) {
+    const int64_t r = L.row_begin[first + i], slot = batch[L.order[first + i]].slot;
     Tensor state = layer.state.Rows(slot, slot + 1);        // [1, H, D, D]
     Tensor open_k = layer.open_k.Rows(slot, slot + 1);      // [1, C, H, D]
     Tensor open_v = layer.open_v.Rows(slot, slot + 1);      // [1, C, H, D]
     Tensor open_len = layer.open_len.Rows(slot, slot + 1);  // [1]
     Tensor o_row = o.Rows(r, r + 1);                        // [1, H, D]
-    TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionDecode(
-        ctx, LinearParams(config), qkv.q.Rows(r, r + 1), qkv.k.Rows(r, r + 1), qkv.v.Rows(r, r + 1),
-        decay, state, open_k, open_v, open_len, o_row));
+    return kernels::LinearAttentionDecode(ctx, LinearParams(config), qkv.q.Rows(r, r + 1),
+                                          qkv.k.Rows(r, r + 1), qkv.v.Rows(r, r + 1), decay, state,
+                                          open_k, open_v, open_len, o_row);
+  };
+  if (num_decode < ctx.num_threads()) {
+    for (int64_t i = 0; i < num_decode; ++i) TANDEM_RETURN_IF_ERROR(decode(i));  // threads: heads
+  } else {
+    // Threads split the sequences (the kernel's own ParallelFor runs inline inside a worker),
+    // one hand-off per layer instead of one per sequence. Each sequence's bits are the same.
+    std::vector<absl::Status> status(num_decode);
+    ctx.ParallelFor(num_decode, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) status[i] = decode(i);
+    });
+    for (const absl::Status& st : status) TANDEM_RETURN_IF_ERROR(st);
   }
   return LinearAttentionOutput(ctx, config, w, h, o, out);
 }
