@@ -16,12 +16,15 @@
   } while (0)
 
 // `TANDEM_ASSIGN_OR_RETURN(auto x, Foo());` declares x from an OK StatusOr or returns its status.
+// `lhs` is a declaration and `statusor` a generated name: neither can be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define TANDEM_ASSIGN_OR_RETURN(lhs, expr) \
   TANDEM_ASSIGN_OR_RETURN_IMPL_(TANDEM_CONCAT_(tandem_statusor_, __LINE__), lhs, expr)
-#define TANDEM_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)         \
-  auto statusor = (expr); /* NOLINT(bugprone-macro-parentheses) */ \
-  if (!statusor.ok()) return std::move(statusor).status();         \
-  lhs = std::move(statusor).value() /* NOLINT(bugprone-macro-parentheses) */
+#define TANDEM_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
+  auto statusor = (expr);                                  \
+  if (!statusor.ok()) return std::move(statusor).status(); \
+  lhs = std::move(statusor).value()
+// NOLINTEND(bugprone-macro-parentheses)
 
 // Returns InvalidArgument with a formatted message when `cond` is false.
 #define TANDEM_CHECK_ARG(cond, ...)                                              \
