@@ -157,8 +157,9 @@ TEST(SoftmaxAttentionCudaTest, DecodeEqualsForwardRowBitwise) {
   };
   Tensor k_cache = upload(kc, {num_blocks, tile, hkv, d});
   Tensor v_cache = upload(vc, {num_blocks, tile, hkv, d});
-  Tensor tables = *cuda::CopyToDevice(GpuTestContext(), HostI32(table));
-  tables = Tensor::View(tables.raw_data(), {batch, max_blocks}, DType::kI32, Device::kCUDA);
+  // Reshape keeps the device buffer owned (a View would drop the last owner and free it).
+  Tensor tables =
+      *cuda::CopyToDevice(GpuTestContext(), HostI32(table))->Reshape({batch, max_blocks});
   Tensor lens = *cuda::CopyToDevice(GpuTestContext(), HostI32(seq_lens));
   Tensor q = ToDevice(q_dec, {batch, h, d}, DType::kBF16);
   for (DType ot : {DType::kF32, DType::kBF16}) {
