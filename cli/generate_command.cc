@@ -71,8 +71,9 @@ rollout::GenerateRequest ParsePromptLine(const std::string& line, int64_t line_n
     if (!j.contains("prompt_tokens")) GenerateFail(where + "missing \"prompt_tokens\"");
     r.prompt = j.at("prompt_tokens").get<std::vector<int32_t>>();
     if (j.contains("n")) r.sampling.n = j.at("n").get<int64_t>();
-    if (j.contains("max_new_tokens"))
+    if (j.contains("max_new_tokens")) {
       r.sampling.max_new_tokens = j.at("max_new_tokens").get<int64_t>();
+    }
     if (j.contains("seed")) r.sampling.seed = j.at("seed").get<uint64_t>();
     if (j.contains("temperature")) r.sampling.temperature = j.at("temperature").get<float>();
     if (j.contains("top_p")) r.sampling.top_p = j.at("top_p").get<float>();
