@@ -73,21 +73,24 @@ Tensor Positions(const Tensor& cu_seqlens, int64_t T) {
   return positions;
 }
 
-// One pre-norm decoder layer: x += Attn(RmsNorm(x)); x += FFN(RmsNorm(x)).
+// One pre-norm decoder layer: x += Attn(RmsNorm(x)); x += FFN(RmsNorm(x)). With `acts`, the
+// layer's intermediate tensors are kept there for the backward pass.
 absl::Status DecoderLayer(const Context& ctx, const ModelConfig& config, int64_t layer,
                           const LayerWeights& w, const PackedSequences& seqs,
-                          ResidualStream& stream) {
+                          ResidualStream& stream, LayerActivations* acts = nullptr) {
   const float eps = static_cast<float>(config.rms_norm_eps);
   TANDEM_RETURN_IF_ERROR(stream.Norm(ctx, w.input_layernorm, eps));
+  if (acts != nullptr) stream.Keep(acts->x, acts->h_attn, acts->rstd_attn);
+  AttentionActivations* attn = acts != nullptr ? &acts->attn : nullptr;
   if (config.layer_types[layer] == LayerType::kLinear) {
     TANDEM_RETURN_IF_ERROR(
-        internal::LinearAttentionBlock(ctx, config, layer, w, seqs, stream.h, stream.delta));
+        internal::LinearAttentionBlock(ctx, config, layer, w, seqs, stream.h, stream.delta, attn));
   } else {
     TANDEM_RETURN_IF_ERROR(
-        internal::SoftmaxAttentionBlock(ctx, config, w, seqs, stream.h, stream.delta));
+        internal::SoftmaxAttentionBlock(ctx, config, w, seqs, stream.h, stream.delta, attn));
   }
   stream.delta_pending = true;
-  return internal::FeedForwardHalf(ctx, config, layer, w, stream);
+  return internal::FeedForwardHalf(ctx, config, layer, w, stream, acts);
 }
 
 // logprob [T] = log_softmax(h · lm_headᵀ / temperature)[target], 0 where target = −1, computed
@@ -125,31 +128,62 @@ HybridModel::HybridModel(ModelConfig config, ModelWeights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {}
 
 absl::StatusOr<Tensor> HybridModel::Forward(const Context& ctx, const ForwardInput& input) const {
-  TANDEM_RETURN_IF_ERROR(ValidateInput(config_, input));
-  TANDEM_CHECK_ARG(
-      static_cast<int64_t>(weights_.layers.size()) == config_.num_hidden_layers &&
-          static_cast<int64_t>(config_.layer_types.size()) == config_.num_hidden_layers,
-      "weights: ", weights_.layers.size(), " layers for a config of ", config_.num_hidden_layers);
-  if (!config_.use_qk_norm) {
+  return internal::ForwardPass(ctx, config_, weights_, input, /*acts=*/nullptr);
+}
+
+namespace internal {
+
+absl::StatusOr<Tensor> ForwardPass(const Context& ctx, const ModelConfig& config,
+                                   const ModelWeights& weights, const ForwardInput& input,
+                                   ForwardActivations* acts) {
+  TANDEM_RETURN_IF_ERROR(ValidateInput(config, input));
+  TANDEM_CHECK_ARG(static_cast<int64_t>(weights.layers.size()) == config.num_hidden_layers &&
+                       static_cast<int64_t>(config.layer_types.size()) == config.num_hidden_layers,
+                   "weights: ", weights.layers.size(), " layers for a config of ",
+                   config.num_hidden_layers);
+  if (!config.use_qk_norm) {
     return absl::UnimplementedError("config: use_qk_norm = false is not supported");
   }
   const int64_t T = input.tokens.dim(0);
-  const int64_t Dm = config_.hidden_size;
+  const int64_t Dm = config.hidden_size;
   Tensor logprob = Tensor::Empty({T}, DType::kF32);  // [T]
   if (T == 0) return logprob;
 
   PackedSequences seqs{input.cu_seqlens, Positions(input.cu_seqlens, T)};
   ResidualStream stream{Tensor::Empty({T, Dm}, DType::kF32), Tensor::Empty({T, Dm}, DType::kF32),
                         Tensor::Empty({T, Dm}, DType::kF32), Tensor::Empty({T}, DType::kF32)};
-  TANDEM_RETURN_IF_ERROR(kernels::EmbeddingFwd(ctx, weights_.embed, input.tokens, stream.x));
-  for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
-    TANDEM_RETURN_IF_ERROR(DecoderLayer(ctx, config_, layer, weights_.layers[layer], seqs, stream));
+  TANDEM_RETURN_IF_ERROR(kernels::EmbeddingFwd(ctx, weights.embed, input.tokens, stream.x));
+  if (acts != nullptr) acts->positions = seqs.positions;
+  for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    LayerActivations layer_acts;
+    TANDEM_RETURN_IF_ERROR(DecoderLayer(ctx, config, layer, weights.layers[layer], seqs, stream,
+                                        acts != nullptr ? &layer_acts : nullptr));
+    if (acts == nullptr) continue;
+    if (!acts->keep_layers) {  // per-layer checkpointing: only the layer's input residual
+      Tensor x = layer_acts.x;
+      layer_acts = LayerActivations();
+      layer_acts.x = x;
+    }
+    acts->layers.push_back(std::move(layer_acts));
   }
   TANDEM_RETURN_IF_ERROR(
-      stream.Norm(ctx, weights_.final_norm, static_cast<float>(config_.rms_norm_eps)));
-  TANDEM_RETURN_IF_ERROR(LmHeadLogprobs(ctx, config_, weights_.lm_head, stream.h, input.targets,
+      stream.Norm(ctx, weights.final_norm, static_cast<float>(config.rms_norm_eps)));
+  if (acts != nullptr) stream.Keep(acts->x_final, acts->h_final, acts->rstd_final);
+  TANDEM_RETURN_IF_ERROR(LmHeadLogprobs(ctx, config, weights.lm_head, stream.h, input.targets,
                                         input.temperature, logprob));
   return logprob;
 }
+
+absl::Status RecomputeLayer(const Context& ctx, const ModelConfig& config, int64_t layer,
+                            const LayerWeights& w, const PackedSequences& seqs,
+                            LayerActivations& acts) {
+  const int64_t T = acts.x.dim(0);
+  const int64_t Dm = config.hidden_size;
+  ResidualStream stream{acts.x.Clone(), Tensor::Empty({T, Dm}, DType::kF32),
+                        Tensor::Empty({T, Dm}, DType::kF32), Tensor::Empty({T}, DType::kF32)};
+  return DecoderLayer(ctx, config, layer, w, seqs, stream, &acts);
+}
+
+}  // namespace internal
 
 }  // namespace tandem::model

@@ -37,6 +37,16 @@ void CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst
   });
 }
 
+// NC = Σ_b ceil(T_b / C): the linear-attention chunks of a packed batch.
+int64_t NumChunks(const Tensor& cu_seqlens) {
+  const int32_t* cu = cu_seqlens.data<int32_t>();
+  int64_t chunks = 0;
+  for (int64_t b = 0; b + 1 < cu_seqlens.dim(0); ++b) {
+    chunks += (cu[b + 1] - cu[b] + kLinearAttentionChunk - 1) / kLinearAttentionChunk;
+  }
+  return chunks;
+}
+
 // The attention scale s = D^-1/2, rounded once from double.
 float AttentionScale(int64_t head_dim) {
   return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
@@ -44,7 +54,8 @@ float AttentionScale(int64_t head_dim) {
 
 // out [T, Dm] = down(silu(gate(h)) · up(h)), optionally added onto what out already holds.
 absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w,
-                    const Tensor& down_w, const Tensor& h, Tensor& out, bool accumulate) {
+                    const Tensor& down_w, const Tensor& h, Tensor& out, bool accumulate,
+                    SwigluActivations* acts) {
   const int64_t T = h.dim(0);
   const int64_t I = gate_w.dim(0);
   Tensor gate = F32({T, I});  // [T, I]
@@ -53,13 +64,15 @@ absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, gate_w, gate));
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, up_w, up));
   TANDEM_RETURN_IF_ERROR(kernels::SwigluFwd(ctx, gate, up, act));
+  if (acts != nullptr) *acts = {gate, up, act};
   return GemmNT(ctx, act, down_w, out, accumulate);
 }
 
 }  // namespace
 
 absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
-                               const LayerWeights& w, const Tensor& positions, const Tensor& h) {
+                               const LayerWeights& w, const Tensor& positions, const Tensor& h,
+                               AttentionActivations* acts) {
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
@@ -82,6 +95,15 @@ absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, in
       kernels::QkNormRopeFwd(ctx, p, q_raw, w.query_layernorm, positions, out.q, q_rstd));
   TANDEM_RETURN_IF_ERROR(
       kernels::QkNormRopeFwd(ctx, p, k_raw, w.key_layernorm, positions, out.k, k_rstd));
+  if (acts != nullptr) {
+    acts->q_raw = q_raw;
+    acts->k_raw = k_raw;
+    acts->q_rstd = q_rstd;
+    acts->k_rstd = k_rstd;
+    acts->q = out.q;
+    acts->k = out.k;
+    acts->v = out.v;
+  }
   return out;
 }
 
@@ -104,7 +126,7 @@ absl::Status SoftmaxAttentionOutput(const Context& ctx, const ModelConfig& confi
 
 absl::Status LinearAttentionOutput(const Context& ctx, const ModelConfig& config,
                                    const LayerWeights& w, const Tensor& h, const Tensor& o,
-                                   Tensor& out) {
+                                   Tensor& out, AttentionActivations* acts) {
   const int64_t T = o.dim(0);
   const int64_t HD = config.num_attention_heads * config.head_dim;
   Tensor gate = F32({T, HD});  // [T, H·D]
@@ -115,17 +137,25 @@ absl::Status LinearAttentionOutput(const Context& ctx, const ModelConfig& config
   Tensor y = F32({T, HD});                           // [T, H·D]
   Tensor y_rstd = F32({T, config.group_norm_size});  // [T, groups]
   TANDEM_RETURN_IF_ERROR(kernels::GroupRmsNormGateFwd(ctx, gp, o_flat, gate, w.g_norm, y, y_rstd));
+  if (acts != nullptr) {
+    acts->gate = gate;
+    acts->y = y;
+    acts->y_rstd = y_rstd;
+  }
   return GemmNT(ctx, y, w.dense, out);
 }
 
 absl::Status FeedForwardHalf(const Context& ctx, const ModelConfig& config, int64_t layer,
-                             const LayerWeights& w, ResidualStream& stream) {
+                             const LayerWeights& w, ResidualStream& stream,
+                             LayerActivations* acts) {
   TANDEM_RETURN_IF_ERROR(
       stream.Norm(ctx, w.post_attention_layernorm, static_cast<float>(config.rms_norm_eps)));
+  if (acts != nullptr) stream.Keep(acts->x_mid, acts->h_ffn, acts->rstd_ffn);
+  FfnActivations* ffn = acts != nullptr ? &acts->ffn : nullptr;
   if (config.IsMoeLayer(layer)) {
-    TANDEM_RETURN_IF_ERROR(MoeBlock(ctx, config, w, stream.h, stream.delta));
+    TANDEM_RETURN_IF_ERROR(MoeBlock(ctx, config, w, stream.h, stream.delta, ffn));
   } else {
-    TANDEM_RETURN_IF_ERROR(DenseMlpBlock(ctx, w, stream.h, stream.delta));
+    TANDEM_RETURN_IF_ERROR(DenseMlpBlock(ctx, w, stream.h, stream.delta, ffn));
   }
   stream.delta_pending = true;
   return absl::OkStatus();
@@ -133,44 +163,55 @@ absl::Status FeedForwardHalf(const Context& ctx, const ModelConfig& config, int6
 
 absl::Status LinearAttentionBlock(const Context& ctx, const ModelConfig& config, int64_t layer,
                                   const LayerWeights& w, const PackedSequences& seqs,
-                                  const Tensor& h, Tensor& out) {
+                                  const Tensor& h, Tensor& out, AttentionActivations* acts) {
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
   // Linear layers are MHA: q, k, v all [T, H, D].
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, H, w, seqs.positions, h));
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, H, w, seqs.positions, h, acts));
 
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer), {H});  // [H], λ_h = exp(−x_h)
   Tensor o = F32({T, H, D});                                          // [T, H, D]
-  Tensor no_initial_state, no_chunk_states, no_boundary_state;
+  Tensor no_initial_state, no_boundary_state;
+  Tensor chunk_states;  // [NC, H, D, D], kept for the backward pass only
+  if (acts != nullptr) chunk_states = F32({NumChunks(seqs.cu_seqlens), H, D, D});
   TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionFwd(ctx, LinearParams(config), qkv.q, qkv.k, qkv.v,
                                                      decay, seqs.cu_seqlens, no_initial_state, o,
-                                                     no_chunk_states, no_boundary_state));
-  return LinearAttentionOutput(ctx, config, w, h, o, out);
+                                                     chunk_states, no_boundary_state));
+  if (acts != nullptr) {
+    acts->o = o;
+    acts->chunk_states = chunk_states;
+  }
+  return LinearAttentionOutput(ctx, config, w, h, o, out, acts);
 }
 
 absl::Status SoftmaxAttentionBlock(const Context& ctx, const ModelConfig& config,
                                    const LayerWeights& w, const PackedSequences& seqs,
-                                   const Tensor& h, Tensor& out) {
+                                   const Tensor& h, Tensor& out, AttentionActivations* acts) {
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
   TANDEM_ASSIGN_OR_RETURN(
-      Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w, seqs.positions, h));
+      Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w, seqs.positions, h, acts));
   Tensor o = F32({T, H, D});  // [T, H, D]
   Tensor lse = F32({T, H});   // [T, H]
   TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionFwd(ctx, SoftmaxParams(config), qkv.q, qkv.k,
                                                       qkv.v, seqs.cu_seqlens, o, lse));
+  if (acts != nullptr) {
+    acts->o = o;
+    acts->lse = lse;
+  }
   return SoftmaxAttentionOutput(ctx, config, w, o, out);
 }
 
-absl::Status DenseMlpBlock(const Context& ctx, const LayerWeights& w, const Tensor& h,
-                           Tensor& out) {
-  return Swiglu(ctx, w.mlp_gate, w.mlp_up, w.mlp_down, h, out, /*accumulate=*/false);
+absl::Status DenseMlpBlock(const Context& ctx, const LayerWeights& w, const Tensor& h, Tensor& out,
+                           FfnActivations* acts) {
+  return Swiglu(ctx, w.mlp_gate, w.mlp_up, w.mlp_down, h, out, /*accumulate=*/false,
+                acts != nullptr ? &acts->mlp : nullptr);
 }
 
 absl::Status MoeBlock(const Context& ctx, const ModelConfig& config, const LayerWeights& w,
-                      const Tensor& h, Tensor& out) {
+                      const Tensor& h, Tensor& out, FfnActivations* acts) {
   if (config.score_function != "sigmoid") {
     return absl::UnimplementedError(absl::StrCat("config: score_function '", config.score_function,
                                                  "' is not supported (only sigmoid)"));
@@ -193,14 +234,19 @@ absl::Status MoeBlock(const Context& ctx, const ModelConfig& config, const Layer
   Tensor scores = F32({T, E});                           // [T, E]
   TANDEM_RETURN_IF_ERROR(
       kernels::MoeRouteFwd(ctx, rp, logits, w.expert_bias, topk_idx, topk_weight, scores));
-  TANDEM_RETURN_IF_ERROR(
-      kernels::MoeExpertsFwd(ctx, h, topk_idx, topk_weight, w.experts, out, nullptr));
+  TANDEM_RETURN_IF_ERROR(kernels::MoeExpertsFwd(ctx, h, topk_idx, topk_weight, w.experts, out,
+                                                acts != nullptr ? &acts->experts : nullptr));
+  if (acts != nullptr) {
+    acts->scores = scores;
+    acts->topk_idx = topk_idx;
+    acts->topk_weight = topk_weight;
+  }
 
   // Shared expert last (rule 4): the GEMM's accumulate adds it once per element, after the
   // routed sum is complete, so out = routed + shared.
   if (config.shared_intermediate_size() > 0) {
-    TANDEM_RETURN_IF_ERROR(
-        Swiglu(ctx, w.shared_gate, w.shared_up, w.shared_down, h, out, /*accumulate=*/true));
+    TANDEM_RETURN_IF_ERROR(Swiglu(ctx, w.shared_gate, w.shared_up, w.shared_down, h, out,
+                                  /*accumulate=*/true, acts != nullptr ? &acts->mlp : nullptr));
   }
   return absl::OkStatus();
 }
