@@ -52,7 +52,7 @@ cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
 # the GPU targets themselves are then built alone so their errors are the last thing in the log.
 gpu_targets=(cuda_util_test gemm_cuda_test gemm_cublaslt_cuda_test rms_norm_cuda_test
   lm_head_logprob_cuda_test qk_norm_rope_cuda_test group_rms_norm_gate_cuda_test
-  embedding_cuda_test moe_route_cuda_test adamw_cuda_test sample_cuda_test
+  embedding_cuda_test moe_route_cuda_test adamw_cuda_test sample_cuda_test cross_entropy_cuda_test
   swiglu_cuda_test softmax_attention_cuda_test linear_attention_cuda_test gemm_cuda_bench
   attention_cuda_bench)
 cmake --build "$build" -j"$jobs" -- "${keep_going[@]}" >>"$logs/build.log" 2>&1 ||
