@@ -9,6 +9,7 @@ namespace tandem::cli {
 
 void AddInitModelCommand(CLI::App& app);  // init_model_command.cc
 void AddLogprobsCommand(CLI::App& app);   // logprobs_command.cc
+void AddSftCommand(CLI::App& app);        // sft_command.cc
 void AddGenerateCommand(CLI::App& app);   // generate_command.cc
 
 // Prints "tandem <command>: <message>" to stderr and throws CLI::RuntimeError(1).

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   tandem::cli::AddInitModelCommand(app);
   tandem::cli::AddLogprobsCommand(app);
+  tandem::cli::AddSftCommand(app);
   tandem::cli::AddGenerateCommand(app);
   app.parse_complete_callback([&] { tandem::InitLogging(log_level); });
   CLI11_PARSE(app, argc, argv);

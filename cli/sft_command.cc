@@ -1,0 +1,158 @@
+// `tandem sft --config FILE [key=value ...]`: supervised fine-tuning with trainer::RunSft. Under
+// `mpirun -np P` every process is one data-parallel rank (MPI collective); otherwise one process.
+// Rank 0 draws a progress line on a TTY (step, loss, tokens/s, ETA, rewritten in place) or prints
+// a plain line every trainer.log_every steps, and prints a JSON summary on stdout at the end.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/commands.h"
+#include "nlohmann/json.hpp"
+#include "trainer/collectives.h"
+#include "trainer/run_config.h"
+#include "trainer/sft_loop.h"
+
+namespace tandem::cli {
+namespace {
+
+constexpr char kCommand[] = "sft";
+
+struct SftOptions {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  trainer::SftEvalOptions eval;
+  int64_t max_steps_this_run = 0;
+};
+
+[[noreturn]] void SftFail(const std::string& message) { Fail(kCommand, message); }
+
+// True when a process manager (Open MPI's mpirun, or a PMI/PMIx launcher such as srun) started
+// this process as one rank of a job.
+bool LaunchedAsRank() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"}) {
+    if (std::getenv(var) != nullptr) return true;
+  }
+  return false;
+}
+
+std::unique_ptr<trainer::Collective> MakeCollective() {
+  if (!LaunchedAsRank()) return trainer::MakeLocalCollective();
+  if (!trainer::HaveMpi()) {
+    const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+    if (size != nullptr && std::string(size) != "1") {
+      SftFail("started by mpirun with several ranks, but this build has TANDEM_MPI=OFF");
+    }
+    return trainer::MakeLocalCollective();
+  }
+  absl::StatusOr<std::unique_ptr<trainer::Collective>> mpi = trainer::MakeMpiCollective();
+  if (!mpi.ok()) SftFail(std::string(mpi.status().message()));
+  return *std::move(mpi);
+}
+
+std::string Duration(double seconds) {
+  const int64_t s = std::llround(seconds);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, s / 60 % 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%ds", s);
+}
+
+// Rank 0's view of progress: tokens/s of the latest step, ETA from the mean wall time per step
+// of this invocation (evals and checkpoints included).
+class Progress {
+ public:
+  Progress(bool tty, int64_t log_every)
+      : tty_(tty), log_every_(log_every), start_(std::chrono::steady_clock::now()) {}
+
+  void Update(const trainer::SftStepMetrics& m) {
+    ++steps_;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double eta = elapsed / steps_ * (m.total_steps - m.step);
+    const double tps = m.step_seconds > 0 ? m.tokens / m.step_seconds : 0.0;
+    if (m.eval_exact_match.has_value()) last_eval_ = *m.eval_exact_match;
+    std::string line = absl::StrFormat("step %d/%d | loss %.4f | %.0f tok/s | ETA %s", m.step,
+                                       m.total_steps, m.loss, tps, Duration(eta));
+    if (last_eval_ >= 0) {
+      absl::StrAppend(&line, absl::StrFormat(" | exact %.1f%%", 100 * last_eval_));
+    }
+    if (tty_) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      if (m.step == m.total_steps) std::fputc('\n', stderr);
+    } else if (m.step % log_every_ == 0 || m.eval_exact_match.has_value() ||
+               m.step == m.total_steps) {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    std::fflush(stderr);
+  }
+  // Ends an in-place line left open by a run that stopped early.
+  void Finish(const trainer::SftResult& r) {
+    if (tty_ && steps_ > 0 && r.final_step != r.steps.back().total_steps) std::fputc('\n', stderr);
+  }
+
+ private:
+  bool tty_;
+  int64_t log_every_;
+  std::chrono::steady_clock::time_point start_;
+  int64_t steps_ = 0;
+  double last_eval_ = -1;
+};
+
+void RunSftCommand(const SftOptions& opt) {
+  absl::StatusOr<trainer::SftRunConfig> config =
+      trainer::LoadSftRunConfig(opt.config_path, opt.overrides);
+  if (!config.ok()) SftFail(std::string(config.status().message()));
+  std::unique_ptr<trainer::Collective> collective = MakeCollective();
+  const bool rank0 = collective->Rank() == 0;
+  Progress progress(isatty(fileno(stderr)) != 0, config->trainer.log_every);
+
+  trainer::SftLoopOptions loop;
+  loop.collective = collective.get();
+  loop.eval = opt.eval;
+  loop.max_steps_this_run = opt.max_steps_this_run;
+  if (rank0) loop.on_step = [&](const trainer::SftStepMetrics& m) { progress.Update(m); };
+  absl::StatusOr<trainer::SftResult> result = trainer::RunSft(*config, loop);
+  if (!result.ok()) SftFail(std::string(result.status().message()));
+  if (!rank0) return;
+  progress.Finish(*result);
+  nlohmann::json summary = {{"start_step", result->start_step},
+                            {"final_step", result->final_step},
+                            {"ranks", collective->Size()},
+                            {"checkpoint", result->last_checkpoint},
+                            {"metrics", config->trainer.output_dir + "/metrics.jsonl"}};
+  if (result->final_exact_match.has_value()) {
+    summary["final_exact_match"] = *result->final_exact_match;
+  }
+  if (!result->steps.empty()) summary["final_loss"] = result->steps.back().loss;
+  std::printf("%s\n", summary.dump().c_str());
+}
+
+}  // namespace
+
+void AddSftCommand(CLI::App& app) {
+  auto opt = std::make_shared<SftOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      kCommand, "Supervised fine-tuning from a run config (data parallel under mpirun)");
+  cmd->add_option("--config", opt->config_path, "run config YAML (configs/runs/*.yaml)")
+      ->required();
+  cmd->add_option("overrides", opt->overrides,
+                  "Hydra-style overrides: key.path=value, +key=value, ++key=value, ~key");
+  cmd->add_option("--eval-every", opt->eval.every_steps,
+                  "held-out exact match every N steps (addition task); 0 = at the end, -1 = off")
+      ->capture_default_str();
+  cmd->add_option("--eval-examples", opt->eval.examples, "held-out problems per evaluation")
+      ->capture_default_str();
+  cmd->add_option("--max-steps-this-run", opt->max_steps_this_run,
+                  "stop (with a checkpoint) after N steps; resume continues the schedule")
+      ->capture_default_str();
+  cmd->callback([opt] { RunSftCommand(*opt); });
+}
+
+}  // namespace tandem::cli
