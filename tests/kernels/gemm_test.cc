@@ -83,6 +83,12 @@ testing::CompareOptions Tolerance(const Problem& p) {
 struct Dims {
   int64_t m, n, k;
 };
+
+std::string Name(GemmLayout layout, const Dims& d) {
+  return Name(layout) + " m=" + std::to_string(d.m) + " n=" + std::to_string(d.n) +
+         " k=" + std::to_string(d.k);
+}
+
 // Edges of every blocking: M vs the 6-row micro-tile and 144-row block, N vs the 16-column tile and
 // 512-column block, K vs the 256-deep k-block (K = 257 and 513 park partial sums in c).
 constexpr Dims kShapes[] = {{1, 1, 1},     {1, 33, 70},    {7, 17, 1},    {13, 50, 300},
@@ -94,8 +100,7 @@ TEST(GemmTest, MatchesReferenceInEveryLayout) {
   for (GemmLayout layout : kLayouts) {
     for (const Dims& d : kShapes) {
       const Problem p = MakeProblem(layout, d.m, d.n, d.k, seed += 3);
-      SCOPED_TRACE(Name(layout) + " m=" + std::to_string(d.m) + " n=" + std::to_string(d.n) +
-                   " k=" + std::to_string(d.k));
+      SCOPED_TRACE(Name(layout, d));
       for (bool accumulate : {false, true}) {
         SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
         EXPECT_TRUE(
@@ -177,8 +182,7 @@ TEST(GemmTest, ScalarAndAvx2PathsAgreeBitwise) {
   for (GemmLayout layout : kLayouts) {
     for (const Dims& d : kShapes) {
       const Problem p = MakeProblem(layout, d.m, d.n, d.k, seed += 3);
-      SCOPED_TRACE(Name(layout) + " m=" + std::to_string(d.m) + " n=" + std::to_string(d.n) +
-                   " k=" + std::to_string(d.k));
+      SCOPED_TRACE(Name(layout, d));
       for (bool accumulate : {false, true}) {
         std::vector<float> scalar = p.c, avx2 = p.c;
         cpu::internal::GemmScalar(ctx, p.Args(scalar, accumulate));

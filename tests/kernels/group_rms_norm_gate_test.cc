@@ -88,25 +88,14 @@ TEST(GroupRmsNormGateTest, ReferenceBackwardMatchesFiniteDifferences) {
   auto g = reference::GroupRmsNormGateBwd(x, gate, w, dy, t, ch, groups, eps);
   auto loss = [&](const std::vector<double>& xx, const std::vector<double>& gg,
                   const std::vector<double>& ww) {
-    auto y = reference::GroupRmsNormGateFwd(xx, gg, ww, t, ch, groups, eps).y;
-    double l = 0;
-    for (size_t i = 0; i < y.size(); ++i) l += y[i] * dy[i];
-    return l;
+    return testing::Dot(reference::GroupRmsNormGateFwd(xx, gg, ww, t, ch, groups, eps).y, dy);
   };
-  auto near = [](double a, double fd, const std::string& what) {
-    EXPECT_NEAR(a, fd, 1e-7 * (1 + std::abs(fd))) << what;
-  };
-  for (size_t i = 0; i < x.size(); ++i) {
-    near(g.dx[i], testing::FiniteDifference([&](const auto& v) { return loss(v, gate, w); }, x, i),
-         "dx " + std::to_string(i));
-    near(g.dgate[i],
-         testing::FiniteDifference([&](const auto& v) { return loss(x, v, w); }, gate, i),
-         "dgate " + std::to_string(i));
-  }
-  for (size_t i = 0; i < w.size(); ++i) {
-    near(g.dw[i], testing::FiniteDifference([&](const auto& v) { return loss(x, gate, v); }, w, i),
-         "dw " + std::to_string(i));
-  }
+  testing::ExpectGradientMatchesFiniteDifferences(
+      g.dx, [&](const auto& v) { return loss(v, gate, w); }, x, 1e-7, "dx");
+  testing::ExpectGradientMatchesFiniteDifferences(
+      g.dgate, [&](const auto& v) { return loss(x, v, w); }, gate, 1e-7, "dgate");
+  testing::ExpectGradientMatchesFiniteDifferences(
+      g.dw, [&](const auto& v) { return loss(x, gate, v); }, w, 1e-7, "dw");
 }
 
 TEST(GroupRmsNormGateTest, OneGroupUsesRmsNormsRstd) {

@@ -91,19 +91,12 @@ TEST(QkNormRopeTest, ReferenceBackwardMatchesFiniteDifferences) {
     auto x = ToDouble(in.x), w = ToDouble(in.w), dy = ToDouble(in.dy);
     auto g = reference::QkNormRopeBwd(x, w, in.pos, dy, s);
     auto loss = [&](const std::vector<double>& xx, const std::vector<double>& ww) {
-      auto y = reference::QkNormRopeFwd(xx, ww, in.pos, s);
-      double l = 0;
-      for (size_t i = 0; i < y.size(); ++i) l += y[i] * dy[i];
-      return l;
+      return testing::Dot(reference::QkNormRopeFwd(xx, ww, in.pos, s), dy);
     };
-    for (size_t i = 0; i < x.size(); ++i) {
-      double fd = testing::FiniteDifference([&](const auto& v) { return loss(v, w); }, x, i);
-      EXPECT_NEAR(g.dx[i], fd, 1e-7 * (1 + std::abs(fd))) << "dx " << i;
-    }
-    for (size_t i = 0; i < w.size(); ++i) {
-      double fd = testing::FiniteDifference([&](const auto& v) { return loss(x, v); }, w, i);
-      EXPECT_NEAR(g.dw[i], fd, 1e-7 * (1 + std::abs(fd))) << "dw " << i;
-    }
+    testing::ExpectGradientMatchesFiniteDifferences(
+        g.dx, [&](const auto& v) { return loss(v, w); }, x, 1e-7, "dx");
+    testing::ExpectGradientMatchesFiniteDifferences(
+        g.dw, [&](const auto& v) { return loss(x, v); }, w, 1e-7, "dw");
   }
 }
 

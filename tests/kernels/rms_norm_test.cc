@@ -66,19 +66,12 @@ TEST(RmsNormTest, ReferenceBackwardMatchesFiniteDifferences) {
   auto dy = ToDouble(RandomVector(t * d, 13));
   auto g = reference::RmsNormBwd(x, w, dy, t, d, kEps);
   auto loss = [&](const std::vector<double>& xx, const std::vector<double>& ww) {
-    auto y = reference::RmsNormFwd(xx, ww, t, d, kEps).y;
-    double l = 0;
-    for (size_t i = 0; i < y.size(); ++i) l += y[i] * dy[i];
-    return l;
+    return testing::Dot(reference::RmsNormFwd(xx, ww, t, d, kEps).y, dy);
   };
-  for (size_t i = 0; i < x.size(); ++i) {
-    double fd = testing::FiniteDifference([&](const auto& v) { return loss(v, w); }, x, i);
-    EXPECT_NEAR(g.dx[i], fd, 1e-7 * (1 + std::abs(fd))) << "dx " << i;
-  }
-  for (size_t i = 0; i < w.size(); ++i) {
-    double fd = testing::FiniteDifference([&](const auto& v) { return loss(x, v); }, w, i);
-    EXPECT_NEAR(g.dw[i], fd, 1e-7 * (1 + std::abs(fd))) << "dw " << i;
-  }
+  testing::ExpectGradientMatchesFiniteDifferences(
+      g.dx, [&](const auto& v) { return loss(v, w); }, x, 1e-7, "dx");
+  testing::ExpectGradientMatchesFiniteDifferences(
+      g.dw, [&](const auto& v) { return loss(x, v); }, w, 1e-7, "dw");
 }
 
 TEST(RmsNormTest, BackwardMatchesReference) {

@@ -55,17 +55,12 @@ TEST(SwigluTest, ReferenceBackwardMatchesFiniteDifferences) {
   auto dh = ToDouble(RandomVector(12, 7));
   auto ref = reference::SwigluBwd(g, u, dh);
   auto loss = [&](const std::vector<double>& gg, const std::vector<double>& uu) {
-    auto h = reference::SwigluFwd(gg, uu);
-    double l = 0;
-    for (size_t i = 0; i < h.size(); ++i) l += h[i] * dh[i];
-    return l;
+    return testing::Dot(reference::SwigluFwd(gg, uu), dh);
   };
-  for (size_t i = 0; i < g.size(); ++i) {
-    double fg = testing::FiniteDifference([&](const auto& v) { return loss(v, u); }, g, i);
-    double fu = testing::FiniteDifference([&](const auto& v) { return loss(g, v); }, u, i);
-    EXPECT_NEAR(ref.dgate[i], fg, 1e-8 * (1 + std::abs(fg))) << i;
-    EXPECT_NEAR(ref.dup[i], fu, 1e-8 * (1 + std::abs(fu))) << i;
-  }
+  testing::ExpectGradientMatchesFiniteDifferences(
+      ref.dgate, [&](const auto& v) { return loss(v, u); }, g, 1e-8, "dgate");
+  testing::ExpectGradientMatchesFiniteDifferences(
+      ref.dup, [&](const auto& v) { return loss(g, v); }, u, 1e-8, "dup");
 }
 
 TEST(SwigluTest, BackwardSiluHasTheForwardsBits) {

@@ -97,6 +97,22 @@ double FiniteDifference(const std::function<double(const std::vector<double>&)>&
   return (fp - fm) / (2 * h);
 }
 
+void ExpectGradientMatchesFiniteDifferences(
+    std::span<const double> grad, const std::function<double(const std::vector<double>&)>& f,
+    const std::vector<double>& x, double rel, const std::string& what) {
+  ASSERT_EQ(grad.size(), x.size()) << what;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double fd = FiniteDifference(f, x, i);
+    EXPECT_NEAR(grad[i], fd, rel * (1 + std::abs(fd))) << what << " " << i;
+  }
+}
+
+double Dot(std::span<const double> y, std::span<const double> dy) {
+  double l = 0;
+  for (size_t i = 0; i < y.size(); ++i) l += y[i] * dy[i];
+  return l;
+}
+
 std::vector<float> RandomVector(size_t n, uint64_t seed, float lo, float hi) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> dist(lo, hi);

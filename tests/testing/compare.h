@@ -36,6 +36,15 @@ struct CompareOptions {
 double FiniteDifference(const std::function<double(const std::vector<double>&)>& f,
                         std::vector<double> x, size_t i, double h = 1e-6);
 
+// The first link of the gradient chain of trust, for every coordinate of x: expects grad[i] within
+// rel · (1 + |fd|) of FiniteDifference(f, x, i); a failure names `what` and i.
+void ExpectGradientMatchesFiniteDifferences(
+    std::span<const double> grad, const std::function<double(const std::vector<double>&)>& f,
+    const std::vector<double>& x, double rel, const std::string& what);
+
+// Σ_i y[i] · dy[i]: the scalar loss whose gradient with respect to y is dy.
+double Dot(std::span<const double> y, std::span<const double> dy);
+
 // Deterministic pseudo-random fill (uniform in [lo, hi)) for test inputs.
 std::vector<float> RandomVector(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
 std::vector<double> ToDouble(std::span<const float> v);
