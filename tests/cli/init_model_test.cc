@@ -1,14 +1,9 @@
 // End-to-end tests of `tandem init-model`: --dry-run counts for the shipped configs (without
 // allocating: flash would need 400 GB), a tiny checkpoint that reloads bit-identical to an
 // in-process init with the same seed, and errors that name the argument or file.
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <random>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -18,6 +13,7 @@
 #include "model/weights.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/compare.h"
+#include "tests/testing/tandem_cli.h"
 
 namespace tandem {
 namespace {
@@ -25,51 +21,26 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
+using testing::CommandResult;
 
 constexpr char kTiny[] = "configs/models/tiny-hybrid.json";
 
-struct Result {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-Result RunTandem(const std::string& args) {
-  static int calls = 0;
-  const std::string err_file =
-      (fs::temp_directory_path() /
-       ("init_model_test_stderr_" + std::to_string(getpid()) + "_" + std::to_string(calls++)))
-          .string();
-  const std::string cmd = std::string(TANDEM_BIN) + " " + args + " 2>" + err_file;
-  Result r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(in), {});
-  fs::remove(err_file);
-  return r;
+// `tandem <args>` with stdout in `out` and stderr in `err`.
+CommandResult RunCli(const std::string& args) {
+  return testing::RunTandem(args, testing::Stderr::kSeparate);
 }
 
 class InitModelCommandTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::random_device rd;
-    root_ = fs::temp_directory_path() / ("tandem_init_model_test_" + std::to_string(rd()));
-    fs::create_directories(root_);
-  }
-  void TearDown() override { fs::remove_all(root_); }
-  std::string Path(const std::string& name) const { return (root_ / name).string(); }
+  InitModelCommandTest() : root_("init_model_test") {}
+  std::string Path(const std::string& name) const { return root_.Sub(name); }
 
-  fs::path root_;
+  testing::TempDir root_;
 };
 
 TEST_F(InitModelCommandTest, DryRunPrintsMiniCounts) {
-  Result r = RunTandem("init-model --config configs/models/ring-mini-linear-2.0.json --dry-run");
+  CommandResult r =
+      RunCli("init-model --config configs/models/ring-mini-linear-2.0.json --dry-run");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(r.out);
   EXPECT_NEAR(j["total_params"].get<int64_t>() / 1e9, 16.4, 0.1);
@@ -80,7 +51,8 @@ TEST_F(InitModelCommandTest, DryRunPrintsMiniCounts) {
 }
 
 TEST_F(InitModelCommandTest, DryRunDoesNotAllocate) {
-  Result r = RunTandem("init-model --config configs/models/ring-flash-linear-2.0.json --dry-run");
+  CommandResult r =
+      RunCli("init-model --config configs/models/ring-flash-linear-2.0.json --dry-run");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NEAR(json::parse(r.out)["total_params"].get<int64_t>() / 1e9, 104.2, 0.1);
 }
@@ -112,8 +84,8 @@ void ExpectCheckpointMatches(const std::string& dir, uint64_t seed, bool bf16) {
 
 TEST_F(InitModelCommandTest, TinyCheckpointReloadsBitIdentical) {
   const std::string out = Path("tiny/nested");
-  Result r =
-      RunTandem("init-model --config " + std::string(kTiny) + " --out " + out + " --seed 11");
+  CommandResult r =
+      RunCli("init-model --config " + std::string(kTiny) + " --out " + out + " --seed 11");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(r.out);
   EXPECT_EQ(j["out"], out);
@@ -125,8 +97,8 @@ TEST_F(InitModelCommandTest, TinyCheckpointReloadsBitIdentical) {
   ExpectCheckpointMatches(out, 11, /*bf16=*/false);
 
   const std::string out16 = Path("tiny16");
-  r = RunTandem("init-model --config " + std::string(kTiny) + " --out " + out16 +
-                " --seed 11 --dtype bf16");
+  r = RunCli("init-model --config " + std::string(kTiny) + " --out " + out16 +
+             " --seed 11 --dtype bf16");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ExpectCheckpointMatches(out16, 11, /*bf16=*/true);
 }
@@ -135,24 +107,23 @@ TEST_F(InitModelCommandTest, RefusesToOverwriteWithoutForce) {
   const std::string out = Path("busy");
   fs::create_directories(out);
   std::ofstream(out + "/notes.txt") << "keep";
-  Result r = RunTandem("init-model --config " + std::string(kTiny) + " --out " + out);
+  CommandResult r = RunCli("init-model --config " + std::string(kTiny) + " --out " + out);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("tandem init-model: --out: '" + out + "' exists and is not empty"));
   EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
 
-  r = RunTandem("init-model --config " + std::string(kTiny) + " --out " + out + " --force");
+  r = RunCli("init-model --config " + std::string(kTiny) + " --out " + out + " --force");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ExpectCheckpointMatches(out, 0, /*bf16=*/false);
   EXPECT_TRUE(fs::exists(out + "/notes.txt"));
 
   const std::string empty = Path("empty");
   fs::create_directories(empty);
-  EXPECT_EQ(RunTandem("init-model --config " + std::string(kTiny) + " --out " + empty).exit_code,
-            0);
+  EXPECT_EQ(RunCli("init-model --config " + std::string(kTiny) + " --out " + empty).exit_code, 0);
 }
 
 TEST_F(InitModelCommandTest, ErrorsNameTheArgumentOrFile) {
-  Result r = RunTandem("init-model --config " + Path("missing.json") + " --dry-run");
+  CommandResult r = RunCli("init-model --config " + Path("missing.json") + " --dry-run");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("tandem init-model: --config: " + Path("missing.json")));
 
@@ -160,22 +131,21 @@ TEST_F(InitModelCommandTest, ErrorsNameTheArgumentOrFile) {
   json j = json::parse(std::ifstream(kTiny));
   j["num_attention_heads"] = -3;
   std::ofstream(bad) << j.dump();
-  r = RunTandem("init-model --config " + bad + " --dry-run");
+  r = RunCli("init-model --config " + bad + " --dry-run");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr(bad + ": field 'num_attention_heads': expected a positive integer, "
                                      "got -3"));
 
-  r = RunTandem("init-model --config " + std::string(kTiny));
+  r = RunCli("init-model --config " + std::string(kTiny));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--out: required unless --dry-run"));
 
   std::ofstream(Path("file")) << "x";
-  r = RunTandem("init-model --config " + std::string(kTiny) + " --out " + Path("file"));
+  r = RunCli("init-model --config " + std::string(kTiny) + " --out " + Path("file"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("exists and is not a directory"));
 
-  r = RunTandem("init-model --config " + std::string(kTiny) + " --out " + Path("x") +
-                " --dtype f16");
+  r = RunCli("init-model --config " + std::string(kTiny) + " --out " + Path("x") + " --dtype f16");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("--dtype"));
   EXPECT_FALSE(fs::exists(Path("x")));

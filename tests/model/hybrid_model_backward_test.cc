@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "tests/model/reference/hybrid_model_ref.h"
 #include "tests/testing/compare.h"
+#include "tests/testing/tiny_model.h"
 
 namespace tandem::model {
 namespace {
@@ -27,84 +28,26 @@ using testing::RandomVector;
 
 // Three layers: linear/dense, softmax/MoE (GQA 4:2), linear/MoE. V = 61 and Dm = 32 are not
 // multiples of any tile; partial RoPE (R = 8 of D = 16); 2 output-norm groups; grouped routing (4
-// groups of 2 experts, 2 kept) with a shared expert.
-ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.model_type = "bailing_moe_linear";
-  c.vocab_size = 61;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.intermediate_size = 48;
-  c.first_k_dense_replace = 1;
-  c.num_experts = 8;
-  c.num_experts_per_tok = 2;
-  c.num_shared_experts = 1;
-  c.moe_intermediate_size = 16;
-  c.moe_shared_expert_intermediate_size = 24;
-  c.n_group = 4;
-  c.topk_group = 2;
-  c.routed_scaling_factor = 2.5;
-  c.group_norm_size = 2;
-  c.layer_group_size = 2;
-  c.layer_types = {LayerType::kLinear, LayerType::kSoftmax, LayerType::kLinear};
-  c.partial_rotary_factor = 0.5;
-  c.rope_theta = 10000.0;
-  c.rms_norm_eps = 1e-6;
-  c.max_position_embeddings = 4096;
-  return c;
-}
-
-// Matrices uniform with variance 2/fan_in (unit-scale activations, so every block matters), norm
-// weights in [0.5, 1.5], expert bias in [−0.05, 0.05].
+// groups of 2 experts, 2 kept) with a shared expert. Matrices uniform with variance 2/fan_in
+// (unit-scale activations, so every block matters), norm weights in [0.5, 1.5], expert bias in
+// [−0.05, 0.05] (testing::RandomWeights).
 HybridModel TinyModel(uint64_t seed = 1) {
-  ModelConfig config = TinyConfig();
-  ModelWeights weights = AllocateWeights(config);
-  uint64_t stream = seed * 1000;
-  weights.ForEachParameter([&](const std::string& name, Tensor& t) {
-    std::vector<float> v;
-    if (name.find("expert_bias") != std::string::npos) {
-      v = RandomVector(t.numel(), ++stream, -0.05f, 0.05f);
-    } else if (t.rank() == 1) {
-      v = RandomVector(t.numel(), ++stream, 0.5f, 1.5f);
-    } else {
-      const float a = std::sqrt(6.0f / static_cast<float>(t.dim(1)));
-      v = RandomVector(t.numel(), ++stream, -a, a);
-    }
-    std::copy(v.begin(), v.end(), t.data<float>());
-  });
-  return HybridModel(std::move(config), std::move(weights));
+  return testing::RandomModel(testing::OddShapeHybridConfig(3), seed);
 }
 
-struct Batch {
-  std::vector<int> tokens, cu_seqlens, targets;
+struct Batch : testing::TokenBatch {
   std::vector<float> dlogprob;  // c_t of the loss L = Σ_t c_t · logprob_t
 };
 
 // Random sequences; targets are next tokens, −1 at each sequence's end; c_t uniform in [−1, 1]
 // everywhere (also where the target is −1, where it must be ignored).
 Batch RandomBatch(const std::vector<int>& lengths, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  Batch b;
-  b.cu_seqlens = {0};
-  for (int n : lengths) {
-    for (int i = 0; i < n; ++i) b.tokens.push_back(static_cast<int>(rng() % 61));
-    for (int i = 0; i < n; ++i)
-      b.targets.push_back(i + 1 < n ? b.tokens[b.tokens.size() - n + i + 1] : -1);
-    b.cu_seqlens.push_back(b.cu_seqlens.back() + n);
-  }
+  Batch b{testing::RandomTokenBatch(lengths, seed, 61), {}};
   b.dlogprob = RandomVector(b.tokens.size(), seed + 77);
   return b;
 }
 
-ForwardInput MakeInput(const Batch& b) {
-  const int64_t T = b.tokens.size();
-  return {Tensor::FromVector<int32_t>(b.tokens, {T}),
-          Tensor::FromVector<int32_t>(b.cu_seqlens, {static_cast<int64_t>(b.cu_seqlens.size())}),
-          Tensor::FromVector<int32_t>(b.targets, {T}), 1.0f};
-}
+ForwardInput MakeInput(const Batch& b) { return testing::MakeForwardInput(b); }
 
 struct Result {
   std::vector<float> logprob;
@@ -370,7 +313,7 @@ TEST(HybridModelBackwardTest, RejectsBadArgumentsNamingThem) {
 
 TEST(HybridModelBackwardTest, EmptyBatchIsANoOp) {
   HybridModel model = TinyModel();
-  Batch b{{}, {0}, {}, {}};
+  Batch b{{{}, {0}, {}}, {}};
   Result r = RunBackward(model, b);
   for (auto& [name, t] : Tensors(r.grads)) {
     for (int64_t i = 0; i < t.numel(); ++i) ASSERT_EQ(t.data<float>()[i], 0.0f) << name;

@@ -14,8 +14,8 @@
 #include "gtest/gtest.h"
 #include "kernels/core/contract.h"
 #include "kernels/lm_head_logprob/lm_head_logprob.h"
-#include "tests/rollout/test_model.h"
 #include "tests/testing/compare.h"
+#include "tests/testing/tiny_model.h"
 
 namespace tandem::model {
 namespace {

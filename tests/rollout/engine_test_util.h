@@ -11,9 +11,12 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/core/context.h"
+#include "model/hybrid_model.h"
 #include "model/inference_cache.h"
 #include "rollout/engine.h"
-#include "tests/rollout/test_model.h"
+#include "tests/testing/compare.h"
+#include "tests/testing/tiny_model.h"
 
 namespace tandem::testing {
 

@@ -3,12 +3,8 @@
 // HybridModel::Forward over prompt + generated tokens (the 9 printed digits round-trip fp32); the
 // output does not depend on --threads, nor on other prompts served by the same engine (--prompts);
 // bad input exits 1 with a message naming the flag.
-#include <sys/wait.h>
-
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -16,8 +12,11 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/hybrid_model.h"
 #include "nlohmann/json.hpp"
-#include "tests/rollout/test_model.h"
+#include "tests/testing/compare.h"
+#include "tests/testing/tandem_cli.h"
+#include "tests/testing/tiny_model.h"
 
 namespace tandem {
 namespace {
@@ -25,24 +24,9 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-struct Result {
-  int exit_code = -1;
-  std::string output;
-};
-
-Result RunTandem(const std::string& args, bool merge_stderr = false) {
-  const std::string cmd =
-      std::string(TANDEM_BIN) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  Result r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using testing::CommandResult;
+using testing::RunTandem;
+using testing::Stderr;
 
 std::vector<nlohmann::json> JsonLines(const std::string& text) {
   std::vector<nlohmann::json> out;
@@ -52,55 +36,34 @@ std::vector<nlohmann::json> JsonLines(const std::string& text) {
   return out;
 }
 
-class GenerateCommandTest : public ::testing::Test {
+class GenerateCommandTest : public testing::TinyCheckpointSuite {
  protected:
-  static void SetUpTestSuite() {
-    std::random_device rd;
-    root_ =
-        new fs::path(fs::temp_directory_path() / ("tandem_generate_test_" + std::to_string(rd())));
-    fs::create_directories(*root_);
-    const Result init = RunTandem("init-model --config configs/models/tiny-hybrid.json --out " +
-                                      Model() + " --seed 3 --dtype f32",
-                                  /*merge_stderr=*/true);
-    ASSERT_EQ(init.exit_code, 0) << init.output;
-  }
-  static void TearDownTestSuite() {
-    std::error_code ec;
-    fs::remove_all(*root_, ec);
-    delete root_;
-  }
-  static std::string Model() { return (*root_ / "model").string(); }
   static std::string Generate(const std::string& args) {
     return "generate --model " + Model() + " " + args;
   }
   // Every sample's log-probs are Forward's on prompt + tokens at `temperature`, bitwise.
   static void ExpectExact(const std::vector<int32_t>& prompt, const nlohmann::json& sample,
                           float temperature) {
-    absl::StatusOr<model::ModelConfig> config = model::LoadModelConfig(Model());
-    ASSERT_TRUE(config.ok()) << config.status();
-    absl::StatusOr<model::ModelWeights> weights = model::LoadWeights(*config, Model());
-    ASSERT_TRUE(weights.ok()) << weights.status();
-    const model::HybridModel hybrid(*config, *std::move(weights));
+    absl::StatusOr<model::HybridModel> hybrid = testing::LoadModel(Model());
+    ASSERT_TRUE(hybrid.ok()) << hybrid.status();
     std::vector<int32_t> full = prompt;
     for (int32_t t : sample["tokens"].get<std::vector<int32_t>>()) full.push_back(t);
-    std::vector<float> want = testing::ForwardLogprobs(hybrid, full, temperature);
+    std::vector<float> want = testing::ForwardLogprobs(*hybrid, full, temperature);
     want.erase(want.begin(), want.begin() + (prompt.size() - 1));
     std::vector<float> got;
     for (double v : sample["logprobs"].get<std::vector<double>>())
       got.push_back(static_cast<float>(v));
     EXPECT_TRUE(testing::BitwiseEqual(got, want)) << sample.dump();
   }
-  static fs::path* root_;
 };
-fs::path* GenerateCommandTest::root_ = nullptr;
 
 TEST_F(GenerateCommandTest, OneLinePerSampleExactLogprobs) {
-  const Result r =
+  const CommandResult r =
       RunTandem(Generate("--prompt-tokens 1,2,3,4,5 -n 3 --max-new-tokens 6 --seed 7 "
                          "--temperature 0.9"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::vector<nlohmann::json> lines = JsonLines(r.output);
-  ASSERT_EQ(lines.size(), 3u) << r.output;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::vector<nlohmann::json> lines = JsonLines(r.out);
+  ASSERT_EQ(lines.size(), 3u) << r.out;
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(lines[i]["sample"], i);
     EXPECT_EQ(lines[i]["tokens"].size(), 6u);
@@ -110,21 +73,21 @@ TEST_F(GenerateCommandTest, OneLinePerSampleExactLogprobs) {
     ExpectExact({1, 2, 3, 4, 5}, lines[i], 0.9f);
   }
   // Same seed, two threads, smaller steps: the same bytes.
-  const Result again = RunTandem(
+  const CommandResult again = RunTandem(
       Generate("--prompt-tokens 1,2,3,4,5 -n 3 --max-new-tokens 6 --seed 7 --temperature 0.9 "
                "--threads 2 --max-step-tokens 8"));
-  EXPECT_EQ(again.output, r.output);
+  EXPECT_EQ(again.out, r.out);
 }
 
 TEST_F(GenerateCommandTest, StopTokens) {
-  const Result r = RunTandem(Generate("--prompt-tokens 9,8 --max-new-tokens 40 --seed 1"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::vector<int32_t> tokens = JsonLines(r.output)[0]["tokens"].get<std::vector<int32_t>>();
-  const Result stopped =
+  const CommandResult r = RunTandem(Generate("--prompt-tokens 9,8 --max-new-tokens 40 --seed 1"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::vector<int32_t> tokens = JsonLines(r.out)[0]["tokens"].get<std::vector<int32_t>>();
+  const CommandResult stopped =
       RunTandem(Generate("--prompt-tokens 9,8 --max-new-tokens 40 --seed 1 "
                          "--stop-tokens " +
                          std::to_string(tokens[3])));
-  const nlohmann::json line = JsonLines(stopped.output)[0];
+  const nlohmann::json line = JsonLines(stopped.out)[0];
   EXPECT_EQ(line["finish_reason"], "stop");
   EXPECT_LE(line["tokens"].size(), 4u);
   EXPECT_EQ(line["tokens"].back(), tokens[3]);
@@ -132,7 +95,7 @@ TEST_F(GenerateCommandTest, StopTokens) {
 
 // Several prompts in one engine: each prompt's samples are those it gets alone.
 TEST_F(GenerateCommandTest, PromptsFileServedConcurrently) {
-  const fs::path file = *root_ / "prompts.jsonl";
+  const fs::path file = Root().path() / "prompts.jsonl";
   std::vector<int32_t> long_prompt;
   for (int i = 0; i < 100; ++i) long_prompt.push_back(i % 64);
   {
@@ -141,12 +104,12 @@ TEST_F(GenerateCommandTest, PromptsFileServedConcurrently) {
     out << nlohmann::json{{"prompt_tokens", long_prompt}, {"n", 2}, {"seed", 5}}.dump() << "\n";
     out << "{\"prompt_tokens\": [7], \"max_new_tokens\": 3, \"temperature\": 0}\n";
   }
-  const Result r = RunTandem(Generate("--prompts " + file.string() +
-                                      " --max-new-tokens 5 --seed 2"
-                                      " --max-step-tokens 70 --threads 2"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::vector<nlohmann::json> lines = JsonLines(r.output);
-  ASSERT_EQ(lines.size(), 4u) << r.output;
+  const CommandResult r = RunTandem(Generate("--prompts " + file.string() +
+                                             " --max-new-tokens 5 --seed 2"
+                                             " --max-step-tokens 70 --threads 2"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::vector<nlohmann::json> lines = JsonLines(r.out);
+  ASSERT_EQ(lines.size(), 4u) << r.out;
   EXPECT_EQ(lines[0]["prompt"], 0);
   EXPECT_EQ(lines[1]["prompt"], 1);
   EXPECT_EQ(lines[2]["prompt"], 1);
@@ -156,7 +119,7 @@ TEST_F(GenerateCommandTest, PromptsFileServedConcurrently) {
   ExpectExact({7}, lines[3], 1.0f);  // greedy reports temperature-1 log-probs
   const std::string csv = absl::StrJoin(long_prompt, ",");
   const std::vector<nlohmann::json> alone = JsonLines(
-      RunTandem(Generate("--prompt-tokens " + csv + " -n 2 --seed 5 --max-new-tokens 5")).output);
+      RunTandem(Generate("--prompt-tokens " + csv + " -n 2 --seed 5 --max-new-tokens 5")).out);
   ASSERT_EQ(alone.size(), 2u);
   for (int s = 0; s < 2; ++s) {
     EXPECT_EQ(alone[s]["tokens"], lines[1 + s]["tokens"]);
@@ -166,9 +129,9 @@ TEST_F(GenerateCommandTest, PromptsFileServedConcurrently) {
 
 TEST_F(GenerateCommandTest, BadInputExitsWithAMessage) {
   auto fails_with = [](const std::string& args, const std::string& message) {
-    const Result r = RunTandem(Generate(args), /*merge_stderr=*/true);
+    const CommandResult r = RunTandem(Generate(args), Stderr::kMerge);
     EXPECT_EQ(r.exit_code, 1) << args;
-    EXPECT_THAT(r.output, HasSubstr(message)) << args;
+    EXPECT_THAT(r.out, HasSubstr(message)) << args;
   };
   fails_with("--prompt-tokens 1,64", "prompt: id 64 at index 1 is outside the vocabulary");
   fails_with("--prompt-tokens 1,x", "--prompt-tokens: '1,x' is not a comma-separated list");
@@ -177,9 +140,10 @@ TEST_F(GenerateCommandTest, BadInputExitsWithAMessage) {
   fails_with("--prompt-tokens 1 --memory-mb 1 --max-sequences 4 --max-new-tokens 100000",
              "can never fit");
   fails_with("--prompts /nonexistent.jsonl", "--prompts: cannot read");
-  const Result r = RunTandem("generate --model /nonexistent --prompt-tokens 1", true);
+  const CommandResult r =
+      RunTandem("generate --model /nonexistent --prompt-tokens 1", Stderr::kMerge);
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("--model"));
+  EXPECT_THAT(r.out, HasSubstr("--model"));
 }
 
 }  // namespace
