@@ -16,6 +16,9 @@
 extern "C" {
 #endif
 
+/* C ABI names follow C conventions (snake_case), not the project's C++ naming rules. */
+/* NOLINTBEGIN(readability-identifier-naming) */
+
 /* Bumped on any incompatible change. The host refuses a plugin whose table reports another one. */
 #define TANDEM_REWARD_ABI_VERSION 1u
 
@@ -100,6 +103,8 @@ static inline int tandem_reward_str_eq(tandem_reward_str s, const char* literal)
   size_t n = strlen(literal);
   return s.size == n && (n == 0 || memcmp(s.data, literal, n) == 0);
 }
+
+/* NOLINTEND(readability-identifier-naming) */
 
 #ifdef __cplusplus
 } /* extern "C" */
