@@ -48,6 +48,14 @@ absl::Status GemmNT(cudaStream_t stream, const GemmNTArgs& args) {
 
 absl::Status GemmNT(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
                     bool accumulate) {
+  TANDEM_ASSIGN_OR_RETURN(GemmNTArgs args, internal::TensorGemmArgs(a, b, c, accumulate));
+  return GemmNT(StreamOf(ctx), args);
+}
+
+namespace internal {
+
+absl::StatusOr<GemmNTArgs> TensorGemmArgs(const Tensor& a, const Tensor& b, Tensor& c,
+                                          bool accumulate) {
   const DType bt = b.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(b, "b", bt, {-1, -1}, Device::kCUDA));
   const int64_t n = b.dim(0), k = b.dim(1);
@@ -62,7 +70,9 @@ absl::Status GemmNT(const Context& ctx, const Tensor& a, const Tensor& b, Tensor
   args.b = b.raw_data(), args.b_dtype = bt, args.ldb = k;
   args.c = c.raw_data(), args.c_dtype = ct, args.ldc = n;
   args.accumulate = accumulate;
-  return GemmNT(StreamOf(ctx), args);
+  return args;
 }
+
+}  // namespace internal
 
 }  // namespace tandem::kernels::cuda

@@ -17,6 +17,7 @@
 #include "kernels/core/cuda_util.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/gemm/gemm_cuda.h"
+#include "kernels/gemm/gemm_cuda_internal.h"
 
 namespace tandem::kernels::cuda {
 namespace {
@@ -251,20 +252,7 @@ absl::Status GemmNTPinned(const Context& ctx, const GemmNTArgs& args) {
 
 absl::Status GemmNTPinned(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
                           bool accumulate) {
-  const DType bt = b.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
-  TANDEM_RETURN_IF_ERROR(ExpectTensor(b, "b", bt, {-1, -1}, Device::kCUDA));
-  const int64_t n = b.dim(0), k = b.dim(1);
-  const DType at = bt == DType::kF32 || a.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
-  TANDEM_RETURN_IF_ERROR(ExpectTensor(a, "a", at, {-1, k}, Device::kCUDA));
-  const int64_t m = a.dim(0);
-  const DType ct = bt == DType::kF32 || c.dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
-  TANDEM_RETURN_IF_ERROR(ExpectTensor(c, "c", ct, {m, n}, Device::kCUDA));
-  GemmNTArgs args;
-  args.m = m, args.n = n, args.k = k;
-  args.a = a.raw_data(), args.a_dtype = at, args.lda = k;
-  args.b = b.raw_data(), args.b_dtype = bt, args.ldb = k;
-  args.c = c.raw_data(), args.c_dtype = ct, args.ldc = n;
-  args.accumulate = accumulate;
+  TANDEM_ASSIGN_OR_RETURN(GemmNTArgs args, internal::TensorGemmArgs(a, b, c, accumulate));
   return GemmNTPinned(ctx, args);
 }
 

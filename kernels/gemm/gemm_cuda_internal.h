@@ -1,9 +1,12 @@
-// The two GPU GEMM kernels behind cuda::GemmNT, one per arithmetic. Arguments are validated by
-// the caller (gemm.cu); these only launch. Not for use outside kernels/gemm.
+// The two GPU GEMM kernels behind cuda::GemmNT, one per arithmetic, and the Tensor-to-raw
+// argument mapping that GemmNT and GemmNTPinned share. Arguments are validated by the caller
+// (gemm.cu); the kernels only launch. Not for use outside kernels/gemm.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include "absl/status/statusor.h"
+#include "kernels/core/tensor.h"
 #include "kernels/gemm/gemm_cuda.h"
 
 namespace tandem::kernels::cuda::internal {
@@ -13,5 +16,11 @@ cudaError_t LaunchGemmTensorCore(cudaStream_t stream, const GemmNTArgs& g);
 
 // fp32 FMA tiles; a, b, c f32.
 cudaError_t LaunchGemmF32(cudaStream_t stream, const GemmNTArgs& g);
+
+// The raw arguments for C [m, n] (+)= A [m, k] · B [n, k]ᵀ on CUDA tensors, with the dtype rules of
+// the Tensor overloads (b f32 makes everything f32; otherwise a and c may each be f32 or bf16);
+// InvalidArgument naming a, b or c when a tensor does not fit.
+absl::StatusOr<GemmNTArgs> TensorGemmArgs(const Tensor& a, const Tensor& b, Tensor& c,
+                                          bool accumulate);
 
 }  // namespace tandem::kernels::cuda::internal
