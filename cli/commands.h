@@ -11,6 +11,7 @@ void AddInitModelCommand(CLI::App& app);  // init_model_command.cc
 void AddLogprobsCommand(CLI::App& app);   // logprobs_command.cc
 void AddSftCommand(CLI::App& app);        // sft_command.cc
 void AddGenerateCommand(CLI::App& app);   // generate_command.cc
+void AddTrainCommand(CLI::App& app);      // train_command.cc
 void AddRolloutCommand(CLI::App& app);    // rollout_serve_command.cc
 
 // Prints "tandem <command>: <message>" to stderr and throws CLI::RuntimeError(1).

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   tandem::cli::AddLogprobsCommand(app);
   tandem::cli::AddSftCommand(app);
   tandem::cli::AddGenerateCommand(app);
+  tandem::cli::AddTrainCommand(app);
   tandem::cli::AddRolloutCommand(app);
   app.parse_complete_callback([&] { tandem::InitLogging(log_level); });
   CLI11_PARSE(app, argc, argv);

@@ -1,0 +1,247 @@
+// The GRPO step: advantages, packing of trajectories, the log-prob contract check, PPO-clip,
+// backward, all-reduce, AdamW and the expert-bias update.
+#include "trainer/rl_step.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/core/status_macros.h"
+#include "model/hybrid_model_backward.h"
+
+namespace tandem::trainer {
+namespace {
+
+using ExpertLoads = std::vector<std::vector<int64_t>>;  // [layer][expert]; empty for dense layers
+
+ExpertLoads ZeroLoads(const model::ModelConfig& config) {
+  ExpertLoads loads(config.num_hidden_layers);
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    if (config.IsMoeLayer(l)) loads[l].assign(config.num_experts, 0);
+  }
+  return loads;
+}
+
+void CountExpertLoads(const model::ForwardActivations& acts, ExpertLoads& loads) {
+  for (size_t l = 0; l < loads.size(); ++l) {
+    if (loads[l].empty()) continue;
+    const Tensor& idx = acts.layers[l].ffn.topk_idx;  // [T, K] i32
+    const int32_t* e = idx.data<int32_t>();
+    for (int64_t i = 0; i < idx.numel(); ++i) ++loads[l][e[i]];
+  }
+}
+
+absl::Status AllReduceLoads(Collective& collective, ExpertLoads& loads) {
+  std::vector<int64_t> flat;
+  for (const auto& layer : loads) flat.insert(flat.end(), layer.begin(), layer.end());
+  TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(flat.data(), static_cast<int64_t>(flat.size())));
+  size_t offset = 0;
+  for (auto& layer : loads) {
+    for (int64_t& x : layer) x = flat[offset++];
+  }
+  return absl::OkStatus();
+}
+
+// Σ over trained positions of the entropy of softmax(lm_head · h_final[t] / temperature), fp32
+// logits with fp32 accumulation (a metric: it need not match the LM-head kernel's bits).
+double EntropySum(const Context& ctx, const model::HybridModel& model,
+                  const model::ForwardActivations& acts, std::span<const float> mask,
+                  float temperature) {
+  const Tensor& lm_head = model.weights().lm_head;  // [V, Dm]
+  const int64_t V = lm_head.shape()[0], Dm = lm_head.shape()[1];
+  const int64_t T = static_cast<int64_t>(mask.size());
+  std::vector<float> entropy(T, 0.0f);  // [T]
+  ctx.ParallelFor(T, [&](int64_t begin, int64_t end) {
+    std::vector<float> logits(V);  // [V]
+    for (int64_t t = begin; t < end; ++t) {
+      if (mask[t] == 0) continue;
+      const float* h = acts.h_final.data<float>() + t * Dm;
+      for (int64_t v = 0; v < V; ++v) {
+        const float* w = lm_head.data<float>() + v * Dm;
+        float z = 0;
+        for (int64_t d = 0; d < Dm; ++d) z += w[d] * h[d];
+        logits[v] = z;
+      }
+      entropy[t] = RowEntropy(logits, temperature);
+    }
+  });
+  double sum = 0;
+  for (int64_t t = 0; t < T; ++t) sum += entropy[t];
+  return sum;
+}
+
+// Sums of this rank's per-micro-batch values, reduced over ranks at the end of the step.
+struct LocalSums {
+  double loss = 0, pg_loss = 0, clipped = 0, approx_kl = 0, ratio = 0, entropy = 0;
+};
+
+absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const RlMicroBatch& mb,
+                            const RlStepOptions& options, double normalizer,
+                            model::ModelWeights& grads, ExpertLoads& loads, LocalSums& sums,
+                            LogprobMismatch& mismatch) {
+  const model::ForwardInput input = ToForwardInput(mb.batch, options.temperature);
+  TANDEM_ASSIGN_OR_RETURN(model::ForwardActivations acts,
+                          model::TrainingForward(ctx, model, input));
+  const int64_t T = static_cast<int64_t>(mb.batch.tokens.size());
+  std::span<const float> logp(acts.logprob.data<float>(), T);
+  AccumulateMismatch(mb, logp, options.trainer_version, mismatch);
+  PpoLossOptions ppo = options.ppo;
+  ppo.normalizer = normalizer;
+  PpoLossInputs in{logp, mb.logp_rollout, mb.advantage, mb.batch.loss_mask, {}};
+  TANDEM_ASSIGN_OR_RETURN(LossOutputs loss, PpoClipLoss(in, ppo));
+  const Tensor dlogprob = Tensor::FromVector(loss.dlogp, {T});  // [T]
+  TANDEM_RETURN_IF_ERROR(model::Backward(ctx, model, input, acts, dlogprob, grads));
+  CountExpertLoads(acts, loads);
+  const double m = loss.metrics.num_tokens;
+  sums.loss += loss.loss;
+  sums.pg_loss += loss.metrics.pg_loss;
+  sums.clipped += loss.metrics.clip_fraction * m;
+  sums.approx_kl += loss.metrics.approx_kl * m;
+  sums.ratio += loss.metrics.mean_ratio * m;
+  if (options.compute_entropy) {
+    sums.entropy += EntropySum(ctx, model, acts, mb.batch.loss_mask, options.temperature);
+  }
+  return absl::OkStatus();
+}
+
+// max over ranks of a non-negative double: each rank fills its own slot of a zeroed vector.
+absl::StatusOr<double> AllReduceMax(Collective& collective, double x) {
+  std::vector<float> slots(collective.Size(), 0.0f);
+  slots[collective.Rank()] = static_cast<float>(x);
+  TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(slots.data(), collective.Size()));
+  double m = 0;
+  for (float s : slots) m = std::max<double>(m, s);
+  return collective.Size() == 1 ? x : m;
+}
+
+}  // namespace
+
+absl::Status AssignGroupAdvantages(std::span<Trajectory> trajectories, int64_t group_size,
+                                   const GroupAdvantageOptions& options) {
+  std::vector<float> rewards;
+  rewards.reserve(trajectories.size());
+  for (size_t i = 0; i < trajectories.size(); ++i) {
+    TANDEM_CHECK_ARG(trajectories[i].group == trajectories[i - i % group_size].group,
+                     "trajectories[", i, "]: groups must be contiguous runs of ", group_size);
+    rewards.push_back(trajectories[i].reward);
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::vector<float> adv, GroupAdvantages(rewards, group_size, options));
+  for (size_t i = 0; i < trajectories.size(); ++i) trajectories[i].advantage = adv[i];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<RlMicroBatch>> PackTrajectories(std::span<const Trajectory> trajectories,
+                                                           int64_t max_tokens) {
+  std::vector<Example> examples;
+  examples.reserve(trajectories.size());
+  for (size_t i = 0; i < trajectories.size(); ++i) {
+    const Trajectory& tr = trajectories[i];
+    TANDEM_CHECK_ARG(!tr.prompt.empty(), "trajectories[", i, "].prompt: expected >= 1 token");
+    TANDEM_CHECK_ARG(
+        tr.logprobs.size() == tr.response.size() && tr.versions.size() == tr.response.size(),
+        "trajectories[", i, "]: logprobs and versions must match the response (",
+        tr.response.size(), " tokens)");
+    Example e;
+    e.tokens = tr.prompt;
+    e.tokens.insert(e.tokens.end(), tr.response.begin(), tr.response.end());
+    e.loss_mask.assign(tr.prompt.size(), 0);
+    e.loss_mask.resize(e.tokens.size(), 1);
+    examples.push_back(std::move(e));
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::vector<MicroBatch> packed, PackMicroBatches(examples, max_tokens));
+  std::vector<RlMicroBatch> out;
+  out.reserve(packed.size());
+  for (MicroBatch& mb : packed) {
+    RlMicroBatch r;
+    const size_t T = mb.tokens.size();
+    r.logp_rollout.assign(T, 0.0f);
+    r.advantage.assign(T, 0.0f);
+    r.version.assign(T, -1);
+    for (size_t b = 0; b < mb.examples.size(); ++b) {
+      const Trajectory& tr = trajectories[mb.examples[b]];
+      // Response token j sits at sequence position P + j and is predicted at P + j − 1.
+      const size_t first = mb.cu_seqlens[b] + tr.prompt.size() - 1;
+      for (size_t j = 0; j < tr.response.size(); ++j) {
+        r.logp_rollout[first + j] = tr.logprobs[j];
+        r.advantage[first + j] = tr.advantage;
+        r.version[first + j] = tr.versions[j];
+      }
+    }
+    r.batch = std::move(mb);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void AccumulateMismatch(const RlMicroBatch& mb, std::span<const float> logp, int64_t version,
+                        LogprobMismatch& out) {
+  for (size_t t = 0; t < logp.size(); ++t) {
+    if (mb.batch.loss_mask[t] == 0) continue;
+    ++out.tokens_total;
+    if (mb.version[t] != version) continue;
+    ++out.tokens_compared;
+    const float a = logp[t], b = mb.logp_rollout[t];
+    if (std::bit_cast<uint32_t>(a) != std::bit_cast<uint32_t>(b)) ++out.tokens_differ;
+    const double d = std::fabs(static_cast<double>(a) - b);
+    out.max_abs_diff = std::max(out.max_abs_diff, std::isnan(d) ? INFINITY : d);
+  }
+}
+
+absl::StatusOr<RlStepResult> RlTrainStep(const Context& ctx, Collective& collective,
+                                         model::HybridModel& model, AdamW& optimizer,
+                                         model::ModelWeights& grads,
+                                         std::span<const Trajectory> trajectories,
+                                         const RlStepOptions& options) {
+  TANDEM_ASSIGN_OR_RETURN(std::vector<RlMicroBatch> mbs,
+                          PackTrajectories(trajectories, options.max_tokens_per_micro_batch));
+  RlStepResult result;
+  int64_t counts[2] = {0, 0};  // packed positions, trained positions
+  for (const RlMicroBatch& mb : mbs) {
+    counts[0] += static_cast<int64_t>(mb.batch.tokens.size());
+    counts[1] += mb.batch.num_targets();
+  }
+  TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(counts, 2));
+  result.tokens = counts[0];
+  result.trained_tokens = counts[1];
+  const double normalizer = static_cast<double>(std::max<int64_t>(counts[1], 1));
+
+  grads.ForEachParameter([](const std::string&, Tensor& t) { t.SetZero(); });
+  ExpertLoads loads = ZeroLoads(model.config());
+  LocalSums sums;
+  LogprobMismatch mismatch;
+  for (const RlMicroBatch& mb : mbs) {
+    TANDEM_RETURN_IF_ERROR(
+        MicroBatchStep(ctx, model, mb, options, normalizer, grads, loads, sums, mismatch));
+  }
+  // fp32 sums over ranks (metrics); exact int64 sums for the token counts.
+  float metric[6] = {static_cast<float>(sums.loss),    static_cast<float>(sums.pg_loss),
+                     static_cast<float>(sums.clipped), static_cast<float>(sums.approx_kl),
+                     static_cast<float>(sums.ratio),   static_cast<float>(sums.entropy)};
+  TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(metric, 6));
+  int64_t mm[3] = {mismatch.tokens_compared, mismatch.tokens_total, mismatch.tokens_differ};
+  TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(mm, 3));
+  TANDEM_ASSIGN_OR_RETURN(result.mismatch.max_abs_diff,
+                          AllReduceMax(collective, mismatch.max_abs_diff));
+  result.mismatch.tokens_compared = mm[0];
+  result.mismatch.tokens_total = mm[1];
+  result.mismatch.tokens_differ = mm[2];
+  result.loss = metric[0];
+  result.pg_loss = metric[1];
+  result.clip_fraction = metric[2] / normalizer;
+  result.approx_kl = metric[3] / normalizer;
+  result.mean_ratio = metric[4] / normalizer;
+  result.entropy = metric[5] / normalizer;
+
+  TANDEM_RETURN_IF_ERROR(AllReduceGradients(collective, grads));
+  TANDEM_ASSIGN_OR_RETURN(result.optimizer, optimizer.Step(ctx, model.weights(), grads));
+  if (options.expert_bias_update_rate > 0 && !result.optimizer.skipped) {
+    TANDEM_RETURN_IF_ERROR(AllReduceLoads(collective, loads));
+    TANDEM_RETURN_IF_ERROR(UpdateExpertBiases(model.config(), model.weights(), loads,
+                                              options.expert_bias_update_rate));
+  }
+  return result;
+}
+
+}  // namespace tandem::trainer
