@@ -72,8 +72,9 @@ model::HybridModel LoadModel(const std::string& dir) {
 
 void RunServe(const ServeOptions& opt) {
   if (opt.threads < 1) RolloutFail(absl::StrCat("--threads: must be >= 1, got ", opt.threads));
-  if (opt.max_queue < 1)
+  if (opt.max_queue < 1) {
     RolloutFail(absl::StrCat("--max-queue: must be >= 1, got ", opt.max_queue));
+  }
   model::HybridModel model = LoadModel(opt.model_dir);
   rollout::RolloutServerOptions so;
   so.host = opt.host;
@@ -145,10 +146,10 @@ void RunPush(const PushOptions& opt) {
     if (!r.ok()) RolloutFail(std::string(r.status().message()));
     std::printf(
         "{\"version\": %ld, \"bytes\": %ld, \"seconds\": %.6f, \"hash_seconds\": %.6f, "
-        "\"server_receive_seconds\": %.6f, \"server_swap_seconds\": %.6f, \"weights_hash\": "
-        "\"%016lx\"}\n",
+        "\"server_receive_seconds\": %.6f, \"server_hash_seconds\": %.6f, "
+        "\"server_swap_seconds\": %.6f, \"weights_hash\": \"%016lx\"}\n",
         static_cast<long>(r->version), static_cast<long>(r->bytes), r->total_seconds,
-        r->hash_seconds, r->server_receive_seconds, r->server_swap_seconds,
+        r->hash_seconds, r->server_receive_seconds, r->server_hash_seconds, r->server_swap_seconds,
         static_cast<unsigned long>(r->server_hash));
     std::fflush(stdout);
   }

@@ -213,6 +213,7 @@ absl::StatusOr<PushResult> RolloutClient::UpdateWeights(const model::ModelWeight
   }
   result.server_hash = response.weights_hash();
   result.server_receive_seconds = response.receive_seconds();
+  result.server_hash_seconds = response.hash_seconds();
   result.server_swap_seconds = response.swap_seconds();
   if (response.version() != version || result.server_hash != result.local_hash) {
     return absl::DataLossError(absl::StrFormat(

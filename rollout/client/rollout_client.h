@@ -43,12 +43,13 @@ struct GenerateResult {
 
 struct PushResult {
   int64_t version = 0;
-  uint64_t local_hash = 0;   // model::WeightsHash of the pushed weights
-  uint64_t server_hash = 0;  // the worker's, after the swap; equal to local_hash
-  int64_t bytes = 0;         // weight bytes sent
-  double hash_seconds = 0;   // local hashing (per-tensor checksums + whole model)
-  double total_seconds = 0;  // call start to the worker's answer (hashing included)
-  double server_receive_seconds = 0;
+  uint64_t local_hash = 0;            // model::WeightsHash of the pushed weights
+  uint64_t server_hash = 0;           // the worker's, after the swap; equal to local_hash
+  int64_t bytes = 0;                  // weight bytes sent
+  double hash_seconds = 0;            // local hashing (per-tensor checksums + whole model)
+  double total_seconds = 0;           // call start to the worker's answer (hashing included)
+  double server_receive_seconds = 0;  // the worker's UpdateWeightsResponse timings
+  double server_hash_seconds = 0;
   double server_swap_seconds = 0;
 };
 

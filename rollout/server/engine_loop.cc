@@ -102,9 +102,9 @@ absl::StatusOr<uint64_t> EngineLoop::Submit(const std::string& client_id, Genera
       active_[client_id] = Active{serial, fingerprint};
       ++status_.queued_requests;
       ++status_.running_requests;
-      inbox_.push_back(Command{SubmitCommand{client_id, serial, std::move(request), fingerprint,
-                                             deadline, std::move(sink)},
-                               std::nullopt, std::nullopt});
+      inbox_.push_back(
+          Command{SubmitCommand{client_id, serial, std::move(request), fingerprint, deadline, sink},
+                  std::nullopt, std::nullopt});
     }
   }
   if (!replay.empty()) {
@@ -294,7 +294,6 @@ void EngineLoop::StepOnce() {
 
 // Sends every sample's new tokens, then ends the requests the engine finished.
 void EngineLoop::Publish() {
-  int64_t new_tokens = 0;
   for (auto& [id, r] : records_) {
     const RequestResult* result = engine_->Result(id);
     if (result == nullptr) continue;
@@ -318,13 +317,17 @@ void EngineLoop::Publish() {
       }
       deltas.push_back(std::move(d));
     }
-    if (!deltas.empty()) r.sink->OnDeltas(std::move(deltas), /*replayed=*/false);
-    new_tokens += request_tokens;
-    if (!r.started && request_tokens > 0) {
-      r.started = true;
+    if (deltas.empty()) continue;
+    {
+      // Counted before the client can see the tokens.
       std::lock_guard<std::mutex> lock(mu_);
-      --status_.queued_requests;
+      status_.generated_tokens += request_tokens;
+      if (!r.started && request_tokens > 0) {
+        r.started = true;
+        --status_.queued_requests;
+      }
     }
+    r.sink->OnDeltas(std::move(deltas), /*replayed=*/false);
   }
   for (const RequestResult& result : engine_->TakeFinished()) {
     EndRecord(result.id, &result, absl::OkStatus());
@@ -333,7 +336,6 @@ void EngineLoop::Publish() {
   std::lock_guard<std::mutex> lock(mu_);
   status_.memory = engine_->memory();  // cancellations free memory without a step
   if (!engine_->HasWork()) status_.running_sequences = 0;
-  status_.generated_tokens += new_tokens;
   if (rate_window_.empty() || now - rate_window_.back().first >= absl::Milliseconds(100)) {
     rate_window_.emplace_back(now, status_.generated_tokens);
   }

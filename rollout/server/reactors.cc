@@ -226,13 +226,15 @@ class UpdateWeightsReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     }
     const absl::Time received = absl::Now();
     const uint64_t hash = model::WeightsHash(*weights);
+    const absl::Time hashed = absl::Now();
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       if (state_->finished) return;  // cancelled meanwhile (Fail released the update)
       state_->handed_off = true;
     }
     auto done = [state = state_, reactor = this, response = response_, version = version_, hash,
-                 receive_s = absl::ToDoubleSeconds(received - start_), received](absl::Status s) {
+                 receive_s = absl::ToDoubleSeconds(received - start_),
+                 hash_s = absl::ToDoubleSeconds(hashed - received), hashed](const absl::Status& s) {
       {
         std::lock_guard<std::mutex> lock(state->mu);
         if (state->finished) return;
@@ -243,7 +245,8 @@ class UpdateWeightsReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
         r.set_version(version);
         r.set_weights_hash(hash);
         r.set_receive_seconds(receive_s);
-        r.set_swap_seconds(absl::ToDoubleSeconds(absl::Now() - received));
+        r.set_hash_seconds(hash_s);
+        r.set_swap_seconds(absl::ToDoubleSeconds(absl::Now() - hashed));
         *response = SerializeToBuffer(r);
         spdlog::info("rollout server: serving weights v{} (hash {:016x})", version, hash);
       }

@@ -65,7 +65,9 @@ std::map<std::string, double> ParseMetrics(const std::string& text) {
     } else if (std::regex_match(line, m, type)) {
       typed = m[1];
       EXPECT_EQ(typed, helped) << line;
-      if (m[2] == "counter") EXPECT_THAT(typed, ::testing::EndsWith("_total"));
+      if (m[2] == "counter") {
+        EXPECT_THAT(typed, ::testing::EndsWith("_total"));
+      }
     } else if (std::regex_match(line, m, sample)) {
       EXPECT_EQ(m[1], typed) << "sample without HELP/TYPE: " << line;
       size_t used = 0;
