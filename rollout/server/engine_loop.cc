@@ -62,7 +62,7 @@ void EngineLoop::Post(Command command) {
 
 absl::StatusOr<uint64_t> EngineLoop::Submit(const std::string& client_id, GenerateRequest request,
                                             uint64_t fingerprint, absl::Time deadline,
-                                            std::shared_ptr<GenerationSink> sink) {
+                                            const std::shared_ptr<GenerationSink>& sink) {
   if (absl::Status s = ValidateRequest(request, config_.vocab_size); !s.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     ++status_.rejected_requests;

@@ -96,7 +96,7 @@ class EngineLoop {
   // the request's serial number (for Abandon), 0 for a replay.
   absl::StatusOr<uint64_t> Submit(const std::string& client_id, GenerateRequest request,
                                   uint64_t fingerprint, absl::Time deadline,
-                                  std::shared_ptr<GenerationSink> sink);
+                                  const std::shared_ptr<GenerationSink>& sink);
   // Cancels a running request: its unfinished samples end with kCancelled (sent to its sink).
   // NotFound when `client_id` is not running.
   absl::Status Cancel(const std::string& client_id);
