@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The main job, end to end on CPU: installs dependencies, builds, creates a tiny random Ring-linear
-# hybrid checkpoint, and scores a token sequence with it (per-token log-probs, fp32, exact).
+# The main job, end to end on CPU with the embedded default: installs dependencies, builds
+# `tandem`, then runs GRPO on the tiny Ring-linear hybrid model —
+#   tandem train --config configs/runs/grpo-demo-tiny.yaml
+# a short SFT warm start on 1–2 digit addition, then RL on 2-digit addition with two rollout
+# worker processes (`tandem rollout serve`) on loopback gRPC and the trainer in this process.
+# Progress is one line per step on stderr; the run's metrics, TensorBoard events and checkpoints
+# go to runs/grpo-demo-tiny/. Extra arguments are run-config overrides (key.path=value).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"${TANDEM_JOBS:-2}" --target tandem
 bin=build/cli/tandem
 
-echo "== Ring-mini-linear-2.0 parameter counts"
-$bin init-model --config configs/models/ring-mini-linear-2.0.json --dry-run
-out=runs/demo-tiny
+out=runs/grpo-demo-tiny
 rm -rf "$out"
-echo "== a tiny random hybrid checkpoint in $out"
-$bin init-model --config configs/models/tiny-hybrid.json --out "$out" --seed 7
-echo "== log p(token[t+1] | tokens[0..t]) for 1,2,3,...,12"
-$bin logprobs --model "$out" --tokens 1,2,3,4,5,6,7,8,9,10,11,12
+mkdir -p runs
+echo "== GRPO on the tiny hybrid model: SFT warm start, then RL (held-out accuracy every 25 steps)"
+start=$(date +%s)
+$bin train --config configs/runs/grpo-demo-tiny.yaml trainer.output_dir="$out" "$@" |
+  tee "$out.summary.json"
+echo "== done in $(( $(date +%s) - start )) s; metrics: $out/metrics.jsonl," \
+     "TensorBoard: tensorboard --logdir $out/tensorboard"

@@ -128,7 +128,8 @@ absl::StatusOr<std::vector<Trajectory>> Rollouts(RlRun& run, int64_t step, RlSte
   CollectStats cs;
   TANDEM_ASSIGN_OR_RETURN(std::vector<Trajectory> trajs, run.driver->Collect(step, run.step, cs));
   run.cursor_before.erase(step);
-  m.rollout_s = cs.wait_seconds;
+  m.rollout_s = cs.latency_seconds;
+  m.rollout_wait_s = cs.wait_seconds;
   m.rollout_tokens = cs.generated_tokens;
   m.stale_dropped = cs.stale_dropped;
   m.staleness_max = cs.staleness_max;

@@ -31,7 +31,8 @@ struct RlStepMetrics {
   double grad_norm = 0, lr = 0;
   int64_t rollout_tokens = 0;  // generated tokens of the step's samples
   int64_t train_tokens = 0;    // packed positions forwarded and backpropagated
-  double rollout_s = 0;        // waiting for the step's samples
+  double rollout_s = 0;        // the step's requests: submission to the last group back
+  double rollout_wait_s = 0;   // of which the trainer spent waiting (async mode overlaps)
   double reward_s = 0, train_s = 0, weight_sync_s = 0, eval_s = 0, step_s = 0;
   double staleness_mean = 0;  // trainer version − token version, mean over trained tokens
   int64_t staleness_max = 0;

@@ -55,6 +55,7 @@ absl::Status RlRolloutDriver::SubmitGroup(int64_t step, int64_t group, StepReque
 
 absl::Status RlRolloutDriver::Submit(int64_t step, const std::vector<int64_t>& rows) {
   StepRequests& s = steps_[step];
+  s.submitted = std::chrono::steady_clock::now();
   s.rows = rows;
   s.ids.assign(rows.size(), "");
   s.reissues.assign(rows.size(), 0);
@@ -102,6 +103,8 @@ absl::StatusOr<std::vector<Trajectory>> RlRolloutDriver::Collect(int64_t step,
       TANDEM_RETURN_IF_ERROR(SubmitGroup(step, g, s));
     }
   }
+  stats.latency_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - s.submitted).count();
   std::vector<Trajectory> out;
   for (int64_t g = 0; g < groups; ++g) {
     TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(rows_[s.rows[g]]));

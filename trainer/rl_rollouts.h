@@ -3,6 +3,7 @@
 // are older than the staleness bound is dropped and requested again (counted).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <span>
@@ -24,6 +25,7 @@ struct CollectStats {
   int64_t staleness_max = 0;     // trainer version − oldest token version, over the groups kept
   double staleness_sum = 0;      // Σ over response tokens of (trainer version − token version)
   double wait_seconds = 0;       // blocked in RolloutPool::Wait
+  double latency_seconds = 0;    // from the step's submission until its last group came back
 };
 
 class RlRolloutDriver {
@@ -52,6 +54,7 @@ class RlRolloutDriver {
     std::vector<int64_t> rows;
     std::vector<std::string> ids;   // current request id per group
     std::vector<int64_t> reissues;  // re-requests per group
+    std::chrono::steady_clock::time_point submitted;
   };
   absl::Status SubmitGroup(int64_t step, int64_t group, StepRequests& s);
 
