@@ -28,6 +28,11 @@ std::vector<std::string> LinesUpTo(const std::string& path, int64_t max_step) {
 }  // namespace
 
 nlohmann::json RlMetricsToJson(const RlStepMetrics& m) {
+  if (m.step == 0) {  // the evaluation before the first step: nothing else happened yet
+    nlohmann::json j = {{"step", 0}, {"elapsed_s", m.elapsed_s}};
+    if (m.eval_accuracy.has_value()) j["eval_accuracy"] = *m.eval_accuracy;
+    return j;
+  }
   nlohmann::json j = {
       {"step", m.step},
       {"version", m.version},
@@ -77,6 +82,10 @@ nlohmann::json RlMetricsToJson(const RlStepMetrics& m) {
 }
 
 std::vector<std::pair<std::string, float>> RlMetricsScalars(const RlStepMetrics& m) {
+  if (m.step == 0) {
+    if (!m.eval_accuracy.has_value()) return {};
+    return {{"eval/accuracy", *m.eval_accuracy}};
+  }
   std::vector<std::pair<std::string, float>> s = {
       {"reward/mean", m.reward_mean},
       {"reward/std", m.reward_std},

@@ -43,6 +43,7 @@ struct RlStepMetrics {
   double elapsed_s = 0;                 // wall seconds since the run started (this invocation)
 };
 
+// Step 0 (the evaluation before RL) has only step, elapsed_s and eval_accuracy.
 nlohmann::json RlMetricsToJson(const RlStepMetrics& m);
 // (tag, value) pairs for TensorBoard, e.g. "reward/mean", "mismatch/max_abs".
 std::vector<std::pair<std::string, float>> RlMetricsScalars(const RlStepMetrics& m);
