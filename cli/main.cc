@@ -1,5 +1,6 @@
 // tandem: one binary, one subcommand per job. Subcommands only wire libraries together.
 #include <cstdio>
+#include <exception>
 
 #include "cli/commands.h"
 #include "kernels/core/logging.h"
@@ -14,18 +15,23 @@ void Fail(const std::string& command, const std::string& message) {
 }  // namespace tandem::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{"Tandem: RL for hybrid linear/softmax-attention MoE models"};
-  app.require_subcommand(1);
-  std::string log_level = "warn";
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
-      ->capture_default_str();
-  tandem::cli::AddInitModelCommand(app);
-  tandem::cli::AddLogprobsCommand(app);
-  tandem::cli::AddSftCommand(app);
-  tandem::cli::AddGenerateCommand(app);
-  tandem::cli::AddTrainCommand(app);
-  tandem::cli::AddRolloutCommand(app);
-  app.parse_complete_callback([&] { tandem::InitLogging(log_level); });
-  CLI11_PARSE(app, argc, argv);
-  return 0;
+  try {
+    CLI::App app{"Tandem: RL for hybrid linear/softmax-attention MoE models"};
+    app.require_subcommand(1);
+    std::string log_level = "warn";
+    app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
+        ->capture_default_str();
+    tandem::cli::AddInitModelCommand(app);
+    tandem::cli::AddLogprobsCommand(app);
+    tandem::cli::AddSftCommand(app);
+    tandem::cli::AddGenerateCommand(app);
+    tandem::cli::AddTrainCommand(app);
+    tandem::cli::AddRolloutCommand(app);
+    app.parse_complete_callback([&] { tandem::InitLogging(log_level); });
+    CLI11_PARSE(app, argc, argv);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tandem: %s\n", e.what());
+    return 1;
+  }
 }
