@@ -3,7 +3,9 @@
 // stdout: {"sample": i, "tokens": [...], "logprobs": [...], "finish_reason": "..."} (plus
 // "prompt": j with --prompts, "error" when a sample failed). Log-probs are fp32 printed with 9
 // significant digits, log_softmax(logits / temperature)[token] as rollout/README.md defines.
-// Text prompts (--prompt TEXT) need a tokenizer, which does not exist yet.
+// Text prompts (--prompt TEXT) are encoded with the checkpoint's tokenizer.json
+// (model/tokenizer.h); when one is present every line also has "text", the decoded generated
+// tokens.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +21,7 @@
 #include "kernels/core/context.h"
 #include "model/config.h"
 #include "model/hybrid_model.h"
+#include "model/tokenizer.h"
 #include "model/weights.h"
 #include "nlohmann/json.hpp"
 #include "rollout/engine.h"
@@ -32,6 +35,7 @@ struct GenerateOptions {
   std::string model_dir;
   std::string prompt_tokens;  // "1,2,3"
   std::string prompts_file;   // JSONL, one {"prompt_tokens": [...], overrides...} per line
+  std::string prompt_text;    // encoded with <model_dir>/tokenizer.json
   rollout::SamplingOptions sampling;
   std::string stop_tokens;  // "a,b"
   int threads = 1;
@@ -87,11 +91,28 @@ rollout::GenerateRequest ParsePromptLine(const std::string& line, int64_t line_n
   return r;
 }
 
-std::vector<rollout::GenerateRequest> Requests(const GenerateOptions& opt) {
+// The checkpoint's tokenizer, or null when it has none that we can use. --prompt needs one; without
+// --prompt an absent or HF tokenizer only drops "text", but a malformed one is still an error.
+std::unique_ptr<model::Tokenizer> OptionalTokenizer(const GenerateOptions& opt) {
+  absl::StatusOr<std::unique_ptr<model::Tokenizer>> tok = model::LoadTokenizer(opt.model_dir);
+  if (tok.ok()) return *std::move(tok);
+  if (!opt.prompt_text.empty()) {
+    GenerateFail(absl::StrCat("--prompt: ", tok.status().message(),
+                              " (text prompts need the checkpoint's tokenizer.json; "
+                              "--prompt-tokens takes ids)"));
+  }
+  if (absl::IsNotFound(tok.status()) || absl::IsUnimplemented(tok.status())) return nullptr;
+  GenerateFail(absl::StrCat("--model: ", tok.status().message()));
+}
+
+std::vector<rollout::GenerateRequest> Requests(const GenerateOptions& opt,
+                                               const model::Tokenizer* tokenizer) {
   rollout::SamplingOptions sampling = opt.sampling;
   sampling.stop_token_ids = ParseIds("--stop-tokens", opt.stop_tokens);
-  if (opt.prompt_tokens.empty() == opt.prompts_file.empty()) {
-    GenerateFail("give exactly one of --prompt-tokens and --prompts");
+  if (!opt.prompt_text.empty()) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(opt.prompt_text);
+    if (!ids.ok()) GenerateFail(absl::StrCat("--prompt: ", ids.status().message()));
+    return {rollout::GenerateRequest{*std::move(ids), sampling}};
   }
   if (!opt.prompt_tokens.empty()) {
     return {rollout::GenerateRequest{ParseIds("--prompt-tokens", opt.prompt_tokens), sampling}};
@@ -115,7 +136,18 @@ std::string JsonFloat(float v) {
   return buf;
 }
 
-void PrintSample(const rollout::SampleResult& s, int64_t prompt, bool with_prompt) {
+// Token by token, so that an id the model knows but the tokenizer does not prints as U+FFFD.
+std::string DecodeText(const model::Tokenizer& tokenizer, const std::vector<int32_t>& tokens) {
+  std::string text;
+  for (int32_t t : tokens) {
+    absl::StatusOr<std::string> piece = tokenizer.Decode({t});
+    text += piece.ok() ? *piece : "\xEF\xBF\xBD";
+  }
+  return text;
+}
+
+void PrintSample(const rollout::SampleResult& s, int64_t prompt, bool with_prompt,
+                 const model::Tokenizer* tokenizer) {
   std::string out = "{";
   if (with_prompt) absl::StrAppend(&out, "\"prompt\": ", prompt, ", ");
   absl::StrAppend(&out, "\"sample\": ", s.sample_index, ", \"tokens\": [");
@@ -126,6 +158,9 @@ void PrintSample(const rollout::SampleResult& s, int64_t prompt, bool with_promp
   }
   absl::StrAppend(&out, "], \"finish_reason\": \"", rollout::FinishReasonName(s.finish_reason),
                   "\"");
+  if (tokenizer != nullptr) {
+    absl::StrAppend(&out, ", \"text\": ", nlohmann::json(DecodeText(*tokenizer, s.tokens)).dump());
+  }
   if (!s.error.empty()) absl::StrAppend(&out, ", \"error\": ", nlohmann::json(s.error).dump());
   absl::StrAppend(&out, "}\n");
   std::fputs(out.c_str(), stdout);
@@ -133,7 +168,13 @@ void PrintSample(const rollout::SampleResult& s, int64_t prompt, bool with_promp
 
 void RunGenerate(const GenerateOptions& opt) {
   if (opt.threads < 1) GenerateFail(absl::StrCat("--threads: must be >= 1, got ", opt.threads));
-  const std::vector<rollout::GenerateRequest> requests = Requests(opt);
+  const int prompt_flags = int{!opt.prompt_tokens.empty()} + int{!opt.prompts_file.empty()} +
+                           int{!opt.prompt_text.empty()};
+  if (prompt_flags != 1) {
+    GenerateFail("give exactly one of --prompt-tokens, --prompt and --prompts");
+  }
+  const std::unique_ptr<model::Tokenizer> tokenizer = OptionalTokenizer(opt);
+  const std::vector<rollout::GenerateRequest> requests = Requests(opt, tokenizer.get());
   absl::StatusOr<model::ModelConfig> config = model::LoadModelConfig(opt.model_dir);
   if (!config.ok()) GenerateFail(absl::StrCat("--model: ", config.status().message()));
   absl::StatusOr<model::ModelWeights> weights = model::LoadWeights(*config, opt.model_dir);
@@ -160,7 +201,7 @@ void RunGenerate(const GenerateOptions& opt) {
   if (absl::Status s = (*engine)->RunUntilIdle(); !s.ok()) GenerateFail(std::string(s.message()));
   for (size_t i = 0; i < ids.size(); ++i) {
     for (const rollout::SampleResult& s : (*engine)->Result(ids[i])->samples) {
-      PrintSample(s, static_cast<int64_t>(i), !opt.prompts_file.empty());
+      PrintSample(s, static_cast<int64_t>(i), !opt.prompts_file.empty(), tokenizer.get());
     }
   }
 }
@@ -170,10 +211,12 @@ void RunGenerate(const GenerateOptions& opt) {
 void AddGenerateCommand(CLI::App& app) {
   auto opt = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand(
-      kCommand, "Sample continuations of token-id prompts with the rollout engine (JSON lines)");
+      kCommand, "Sample continuations of prompts with the rollout engine (JSON lines)");
   cmd->add_option("--model", opt->model_dir, "checkpoint directory (config.json + safetensors)")
       ->required();
   cmd->add_option("--prompt-tokens", opt->prompt_tokens, "comma-separated prompt token ids");
+  cmd->add_option("--prompt", opt->prompt_text,
+                  "prompt text, encoded with the checkpoint's tokenizer.json");
   cmd->add_option("--prompts", opt->prompts_file,
                   "JSONL file, one {\"prompt_tokens\": [...]} per line (may override n, "
                   "max_new_tokens, seed, temperature, top_p, top_k, stop_tokens)");

@@ -2,7 +2,8 @@
 // JSON line per sample with the documented fields; every printed log-prob equals, bit for bit,
 // HybridModel::Forward over prompt + generated tokens (the 9 printed digits round-trip fp32); the
 // output does not depend on --threads, nor on other prompts served by the same engine (--prompts);
-// bad input exits 1 with a message naming the flag.
+// --prompt TEXT samples what --prompt-tokens does on the ids of the checkpoint's tokenizer.json,
+// and "text" decodes the tokens; bad input exits 1 with a message naming the flag.
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -136,7 +137,8 @@ TEST_F(GenerateCommandTest, BadInputExitsWithAMessage) {
   fails_with("--prompt-tokens 1,64", "prompt: id 64 at index 1 is outside the vocabulary");
   fails_with("--prompt-tokens 1,x", "--prompt-tokens: '1,x' is not a comma-separated list");
   fails_with("--prompt-tokens 1 -n 0", "n: must be >= 1");
-  fails_with("--max-new-tokens 3", "give exactly one of --prompt-tokens and --prompts");
+  fails_with("--max-new-tokens 3", "give exactly one of --prompt-tokens, --prompt and --prompts");
+  fails_with("--prompt-tokens 1 --prompt 12", "give exactly one of --prompt-tokens, --prompt");
   fails_with("--prompt-tokens 1 --memory-mb 1 --max-sequences 4 --max-new-tokens 100000",
              "can never fit");
   fails_with("--prompts /nonexistent.jsonl", "--prompts: cannot read");
@@ -144,6 +146,53 @@ TEST_F(GenerateCommandTest, BadInputExitsWithAMessage) {
       RunTandem("generate --model /nonexistent --prompt-tokens 1", Stderr::kMerge);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.out, HasSubstr("--model"));
+}
+
+// A copy of the checkpoint with a "tandem_char" tokenizer.json: alphabet[i] is id 4 + i.
+TEST_F(GenerateCommandTest, TextPromptUsesTheCheckpointTokenizer) {
+  const fs::path dir = Root().path() / "model_with_tokenizer";
+  fs::copy(Model(), dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  {
+    std::ofstream out(dir / "tokenizer.json");
+    out << R"({"type": "tandem_char", "alphabet": "0123456789+= ",
+               "special_tokens": {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}})";
+  }
+  const std::string args = " -n 2 --max-new-tokens 6 --seed 11 --temperature 0.8";
+  const CommandResult text =
+      RunTandem("generate --model " + dir.string() + " --prompt '12+7='" + args);
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  const CommandResult ids =
+      RunTandem("generate --model " + dir.string() + " --prompt-tokens 5,6,14,11,15" + args);
+  ASSERT_EQ(ids.exit_code, 0) << ids.out;
+  EXPECT_EQ(text.out, ids.out);  // same tokens, log-probs and "text"
+  const std::vector<nlohmann::json> lines = JsonLines(text.out);
+  ASSERT_EQ(lines.size(), 2u) << text.out;
+  for (const nlohmann::json& line : lines) {
+    ExpectExact({5, 6, 14, 11, 15}, line, 0.8f);
+    // Specials decode to nothing, <unk> to '?', ids past the tokenizer's 17 to U+FFFD.
+    std::string want;
+    for (int32_t t : line["tokens"].get<std::vector<int32_t>>()) {
+      if (t >= 17) want += "\xEF\xBF\xBD";
+      if (t >= 4 && t < 17) want += "0123456789+= "[t - 4];
+      if (t == 3) want += "?";
+    }
+    EXPECT_EQ(line["text"], want) << line.dump();
+  }
+  // The same token-id run without the tokenizer has no "text".
+  EXPECT_FALSE(
+      JsonLines(RunTandem(Generate("--prompt-tokens 5,6,14,11,15" + args)).out)[0].contains(
+          "text"));
+
+  const CommandResult unknown =
+      RunTandem("generate --model " + dir.string() + " --prompt '12*7='" + args, Stderr::kMerge);
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.out, HasSubstr("--prompt: text: '*' at offset 2 is not in the tokenizer's"));
+}
+
+TEST_F(GenerateCommandTest, TextPromptWithoutTokenizerFails) {
+  const CommandResult r = RunTandem(Generate("--prompt '1+1='"), Stderr::kMerge);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.out, HasSubstr("--prompt: " + Model() + "/tokenizer.json: no tokenizer file"));
 }
 
 }  // namespace
