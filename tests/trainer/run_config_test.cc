@@ -22,7 +22,7 @@ TEST(RunConfigTest, ExampleConfigLoads) {
   // ctest runs in the source root.
   auto c = LoadSftRunConfig("configs/runs/sft-addition-tiny.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->model.config, "configs/models/tiny-hybrid.json");
+  EXPECT_EQ(c->model.config, "configs/models/tiny-hybrid-addition.json");
   EXPECT_EQ(c->tokenizer.alphabet, "0123456789+=");
   EXPECT_DOUBLE_EQ(c->optim.lr, 3e-3);
   EXPECT_TRUE(c->data.reverse_answer);
