@@ -140,8 +140,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
         path, ": HF byte-level BPE tokenizers are not supported yet: pass --prompt-tokens"));
   }
   absl::StatusOr<CharTokenizer> tok = CharTokenizer::FromJson(j);
-  if (!tok.ok())
+  if (!tok.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", tok.status().message()));
+  }
   return std::make_unique<CharTokenizer>(*std::move(tok));
 }
 

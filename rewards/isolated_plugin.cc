@@ -204,6 +204,7 @@ absl::StatusOr<std::unique_ptr<IsolatedPlugin>> IsolatedPlugin::Create(
   }
   const std::string config = config_json.empty() ? "{}" : config_json;
   std::vector<std::unique_ptr<Worker>> workers;
+  workers.reserve(options.num_workers);
   for (int i = 0; i < options.num_workers; ++i) {
     workers.push_back(std::make_unique<Worker>(worker_path, plugin_path, config, options));
   }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 
 #include "absl/strings/ascii.h"
@@ -43,7 +44,7 @@ size_t MatchBrace(absl::string_view text, size_t open) {
 // Parses an unsigned decimal ("123", "1,234", "1.5", ".5", "2e-3"). False if anything else.
 bool ParseUnsignedDecimal(absl::string_view s, ParsedNumber* out) {
   size_t e = s.find_first_of("eE");
-  long exp10 = 0;
+  int64_t exp10 = 0;
   if (e != absl::string_view::npos) {
     absl::string_view ex = s.substr(e + 1);
     bool neg = absl::ConsumePrefix(&ex, "-");
@@ -69,23 +70,25 @@ bool ParseUnsignedDecimal(absl::string_view s, ParsedNumber* out) {
     }
   }
   for (char c : int_part) {
-    if (IsDigit(c))
+    if (IsDigit(c)) {
       digits += c;
-    else if (c != ',')
+    } else if (c != ',') {
       return false;
+    }
   }
   for (char c : frac_part) {
     if (!IsDigit(c)) return false;
     digits += c;
   }
-  exp10 -= static_cast<long>(frac_part.size());
+  exp10 -= static_cast<int64_t>(frac_part.size());
   out->value = std::strtold(digits.c_str(), nullptr) * std::pow(10.0L, exp10);
   const size_t significant = digits.size() - std::min(digits.find_first_not_of('0'), digits.size());
-  out->exact = significant + std::max(0L, exp10) <= kMaxExactDigits && exp10 >= -kMaxExactDigits;
+  out->exact =
+      significant + std::max<int64_t>(0, exp10) <= kMaxExactDigits && exp10 >= -kMaxExactDigits;
   if (out->exact) {
     __int128 mant = 0, scale = 1;
     for (char c : digits) mant = mant * 10 + (c - '0');
-    for (long i = 0; i < std::abs(exp10); ++i) scale *= 10;
+    for (int64_t i = 0; i < std::abs(exp10); ++i) scale *= 10;
     out->num = exp10 >= 0 ? mant * scale : mant;
     out->den = exp10 >= 0 ? 1 : scale;
     const __int128 g = Gcd(out->num, out->den);
@@ -116,10 +119,11 @@ std::optional<ParsedNumber> Divide(const ParsedNumber& a, const ParsedNumber& b)
 
 std::optional<ParsedNumber> ParseSignedDecimal(absl::string_view s) {
   bool negative = false;
-  if (absl::ConsumePrefix(&s, "-"))
+  if (absl::ConsumePrefix(&s, "-")) {
     negative = true;
-  else
+  } else {
     absl::ConsumePrefix(&s, "+");
+  }
   ParsedNumber n;
   if (s.empty() || !ParseUnsignedDecimal(s, &n)) return std::nullopt;
   if (negative) n.num = -n.num, n.value = -n.value;
@@ -259,10 +263,11 @@ std::optional<ParsedNumber> ParseNumber(absl::string_view text) {
   }
   absl::string_view v(s);
   bool negative = false;
-  if (absl::ConsumePrefix(&v, "-"))
+  if (absl::ConsumePrefix(&v, "-")) {
     negative = true;
-  else
+  } else {
     absl::ConsumePrefix(&v, "+");
+  }
   std::optional<ParsedNumber> n;
   if (absl::ConsumePrefix(&v, "\\frac")) {
     n = ParseFracArgs(v);

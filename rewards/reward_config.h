@@ -43,12 +43,13 @@ class RewardConfig {
     if (!json_.contains(key)) return fallback;
     const nlohmann::json& v = json_.at(key);
     bool ok;
-    if constexpr (std::is_same_v<T, bool>)
+    if constexpr (std::is_same_v<T, bool>) {
       ok = v.is_boolean();
-    else if constexpr (std::is_arithmetic_v<T>)
+    } else if constexpr (std::is_arithmetic_v<T>) {
       ok = v.is_number();
-    else
+    } else {
       ok = v.is_string();
+    }
     if (!ok) {
       if (status_.ok()) {
         status_ = absl::InvalidArgumentError(absl::StrCat(reward_, " config: option '", key,

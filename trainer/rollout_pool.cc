@@ -72,7 +72,7 @@ std::optional<RolloutPool::Dispatch> RolloutPool::PlanAttempt(Pending& p) {
   return Dispatch{best, p.attempt_id, p.request};
 }
 
-void RolloutPool::Launch(Dispatch d) {
+void RolloutPool::Launch(const Dispatch& d) {
   const std::string id = d.request.id;
   RolloutWorker::Callbacks cb;
   cb.on_sample = [this, id](rollout::SampleResult s) { OnSample(id, std::move(s)); };
@@ -101,7 +101,7 @@ absl::Status RolloutPool::Submit(RolloutRequest request) {
       return error;
     }
   }
-  Launch(*std::move(d));
+  Launch(*d);
   return absl::OkStatus();
 }
 
@@ -177,7 +177,7 @@ void RolloutPool::OnDone(const std::string& id, int64_t attempt_id, int64_t work
     if (d.has_value()) launch.push_back(*std::move(d));
     cv_.notify_all();
   }
-  for (Dispatch& d : launch) Launch(std::move(d));
+  for (const Dispatch& d : launch) Launch(d);
 }
 
 std::vector<RolloutPool::Dispatch> RolloutPool::ExpireAttempts() {
@@ -215,7 +215,7 @@ absl::StatusOr<std::vector<RolloutResult>> RolloutPool::Wait(const std::vector<s
     std::vector<Dispatch> retry = ExpireAttempts();
     if (retry.empty()) continue;
     lock.unlock();
-    for (Dispatch& d : retry) Launch(std::move(d));
+    for (const Dispatch& d : retry) Launch(d);
     lock.lock();
   }
   std::vector<RolloutResult> results;
@@ -264,7 +264,7 @@ absl::StatusOr<WeightSyncStats> RolloutPool::PublishWeights(int64_t version,
   for (std::thread& t : threads) t.join();
   std::vector<Dispatch> redirect;
   absl::Status status = CheckPublished(live, hashes, out, redirect);
-  for (Dispatch& d : redirect) Launch(std::move(d));
+  for (const Dispatch& d : redirect) Launch(d);
   TANDEM_RETURN_IF_ERROR(status);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;

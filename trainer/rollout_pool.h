@@ -139,7 +139,7 @@ class RolloutPool {
   // Picks a worker for the next attempt of `p` (least loaded live one, untried ones first) and
   // records the attempt; nullopt (and p.error set) when none is left. REQUIRES: mu_ held.
   std::optional<Dispatch> PlanAttempt(Pending& p);
-  void Launch(Dispatch d);  // REQUIRES: mu_ not held
+  void Launch(const Dispatch& d);  // REQUIRES: mu_ not held
   void OnSample(const std::string& id, rollout::SampleResult sample);
   void OnDone(const std::string& id, int64_t attempt_id, int64_t worker, absl::Status status);
   // Fails attempts older than the timeout over to other workers. REQUIRES: mu_ held.

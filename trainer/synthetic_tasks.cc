@@ -41,7 +41,8 @@ absl::StatusOr<std::vector<RlPrompt>> GenerateArithmetic(int64_t count,
   TANDEM_CHECK_ARG(
       !options.operators.empty() && options.operators.find_first_not_of("+-*") == std::string::npos,
       "operators: expected a non-empty subset of \"+-*\", got \"", options.operators, "\"");
-  const uint64_t span = static_cast<uint64_t>(options.max_digits - options.min_digits + 1);
+  const uint64_t span =
+      static_cast<uint64_t>(options.max_digits) - static_cast<uint64_t>(options.min_digits) + 1;
   std::vector<RlPrompt> rows;
   rows.reserve(count);
   for (int64_t i = 0; i < count; ++i) {
@@ -74,8 +75,9 @@ absl::StatusOr<std::vector<RlPrompt>> GenerateCountdown(int64_t count,
       std::vector<int64_t> order = numbers;
       for (size_t k = order.size() - 1; k > 0; --k) std::swap(order[k], order[rng.Below(k + 1)]);
       target = order[0];
-      for (size_t k = 1; k < order.size(); ++k)
+      for (size_t k = 1; k < order.size(); ++k) {
         target = Apply("+-*"[rng.Below(3)], target, order[k]);
+      }
     } while (target <= 0);
     const nlohmann::json gt = {{"target", target}, {"numbers", numbers}};
     rows.push_back(

@@ -75,8 +75,9 @@ void Destroy(void* instance) { delete static_cast<LengthReward*>(instance); }
 
 }  // namespace
 
+// The C ABI entry point's name is fixed by reward_plugin.h.
 extern "C" __attribute__((visibility("default"))) const tandem_reward_plugin*
-tandem_reward_plugin_v1(void) {
+tandem_reward_plugin_v1(void) {  // NOLINT(readability-identifier-naming)
   static const tandem_reward_plugin table = {
       TANDEM_REWARD_ABI_VERSION, sizeof(tandem_reward_plugin), "length", Create, Score, Destroy};
   return &table;
