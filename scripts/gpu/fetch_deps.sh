@@ -2,7 +2,8 @@
 # Run HERE (the Debian 12 development machine), not on the GPU machine: downloads the Debian 12
 # packages the core, tests and benches need and unpacks them into .device/deps (git-ignored). The
 # GPU machine (Ubuntu 24.04, no network) has no Abseil, spdlog, fmt, GoogleTest or Benchmark; the
-# device tool carries .device there and scripts/gpu/build_and_test.sh builds against it.
+# device tool carries .device there and scripts/gpu/build_and_test.sh builds against it. Also
+# downloads the fla-core wheel into .device/wheels for scripts/gpu/anchor.sh.
 #
 #   scripts/gpu/fetch_deps.sh            # idempotent; re-run after changing the package list
 set -euo pipefail
@@ -41,5 +42,18 @@ if grep -rlE '"/usr/(lib|include)/[^"]*\.(so|a|h)' "$deps"/usr/lib/x86_64-linux-
   exit 1
 fi
 
+# Python wheels for scripts/gpu/anchor.sh (PyTorch SDPA / fla anchors). fla-core holds fla.ops
+# (chunk_simple_gla, fused_recurrent_simple_gla); its one plain dependency, einops, and torch and
+# triton are already on the GPU machine, so only this pure-Python wheel travels. The version is
+# pinned: anchor_compare.py's calls were checked against its source. A failed download does not
+# stop the C++ dependencies above; the fla anchors are then skipped there.
+wheels=.device/wheels
+rm -rf "$wheels"
+mkdir -p "$wheels"
+if ! python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation py -d "$wheels" fla-core==0.6.0; then
+  echo "fetch_deps: could not download the fla-core wheel; the fla anchors will be skipped" >&2
+fi
+
 du -sh .device
-echo "fetch_deps: unpacked ${#packages[@]} packages into $deps"
+echo "fetch_deps: unpacked ${#packages[@]} packages into $deps; wheels: $(ls "$wheels")"
