@@ -1,0 +1,164 @@
+// Device kernels of the CUDA routed experts (included by moe_experts.cu only): the deterministic
+// counting sort that groups (t, k) rows by expert, row gathers, a tiled transpose for the
+// backward GEMM layouts, the per-token rank-order combine and the top-k weight gradient. Every
+// sum has a fixed order that depends on nothing but the row it produces.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/core/cuda_device.cuh"
+
+namespace tandem::kernels::cuda::moe {
+
+// Rows per chunk of the counting sort; one block of kSortThreads threads handles one chunk.
+inline constexpr int kSortChunk = 256;
+inline constexpr int kSortThreads = kSortChunk;
+// The expert count the sort kernels hold in shared memory.
+inline constexpr int64_t kMaxExperts = 4096;
+
+// hist[c, e] = number of rows of chunk c routed to expert e. The shared-memory counters are
+// integers, so the order of the atomic increments cannot change them. An index outside [0, E)
+// sets *bad (every writer stores the same 1) and is counted nowhere.
+__global__ void ExpertHistogramKernel(const int32_t* idx, int64_t n, int num_experts, int32_t* hist,
+                                      int32_t* bad) {
+  extern __shared__ int32_t counts[];  // [E]
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  const int64_t r = int64_t{blockIdx.x} * kSortChunk + threadIdx.x;
+  if (r < n) {
+    const int32_t e = idx[r];
+    if (e >= 0 && e < num_experts) {
+      atomicAdd(&counts[e], 1);
+    } else {
+      *bad = 1;
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
+    hist[int64_t{blockIdx.x} * num_experts + e] = counts[e];
+  }
+}
+
+// One block: base[c, e] = rows of expert e in chunks before c (exclusive scan over chunks, one
+// thread per expert), then offsets[e] = rows of experts before e (one thread, ascending e).
+__global__ void ExpertScanKernel(int64_t num_chunks, int num_experts, const int32_t* hist,
+                                 int32_t* base, int32_t* offsets) {
+  extern __shared__ int32_t totals[];  // [E]
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
+    int32_t running = 0;
+    for (int64_t c = 0; c < num_chunks; ++c) {
+      base[c * num_experts + e] = running;
+      running += hist[c * num_experts + e];
+    }
+    totals[e] = running;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t running = 0;
+    for (int e = 0; e < num_experts; ++e) {
+      offsets[e] = running;
+      running += totals[e];
+    }
+    offsets[num_experts] = running;
+  }
+}
+
+// pos[r] = grouped position of row r, row_of[pos[r]] = r: the expert's offset, plus its rows in
+// earlier chunks, plus its rows earlier in this chunk, so rows stay ascending within an expert.
+__global__ void ExpertPlaceKernel(const int32_t* idx, int64_t n, int num_experts,
+                                  const int32_t* base, const int32_t* offsets, int32_t* pos,
+                                  int32_t* row_of) {
+  __shared__ int32_t chunk[kSortChunk];
+  const int64_t r0 = int64_t{blockIdx.x} * kSortChunk, r = r0 + threadIdx.x;
+  chunk[threadIdx.x] = r < n ? idx[r] : -1;
+  __syncthreads();
+  if (r >= n) return;
+  const int32_t e = chunk[threadIdx.x];
+  if (e < 0 || e >= num_experts) return;
+  int32_t rank = 0;
+  for (int j = 0; j < static_cast<int>(threadIdx.x); ++j) rank += chunk[j] == e ? 1 : 0;
+  const int32_t p = offsets[e] + base[int64_t{blockIdx.x} * num_experts + e] + rank;
+  pos[r] = p;
+  row_of[p] = static_cast<int32_t>(r);
+}
+
+// dst[p, :] = src[index[p] / div, :] (times scale[index[p]] when scale is non-null; one fp32
+// multiply, as on the CPU), rounded to dst's storage. Blocks stride over rows, threads over
+// columns.
+__global__ void GatherRowsKernel(int64_t rows, int64_t width, const int32_t* index, int div,
+                                 const float* scale, FloatPtr src, FloatPtr dst) {
+  for (int64_t p = blockIdx.x; p < rows; p += gridDim.x) {
+    const int64_t i = index[p];
+    const int64_t s = (i / div) * width;
+    const float f = scale != nullptr ? scale[i] : 1.0f;
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+      const float v = src.Load(s + c);
+      dst.Store(p * width + c, scale != nullptr ? __fmul_rn(f, v) : v);
+    }
+  }
+}
+
+// dst[b, c, r] = src[b, r, c] for src [B, R, C]; 32x32 tiles through shared memory. Exact
+// (a copy) unless dst is bf16 and src f32, then rounded to nearest even.
+inline constexpr int kTransposeTile = 32;
+inline constexpr int kTransposeRows = 8;  // block = 32 x 8 threads, 4 elements each
+
+__global__ void TransposeKernel(int64_t rows, int64_t cols, FloatPtr src, FloatPtr dst) {
+  __shared__ float tile[kTransposeTile][kTransposeTile + 1];
+  const int64_t b = blockIdx.z, plane = rows * cols;
+  const int64_t r0 = int64_t{blockIdx.y} * kTransposeTile,
+                c0 = int64_t{blockIdx.x} * kTransposeTile;
+  for (int i = threadIdx.y; i < kTransposeTile; i += kTransposeRows) {
+    const int64_t r = r0 + i, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[i][threadIdx.x] = src.Load(b * plane + r * cols + c);
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < kTransposeTile; i += kTransposeRows) {
+    const int64_t c = c0 + i, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) dst.Store(b * plane + c * rows + r, tile[threadIdx.x][i]);
+  }
+}
+
+// out[t, :] = Σ_{k ascending} scale[t·K + k] · y[pos[t·K + k], :] in fp32 (scale null: 1), a
+// multiply then an add per term like the CPU; one block per token, threads over columns.
+__global__ void CombineKernel(int64_t tokens, int64_t k_top, int64_t width, const int32_t* pos,
+                              const float* scale, const float* y, FloatPtr out) {
+  for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < k_top; ++k) {
+        const int64_t r = t * k_top + k;
+        const float v = y[int64_t{pos[r]} * width + c];
+        acc = __fadd_rn(acc, scale != nullptr ? __fmul_rn(scale[r], v) : v);
+      }
+      out.Store(t * width + c, acc);
+    }
+  }
+}
+
+// dtw[r] = Σ_c dout[r / K, c] · y[r, c]: one warp per row, lane j takes c ≡ j (mod 32) in
+// ascending order, then a fixed butterfly across the lanes.
+inline constexpr int kDotWarps = 8;
+
+__global__ void TopkWeightGradKernel(int64_t n, int64_t k_top, int64_t width, FloatPtr dout,
+                                     const float* y, float* dtw) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warp0 = int64_t{blockIdx.x} * kDotWarps + threadIdx.x / 32;
+  for (int64_t r = warp0; r < n; r += int64_t{gridDim.x} * kDotWarps) {
+    const int64_t o = (r / k_top) * width;
+    float acc = 0.0f;
+    for (int64_t c = lane; c < width; c += 32) {
+      acc = __fmaf_rn(dout.Load(o + c), y[r * width + c], acc);
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, offset));
+    }
+    if (lane == 0) dtw[r] = acc;
+  }
+}
+
+}  // namespace tandem::kernels::cuda::moe
