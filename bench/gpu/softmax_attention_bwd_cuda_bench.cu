@@ -1,0 +1,139 @@
+// GPU benchmark of causal GQA softmax attention training: Tandem's CUDA forward followed by its
+// backward (one sequence of T tokens, H=16, Hkv=4, D=128, bf16 q/k/v/o/dO and gradients, f32 lse).
+// CUDA-event timing, warm-up first, median of >= 10 runs. Flops: 4·T²/2·H·D forward, 2.5x that
+// backward (the convention PyTorch SDPA figures use).
+//   softmax_attention_bwd_cuda_bench [--csv]
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/core/context.h"
+#include "kernels/core/cuda_util.h"
+#include "kernels/softmax_attention/softmax_attention_bwd_cuda.h"
+#include "kernels/softmax_attention/softmax_attention_cuda.h"
+
+namespace {
+
+using tandem::Context;
+using tandem::Device;
+using tandem::DType;
+using tandem::Tensor;
+
+#define CHECK_OK(expr)                                                                            \
+  do {                                                                                            \
+    const absl::Status s_ = (expr);                                                               \
+    if (!s_.ok()) {                                                                               \
+      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, std::string(s_.message()).c_str()); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+// Deterministic bf16 values in [-1, 1) from a hash of the index.
+__global__ void FillKernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+    p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
+  }
+}
+
+Tensor RandomBf16(tandem::Shape shape, uint32_t seed) {
+  Tensor t = Tensor::Empty(std::move(shape), DType::kBF16, Device::kCUDA);
+  FillKernel<<<1024, 256>>>(static_cast<__nv_bfloat16*>(t.raw_data()), t.numel(), seed);
+  return t;
+}
+
+Tensor HostI32(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::Empty({static_cast<int64_t>(v.size())}, DType::kI32);
+  std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(int32_t));
+  return t;
+}
+
+// Median milliseconds of fn over >= 10 timed calls (two warm-up calls first).
+template <typename Fn>
+double MedianMs(Fn&& fn) {
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  fn();
+  fn();
+  std::vector<float> ms;
+  for (int i = 0; i < 15; ++i) {
+    cudaEventRecord(start);
+    fn();
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float once = 0.0f;
+    cudaEventElapsedTime(&once, start, stop);
+    ms.push_back(once);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e));
+    std::exit(1);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+constexpr int64_t kH = 16, kHkv = 4, kD = 128;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool csv = argc > 1 && std::strcmp(argv[1], "--csv") == 0;
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+    std::fprintf(stderr, "no CUDA device\n");
+    return 1;
+  }
+  std::printf("%s\n", prop.name);
+  const Context ctx = Context::Cpu(1);
+  const tandem::kernels::SoftmaxAttentionParams p{kH, kHkv, kD, 1.0f / std::sqrt(128.0f)};
+  std::printf(
+      "\nsoftmax attention forward + backward, causal, one sequence, H=%ld Hkv=%ld D=%ld, bf16\n"
+      "%8s | %9s %9s %9s | %9s %9s %9s\n",
+      (long)kH, (long)kHkv, (long)kD, "T", "fwd ms", "bwd ms", "total ms", "fwd TF/s", "bwd TF/s",
+      "total");
+  std::vector<std::string> lines;
+  for (int64_t t : {4096, 16384, 32768}) {
+    Tensor q = RandomBf16({t, kH, kD}, 1), k = RandomBf16({t, kHkv, kD}, 2);
+    Tensor v = RandomBf16({t, kHkv, kD}, 3), d_o = RandomBf16({t, kH, kD}, 4);
+    Tensor o = Tensor::Empty({t, kH, kD}, DType::kBF16, Device::kCUDA);
+    Tensor lse = Tensor::Empty({t, kH}, DType::kF32, Device::kCUDA);
+    Tensor dq = Tensor::Empty({t, kH, kD}, DType::kBF16, Device::kCUDA);
+    Tensor dk = Tensor::Empty({t, kHkv, kD}, DType::kBF16, Device::kCUDA);
+    Tensor dv = Tensor::Empty({t, kHkv, kD}, DType::kBF16, Device::kCUDA);
+    const Tensor cu = HostI32({0, static_cast<int32_t>(t)});
+    namespace cuda = tandem::kernels::cuda;
+    const auto fwd = [&] { CHECK_OK(cuda::SoftmaxAttentionFwd(ctx, p, q, k, v, cu, o, lse)); };
+    const auto bwd = [&] {
+      CHECK_OK(cuda::SoftmaxAttentionBwd(ctx, p, q, k, v, cu, o, lse, d_o, dq, dk, dv));
+    };
+    const double fwd_ms = MedianMs(fwd), bwd_ms = MedianMs(bwd);
+    const double total_ms = MedianMs([&] { fwd(), bwd(); });
+    const double fwd_flop = 4.0 * kD * kH * (t * static_cast<double>(t) / 2.0);
+    const double tf = 1e-9;  // flop/ms to TFLOP/s
+    std::printf("%8ld | %9.3f %9.3f %9.3f | %9.1f %9.1f %9.1f\n", (long)t, fwd_ms, bwd_ms, total_ms,
+                fwd_flop / fwd_ms * tf, 2.5 * fwd_flop / bwd_ms * tf,
+                3.5 * fwd_flop / total_ms * tf);
+    char line[160];
+    std::snprintf(line, sizeof(line), "csv,softmax_fwd_bwd,%ld,1,%.4f,%.1f,TFLOP/s", (long)t,
+                  total_ms, 3.5 * fwd_flop / total_ms * tf);
+    lines.push_back(line);
+  }
+  if (csv) {
+    for (const std::string& l : lines) std::printf("%s\n", l.c_str());
+  }
+  return 0;
+}
