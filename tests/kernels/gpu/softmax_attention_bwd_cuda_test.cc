@@ -146,7 +146,8 @@ Grads Bounds(const Problem& pr) {
 }
 
 // Every element within its bound, and the normalised squared error near what bf16 rounding of P
-// and dS gives (a uniform relative error of variance 2⁻¹⁸/3 per term): at most 10x that.
+// and dS gives (a uniform relative error of variance 2⁻¹⁸/3 per term; a host emulation of that
+// rounding on these problems measured 2.1e-6 to 2.9e-6): at most 10·2⁻¹⁸/3 ≈ 1.3e-5.
 ::testing::AssertionResult Close(const std::vector<float>& got, const std::vector<float>& want,
                                  const std::vector<float>& bound, const Shape& shape) {
   if (got.size() != want.size()) return ::testing::AssertionFailure() << "size mismatch";
