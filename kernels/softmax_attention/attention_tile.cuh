@@ -1,6 +1,7 @@
-// Internal to kernels/softmax_attention (include from .cu files only): the ONE device routine that
-// folds a KV tile into a warp's query rows with online softmax, the ONE split-merge routine and the
-// finalisation, shared by the packed forward kernel and both decode kernels (contract rule 2).
+// Internal to kernels/softmax_attention (include from .cu files only), the fp32 CUDA-core path
+// (taken when an operand is f32; bf16 runs on tensor cores, attention_mma.cuh): the ONE device
+// routine that folds a KV tile into a warp's query rows with online softmax, the ONE split-merge
+// routine and the finalisation, shared by its forward and decode kernels (contract rule 2).
 // Every row's arithmetic depends only on that row: its scores are fp32 FMA chains over d
 // ascending, its probability sum a fixed butterfly over the warp, its output an FMA chain over the
 // tile's keys ascending; the other rows a warp carries (or whether they are live) change nothing.
@@ -20,6 +21,12 @@ inline constexpr int kTile = static_cast<int>(kAttentionKvTile);        // keys 
 inline constexpr int kSplit = static_cast<int>(kAttentionSplitLength);  // keys per split (1024)
 inline constexpr int kRowsPerWarp = 8;
 static_assert(kTile == 64, "a lane owns keys lane and lane + 32 of a tile");
+
+// A forward block's work: flat rows [row0, row0 + rows) (position-major, then the kv head's group
+// of query heads) of the sequence starting at token seq_start, for kv head kv_head.
+struct FwdItem {
+  int seq_start, seq_len, row0, kv_head;
+};
 
 // Online-softmax state of one query row; a lane holds dims lane + 32·i of acc.
 template <int kD>

@@ -2,11 +2,14 @@
 // softmax_attention.h, same shapes and the same contract rule 2).
 //
 // Numerics: a query row at position t is reduced over its keys in KV tiles of kAttentionKvTile
-// with online softmax in fp32 (one device routine, attention_tile.cuh), tiles grouped into splits
-// of kAttentionSplitLength whose partials are merged in ascending order (one merge routine). The
-// forward kernel and the decode kernels run those routines on the same values in the same order,
-// so decode at position t returns the forward pass's row t bit for bit, for any batch, packing or
-// block table. Scores and outputs are fp32 FMA chains (CUDA cores), the inputs bf16 or f32.
+// with online softmax in fp32 by one warp routine, tiles grouped into splits of
+// kAttentionSplitLength whose partials are merged in ascending order by one merge routine. The
+// forward and decode kernels run those routines on the same values in the same order, so decode
+// at position t returns the forward pass's row t bit for bit, for any batch, packing or block
+// table. bf16 q/k/v (decode: q and both caches; data 16-byte aligned) run on tensor cores
+// (mma.sync m16n8k16, fp32 accumulate, P rounded to bf16 for P·V as in FlashAttention: outputs
+// within 2^-8·max|v| of exact); any f32 operand selects fp32 CUDA-core kernels (FMA chains). Both
+// entry points choose by the same rule, so forward and decode must be given the same dtypes.
 #pragma once
 
 #include "absl/status/status.h"

@@ -1,11 +1,14 @@
-// Tests for the CUDA softmax attention: forward against the CPU kernel on the same bf16-rounded
-// inputs (packed sequences, splits of kAttentionSplitLength, GQA groups, head dims 32/64/128), the
-// contract's bitwise promises on the GPU (paged decode at position t == forward row t through a
-// shuffled block table whose unused slots hold NaN; a sequence packed with others == alone), and
-// argument errors (checked without a GPU too).
+// Tests for the CUDA softmax attention, both paths (bf16 operands: tensor cores; f32: CUDA
+// cores): forward against the CPU kernel on the same bf16-representable inputs (packed sequences,
+// splits of kAttentionSplitLength, GQA groups, head dims 32/64/128), the contract's bitwise
+// promises on the GPU (paged decode at position t == forward row t through a shuffled block table
+// whose unused slots hold NaN; a sequence packed with others == alone), and argument errors
+// (checked without a GPU too).
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -53,12 +56,14 @@ Tensor HostI32(const std::vector<int32_t>& v) {
   return t;
 }
 
-// GPU forward (bf16 inputs); returns o (as floats, in o_dtype storage) and lse.
-void GpuForward(const Problem& pr, DType o_dtype, std::vector<float>* o, std::vector<float>* lse) {
+// GPU forward (q, k, v in `in` storage: bf16 takes the tensor cores, f32 the CUDA cores); returns
+// o (as floats, in o_dtype storage) and lse.
+void GpuForward(const Problem& pr, DType o_dtype, std::vector<float>* o, std::vector<float>* lse,
+                DType in = DType::kBF16) {
   const int64_t t = pr.t(), h = pr.p.num_heads, hkv = pr.p.num_kv_heads, d = pr.p.head_dim;
-  Tensor q = ToDevice(pr.q, {t, h, d}, DType::kBF16);
-  Tensor k = ToDevice(pr.k, {t, hkv, d}, DType::kBF16);
-  Tensor v = ToDevice(pr.v, {t, hkv, d}, DType::kBF16);
+  Tensor q = ToDevice(pr.q, {t, h, d}, in);
+  Tensor k = ToDevice(pr.k, {t, hkv, d}, in);
+  Tensor v = ToDevice(pr.v, {t, hkv, d}, in);
   Tensor od = Tensor::Empty({t, h, d}, o_dtype, Device::kCUDA);
   Tensor lsed = Tensor::Empty({t, h}, DType::kF32, Device::kCUDA);
   absl::Status s =
@@ -83,30 +88,46 @@ TEST(SoftmaxAttentionCudaTest, ForwardMatchesCpu) {
                                     Tensor::FromVector(pr.k, {t, hkv, d}),
                                     Tensor::FromVector(pr.v, {t, hkv, d}), HostI32(pr.cu), o, lse)
                     .ok());
-    std::vector<float> go, glse;
-    GpuForward(pr, DType::kF32, &go, &glse);
-    // Two fp32 evaluations in different orders (and expf vs std::exp): outputs are convex
-    // combinations of |v| ≤ 1 whose sums over ≤ 1300 keys drift by ~√n·2⁻²⁴ each; lse is O(10).
-    testing::CompareOptions opt;
-    opt.atol = 1e-5;
-    opt.shape = {t, h, d};
-    EXPECT_TRUE(AllClose(go, testing::ToDouble(testing::Floats(o)), opt));
-    opt.atol = 1e-5;
-    opt.shape = {t, h};
-    EXPECT_TRUE(AllClose(glse, testing::ToDouble(testing::Floats(lse)), opt));
-    // bf16 o: the f32 result rounded once.
-    std::vector<float> bo, blse;
-    GpuForward(pr, DType::kBF16, &bo, &blse);
-    EXPECT_TRUE(BitwiseEqual(bo, RoundedToBf16(go)));
+    for (DType in : {DType::kBF16, DType::kF32}) {
+      SCOPED_TRACE(::testing::Message() << "inputs " << DTypeName(in));
+      std::vector<float> go, glse;
+      GpuForward(pr, DType::kF32, &go, &glse, in);
+      // Both paths: two fp32 evaluations in different orders (and exp vs exp2): outputs are
+      // convex combinations of |v| < 1 whose sums over <= 1300 keys drift by ~sqrt(n)·2^-24 each;
+      // lse is O(10).
+      testing::CompareOptions opt;
+      opt.atol = 1e-5;
+      opt.shape = {t, h, d};
+      if (in == DType::kBF16) {
+        // Tensor cores multiply bf16(p) by V (as FlashAttention does) while l sums the fp32 p:
+        // bf16(p_j) = p_j·(1 + δ_j), |δ_j| <= u = 2^-8 (round to nearest, 8-bit significand), so
+        // o − o* = Σ_j w_j·δ_j·v_j with weights w_j summing to 1: |o − o*| <= u·max|v| = 2^-8.
+        // Globally the δ_j are independent of the zero-mean v_j, so sum(err²)/sum(o²) ≈ E[δ²]
+        // ≈ u²/6 (rounding error uniform over an ulp, mantissas spread over [1, 2)); the bound
+        // u² leaves a factor 6.
+        opt.atol = 1e-5 + std::ldexp(1.0, -8);
+        opt.max_nmse = std::ldexp(1.0, -16);
+      }
+      EXPECT_TRUE(AllClose(go, testing::ToDouble(testing::Floats(o)), opt));
+      opt.atol = 1e-5;  // lse = m + log l uses the fp32 p: no bf16 rounding in it
+      opt.max_nmse = 1e-8;
+      opt.shape = {t, h};
+      EXPECT_TRUE(AllClose(glse, testing::ToDouble(testing::Floats(lse)), opt));
+      // bf16 o: the f32 result rounded once.
+      std::vector<float> bo, blse;
+      GpuForward(pr, DType::kBF16, &bo, &blse, in);
+      EXPECT_TRUE(BitwiseEqual(bo, RoundedToBf16(go)));
+      EXPECT_TRUE(BitwiseEqual(blse, glse));
+    }
   }
 }
 
-TEST(SoftmaxAttentionCudaTest, PackedRowsEqualAloneBitwise) {
-  TANDEM_SKIP_WITHOUT_GPU();
-  const Problem packed = MakeProblem(8, 2, 128, {70, 1100, 3}, 4);
+// Each sequence of `packed` run alone gives its packed rows of o and lse, bitwise.
+void ExpectPackedEqualsAlone(const Problem& packed, DType in) {
   std::vector<float> o_packed, lse_packed;
-  GpuForward(packed, DType::kF32, &o_packed, &lse_packed);
-  const int64_t hd = packed.p.num_heads * packed.p.head_dim, kvd = packed.p.num_kv_heads * 128;
+  GpuForward(packed, DType::kF32, &o_packed, &lse_packed, in);
+  const int64_t h = packed.p.num_heads, hd = h * packed.p.head_dim;
+  const int64_t kvd = packed.p.num_kv_heads * packed.p.head_dim;
   for (size_t b = 0; b + 1 < packed.cu.size(); ++b) {
     SCOPED_TRACE(::testing::Message() << "sequence " << b);
     const int64_t r0 = packed.cu[b], r1 = packed.cu[b + 1];
@@ -116,22 +137,43 @@ TEST(SoftmaxAttentionCudaTest, PackedRowsEqualAloneBitwise) {
     alone.k.assign(packed.k.begin() + r0 * kvd, packed.k.begin() + r1 * kvd);
     alone.v.assign(packed.v.begin() + r0 * kvd, packed.v.begin() + r1 * kvd);
     std::vector<float> o, lse;
-    GpuForward(alone, DType::kF32, &o, &lse);
+    GpuForward(alone, DType::kF32, &o, &lse, in);
     EXPECT_TRUE(BitwiseEqual(o, {o_packed.data() + r0 * hd, static_cast<size_t>((r1 - r0) * hd)}));
+    EXPECT_TRUE(
+        BitwiseEqual(lse, {lse_packed.data() + r0 * h, static_cast<size_t>((r1 - r0) * h)}));
   }
 }
 
-// Decode of the query at position t over a shuffled paged cache == forward row t, bitwise.
-TEST(SoftmaxAttentionCudaTest, DecodeEqualsForwardRowBitwise) {
+// The CUDA-core path (f32 operands).
+TEST(SoftmaxAttentionCudaTest, PackedRowsEqualAloneBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
-  const int64_t kLen = 1100, h = 8, hkv = 2, d = 128, tile = kAttentionKvTile;
+  ExpectPackedEqualsAlone(MakeProblem(8, 2, 128, {70, 1100, 3}, 4), DType::kF32);
+}
+
+// Batch invariance of the tensor-core forward: 128-row blocks straddle sequence ends and (group
+// 3) positions, splits end mid-block, and a row's bits must not notice.
+TEST(SoftmaxAttentionCudaTest, TensorCoreForwardPackedEqualsAloneBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  {
+    SCOPED_TRACE("D=128, H=16, Hkv=4");
+    ExpectPackedEqualsAlone(MakeProblem(16, 4, 128, {70, 1100, 3, 33}, 8), DType::kBF16);
+  }
+  {
+    SCOPED_TRACE("D=64, H=6, Hkv=2");
+    ExpectPackedEqualsAlone(MakeProblem(6, 2, 64, {5, 1300, 1, 200}, 9), DType::kBF16);
+  }
+}
+
+// Decode of the query at position t over a shuffled paged cache == forward row t, bitwise, with
+// operands in `in` storage (bf16: both on tensor cores; f32: both on CUDA cores).
+void ExpectDecodeEqualsForwardRow(int64_t h, int64_t hkv, int64_t d, DType in) {
+  const int64_t kLen = 1100, tile = kAttentionKvTile;
   const Problem pr = MakeProblem(h, hkv, d, {static_cast<int32_t>(kLen)}, 5);
   const std::vector<int32_t> positions = {0, 63, 64, 1023, 1024, 1025, 1099};
   const int64_t batch = positions.size(), max_blocks = (kLen + tile - 1) / tile;
   const int64_t num_blocks = max_blocks * batch + 3;
   // Every slot starts as NaN: a kernel that reads past seq_len or a wrong block shows it.
-  const uint16_t kNaN = 0x7fc0;
-  std::vector<uint16_t> kc(num_blocks * tile * hkv * d, kNaN), vc(kc.size(), kNaN);
+  std::vector<float> kc(num_blocks * tile * hkv * d, std::nanf("")), vc(kc.size(), std::nanf(""));
   std::vector<int32_t> table(batch * max_blocks, 0), seq_lens(batch);
   std::vector<int32_t> perm(num_blocks);
   std::iota(perm.begin(), perm.end(), 0);
@@ -143,29 +185,22 @@ TEST(SoftmaxAttentionCudaTest, DecodeEqualsForwardRowBitwise) {
     for (int64_t j = 0; j * tile <= pos; ++j) table[b * max_blocks + j] = perm[b * max_blocks + j];
     for (int64_t s = 0; s <= pos; ++s) {
       const int64_t slot = (table[b * max_blocks + s / tile] * tile + s % tile) * hkv * d;
-      for (int64_t e = 0; e < hkv * d; ++e) {
-        kc[slot + e] = FloatToBf16(pr.k[s * hkv * d + e]);
-        vc[slot + e] = FloatToBf16(pr.v[s * hkv * d + e]);
-      }
+      std::copy_n(pr.k.begin() + s * hkv * d, hkv * d, kc.begin() + slot);
+      std::copy_n(pr.v.begin() + s * hkv * d, hkv * d, vc.begin() + slot);
     }
     std::copy_n(pr.q.begin() + pos * h * d, h * d, q_dec.begin() + b * h * d);
   }
-  const auto upload = [](const std::vector<uint16_t>& bits, Shape shape) {
-    Tensor host = Tensor::Empty(shape, DType::kBF16);
-    std::memcpy(host.raw_data(), bits.data(), bits.size() * sizeof(uint16_t));
-    return *cuda::CopyToDevice(GpuTestContext(), host);
-  };
-  Tensor k_cache = upload(kc, {num_blocks, tile, hkv, d});
-  Tensor v_cache = upload(vc, {num_blocks, tile, hkv, d});
+  Tensor k_cache = ToDevice(kc, {num_blocks, tile, hkv, d}, in);
+  Tensor v_cache = ToDevice(vc, {num_blocks, tile, hkv, d}, in);
   // Reshape keeps the device buffer owned (a View would drop the last owner and free it).
   Tensor tables =
       *cuda::CopyToDevice(GpuTestContext(), HostI32(table))->Reshape({batch, max_blocks});
   Tensor lens = *cuda::CopyToDevice(GpuTestContext(), HostI32(seq_lens));
-  Tensor q = ToDevice(q_dec, {batch, h, d}, DType::kBF16);
+  Tensor q = ToDevice(q_dec, {batch, h, d}, in);
   for (DType ot : {DType::kF32, DType::kBF16}) {
     SCOPED_TRACE(::testing::Message() << "o " << DTypeName(ot));
     std::vector<float> o_fwd, lse_fwd;
-    GpuForward(pr, ot, &o_fwd, &lse_fwd);
+    GpuForward(pr, ot, &o_fwd, &lse_fwd, in);
     Tensor o = Tensor::Empty({batch, h, d}, ot, Device::kCUDA);
     TANDEM_ASSERT_OK(
         cuda::SoftmaxAttentionDecode(GpuTestContext(), pr.p, q, k_cache, v_cache, tables, lens, o));
@@ -176,6 +211,26 @@ TEST(SoftmaxAttentionCudaTest, DecodeEqualsForwardRowBitwise) {
                                {o_fwd.data() + positions[b] * h * d, static_cast<size_t>(h * d)},
                                {h, d}));
     }
+  }
+}
+
+TEST(SoftmaxAttentionCudaTest, DecodeEqualsForwardRowBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  {
+    SCOPED_TRACE("tensor cores, D=128, group 4");
+    ExpectDecodeEqualsForwardRow(8, 2, 128, DType::kBF16);
+  }
+  {
+    SCOPED_TRACE("tensor cores, D=64, group 3 (forward warps straddle positions)");
+    ExpectDecodeEqualsForwardRow(6, 2, 64, DType::kBF16);
+  }
+  {
+    SCOPED_TRACE("tensor cores, D=32, group 20 (two m16 row blocks per kv head in decode)");
+    ExpectDecodeEqualsForwardRow(40, 2, 32, DType::kBF16);
+  }
+  {
+    SCOPED_TRACE("CUDA cores (f32 operands), D=128, group 4");
+    ExpectDecodeEqualsForwardRow(8, 2, 128, DType::kF32);
   }
 }
 
@@ -202,6 +257,13 @@ TEST(SoftmaxAttentionCudaTest, RejectsBadArguments) {
                                    HostI32({0, 1, 2, 0}), dev({2}, DType::kI32), od);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StartsWith(s.message(), "block_tables: expected i32 [2, *] on cuda")) << s;
+  // The tensor-core path copies 16-byte rows: bf16 data must start 16-byte aligned.
+  const auto dev_at = [&](uintptr_t at, Shape shape) {
+    return Tensor::View(reinterpret_cast<void*>(at), std::move(shape), DType::kBF16, Device::kCUDA);
+  };
+  s = cuda::SoftmaxAttentionFwd(ctx, p, dev({5, 4, 64}, DType::kBF16), dev_at(0x1008, {5, 2, 64}),
+                                dev({5, 2, 64}, DType::kBF16), HostI32({0, 5}), o, lse);
+  EXPECT_EQ(s.message(), "k: bf16 data must be 16-byte aligned");
 }
 
 }  // namespace

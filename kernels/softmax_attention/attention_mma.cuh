@@ -1,0 +1,224 @@
+// Internal to kernels/softmax_attention (include from .cu files only): the tensor-core path for
+// bf16 q/k/v. AttendTileMma is the ONE warp routine that folds a 64-key K/V tile into the warp's 16
+// query rows (one m16 tile) with online softmax; MergeWeightsOf/MergeValue/FinalOutput/Lse are the
+// ONE split merge and finalisation. The packed forward and paged decode both call them, so a row's
+// bits depend only on the row: mma.sync m16n8k16 (bf16 in, fp32 accumulate) with each score's
+// k steps over d ascending from zero, each output's k steps over the tile's keys ascending, row
+// max/sum over the thread's values in a fixed order then a quad butterfly (every lane of the quad
+// ends with the same bits). Scores are prescaled by scale·log2(e) and exponentiated with exp2f; the
+// running max m is kept in that log2 domain. P is rounded to bf16 for the P·V product (as in
+// FlashAttention); l sums the fp32 p. Compiled with --fmad=false; products and sums are explicit.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/core/contract.h"
+
+namespace tandem::kernels::cuda::attention_mma {
+
+using bf16 = __nv_bfloat16;
+
+inline constexpr int kTile = static_cast<int>(kAttentionKvTile);        // keys per tile (64)
+inline constexpr int kSplit = static_cast<int>(kAttentionSplitLength);  // keys per split (1024)
+inline constexpr int kWarpRows = 16;                                    // query rows per warp
+inline constexpr float kLog2e = 1.44269504088896341f, kLn2 = 0.693147180559945309f;
+static_assert(kTile == 64, "the tile routine holds a 16x64 score block per warp");
+
+// Shared-memory row stride in bf16 for Q, K and V tiles: 16 bytes of padding per row, so the eight
+// 16-byte rows one ldmatrix phase reads fall in eight distinct bank quads (kD = 32, 64, 128).
+template <int kD>
+inline constexpr int kLd = kD + 8;
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte asynchronous copy; valid = false writes zeros (keys past a row's sequence, padding rows),
+// so no NaN left in an unused cache slot ever meets a zero probability.
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(smem))
+               : "memory");
+}
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(smem))
+               : "memory");
+}
+// d += a · b for one 16x8 tile over 16 k (bf16 in, fp32 accumulate).
+__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                    uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo at the lower address
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// Copies rows [0, kTile) of a K or V tile (row j at src + row_offset(j), kD bf16) into smem with
+// stride kLd, zeros from row `valid` on. Work split over `threads` threads; call CpAsyncCommit
+// after.
+template <int kD, typename RowOffset>
+__device__ __forceinline__ void LoadTileAsync(const bf16* src, int valid, RowOffset row_offset,
+                                              bf16* dst, int threads) {
+  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
+  for (int idx = threadIdx.x; idx < kTile * kChunks; idx += threads) {
+    const int j = idx / kChunks, c = (idx % kChunks) * 8;
+    const bool ok = j < valid;
+    CpAsync16(dst + j * kLd<kD> + c, ok ? src + row_offset(j) + c : src, ok);
+  }
+}
+
+// The warp's Q rows [16, kD] in smem (stride kLd) as m16n8k16 A fragments, one per 16 d.
+template <int kD>
+__device__ __forceinline__ void LoadQFragments(const bf16* qs, uint32_t (&qf)[kD / 16][4]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int ks = 0; ks < kD / 16; ++ks) {
+    LdMatrixX4(qf[ks], qs + (lane & 15) * kLd<kD> + ks * 16 + (lane >> 4) * 8);
+  }
+}
+
+// Online-softmax state of the thread's two rows of the warp's m16 tile: rows lane/4 (index 0) and
+// lane/4 + 8 (index 1); acc is the m16n8 output fragment per 8 dims (elements 0, 1 row 0; 2, 3
+// row 1; columns 8n + 2(lane%4) + {0, 1}). m in log2 units (max of scale·log2e·q·k).
+template <int kD>
+struct WarpState {
+  float m[2], l[2], acc[kD / 8][4];
+  __device__ __forceinline__ void Reset() {
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.0f;
+#pragma unroll
+    for (int n = 0; n < kD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  }
+};
+
+// S = Q·Kᵀ for the warp's 16 rows and the tile's 64 keys: s[n] holds keys 8n .. 8n + 7. Each
+// score starts at zero and takes the k steps d = 0, 16, 32, ... in order.
+template <int kD>
+__device__ __forceinline__ void ScoreTile(const uint32_t (&qf)[kD / 16][4], const bf16* ks,
+                                          float (&s)[8][4]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) {
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {  // keys 16np .. 16np + 15: two n8 tiles per ldmatrix
+      uint32_t b[4];
+      LdMatrixX4(b, ks + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * kLd<kD> + kk * 16 +
+                        ((lane >> 3) & 1) * 8);
+      Mma(s[2 * np], qf[kk], b[0], b[1]);
+      Mma(s[2 * np + 1], qf[kk], b[2], b[3]);
+    }
+  }
+}
+
+// Folds the tile in smem (ks, vs: [kTile, kLd] bf16) into st. Row i of the thread sees keys
+// [0, lim[i]) of the tile (kMask; without it all 64, which is what the masked variant does for
+// lim = 64, bit for bit). A row with no key in the tile keeps its state (α = 1, p = 0).
+//   x_j = (q·k_j)·scale·log2e;  m' = max(m, max_j x_j);  p_j = 2^(x_j − m');  α = 2^(m − m')
+//   l' = l·α + Σ_j p_j;   acc' = acc·α + bf16(p)·V   (keys ascending, 16 per mma k step)
+template <int kD, bool kMask>
+__device__ __forceinline__ void AttendTileMma(const uint32_t (&qf)[kD / 16][4], const bf16* ks,
+                                              const bf16* vs, const int (&lim)[2], float scale_log2,
+                                              WarpState<kD>& st) {
+  const int lane = threadIdx.x % 32, t = lane % 4;
+  float s[8][4];
+  ScoreTile<kD>(qf, ks, s);
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float x = __fmul_rn(s[n][e], scale_log2);
+      if (kMask && n * 8 + 2 * t + (e & 1) >= lim[e >> 1]) x = -INFINITY;
+      s[n][e] = x;
+      mx[e >> 1] = fmaxf(mx[e >> 1], x);
+    }
+  }
+  float mu[2], alpha[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+    const float m_new = fmaxf(st.m[i], mx[i]);
+    mu[i] = m_new == -INFINITY ? 0.0f : m_new;  // no key yet: p = α = 0, not NaN
+    alpha[i] = exp2f(__fsub_rn(st.m[i], mu[i]));
+    st.m[i] = m_new;
+  }
+  float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s[n][e] = exp2f(__fsub_rn(s[n][e], mu[e >> 1]));
+      sum[e >> 1] = __fadd_rn(sum[e >> 1], s[n][e]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {  // butterfly: (a0 + a1) + (a2 + a3) on every lane of the quad
+    sum[i] = __fadd_rn(sum[i], __shfl_xor_sync(0xffffffffu, sum[i], 1));
+    sum[i] = __fadd_rn(sum[i], __shfl_xor_sync(0xffffffffu, sum[i], 2));
+    st.l[i] = __fadd_rn(__fmul_rn(st.l[i], alpha[i]), sum[i]);
+  }
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) st.acc[n][e] = __fmul_rn(st.acc[n][e], alpha[e >> 1]);
+  }
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {  // keys 16kk .. 16kk + 15: P's A fragment from two S tiles
+    const uint32_t pa[4] = {
+        PackBf16(s[2 * kk][0], s[2 * kk][1]), PackBf16(s[2 * kk][2], s[2 * kk][3]),
+        PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+    for (int dp = 0; dp < kD / 16; ++dp) {  // dims 16dp .. 16dp + 15: two n8 tiles
+      uint32_t b[4];
+      LdMatrixX4Trans(b, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd<kD> + dp * 16 +
+                             (lane >> 4) * 8);
+      Mma(st.acc[2 * dp], pa, b[0], b[1]);
+      Mma(st.acc[2 * dp + 1], pa, b[2], b[3]);
+    }
+  }
+}
+
+// The split merge, element by element (any layout): the running total (empty: m = −inf, l = 0,
+// acc = 0) and a split's partial become
+//   m' = max(m, m_p);  x' = x·2^(m − m') + x_p·2^(m_p − m')  for x = l and each acc element.
+struct MergeWeights {
+  float m, a, b;
+};
+__device__ __forceinline__ MergeWeights MergeWeightsOf(float m_total, float m_part) {
+  const float m = fmaxf(m_total, m_part);
+  return {m, m_total == -INFINITY ? 0.0f : exp2f(__fsub_rn(m_total, m)),
+          m_part == -INFINITY ? 0.0f : exp2f(__fsub_rn(m_part, m))};
+}
+__device__ __forceinline__ float MergeValue(float total, float part, const MergeWeights& w) {
+  return __fadd_rn(__fmul_rn(total, w.a), __fmul_rn(part, w.b));
+}
+// o = acc / l;  lse = (m + log2 l)·ln 2 (natural log, as the CPU kernel reports it).
+__device__ __forceinline__ float FinalOutput(float acc, float l) { return __fdiv_rn(acc, l); }
+__device__ __forceinline__ float Lse(float m, float l) {
+  return __fmul_rn(__fadd_rn(m, log2f(l)), kLn2);
+}
+
+}  // namespace tandem::kernels::cuda::attention_mma

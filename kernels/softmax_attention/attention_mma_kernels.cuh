@@ -1,0 +1,319 @@
+// Internal to kernels/softmax_attention (included by softmax_attention.cu only): the tensor-core
+// kernels for bf16 q/k/v. Forward: one block of 8 warps per 128 flat query rows (position-major,
+// then the kv head's group of query heads) of one sequence and kv head, K/V tiles double-buffered
+// with cp.async, tiles and splits walked in ascending order. Decode: one warp per (split, 16 heads
+// of a kv head's group, sequence) over the paged cache, partials merged in order by a second
+// kernel. Both fold tiles with AttendTileMma and merge splits with MergeWeightsOf/MergeValue.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/core/cuda_device.cuh"
+#include "kernels/softmax_attention/attention_mma.cuh"
+#include "kernels/softmax_attention/attention_tile.cuh"
+
+namespace tandem::kernels::cuda::attention_mma {
+
+using attention::FwdItem;  // kFwdRows flat rows here
+
+struct Dims {
+  int h, hkv, group;
+  float scale_log2;  // scale · log2(e), rounded once on the host
+};
+
+inline constexpr int kFwdWarps = 8;
+inline constexpr int kFwdRows = kFwdWarps * kWarpRows;
+inline constexpr int kFwdThreads = kFwdWarps * 32;
+
+template <int kD>
+struct Smem {
+  static constexpr int kTileElems = kTile * kLd<kD>;
+  static constexpr size_t kKvBytes = size_t{4} * kTileElems * sizeof(bf16);  // 2 stages x K, V
+  static constexpr int kTotalFloats = kD / 2 + 4;  // one thread's running total: acc, m[2], l[2]
+  // Forward: the K/V ring, then the Q rows, later reused for the threads' totals.
+  static constexpr size_t kFwdBytes =
+      kKvBytes + std::max(size_t{kFwdRows} * kLd<kD> * sizeof(bf16),
+                          size_t{kTotalFloats} * kFwdThreads * sizeof(float));
+  static constexpr size_t kDecodeBytes = kKvBytes + size_t{kWarpRows} * kLd<kD> * sizeof(bf16);
+  __device__ static bf16* K(unsigned char* base, int stage) {
+    return reinterpret_cast<bf16*>(base) + (2 * stage) * kTileElems;
+  }
+  __device__ static bf16* V(unsigned char* base, int stage) {
+    return reinterpret_cast<bf16*>(base) + (2 * stage + 1) * kTileElems;
+  }
+  __device__ static bf16* Q(unsigned char* base) {
+    return reinterpret_cast<bf16*>(base + kKvBytes);
+  }
+};
+
+// Tiles 0 .. n − 1 through a two-stage cp.async ring: load(stage, i) issues tile i's copies,
+// compute(stage, i) reads them. Every thread of the block calls it; groups committed before it
+// (the Q rows) have landed when compute(·, 0) runs.
+template <typename Load, typename Compute>
+__device__ __forceinline__ void TilePipeline(int n, Load&& load, Compute&& compute) {
+  load(0, 0);
+  CpAsyncCommit();
+  for (int i = 0; i < n; ++i) {
+    if (i + 1 < n) load((i + 1) & 1, i + 1);
+    CpAsyncCommit();
+    CpAsyncWait<1>();  // all but the newest group: tile i has landed for this thread ...
+    __syncthreads();   // ... and for every thread
+    compute(i & 1, i);
+    __syncthreads();  // stage i & 1 is free for tile i + 2
+  }
+}
+
+// Attends the tile to the warp's rows; lim[i] = keys of the tile row i sees (0 .. kTile). The
+// masked variant is taken whenever a row may see fewer than all keys (same bits for full rows).
+template <int kD>
+__device__ __forceinline__ void AttendTile(const uint32_t (&qf)[kD / 16][4], const bf16* ks,
+                                           const bf16* vs, const int (&lim)[2], bool full,
+                                           float scale_log2, WarpState<kD>& st) {
+  if (full) {
+    AttendTileMma<kD, false>(qf, ks, vs, lim, scale_log2, st);
+  } else {
+    AttendTileMma<kD, true>(qf, ks, vs, lim, scale_log2, st);
+  }
+}
+
+// End of the split starting at s0: st := total ⊕ st for the thread's rows that reach the split
+// (the others keep the total). The total is empty before the first split, else in smem (this
+// thread's words, stride kFwdThreads); it is written back unless this was the last split.
+template <int kD>
+__device__ __forceinline__ void MergeSplitForward(WarpState<kD>& st, float* tot, int s0,
+                                                  const int (&pos)[2], bool last) {
+  constexpr int kAcc = kD / 2;
+  const bool first = s0 == 0;
+  const auto total = [&](int i, float empty) { return first ? empty : tot[i * kFwdThreads]; };
+  MergeWeights w[2];
+  bool live[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    live[i] = pos[i] >= s0;
+    const float tm = total(kAcc + i, -INFINITY), tl = total(kAcc + 2 + i, 0.0f);
+    w[i] = MergeWeightsOf(tm, st.m[i]);
+    st.l[i] = live[i] ? MergeValue(tl, st.l[i], w[i]) : tl;
+    st.m[i] = live[i] ? w[i].m : tm;
+  }
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float ta = total(n * 4 + e, 0.0f);
+      st.acc[n][e] = live[e >> 1] ? MergeValue(ta, st.acc[n][e], w[e >> 1]) : ta;
+    }
+  }
+  if (last) return;
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) tot[(n * 4 + e) * kFwdThreads] = st.acc[n][e];
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    tot[(kAcc + i) * kFwdThreads] = st.m[i];
+    tot[(kAcc + 2 + i) * kFwdThreads] = st.l[i];
+  }
+}
+
+__device__ __forceinline__ void StorePair(FloatPtr o, int64_t i, float x, float y) {
+  if (o.bf16) {
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(o.p) + i) = __floats2bfloat162_rn(x, y);
+  } else {
+    *reinterpret_cast<float2*>(static_cast<float*>(o.p) + i) = make_float2(x, y);
+  }
+}
+
+template <int kD>
+__global__ void __launch_bounds__(kFwdThreads, 1)
+    FwdKernel(Dims dm, const bf16* q, const bf16* k, const bf16* v, FloatPtr o, float* lse,
+              const FwdItem* items) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const FwdItem it = items[blockIdx.x];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int live_rows = min(kFwdRows, it.seq_len * dm.group - it.row0);  // > 0
+  const auto q_row = [&](int f) {  // flat row f of the sequence -> row of q [T, H]
+    return int64_t{it.seq_start + f / dm.group} * dm.h + it.kv_head * dm.group + f % dm.group;
+  };
+  bf16* qs = Smem<kD>::Q(smem);
+  for (int idx = threadIdx.x; idx < kFwdRows * (kD / 8); idx += kFwdThreads) {
+    const int r = idx / (kD / 8), c = (idx % (kD / 8)) * 8;
+    const bool ok = r < live_rows;
+    CpAsync16(qs + r * kLd<kD> + c, ok ? q + q_row(it.row0 + r) * kD + c : q, ok);
+  }
+  CpAsyncCommit();
+  int pos[2];  // positions of the thread's rows; −1 past the live rows
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = warp * kWarpRows + lane / 4 + 8 * i;
+    pos[i] = r < live_rows ? (it.row0 + r) / dm.group : -1;
+  }
+  const bool warp_live = warp * kWarpRows < live_rows;
+  const int pos_lo = (it.row0 + warp * kWarpRows) / dm.group;
+  const int pos_hi = (it.row0 + min(warp * kWarpRows + kWarpRows, live_rows) - 1) / dm.group;
+  const int num_keys = (it.row0 + live_rows - 1) / dm.group + 1;
+  const int num_tiles = (num_keys + kTile - 1) / kTile;
+  const int64_t kv_ld = int64_t{dm.hkv} * kD;
+  const bf16* kb = k + (int64_t{it.seq_start} * dm.hkv + it.kv_head) * kD;
+  const bf16* vb = v + (int64_t{it.seq_start} * dm.hkv + it.kv_head) * kD;
+  float* tot = reinterpret_cast<float*>(qs) + threadIdx.x;  // reuses the Q rows' smem
+  uint32_t qf[kD / 16][4];
+  WarpState<kD> st;
+  const auto load = [&](int stage, int i) {
+    const int a = i * kTile, valid = min(kTile, num_keys - a);
+    const auto row = [=](int j) { return (a + j) * kv_ld; };
+    LoadTileAsync<kD>(kb, valid, row, Smem<kD>::K(smem, stage), kFwdThreads);
+    LoadTileAsync<kD>(vb, valid, row, Smem<kD>::V(smem, stage), kFwdThreads);
+  };
+  const auto compute = [&](int stage, int i) {
+    const int a = i * kTile;
+    if (i == 0) LoadQFragments<kD>(qs + warp * kWarpRows * kLd<kD>, qf);
+    if (a % kSplit == 0) st.Reset();
+    if (warp_live && pos_hi >= a) {  // else no row of the warp sees a key of the tile: skipped
+      const int lim[2] = {max(0, min(kTile, pos[0] + 1 - a)), max(0, min(kTile, pos[1] + 1 - a))};
+      AttendTile<kD>(qf, Smem<kD>::K(smem, stage), Smem<kD>::V(smem, stage), lim,
+                     pos_lo + 1 >= a + kTile, dm.scale_log2, st);
+    }
+    if ((a + kTile) % kSplit == 0 || i + 1 == num_tiles) {
+      MergeSplitForward<kD>(st, tot, a / kSplit * kSplit, pos, i + 1 == num_tiles);
+    }
+  };
+  TilePipeline(num_tiles, load, compute);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (pos[i] < 0) continue;
+    const int64_t row = q_row(it.row0 + warp * kWarpRows + lane / 4 + 8 * i);
+#pragma unroll
+    for (int n = 0; n < kD / 8; ++n) {
+      StorePair(o, row * kD + n * 8 + 2 * (lane % 4), FinalOutput(st.acc[n][2 * i], st.l[i]),
+                FinalOutput(st.acc[n][2 * i + 1], st.l[i]));
+    }
+    if (lse != nullptr && lane % 4 == 0) lse[row] = Lse(st.m[i], st.l[i]);
+  }
+}
+
+struct DecodeArgs {
+  Dims dm;
+  const bf16 *q, *k_cache, *v_cache;
+  FloatPtr o;
+  const int32_t* block_tables;
+  const int32_t* seq_lens;
+  int max_blocks, max_splits, row_blocks;  // row_blocks: m16 tiles per kv head's group
+  float* partial;                          // [B, H, max_splits, kD + 2]: acc, then m, l
+};
+
+// One warp: block (split, kv head · row_blocks + row block, sequence). The query at position
+// seq_len − 1 for up to 16 heads of the group (zero rows pad the m16 tile), over the split's tiles.
+template <int kD>
+__global__ void __launch_bounds__(32) DecodeSplitKernel(DecodeArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int split = blockIdx.x, g = blockIdx.y / a.row_blocks, b = blockIdx.z;
+  const int head0 = (blockIdx.y % a.row_blocks) * kWarpRows;  // first head of the group here
+  const int lane = threadIdx.x;
+  const int pos = a.seq_lens[b] - 1, s0 = split * kSplit;
+  if (s0 > pos) return;  // uniform over the block
+  const Dims& dm = a.dm;
+  bf16* qs = Smem<kD>::Q(smem);
+  for (int idx = lane; idx < kWarpRows * (kD / 8); idx += 32) {
+    const int r = idx / (kD / 8), c = (idx % (kD / 8)) * 8;
+    const bool ok = head0 + r < dm.group;
+    const int64_t row = int64_t{b} * dm.h + g * dm.group + head0 + r;
+    CpAsync16(qs + r * kLd<kD> + c, ok ? a.q + row * kD + c : a.q, ok);
+  }
+  CpAsyncCommit();
+  const int num_tiles = (min(pos, s0 + kSplit - 1) - s0) / kTile + 1;
+  const int32_t* table = a.block_tables + int64_t{b} * a.max_blocks;
+  const int64_t slot_ld = int64_t{dm.hkv} * kD;
+  const bf16* kb = a.k_cache + int64_t{g} * kD;
+  const bf16* vb = a.v_cache + int64_t{g} * kD;
+  uint32_t qf[kD / 16][4];
+  WarpState<kD> st;
+  st.Reset();
+  const auto load = [&](int stage, int i) {
+    const int t0 = s0 + i * kTile, valid = min(kTile, pos + 1 - t0);
+    const int64_t block = table[t0 / kTile];
+    const auto row = [=](int j) { return (block * kTile + j) * slot_ld; };
+    LoadTileAsync<kD>(kb, valid, row, Smem<kD>::K(smem, stage), 32);
+    LoadTileAsync<kD>(vb, valid, row, Smem<kD>::V(smem, stage), 32);
+  };
+  const auto compute = [&](int stage, int i) {
+    if (i == 0) LoadQFragments<kD>(qs, qf);
+    const int n = min(kTile, pos + 1 - (s0 + i * kTile));
+    const int lim[2] = {n, n};
+    AttendTile<kD>(qf, Smem<kD>::K(smem, stage), Smem<kD>::V(smem, stage), lim, n == kTile,
+                   dm.scale_log2, st);
+  };
+  TilePipeline(num_tiles, load, compute);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = head0 + lane / 4 + 8 * i;
+    if (r >= dm.group) continue;
+    float* out =
+        a.partial + ((int64_t{b} * dm.h + g * dm.group + r) * a.max_splits + split) * (kD + 2);
+#pragma unroll
+    for (int n = 0; n < kD / 8; ++n) {
+      out[n * 8 + 2 * (lane % 4)] = st.acc[n][2 * i];
+      out[n * 8 + 2 * (lane % 4) + 1] = st.acc[n][2 * i + 1];
+    }
+    if (lane % 4 == 0) out[kD] = st.m[i], out[kD + 1] = st.l[i];
+  }
+}
+
+// One warp per (sequence, head): the splits' partials merged in ascending order, then o = acc / l.
+template <int kD>
+__global__ void DecodeMergeKernel(DecodeArgs a, int num_rows) {
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= num_rows) return;
+  const int num_splits = (a.seq_lens[row / a.dm.h] - 1) / kSplit + 1;
+  constexpr int kPer = kD / 32;
+  float m = -INFINITY, l = 0.0f, acc[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) acc[i] = 0.0f;
+  for (int s = 0; s < num_splits; ++s) {
+    const float* in = a.partial + (int64_t{row} * a.max_splits + s) * (kD + 2);
+    const MergeWeights w = MergeWeightsOf(m, in[kD]);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) acc[i] = MergeValue(acc[i], in[lane + 32 * i], w);
+    l = MergeValue(l, in[kD + 1], w);
+    m = w.m;
+  }
+#pragma unroll
+  for (int i = 0; i < kPer; ++i)
+    a.o.Store(int64_t{row} * kD + lane + 32 * i, FinalOutput(acc[i], l));
+}
+
+template <typename Kernel>
+cudaError_t SetSmem(Kernel kernel, size_t bytes) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(bytes));
+}
+
+template <int kD>
+cudaError_t LaunchFwd(cudaStream_t stream, const Dims& dm, const bf16* q, const bf16* k,
+                      const bf16* v, FloatPtr o, float* lse, const FwdItem* items, int num_items) {
+  const cudaError_t e = SetSmem(&FwdKernel<kD>, Smem<kD>::kFwdBytes);
+  if (e != cudaSuccess) return e;
+  FwdKernel<kD>
+      <<<num_items, kFwdThreads, Smem<kD>::kFwdBytes, stream>>>(dm, q, k, v, o, lse, items);
+  return cudaGetLastError();
+}
+
+template <int kD>
+cudaError_t LaunchDecode(cudaStream_t stream, const DecodeArgs& a, int batch) {
+  cudaError_t e = SetSmem(&DecodeSplitKernel<kD>, Smem<kD>::kDecodeBytes);
+  if (e != cudaSuccess) return e;
+  DecodeSplitKernel<kD>
+      <<<dim3(a.max_splits, a.dm.hkv * a.row_blocks, batch), 32, Smem<kD>::kDecodeBytes, stream>>>(
+          a);
+  if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  constexpr int kMergeThreads = 128;
+  const int rows = batch * a.dm.h, per_block = kMergeThreads / 32;
+  DecodeMergeKernel<kD><<<(rows + per_block - 1) / per_block, kMergeThreads, 0, stream>>>(a, rows);
+  return cudaGetLastError();
+}
+
+}  // namespace tandem::kernels::cuda::attention_mma
