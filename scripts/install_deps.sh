@@ -17,6 +17,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev clang-format clang-tidy
   # rewards: the Python RewardService server for verl compute_score functions, and its tests
   python3-grpcio python3-protobuf
+  # tests/repo/check_deploy.py reads the Kubernetes manifests
+  python3-yaml
 )
 
 missing=()
