@@ -16,6 +16,13 @@ namespace tandem::kernels::cuda::linear {
 inline constexpr int kC = static_cast<int>(kLinearAttentionChunk);
 inline constexpr int kThreads = 256;
 
+// One chunk of the packed input.
+struct ChunkItem {
+  int row0;   // packed row of the chunk's first token
+  int n;      // tokens in the chunk (C except a sequence's last)
+  int chunk;  // global chunk index (sequence by sequence)
+};
+
 // Shared memory of one (chunk, head) block: qT [kD, kC] (q transposed: row r of q is column r),
 // k [kC, kD + 1] (k, or λ-weighted k for the boundary), v [kC, kD], w [kC, kC + 1] (weighted
 // scores λ^{r−j}·(q_r·k_j)).

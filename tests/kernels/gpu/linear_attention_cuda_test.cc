@@ -1,8 +1,10 @@
 // Tests for the CUDA chunked linear attention: forward outputs, chunk-start and boundary states
 // against the CPU kernel on the same bf16-rounded inputs (packed sequences, partial chunks, an
-// initial state, head dims 32/64/128), the contract's bitwise promise on the GPU (chunked prefill
-// of P tokens, then decode, equals one forward pass for P and T not multiples of C, with the batch
-// changing under decode), and argument errors (checked without a GPU too).
+// initial state, head dims 32/64/128, T = 64K), for the tensor-core path (bf16 q, k, v) within a
+// tolerance derived from its bf16 roundings and for the f32 path within fp32 slack; the contract's
+// bitwise promises on the GPU (chunked prefill of P tokens, then decode, equals one forward pass
+// for P and T not multiples of C, with the batch changing under decode; a sequence alone equals
+// the same sequence packed with others), and argument errors (checked without a GPU too).
 #include "kernels/linear_attention/linear_attention_cuda.h"
 
 #include <algorithm>
@@ -46,15 +48,117 @@ int64_t NumChunks(const std::vector<int32_t>& cu) {
   return nc;
 }
 
+// The f32-input path: both sides are fp32 FMA chains of the same structure.
 testing::CompareOptions Relative(const std::vector<float>& ref, Shape shape) {
   double max_abs = 0.0;
   for (float x : ref) max_abs = std::max(max_abs, static_cast<double>(std::fabs(x)));
   testing::CompareOptions opt;
-  // Both sides are fp32 FMA chains of the same structure; only their instruction sets differ.
   opt.atol = 1e-6 * max_abs;
   opt.rtol = 1e-5;
   opt.shape = std::move(shape);
   return opt;
+}
+
+// Tolerance of the tensor-core path (bf16 q, k, v) against the CPU on the same inputs. The GPU
+// rounds three fp32 quantities to bf16 (unit roundoff u = 2^-8) where the CPU keeps fp32:
+//   k̃_j = bf16(λ^{C−1−j} k_j) in the boundary sum: every term of every state element gets a
+//     relative error ≤ u, and λ^C ≤ 1 only shrinks old errors, so |δS| ≤ u·A, where A is the
+//     state of the same problem on |q|, |k|, |v|, |S0| (the CPU run on absolute values);
+//   P_ij = bf16(λ^{i−j} q_i·k_j): |δ intra| ≤ u·Σ_j λ^{i−j}|q_i·k_j||v_j|;
+//   bf16(S) in q·S: ≤ u·|S + δS|, so with δS the inter term is off by ≤ (2u + u²)·λ^{i+1}|q|·A.
+// Hence |o_gpu − o_cpu| ≤ (2u + u²)·o_abs and |S_gpu − S_cpu| ≤ u·A elementwise, with o_abs the
+// CPU output on absolute values. The remaining differences are fp32 summation orders (≤ 2^-14
+// relative to the same absolute sums for ≤ 1024 chunks), covered by 0.25u. Those worst-case
+// bounds allow cancelling sums a lot, so the global error is also held to what independent
+// roundings give: each rounding is zero-mean with variance ≤ u²/3 relative to its term, at most
+// two per term, so Σ err² / Σ o² ≈ 2u²/3; we allow 4u² (outputs) and 2u² (states).
+constexpr double kU = 1.0 / 256.0;
+
+::testing::AssertionResult WithinBound(const std::vector<float>& gpu, const std::vector<float>& cpu,
+                                       const std::vector<float>& abs_run, double factor,
+                                       double max_nmse) {
+  size_t bad = 0, first = 0;
+  double err2 = 0.0, ref2 = 0.0;
+  for (size_t i = 0; i < gpu.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(gpu[i]) - cpu[i]);
+    if (!(err <= factor * kU * abs_run[i] + 1e-30) && bad++ == 0) first = i;
+    err2 += err * err;
+    ref2 += static_cast<double>(cpu[i]) * cpu[i];
+  }
+  const double nmse = ref2 > 0.0 ? err2 / ref2 : err2;
+  if (bad == 0 && nmse <= max_nmse) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << bad << " of " << gpu.size() << " beyond " << factor << "u·|bound|"
+         << (bad ? ::testing::Message()
+                       << " (first at " << first << ": gpu " << gpu[first] << ", cpu " << cpu[first]
+                       << ", bound " << factor * kU * abs_run[first] << ")"
+                 : ::testing::Message())
+         << "; nmse " << nmse << " (max " << max_nmse << ")";
+}
+
+std::vector<float> Abs(std::vector<float> v) {
+  for (float& x : v) x = std::fabs(x);
+  return v;
+}
+
+std::vector<float> Floats(const Tensor& t) {
+  return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+}
+
+struct CpuRun {
+  std::vector<float> o, states, boundary;
+};
+
+CpuRun RunCpu(const LinearAttentionParams& p, const std::vector<int32_t>& cu,
+              const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+              const std::vector<float>& s0) {
+  const int64_t t = cu.back(), h = p.num_heads, d = p.head_dim, b = cu.size() - 1;
+  const int64_t nc = NumChunks(cu);
+  Tensor o = Tensor::Empty({t, h, d}, DType::kF32);
+  Tensor states = Tensor::Empty({nc, h, d, d}, DType::kF32);
+  Tensor boundary = Tensor::Empty({b, h, d, d}, DType::kF32);
+  Tensor init = s0.empty() ? Tensor() : Tensor::FromVector(s0, {b, h, d, d});
+  const absl::Status st = LinearAttentionFwd(
+      Context::Cpu(4), p, Tensor::FromVector(q, {t, h, d}), Tensor::FromVector(k, {t, h, d}),
+      Tensor::FromVector(v, {t, h, d}), Decays(h), HostI32(cu), init, o, states, boundary);
+  EXPECT_TRUE(st.ok()) << st;
+  return {Floats(o), Floats(states), Floats(boundary)};
+}
+
+// GPU forward of host inputs stored as `dtype` on the device; returns o, states, boundary.
+CpuRun RunGpu(const LinearAttentionParams& p, const std::vector<int32_t>& cu,
+              const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+              const std::vector<float>& s0, DType dtype) {
+  const int64_t t = cu.back(), h = p.num_heads, d = p.head_dim, b = cu.size() - 1;
+  const int64_t nc = NumChunks(cu);
+  Tensor o = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
+  Tensor states = Tensor::Empty({nc, h, d, d}, DType::kF32, Device::kCUDA);
+  Tensor boundary = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
+  const absl::Status st = cuda::LinearAttentionFwd(
+      GpuTestContext(), p, ToDevice(q, {t, h, d}, dtype), ToDevice(k, {t, h, d}, dtype),
+      ToDevice(v, {t, h, d}, dtype), Decays(h), HostI32(cu),
+      s0.empty() ? Tensor() : ToDevice(s0, {b, h, d, d}), o, states, boundary);
+  EXPECT_TRUE(st.ok()) << st;
+  return {ToHostFloats(o), ToHostFloats(states), ToHostFloats(boundary)};
+}
+
+void CheckAgainstCpu(const LinearAttentionParams& p, const std::vector<int32_t>& cu, uint32_t seed,
+                     bool with_initial_state) {
+  const int64_t t = cu.back(), h = p.num_heads, d = p.head_dim, b = cu.size() - 1;
+  SCOPED_TRACE(::testing::Message() << "T=" << t << " H=" << h << " D=" << d);
+  const std::vector<float> q = RoundedToBf16(RandomVector(t * h * d, seed));
+  const std::vector<float> k = RoundedToBf16(RandomVector(t * h * d, seed + 1));
+  const std::vector<float> v = RoundedToBf16(RandomVector(t * h * d, seed + 2));
+  const std::vector<float> s0 = with_initial_state
+                                    ? RandomVector(b * h * d * d, seed + 3, -0.5f, 0.5f)
+                                    : std::vector<float>();
+  const CpuRun cpu = RunCpu(p, cu, q, k, v, s0);
+  const CpuRun abs = RunCpu(p, cu, Abs(q), Abs(k), Abs(v), Abs(s0));
+  const CpuRun gpu = RunGpu(p, cu, q, k, v, s0, DType::kBF16);
+  EXPECT_TRUE(WithinBound(gpu.o, cpu.o, abs.o, 2.25, 4 * kU * kU)) << "o";
+  EXPECT_TRUE(WithinBound(gpu.states, cpu.states, abs.states, 1.25, 2 * kU * kU)) << "states";
+  EXPECT_TRUE(WithinBound(gpu.boundary, cpu.boundary, abs.boundary, 1.25, 2 * kU * kU))
+      << "boundary";
 }
 
 TEST(LinearAttentionCudaTest, ForwardMatchesCpu) {
@@ -62,60 +166,104 @@ TEST(LinearAttentionCudaTest, ForwardMatchesCpu) {
   const struct {
     int64_t h, d;
     std::vector<int32_t> lens;
-  } cases[] = {{3, 64, {1, 64, 150, 7}}, {2, 128, {200}}, {2, 32, {65, 130}}};
+  } cases[] = {
+      {3, 64, {1, 64, 150, 7}}, {2, 128, {200}}, {2, 32, {65, 130}}, {2, 128, {0, 300, 5}}};
   for (const auto& c : cases) {
     std::vector<int32_t> cu = {0};
     for (int32_t len : c.lens) cu.push_back(cu.back() + len);
-    const int64_t t = cu.back(), h = c.h, d = c.d, b = c.lens.size(), nc = NumChunks(cu);
-    SCOPED_TRACE(::testing::Message() << "T=" << t << " H=" << h << " D=" << d);
+    const LinearAttentionParams p{c.h, c.d, 1.0f / std::sqrt(static_cast<float>(c.d))};
+    CheckAgainstCpu(p, cu, 1, true);
+  }
+}
+
+// One 64K-token sequence: 1024 chunks through the scan, groups of 16 in the output kernel.
+TEST(LinearAttentionCudaTest, LongSequenceMatchesCpu) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const LinearAttentionParams p{2, 64, 0.125f};
+  CheckAgainstCpu(p, {0, 65536}, 7, false);
+}
+
+// f32 q, k, v take the CUDA-core path: fp32 throughout, like the CPU.
+TEST(LinearAttentionCudaTest, F32InputsMatchCpu) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const std::vector<int32_t> cu = {0, 1, 65, 215, 222};
+  for (int64_t d : {64, 128}) {
+    const int64_t h = 2, t = cu.back(), b = cu.size() - 1, nc = NumChunks(cu);
     const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
-    const std::vector<float> q = RoundedToBf16(RandomVector(t * h * d, 1));
-    const std::vector<float> k = RoundedToBf16(RandomVector(t * h * d, 2));
-    const std::vector<float> v = RoundedToBf16(RandomVector(t * h * d, 3));
+    const std::vector<float> q = RandomVector(t * h * d, 1), k = RandomVector(t * h * d, 2);
+    const std::vector<float> v = RandomVector(t * h * d, 3);
     const std::vector<float> s0 = RandomVector(b * h * d * d, 4, -0.5f, 0.5f);
-    const Tensor decay = Decays(h), cu_t = HostI32(cu);
-    Tensor o = Tensor::Empty({t, h, d}, DType::kF32);
-    Tensor states = Tensor::Empty({nc, h, d, d}, DType::kF32);
-    Tensor boundary = Tensor::Empty({b, h, d, d}, DType::kF32);
-    ASSERT_TRUE(LinearAttentionFwd(Context::Cpu(2), p, Tensor::FromVector(q, {t, h, d}),
-                                   Tensor::FromVector(k, {t, h, d}),
-                                   Tensor::FromVector(v, {t, h, d}), decay, cu_t,
-                                   Tensor::FromVector(s0, {b, h, d, d}), o, states, boundary)
-                    .ok());
-    Tensor go = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
-    Tensor gstates = Tensor::Empty({nc, h, d, d}, DType::kF32, Device::kCUDA);
-    Tensor gboundary = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
-    TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(
-        GpuTestContext(), p, ToDevice(q, {t, h, d}, DType::kBF16),
-        ToDevice(k, {t, h, d}, DType::kBF16), ToDevice(v, {t, h, d}, DType::kBF16), decay, cu_t,
-        ToDevice(s0, {b, h, d, d}), go, gstates, gboundary));
-    const std::vector<float> cpu_o(o.data<float>(), o.data<float>() + o.numel());
-    const std::vector<float> cpu_s(states.data<float>(), states.data<float>() + states.numel());
-    const std::vector<float> cpu_b(boundary.data<float>(),
-                                   boundary.data<float>() + boundary.numel());
-    EXPECT_TRUE(AllClose(ToHostFloats(go), testing::ToDouble(cpu_o), Relative(cpu_o, {t, h, d})));
+    const CpuRun cpu = RunCpu(p, cu, q, k, v, s0);
+    const CpuRun gpu = RunGpu(p, cu, q, k, v, s0, DType::kF32);
+    EXPECT_TRUE(AllClose(gpu.o, testing::ToDouble(cpu.o), Relative(cpu.o, {t, h, d})));
     EXPECT_TRUE(
-        AllClose(ToHostFloats(gstates), testing::ToDouble(cpu_s), Relative(cpu_s, {nc, h, d, d})));
+        AllClose(gpu.states, testing::ToDouble(cpu.states), Relative(cpu.states, {nc, h, d, d})));
+    EXPECT_TRUE(AllClose(gpu.boundary, testing::ToDouble(cpu.boundary),
+                         Relative(cpu.boundary, {b, h, d, d})));
+  }
+}
+
+// bf16 o is the f32 result rounded once.
+TEST(LinearAttentionCudaTest, Bf16OutputIsRoundedF32) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const int64_t t = 300, h = 2, d = 128;
+  const LinearAttentionParams p{h, d, 1.0f / std::sqrt(128.0f)};
+  const Tensor q = ToDevice(RandomVector(t * h * d, 1), {t, h, d}, DType::kBF16);
+  const Tensor k = ToDevice(RandomVector(t * h * d, 2), {t, h, d}, DType::kBF16);
+  const Tensor v = ToDevice(RandomVector(t * h * d, 3), {t, h, d}, DType::kBF16);
+  Tensor none;
+  Tensor fo = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
+  Tensor bo = Tensor::Empty({t, h, d}, DType::kBF16, Device::kCUDA);
+  TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(GpuTestContext(), p, q, k, v, Decays(h),
+                                            HostI32({0, 100, 300}), none, fo, none, none));
+  TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(GpuTestContext(), p, q, k, v, Decays(h),
+                                            HostI32({0, 100, 300}), none, bo, none, none));
+  EXPECT_TRUE(BitwiseEqual(ToHostFloats(bo), RoundedToBf16(ToHostFloats(fo))));
+}
+
+// A sequence's outputs and states do not depend on what it is packed with, where, or on the
+// output kernel's group size (alone: groups of 1; behind a 40K-token sequence: groups of 2).
+TEST(LinearAttentionCudaTest, BatchInvarianceBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  for (int64_t d : {64, 128}) {
+    const int64_t h = 2, hd = h * d, n = 333, other = 40000;
+    const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
+    const std::vector<float> q = RandomVector((other + n) * hd, 40);
+    const std::vector<float> k = RandomVector((other + n) * hd, 41);
+    const std::vector<float> v = RandomVector((other + n) * hd, 42);
+    auto tail = [&](const std::vector<float>& x) {
+      return std::vector<float>(x.end() - n * hd, x.end());
+    };
+    const CpuRun alone =
+        RunGpu(p, {0, static_cast<int32_t>(n)}, tail(q), tail(k), tail(v), {}, DType::kBF16);
+    const CpuRun packed =
+        RunGpu(p, {0, static_cast<int32_t>(other), static_cast<int32_t>(other + n)}, q, k, v, {},
+               DType::kBF16);
+    const size_t dd = d * d, nc_other = other / kC + (other % kC != 0);
+    EXPECT_TRUE(BitwiseEqual(alone.o, {packed.o.end() - n * hd, packed.o.end()}, {n, h, d}));
+    EXPECT_TRUE(BitwiseEqual(alone.states,
+                             {packed.states.begin() + nc_other * h * dd, packed.states.end()}));
     EXPECT_TRUE(
-        AllClose(ToHostFloats(gboundary), testing::ToDouble(cpu_b), Relative(cpu_b, {b, h, d, d})));
-    // bf16 o: the f32 result rounded once.
-    Tensor bo = Tensor::Empty({t, h, d}, DType::kBF16, Device::kCUDA);
-    Tensor none;
+        BitwiseEqual(alone.boundary, {packed.boundary.begin() + h * dd, packed.boundary.end()}));
+    // Without chunk_states the output kernel starts groups from checkpoints: same bits.
+    Tensor o = Tensor::Empty({other + n, h, d}, DType::kF32, Device::kCUDA), none;
     TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(
-        GpuTestContext(), p, ToDevice(q, {t, h, d}, DType::kBF16),
-        ToDevice(k, {t, h, d}, DType::kBF16), ToDevice(v, {t, h, d}, DType::kBF16), decay, cu_t,
-        ToDevice(s0, {b, h, d, d}), bo, none, none));
-    EXPECT_TRUE(BitwiseEqual(ToHostFloats(bo), RoundedToBf16(ToHostFloats(go))));
+        GpuTestContext(), p, ToDevice(q, {other + n, h, d}, DType::kBF16),
+        ToDevice(k, {other + n, h, d}, DType::kBF16), ToDevice(v, {other + n, h, d}, DType::kBF16),
+        Decays(h), HostI32({0, static_cast<int32_t>(other), static_cast<int32_t>(other + n)}), none,
+        o, none, none));
+    EXPECT_TRUE(BitwiseEqual(ToHostFloats(o), packed.o));
   }
 }
 
 // Two sequences of T tokens, prefilled with P0 and P1 tokens (not multiples of C), then decoded
-// token by token: together while both run, then the longer one alone (a batch-of-1 view).
-TEST(LinearAttentionCudaTest, PrefillThenDecodeEqualsOnePassBitwise) {
-  TANDEM_SKIP_WITHOUT_GPU();
-  const int64_t kT = 150, h = 2, d = 128, hd = h * d;
+// token by token: together while both run, then the longer one alone (a batch-of-1 view). Decode
+// crosses the chunk boundaries at 64 and 128, so the boundary advance is checked too.
+void PrefillThenDecode(int64_t d, DType dtype) {
+  SCOPED_TRACE(::testing::Message() << "D=" << d << (dtype == dtype ? " bf16" : " f32"));
+  const int64_t kT = 150, h = 2, hd = h * d;
   const int64_t prefix[2] = {37, 100};
-  const LinearAttentionParams p{h, d, 1.0f / std::sqrt(128.0f)};
+  const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
   const Tensor decay = Decays(h);
   std::vector<float> q[2], k[2], v[2], full[2];
   Tensor none;
@@ -125,9 +273,9 @@ TEST(LinearAttentionCudaTest, PrefillThenDecodeEqualsOnePassBitwise) {
     v[s] = RoundedToBf16(RandomVector(kT * hd, 30 + s));
     Tensor o = Tensor::Empty({kT, h, d}, DType::kF32, Device::kCUDA);
     TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(
-        GpuTestContext(), p, ToDevice(q[s], {kT, h, d}, DType::kBF16),
-        ToDevice(k[s], {kT, h, d}, DType::kBF16), ToDevice(v[s], {kT, h, d}, DType::kBF16), decay,
-        HostI32({0, static_cast<int32_t>(kT)}), none, o, none, none));
+        GpuTestContext(), p, ToDevice(q[s], {kT, h, d}, dtype), ToDevice(k[s], {kT, h, d}, dtype),
+        ToDevice(v[s], {kT, h, d}, dtype), decay, HostI32({0, static_cast<int32_t>(kT)}), none, o,
+        none, none));
     full[s] = ToHostFloats(o);
   }
   // Prefill both prefixes packed in one call; the trailing partial chunks seed open_k / open_v.
@@ -147,8 +295,8 @@ TEST(LinearAttentionCudaTest, PrefillThenDecodeEqualsOnePassBitwise) {
   Tensor po = Tensor::Empty({pt, h, d}, DType::kF32, Device::kCUDA);
   Tensor state = Tensor::Empty({2, h, d, d}, DType::kF32, Device::kCUDA);
   TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(
-      GpuTestContext(), p, ToDevice(pq, {pt, h, d}, DType::kBF16),
-      ToDevice(pk, {pt, h, d}, DType::kBF16), ToDevice(pv, {pt, h, d}, DType::kBF16), decay,
+      GpuTestContext(), p, ToDevice(pq, {pt, h, d}, dtype), ToDevice(pk, {pt, h, d}, dtype),
+      ToDevice(pv, {pt, h, d}, dtype), decay,
       HostI32({0, static_cast<int32_t>(p0), static_cast<int32_t>(pt)}), none, po, none, state));
   const std::vector<float> prefill = ToHostFloats(po);
   EXPECT_TRUE(BitwiseEqual({prefill.data(), static_cast<size_t>(p0 * hd)},
@@ -170,9 +318,8 @@ TEST(LinearAttentionCudaTest, PrefillThenDecodeEqualsOnePassBitwise) {
     Tensor bl = lens.Rows(0, batch);
     Tensor o = Tensor::Empty({batch, h, d}, DType::kF32, Device::kCUDA);
     TANDEM_ASSERT_OK(cuda::LinearAttentionDecode(
-        GpuTestContext(), p, ToDevice(sq, {batch, h, d}, DType::kBF16),
-        ToDevice(sk, {batch, h, d}, DType::kBF16), ToDevice(sv, {batch, h, d}, DType::kBF16), decay,
-        st, bk, bv, bl, o));
+        GpuTestContext(), p, ToDevice(sq, {batch, h, d}, dtype), ToDevice(sk, {batch, h, d}, dtype),
+        ToDevice(sv, {batch, h, d}, dtype), decay, st, bk, bv, bl, o));
     const std::vector<float> got = ToHostFloats(o);
     for (int s = 0; s < batch; ++s) {
       const int64_t t = prefix[s] + step;
@@ -181,6 +328,12 @@ TEST(LinearAttentionCudaTest, PrefillThenDecodeEqualsOnePassBitwise) {
           << "sequence " << s << " position " << t;
     }
   }
+}
+
+TEST(LinearAttentionCudaTest, PrefillThenDecodeEqualsOnePassBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  for (int64_t d : {64, 128}) PrefillThenDecode(d, DType::kBF16);
+  PrefillThenDecode(128, DType::kF32);
 }
 
 TEST(LinearAttentionCudaTest, RejectsBadArguments) {
