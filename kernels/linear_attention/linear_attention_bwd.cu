@@ -1,0 +1,191 @@
+// CUDA chunked linear attention backward: argument checks, the chunk list and decay table, and
+// the three launches of linear_bwd_kernels.cuh (per-chunk state-gradient sums, the reverse scan
+// per (sequence, head), per-chunk dq/dk/dv on tensor cores). Scratch: the sums, fp32
+// [NC, H, D, D], and the state gradient at every chunk end, [NC, H, D, D] bf16: the scan runs in
+// fp32 and rounds each value once, as the MMAs that read it would.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/core/cuda_device.cuh"
+#include "kernels/core/cuda_util.h"
+#include "kernels/core/status_macros.h"
+#include "kernels/linear_attention/linear_attention_bwd_cuda.h"
+#include "kernels/linear_attention/linear_attention_cuda.h"
+#include "kernels/linear_attention/linear_bwd_kernels.cuh"
+
+namespace tandem::kernels::cuda {
+namespace {
+
+using linear_bwd::BwdArgs;
+using linear_bwd::ChunkItem;
+using linear_bwd::kC;
+using linear_bwd::kThreads;
+using linear_bwd::Smem;
+
+bool IsFloat(const Tensor& t) { return t.dtype() == DType::kF32 || t.dtype() == DType::kBF16; }
+
+// [rows, H, D] f32 or bf16 on the GPU, 16-byte aligned (the kernels move 8 elements at a time).
+absl::Status ExpectRows(const Tensor& t, const char* name, int64_t rows, int64_t h, int64_t d) {
+  TANDEM_RETURN_IF_ERROR(
+      ExpectTensor(t, name, IsFloat(t) ? t.dtype() : DType::kF32, {rows, h, d}, Device::kCUDA));
+  TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0, name,
+                   ": the CUDA backward needs 16-byte aligned storage");
+  return absl::OkStatus();
+}
+
+absl::Status ExpectState(const Tensor& t, const char* name, int64_t n, int64_t h, int64_t d) {
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(t, name, DType::kF32, {n, h, d, d}, Device::kCUDA));
+  TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0, name,
+                   ": the CUDA backward needs 16-byte aligned storage");
+  return absl::OkStatus();
+}
+
+absl::Status CheckArgs(const LinearAttentionParams& p, const Tensor& q, const Tensor& k,
+                       const Tensor& v, const Tensor& d_o, const Tensor& dq, const Tensor& dk,
+                       const Tensor& dv, const Tensor& decay, std::vector<float>* table) {
+  TANDEM_CHECK_ARG(p.num_heads > 0, "p.num_heads: must be > 0, got ", p.num_heads);
+  TANDEM_CHECK_ARG(LinearAttentionHeadDimSupported(p.head_dim),
+                   "p.head_dim: the CUDA kernels take 32, 64 or 128, got ", p.head_dim);
+  TANDEM_CHECK_ARG(std::isfinite(p.scale), "p.scale: must be finite, got ", p.scale);
+  const int64_t h = p.num_heads, d = p.head_dim;
+  TANDEM_RETURN_IF_ERROR(ExpectRows(q, "q", -1, h, d));
+  const int64_t t = q.dim(0);
+  TANDEM_RETURN_IF_ERROR(ExpectRows(k, "k", t, h, d));
+  TANDEM_RETURN_IF_ERROR(ExpectRows(v, "v", t, h, d));
+  TANDEM_RETURN_IF_ERROR(ExpectRows(d_o, "d_o", t, h, d));
+  TANDEM_RETURN_IF_ERROR(ExpectRows(dq, "dq", t, h, d));
+  TANDEM_RETURN_IF_ERROR(ExpectRows(dk, "dk", t, h, d));
+  TANDEM_RETURN_IF_ERROR(ExpectRows(dv, "dv", t, h, d));
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(decay, "decay", DType::kF32, {h}));
+  table->assign(h * (kC + 1), 0.0f);
+  for (int64_t i = 0; i < h; ++i) {
+    const float x = decay.data<float>()[i];
+    TANDEM_CHECK_ARG(std::isfinite(x) && x > 0.0f, "decay[", i, "]: must be finite and > 0, got ",
+                     x);
+    LinearAttentionDecayPowers(x, table->data() + i * (kC + 1));
+  }
+  return absl::OkStatus();
+}
+
+// cu_seqlens on the host, checked, and the chunk list (sequence by sequence).
+absl::Status MakeChunks(const Context& ctx, const Tensor& cu_seqlens, int64_t t,
+                        std::vector<ChunkItem>* items, std::vector<int>* seq_chunk) {
+  TANDEM_RETURN_IF_ERROR(
+      ExpectTensor(cu_seqlens, "cu_seqlens", DType::kI32, {-1}, cu_seqlens.device()));
+  Tensor host = cu_seqlens;
+  if (cu_seqlens.device() == Device::kCUDA) {
+    TANDEM_ASSIGN_OR_RETURN(host, CopyToHost(ctx, cu_seqlens));
+  }
+  const int32_t* cu = host.data<int32_t>();
+  const int64_t n = host.numel();
+  TANDEM_CHECK_ARG(n >= 2, "cu_seqlens: needs B + 1 >= 2 entries, got ", n);
+  TANDEM_CHECK_ARG(cu[0] == 0, "cu_seqlens[0]: must be 0, got ", cu[0]);
+  TANDEM_CHECK_ARG(cu[n - 1] == t, "cu_seqlens[", n - 1, "]: must equal T = ", t, ", got ",
+                   cu[n - 1]);
+  seq_chunk->assign(1, 0);
+  for (int64_t b = 0; b + 1 < n; ++b) {
+    TANDEM_CHECK_ARG(cu[b + 1] >= cu[b], "cu_seqlens: must be non-decreasing, but cu_seqlens[",
+                     b + 1, "] = ", cu[b + 1], " < ", cu[b]);
+    for (int c0 = cu[b]; c0 < cu[b + 1]; c0 += kC) {
+      items->push_back({c0, std::min(kC, cu[b + 1] - c0), static_cast<int>(items->size())});
+    }
+    seq_chunk->push_back(static_cast<int>(items->size()));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status Upload(cudaStream_t stream, const std::vector<T>& host, T** dev) {
+  const size_t bytes = std::max<size_t>(1, host.size()) * sizeof(T);
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(dev), bytes, stream));
+  if (!host.empty()) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(*dev, host.data(), host.size() * sizeof(T),
+                                                cudaMemcpyHostToDevice, stream));
+  }
+  return absl::OkStatus();
+}
+
+template <int kD>
+cudaError_t LaunchBackward(cudaStream_t stream, const BwdArgs& a, int num_chunks, int batch) {
+  constexpr int sum_smem = static_cast<int>(Smem<kD>::kSumBytes);
+  constexpr int grad_smem = static_cast<int>(Smem<kD>::kGradBytes);
+  cudaError_t e = cudaFuncSetAttribute(&linear_bwd::StateGradSumKernel<kD>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, sum_smem);
+  if (e != cudaSuccess) return e;
+  e = cudaFuncSetAttribute(&linear_bwd::ChunkGradKernel<kD>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, grad_smem);
+  if (e != cudaSuccess) return e;
+  const dim3 chunks(num_chunks, a.h);
+  linear_bwd::StateGradSumKernel<kD><<<chunks, kThreads, sum_smem, stream>>>(a);
+  static_assert(kD * kD % kThreads == 0, "whole blocks of state elements");
+  linear_bwd::StateGradScanKernel<kD>
+      <<<dim3(batch * a.h, kD * kD / kThreads), kThreads, 0, stream>>>(a);
+  linear_bwd::ChunkGradKernel<kD><<<chunks, kThreads, grad_smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t ForHeadDim(int64_t d, cudaStream_t stream, const BwdArgs& a, int nc, int b) {
+  if (d == 32) return LaunchBackward<32>(stream, a, nc, b);
+  if (d == 64) return LaunchBackward<64>(stream, a, nc, b);
+  return LaunchBackward<128>(stream, a, nc, b);
+}
+
+}  // namespace
+
+absl::Status LinearAttentionBwd(const Context& ctx, const LinearAttentionParams& p, const Tensor& q,
+                                const Tensor& k, const Tensor& v, const Tensor& decay,
+                                const Tensor& cu_seqlens, const Tensor& chunk_states,
+                                const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv,
+                                Tensor& d_initial_state) {
+  std::vector<float> table;
+  TANDEM_RETURN_IF_ERROR(CheckArgs(p, q, k, v, d_o, dq, dk, dv, decay, &table));
+  const int64_t t = q.dim(0), h = p.num_heads, d = p.head_dim;
+  std::vector<ChunkItem> items;
+  std::vector<int> seq_chunk;
+  TANDEM_RETURN_IF_ERROR(MakeChunks(ctx, cu_seqlens, t, &items, &seq_chunk));
+  const int64_t b = static_cast<int64_t>(seq_chunk.size()) - 1, nc = items.size();
+  TANDEM_RETURN_IF_ERROR(ExpectState(chunk_states, "chunk_states", nc, h, d));
+  if (d_initial_state.defined()) {
+    TANDEM_RETURN_IF_ERROR(ExpectState(d_initial_state, "d_initial_state", b, h, d));
+  }
+  const cudaStream_t stream = StreamOf(ctx);
+  if (nc == 0) {  // every sequence is empty: the state gradients are zero
+    if (d_initial_state.defined()) {
+      TANDEM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(d_initial_state.raw_data(), 0,
+                                                  d_initial_state.numel() * sizeof(float), stream));
+    }
+    return absl::OkStatus();
+  }
+  BwdArgs a{static_cast<int>(h), p.scale,        ToFloatPtr(q),  ToFloatPtr(k), ToFloatPtr(v),
+            ToFloatPtr(d_o),     ToFloatPtr(dq), ToFloatPtr(dk), ToFloatPtr(dv)};
+  a.states = chunk_states.data<float>();
+  a.d_init = d_initial_state.defined() ? d_initial_state.data<float>() : nullptr;
+  float* pow = nullptr;
+  ChunkItem* dev_items = nullptr;
+  int* dev_seq_chunk = nullptr;
+  TANDEM_RETURN_IF_ERROR(Upload(stream, table, &pow));
+  TANDEM_RETURN_IF_ERROR(Upload(stream, items, &dev_items));
+  TANDEM_RETURN_IF_ERROR(Upload(stream, seq_chunk, &dev_seq_chunk));
+  a.pow = pow, a.items = dev_items, a.seq_chunk = dev_seq_chunk;
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaMallocAsync(reinterpret_cast<void**>(&a.sums), sizeof(float) * nc * h * d * d, stream));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(&a.ds),
+                                              sizeof(__nv_bfloat16) * nc * h * d * d, stream));
+  const cudaError_t launched = ForHeadDim(d, stream, a, static_cast<int>(nc), static_cast<int>(b));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(a.sums, stream));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(a.ds, stream));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(pow, stream));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(dev_items, stream));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(dev_seq_chunk, stream));
+  TANDEM_CUDA_RETURN_IF_ERROR(launched);
+  return absl::OkStatus();
+}
+
+}  // namespace tandem::kernels::cuda

@@ -1,0 +1,163 @@
+// Internal to the linear-attention backward (include from .cu files only): warp-level bf16 tensor
+// core GEMMs over shared-memory tiles (mma.sync m16n8k16, fp32 accumulate) and the staging of
+// [T, H, D] rows and fp32 [D, D] states into shared memory as bf16. Each accumulator element is
+// fed by its k steps in ascending order only, so results depend on nothing but the operands.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/core/cuda_device.cuh"
+
+namespace tandem::kernels::cuda::linear_bwd {
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+template <bool kTrans>
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const bf16* smem) {
+  if constexpr (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(SmemAddr(smem))
+                 : "memory");
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(SmemAddr(smem))
+                 : "memory");
+  }
+}
+
+// d += a · b for one 16x8 tile over 16 k (bf16 in, fp32 accumulate).
+__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                    uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo at the lower address
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// A fragment (rows m0..m0+15, k..k+15) of A [M, K]. kTrans = false: A is stored row-major
+// (a[m·ld + k]); kTrans = true: A is stored transposed (a[k·ld + m]).
+template <bool kTrans>
+__device__ __forceinline__ void LoadA(uint32_t (&f)[4], const bf16* a, int ld, int m0, int k) {
+  const int lane = threadIdx.x % 32, q = lane >> 3, r = lane & 7;
+  if constexpr (kTrans) {
+    LdMatrixX4<true>(f, a + (k + (q >> 1) * 8 + r) * ld + m0 + (q & 1) * 8);
+  } else {
+    LdMatrixX4<false>(f, a + (m0 + (lane & 15)) * ld + k + (lane >> 4) * 8);
+  }
+}
+
+// B fragments of two n8 tiles (columns n0..n0+15, k..k+15) of B [K, N]: f[0], f[1] for the first
+// tile, f[2], f[3] for the second. kTrans = false: B is stored as Bᵀ row-major (b[n·ld + k]);
+// kTrans = true: B is stored row-major (b[k·ld + n]).
+template <bool kTrans>
+__device__ __forceinline__ void LoadB(uint32_t (&f)[4], const bf16* b, int ld, int n0, int k) {
+  const int lane = threadIdx.x % 32, q = lane >> 3, r = lane & 7;
+  if constexpr (kTrans) {
+    LdMatrixX4<true>(f, b + (k + (q & 1) * 8 + r) * ld + n0 + (q >> 1) * 8);
+  } else {
+    LdMatrixX4<false>(f, b + (n0 + r + (q >> 1) * 8) * ld + k + (q & 1) * 8);
+  }
+}
+
+// acc[nt] += A[m0.., k0..k1) · B[k0..k1), n0 + 8·nt ..) for kNT n8 tiles, k ascending in steps
+// of 16. Accumulator element e of tile nt: row m0 + lane/4 + 8·(e/2), column
+// n0 + 8·nt + 2·(lane%4) + e%2.
+template <int kNT, bool kTransA, bool kTransB>
+__device__ __forceinline__ void WarpGemm(float (&acc)[kNT][4], const bf16* a, int lda, int m0,
+                                         const bf16* b, int ldb, int n0, int k0, int k1) {
+  static_assert(kNT % 2 == 0, "B fragments come in pairs of n8 tiles");
+  for (int k = k0; k < k1; k += 16) {
+    uint32_t af[4];
+    LoadA<kTransA>(af, a, lda, m0, k);
+#pragma unroll
+    for (int nt = 0; nt < kNT; nt += 2) {
+      uint32_t bf[4];
+      LoadB<kTransB>(bf, b, ldb, n0 + nt * 8, k);
+      Mma(acc[nt], af, bf[0], bf[1]);
+      Mma(acc[nt + 1], af, bf[2], bf[3]);
+    }
+  }
+}
+
+template <int kNT>
+__device__ __forceinline__ void ZeroAcc(float (&acc)[kNT][4]) {
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+}
+
+// Eight consecutive elements of a f32 or bf16 tensor at element index i (i % 8 == 0, storage
+// 16-byte aligned) as packed bf16.
+__device__ __forceinline__ uint4 Load8(FloatPtr src, int64_t i) {
+  if (src.bf16) return *reinterpret_cast<const uint4*>(static_cast<const bf16*>(src.p) + i);
+  const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(src.p) + i);
+  const float4 lo = p[0], hi = p[1];
+  return uint4{PackBf16(lo.x, lo.y), PackBf16(lo.z, lo.w), PackBf16(hi.x, hi.y),
+               PackBf16(hi.z, hi.w)};
+}
+
+// Eight consecutive elements of a f32 or bf16 tensor at element index i (as Load8), as floats.
+__device__ __forceinline__ void Load8Floats(FloatPtr src, int64_t i, float (&x)[8]) {
+  if (src.bf16) {
+    const uint4 u = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(src.p) + i);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[e]));
+      x[2 * e] = f.x, x[2 * e + 1] = f.y;
+    }
+  } else {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(src.p) + i);
+    const float4 lo = p[0], hi = p[1];
+    x[0] = lo.x, x[1] = lo.y, x[2] = lo.z, x[3] = lo.w, x[4] = hi.x, x[5] = hi.y, x[6] = hi.z,
+    x[7] = hi.w;
+  }
+}
+
+// dst[r·ldd + e] = bf16(src row row0 + r, head `head`, element e) for r < n, zeros for
+// n ≤ r < rows (the padding of a sequence's last chunk).
+template <int kD, int kThreads>
+__device__ void StageRows(FloatPtr src, int64_t row0, int ld, int head, int n, int rows, bf16* dst,
+                          int ldd) {
+  constexpr int kGroups = kD / 8;
+  for (int idx = threadIdx.x; idx < rows * kGroups; idx += kThreads) {
+    const int r = idx / kGroups, e = idx % kGroups * 8;
+    const uint4 x = r < n ? Load8(src, (row0 + r) * ld + int64_t{head} * kD + e) : uint4{};
+    *reinterpret_cast<uint4*>(dst + r * ldd + e) = x;
+  }
+}
+
+// dst[a·ldd + b] = bf16(state[a·kD + b]) for an f32 or bf16 [kD, kD] state.
+template <int kD, int kThreads>
+__device__ void StageState(FloatPtr src, bf16* dst, int ldd) {
+  constexpr int kGroups = kD / 8;
+  for (int idx = threadIdx.x; idx < kD * kGroups; idx += kThreads) {
+    const int a = idx / kGroups, b = idx % kGroups * 8;
+    *reinterpret_cast<uint4*>(dst + a * ldd + b) = Load8(src, int64_t{a} * kD + b);
+  }
+}
+
+// Stores (x, y) at element i, i + 1 of an f32 or bf16 tensor (i even).
+__device__ __forceinline__ void StorePair(FloatPtr dst, int64_t i, float x, float y) {
+  if (dst.bf16) {
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(dst.p) + i) = __floats2bfloat162_rn(x, y);
+  } else {
+    *reinterpret_cast<float2*>(static_cast<float*>(dst.p) + i) = make_float2(x, y);
+  }
+}
+
+}  // namespace tandem::kernels::cuda::linear_bwd
