@@ -3,7 +3,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/adamw/adamw.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/adamw/adamw_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace {
@@ -19,6 +24,7 @@ absl::Status CheckLike(const Tensor& ref, const Tensor& t, const char* name) {
 
 absl::Status AdamWStep(const Context& ctx, const AdamWParams& p, Tensor& param, const Tensor& grad,
                        Tensor& m, Tensor& v) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::AdamWStep(ctx, p, param, grad, m, v));
   TANDEM_RETURN_IF_ERROR(CheckLike(param, param, "param"));
   TANDEM_RETURN_IF_ERROR(CheckLike(param, grad, "grad"));
   TANDEM_RETURN_IF_ERROR(CheckLike(param, m, "m"));

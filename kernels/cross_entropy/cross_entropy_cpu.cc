@@ -6,9 +6,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/cross_entropy/cross_entropy.h"
 #include "kernels/lm_head_logprob/lm_head_logprob.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cross_entropy/cross_entropy_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace {
@@ -43,6 +48,7 @@ float Denominator(const float* mask, int64_t t) {
 
 absl::Status CrossEntropyFwd(const Context& ctx, const Tensor& logits, const Tensor& targets,
                              const Tensor& mask, Tensor& loss, Tensor& lse) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::CrossEntropyFwd(ctx, logits, targets, mask, loss, lse));
   TANDEM_RETURN_IF_ERROR(CheckArgs(logits, targets, mask, lse));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(loss, "loss", DType::kF32, {1}));
   const int64_t t = logits.dim(0), vocab = logits.dim(1);
@@ -69,6 +75,7 @@ absl::Status CrossEntropyFwd(const Context& ctx, const Tensor& logits, const Ten
 
 absl::Status CrossEntropyBwd(const Context& ctx, const Tensor& logits, const Tensor& targets,
                              const Tensor& mask, const Tensor& lse, float dloss, Tensor& dlogits) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::CrossEntropyBwd(ctx, logits, targets, mask, lse, dloss, dlogits));
   TANDEM_RETURN_IF_ERROR(CheckArgs(logits, targets, mask, lse));
   const int64_t t = logits.dim(0), vocab = logits.dim(1);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(dlogits, "dlogits", DType::kF32, {t, vocab}));

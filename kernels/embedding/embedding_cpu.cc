@@ -4,8 +4,13 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/embedding/embedding.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/embedding/embedding_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace {
@@ -23,6 +28,7 @@ absl::Status CheckIds(const Tensor& ids, int64_t vocab) {
 }  // namespace
 
 absl::Status EmbeddingFwd(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::EmbeddingFwd(ctx, table, ids, out));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(table, "table", DType::kF32, {-1, -1}));
   const int64_t d = table.dim(1);
   TANDEM_RETURN_IF_ERROR(CheckIds(ids, table.dim(0)));
@@ -40,6 +46,7 @@ absl::Status EmbeddingFwd(const Context& ctx, const Tensor& table, const Tensor&
 
 absl::Status EmbeddingBwd(const Context& ctx, const Tensor& ids, const Tensor& dout,
                           Tensor& dtable) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::EmbeddingBwd(ctx, ids, dout, dtable));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(dtable, "dtable", DType::kF32, {-1, -1}));
   const int64_t d = dtable.dim(1);
   TANDEM_RETURN_IF_ERROR(CheckIds(ids, dtable.dim(0)));

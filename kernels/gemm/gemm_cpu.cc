@@ -7,9 +7,14 @@
 #include <vector>
 
 #include "kernels/core/cpu_features.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemm_internal.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/gemm/gemm_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace cpu {
@@ -78,6 +83,7 @@ absl::Status CheckOperands(const Tensor& a, const Tensor& b, const Tensor& c, in
 
 absl::Status GemmNT(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
                     bool accumulate) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::GemmNTPinned(ctx, a, b, c, accumulate));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(a, "a", DType::kF32, {-1, -1}));
   int64_t m = a.dim(0), k = a.dim(1), n = b.rank() == 2 ? b.dim(0) : -1;
   TANDEM_RETURN_IF_ERROR(CheckOperands(a, b, c, m, n, k, /*b_transposed=*/true));
@@ -87,6 +93,7 @@ absl::Status GemmNT(const Context& ctx, const Tensor& a, const Tensor& b, Tensor
 
 absl::Status GemmNN(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
                     bool accumulate) {
+  TANDEM_NO_CUDA(ctx);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(a, "a", DType::kF32, {-1, -1}));
   int64_t m = a.dim(0), k = a.dim(1), n = b.rank() == 2 ? b.dim(1) : -1;
   TANDEM_RETURN_IF_ERROR(CheckOperands(a, b, c, m, n, k, /*b_transposed=*/false));
@@ -96,6 +103,7 @@ absl::Status GemmNN(const Context& ctx, const Tensor& a, const Tensor& b, Tensor
 
 absl::Status GemmTN(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
                     bool accumulate) {
+  TANDEM_NO_CUDA(ctx);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(a, "a", DType::kF32, {-1, -1}));
   int64_t k = a.dim(0), m = a.dim(1), n = b.rank() == 2 ? b.dim(1) : -1;
   TANDEM_RETURN_IF_ERROR(CheckOperands(a, b, c, m, n, k, /*b_transposed=*/false));

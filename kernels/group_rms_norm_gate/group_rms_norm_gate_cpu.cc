@@ -5,9 +5,14 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/group_rms_norm_gate/group_rms_norm_gate.h"
 #include "kernels/rms_norm/rms_norm.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/group_rms_norm_gate/group_rms_norm_gate_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace {
@@ -32,6 +37,7 @@ absl::Status CheckArgs(const GroupRmsNormGateParams& p, const Tensor& x, const T
 absl::Status GroupRmsNormGateFwd(const Context& ctx, const GroupRmsNormGateParams& p,
                                  const Tensor& x, const Tensor& gate, const Tensor& w, Tensor& y,
                                  Tensor& rstd) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::GroupRmsNormGateFwd(ctx, p, x, gate, w, y, rstd));
   TANDEM_RETURN_IF_ERROR(CheckArgs(p, x, gate, w, rstd));
   const int64_t ch = x.dim(1), n = ch / p.groups;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(y, "y", DType::kF32, {x.dim(0), ch}));
@@ -58,6 +64,7 @@ absl::Status GroupRmsNormGateBwd(const Context& ctx, const GroupRmsNormGateParam
                                  const Tensor& x, const Tensor& gate, const Tensor& w,
                                  const Tensor& rstd, const Tensor& dy, Tensor& dx, Tensor& dgate,
                                  Tensor& dw) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::GroupRmsNormGateBwd(ctx, p, x, gate, w, rstd, dy, dx, dgate, dw));
   TANDEM_RETURN_IF_ERROR(CheckArgs(p, x, gate, w, rstd));
   const int64_t t = x.dim(0), ch = x.dim(1), n = ch / p.groups;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(dy, "dy", DType::kF32, {t, ch}));

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/linear_attention/linear_attention_internal.h"
 
@@ -104,6 +105,7 @@ absl::Status LinearAttentionBwd(const Context& ctx, const LinearAttentionParams&
                                 const Tensor& cu_seqlens, const Tensor& chunk_states,
                                 const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv,
                                 Tensor& d_initial_state) {
+  TANDEM_NO_CUDA(ctx);
   TANDEM_RETURN_IF_ERROR(cpu::CheckQkv(p, q, k, v, decay));
   const int64_t t = q.dim(0), h = p.num_heads, d = p.head_dim;
   TANDEM_RETURN_IF_ERROR(cpu::CheckCuSeqlens(cu_seqlens, t));

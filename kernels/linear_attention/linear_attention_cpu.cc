@@ -6,8 +6,13 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/linear_attention/linear_attention_internal.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/linear_attention/linear_attention_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace {
@@ -71,6 +76,9 @@ absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams&
                                 const Tensor& k, const Tensor& v, const Tensor& decay,
                                 const Tensor& cu_seqlens, const Tensor& initial_state, Tensor& o,
                                 Tensor& chunk_states, Tensor& boundary_state) {
+  TANDEM_DISPATCH_CUDA(
+      ctx, cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu_seqlens, initial_state, o,
+                                    chunk_states, boundary_state));
   TANDEM_RETURN_IF_ERROR(cpu::CheckQkv(p, q, k, v, decay));
   const int64_t t = q.dim(0), h = p.num_heads, d = p.head_dim;
   TANDEM_RETURN_IF_ERROR(cpu::CheckCuSeqlens(cu_seqlens, t));
@@ -126,6 +134,8 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
                                    const Tensor& q, const Tensor& k, const Tensor& v,
                                    const Tensor& decay, Tensor& state, Tensor& open_k,
                                    Tensor& open_v, Tensor& open_len, Tensor& o) {
+  TANDEM_DISPATCH_CUDA(
+      ctx, cuda::LinearAttentionDecode(ctx, p, q, k, v, decay, state, open_k, open_v, open_len, o));
   TANDEM_RETURN_IF_ERROR(cpu::CheckQkv(p, q, k, v, decay));
   const int64_t b = q.dim(0), h = p.num_heads, d = p.head_dim, ld = h * d, dd = d * d;
   TANDEM_RETURN_IF_ERROR(CheckDecodeState(p, b, state, open_k, open_v, open_len, o));

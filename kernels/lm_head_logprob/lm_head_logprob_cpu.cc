@@ -5,9 +5,14 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/lm_head_logprob/lm_head_logprob.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/lm_head_logprob/lm_head_logprob_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace cpu {
@@ -66,6 +71,8 @@ absl::Status CheckLogits(const Tensor& logits, float temperature) {
 
 absl::Status LogprobFromLogits(const Context& ctx, const Tensor& logits, const Tensor& targets,
                                float temperature, Tensor& logprob, Tensor& lse) {
+  TANDEM_DISPATCH_CUDA(ctx,
+                       cuda::LogprobFromLogits(ctx, logits, targets, temperature, logprob, lse));
   TANDEM_RETURN_IF_ERROR(CheckLogits(logits, temperature));
   const int64_t t = logits.dim(0), vocab = logits.dim(1);
   TANDEM_RETURN_IF_ERROR(CheckTargets(targets, t, vocab));
@@ -87,6 +94,7 @@ absl::Status LogprobFromLogits(const Context& ctx, const Tensor& logits, const T
 
 absl::Status LogSoftmax(const Context& ctx, const Tensor& logits, float temperature, Tensor& out,
                         Tensor& lse) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::LogSoftmax(ctx, logits, temperature, out, lse));
   TANDEM_RETURN_IF_ERROR(CheckLogits(logits, temperature));
   const int64_t t = logits.dim(0), vocab = logits.dim(1);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(out, "out", DType::kF32, {t, vocab}));
@@ -108,6 +116,8 @@ absl::Status LogSoftmax(const Context& ctx, const Tensor& logits, float temperat
 absl::Status LogprobFromLogitsBwd(const Context& ctx, const Tensor& logits, const Tensor& targets,
                                   const Tensor& lse, float temperature, const Tensor& dlogprob,
                                   Tensor& dlogits) {
+  TANDEM_DISPATCH_CUDA(
+      ctx, cuda::LogprobFromLogitsBwd(ctx, logits, targets, lse, temperature, dlogprob, dlogits));
   TANDEM_RETURN_IF_ERROR(CheckLogits(logits, temperature));
   const int64_t t = logits.dim(0), vocab = logits.dim(1);
   TANDEM_RETURN_IF_ERROR(CheckTargets(targets, t, vocab));
@@ -134,6 +144,8 @@ absl::Status LogprobFromLogitsBwd(const Context& ctx, const Tensor& logits, cons
 absl::Status LmHeadLogprobFwd(const Context& ctx, const Tensor& h, const Tensor& w,
                               const Tensor& targets, float temperature, Tensor& logits,
                               Tensor& logprob, Tensor& lse) {
+  TANDEM_DISPATCH_CUDA(
+      ctx, cuda::LmHeadLogprobFwd(ctx, h, w, targets, temperature, logits, logprob, lse));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(h, "h", DType::kF32, {-1, -1}));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(w, "w", DType::kF32, {-1, h.dim(1)}));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(logits, "logits", DType::kF32, {h.dim(0), w.dim(0)}));

@@ -6,10 +6,15 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/moe_experts/moe_experts.h"
 #include "kernels/swiglu/swiglu.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/moe_experts/moe_experts_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace {
@@ -183,6 +188,7 @@ void ExpertsBackward(const Context& ctx, const Dims& d, const ExpertRows& g,
 absl::Status MoeExpertsFwd(const Context& ctx, const Tensor& x, const Tensor& topk_idx,
                            const Tensor& topk_weight, const MoeExpertsWeights& w, Tensor& out,
                            MoeExpertsActivations* acts) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::MoeExpertsFwd(ctx, x, topk_idx, topk_weight, w, out, acts));
   Dims d;
   TANDEM_RETURN_IF_ERROR(CheckInputs(x, topk_idx, topk_weight, w, d));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(out, "out", DType::kF32, {d.t, d.dm}));
@@ -213,6 +219,8 @@ absl::Status MoeExpertsBwd(const Context& ctx, const Tensor& x, const Tensor& to
                            const Tensor& topk_weight, const MoeExpertsWeights& w,
                            const MoeExpertsActivations& acts, const Tensor& dout, Tensor& dx,
                            Tensor& dtopk_weight, MoeExpertsWeights& grads) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::MoeExpertsBwd(ctx, x, topk_idx, topk_weight, w, acts, dout, dx,
+                                                dtopk_weight, grads));
   Dims d;
   TANDEM_RETURN_IF_ERROR(CheckInputs(x, topk_idx, topk_weight, w, d));
   const int64_t n = d.n();

@@ -7,8 +7,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/moe_route/moe_route.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/moe_route/moe_route_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace {
@@ -91,6 +96,8 @@ void RouteToken(const MoeRouteParams& p, const float* logits, const float* bias,
 absl::Status MoeRouteFwd(const Context& ctx, const MoeRouteParams& p, const Tensor& logits,
                          const Tensor& expert_bias, Tensor& topk_idx, Tensor& topk_weight,
                          Tensor& scores) {
+  TANDEM_DISPATCH_CUDA(
+      ctx, cuda::MoeRouteFwd(ctx, p, logits, expert_bias, topk_idx, topk_weight, scores));
   TANDEM_RETURN_IF_ERROR(CheckParams(p));
   const int64_t e_count = p.num_experts, k_count = p.top_k;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(logits, "logits", DType::kF32, {-1, e_count}));
@@ -115,6 +122,7 @@ absl::Status MoeRouteFwd(const Context& ctx, const MoeRouteParams& p, const Tens
 // selected j (without normalisation simply s · dw_j), and ∂L/∂logit_j = ∂L/∂p_j · p_j (1 − p_j).
 absl::Status MoeRouteBwd(const Context& ctx, const MoeRouteParams& p, const Tensor& scores,
                          const Tensor& topk_idx, const Tensor& dtopk_weight, Tensor& dlogits) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::MoeRouteBwd(ctx, p, scores, topk_idx, dtopk_weight, dlogits));
   TANDEM_RETURN_IF_ERROR(CheckParams(p));
   const int64_t e_count = p.num_experts, k_count = p.top_k;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(scores, "scores", DType::kF32, {-1, e_count}));

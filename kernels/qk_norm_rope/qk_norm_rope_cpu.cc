@@ -8,9 +8,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/qk_norm_rope/qk_norm_rope.h"
 #include "kernels/rms_norm/rms_norm.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/qk_norm_rope/qk_norm_rope_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace cpu {
@@ -72,6 +77,7 @@ absl::Status CheckArgs(const QkNormRopeParams& p, const Tensor& x, const Tensor&
 
 absl::Status QkNormRopeFwd(const Context& ctx, const QkNormRopeParams& p, const Tensor& x,
                            const Tensor& w, const Tensor& positions, Tensor& y, Tensor& rstd) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::QkNormRopeFwd(ctx, p, x, w, positions, y, rstd));
   TANDEM_RETURN_IF_ERROR(CheckArgs(p, x, w, positions, rstd));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(y, "y", DType::kF32, {x.dim(0), x.dim(1), x.dim(2)}));
   TANDEM_CHECK_ARG(y.numel() == 0 || y.raw_data() != x.raw_data(), "y: may not alias x");
@@ -103,6 +109,7 @@ absl::Status QkNormRopeFwd(const Context& ctx, const QkNormRopeParams& p, const 
 absl::Status QkNormRopeBwd(const Context& ctx, const QkNormRopeParams& p, const Tensor& x,
                            const Tensor& w, const Tensor& positions, const Tensor& rstd,
                            const Tensor& dy, Tensor& dx, Tensor& dw) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::QkNormRopeBwd(ctx, p, x, w, positions, rstd, dy, dx, dw));
   TANDEM_RETURN_IF_ERROR(CheckArgs(p, x, w, positions, rstd));
   const int64_t t = x.dim(0), h = x.dim(1), d = x.dim(2), r = p.rotary_dim;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(dy, "dy", DType::kF32, {t, h, d}));

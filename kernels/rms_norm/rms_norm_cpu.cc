@@ -4,8 +4,13 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/rms_norm/rms_norm.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/rms_norm/rms_norm_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace cpu {
@@ -54,6 +59,7 @@ absl::Status CheckFwd(const Tensor& x, const Tensor& w, float eps, const Tensor&
 
 absl::Status RmsNormFwd(const Context& ctx, const Tensor& x, const Tensor& w, float eps, Tensor& y,
                         Tensor& rstd) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::RmsNormFwd(ctx, x, w, eps, y, rstd));
   TANDEM_RETURN_IF_ERROR(CheckFwd(x, w, eps, y, rstd));
   const int64_t d = x.dim(1);
   const float* xp = x.data<float>();  // [T, D]
@@ -68,6 +74,7 @@ absl::Status RmsNormFwd(const Context& ctx, const Tensor& x, const Tensor& w, fl
 
 absl::Status AddRmsNormFwd(const Context& ctx, const Tensor& x, const Tensor& delta,
                            const Tensor& w, float eps, Tensor& sum, Tensor& y, Tensor& rstd) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::AddRmsNormFwd(ctx, x, delta, w, eps, sum, y, rstd));
   TANDEM_RETURN_IF_ERROR(CheckFwd(x, w, eps, y, rstd));
   const int64_t t = x.dim(0), d = x.dim(1);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(delta, "delta", DType::kF32, {t, d}));
@@ -90,6 +97,7 @@ absl::Status AddRmsNormFwd(const Context& ctx, const Tensor& x, const Tensor& de
 
 absl::Status RmsNormBwd(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& rstd,
                         const Tensor& dy, Tensor& dx, Tensor& dw) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::RmsNormBwd(ctx, x, w, rstd, dy, dx, dw));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(x, "x", DType::kF32, {-1, -1}));
   const int64_t t = x.dim(0), d = x.dim(1);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(w, "w", DType::kF32, {d}));

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/softmax_attention/attention_internal.h"
 #include "kernels/softmax_attention/attention_row.h"
@@ -84,6 +85,7 @@ absl::Status SoftmaxAttentionBwd(const Context& ctx, const SoftmaxAttentionParam
                                  const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, const Tensor& o, const Tensor& lse,
                                  const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv) {
+  TANDEM_NO_CUDA(ctx);
   TANDEM_RETURN_IF_ERROR(internal::CheckPackedInputs(p, q, k, v, cu_seqlens));
   const int64_t T = q.dim(0), H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(o, "o", DType::kF32, {T, H, D}));

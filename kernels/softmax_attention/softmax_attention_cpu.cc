@@ -5,10 +5,15 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/softmax_attention/attention_internal.h"
 #include "kernels/softmax_attention/attention_row.h"
 #include "kernels/softmax_attention/softmax_attention.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/softmax_attention/softmax_attention_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace internal {
@@ -60,6 +65,7 @@ std::vector<RowBlock> MakeRowBlocks(const Tensor& cu_seqlens, int64_t num_kv_hea
 absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParams& p,
                                  const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, Tensor& o, Tensor& lse) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::SoftmaxAttentionFwd(ctx, p, q, k, v, cu_seqlens, o, lse));
   TANDEM_RETURN_IF_ERROR(internal::CheckPackedInputs(p, q, k, v, cu_seqlens));
   const int64_t T = q.dim(0), H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(o, "o", DType::kF32, {T, H, D}));
@@ -127,6 +133,8 @@ absl::Status CheckDecodeInputs(const SoftmaxAttentionParams& p, const Tensor& q,
 absl::Status SoftmaxAttentionDecode(const Context& ctx, const SoftmaxAttentionParams& p,
                                     const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                     const Tensor& block_tables, const Tensor& seq_lens, Tensor& o) {
+  TANDEM_DISPATCH_CUDA(
+      ctx, cuda::SoftmaxAttentionDecode(ctx, p, q, k_cache, v_cache, block_tables, seq_lens, o));
   TANDEM_RETURN_IF_ERROR(CheckDecodeInputs(p, q, k_cache, v_cache, block_tables, seq_lens, o));
   const int64_t B = q.dim(0), H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   const int64_t group = H / Hkv, max_blocks = block_tables.dim(1);

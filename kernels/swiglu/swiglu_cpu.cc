@@ -4,8 +4,13 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/swiglu/swiglu.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/swiglu/swiglu_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace cpu {
@@ -46,6 +51,7 @@ absl::Status CheckAll(const Tensor& gate,
 }  // namespace
 
 absl::Status SwigluFwd(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& h) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::SwigluFwd(ctx, gate, up, h));
   TANDEM_RETURN_IF_ERROR(CheckAll(gate, {{&up, "up"}, {&h, "h"}}));
   const int64_t cols = gate.dim(1);
   ctx.ParallelFor(gate.dim(0), [&](int64_t r0, int64_t r1) {
@@ -58,6 +64,7 @@ absl::Status SwigluFwd(const Context& ctx, const Tensor& gate, const Tensor& up,
 
 absl::Status SwigluBwd(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dh,
                        Tensor& dgate, Tensor& dup) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::SwigluBwd(ctx, gate, up, dh, dgate, dup));
   TANDEM_RETURN_IF_ERROR(
       CheckAll(gate, {{&up, "up"}, {&dh, "dh"}, {&dgate, "dgate"}, {&dup, "dup"}}));
   const int64_t cols = gate.dim(1);
