@@ -2,8 +2,9 @@
 // cuda::GemmNTPinned (cuBLASLt with one pinned algorithm per shape), against cuBLAS (cublasGemmEx,
 // bf16 in, fp32 compute and out, default algorithm per call: the speed a fixed choice gives up) at
 // the Ring-mini projection shapes. Speeds are printed as fractions of cuBLAS's (1.00 = parity).
-// Plain program, CUDA-event timing.
-//   gemm_cuda_bench [--quick]
+// Plain program, CUDA-event timing. With --csv it also prints, per shape and M, the pinned path:
+//   csv,gemm_<N>x<K>,<M>,1,<lt ms>,<cuBLAS ms / lt ms>,x
+//   gemm_cuda_bench [--quick] [--csv]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -84,9 +85,17 @@ double MaxRelDiff(const float* x, const float* y, int64_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, csv = false;
+  for (int i = 1; i < argc; ++i) {
+    quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    csv = csv || std::strcmp(argv[i], "--csv") == 0;
+  }
   const int64_t ms[] = {1, 64, 1024, 4096, 16384};
-  const int64_t nks[][2] = {{6144, 2048}, {2048, 2048}, {2048, 5120}};
+  // Ring-mini-linear-2.0 weights: linear-attention fused qkv, softmax qkv, g_proj / dense,
+  // layer-0 MLP gate/up and down, shared expert gate/up and down.
+  const int64_t nks[][2] = {{6144, 2048}, {3072, 2048}, {2048, 2048}, {5120, 2048},
+                            {2048, 5120}, {512, 2048},  {2048, 512}};
+  std::vector<std::string> csv_lines;
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs; tile %dx%dx%d for every M\n", prop.name,
@@ -117,9 +126,10 @@ int main(int argc, char** argv) {
       g.m = 1, g.n = n, g.k = k, g.a = a, g.lda = k, g.b = b, g.ldb = k, g.c = c_lt, g.ldc = n;
       const auto info = tandem::kernels::cuda::GemmNTPinnedInfo(ctx, g);
       std::printf("N=%ld K=%ld pinned: %s\n", (long)n, (long)k,
-                  !info.ok()       ? std::string(info.status().message()).c_str()
-                  : info->cublaslt ? ("cuBLASLt " + info->algo).c_str()
-                                   : ("our kernel (" + info->why + ")").c_str());
+                  !info.ok() ? std::string(info.status().message()).c_str()
+                  : info->cublaslt
+                      ? ("cuBLASLt " + info->algo + " (rule: " + info->rule + ")").c_str()
+                      : ("our kernel (" + info->why + ")").c_str());
     }
     for (int64_t m : ms) {
       tandem::kernels::cuda::GemmNTArgs g;
@@ -160,6 +170,10 @@ int main(int argc, char** argv) {
           ref > 0 ? flop / ref * 1e-9 : 0.0, ref > 0 ? ref / ours : 0.0, ref > 0 ? ref / lt : 0.0,
           rel, rel_lt);
       std::fflush(stdout);
+      char line[128];
+      std::snprintf(line, sizeof(line), "csv,gemm_%ldx%ld,%ld,1,%.5f,%.4f,x", (long)n, (long)k,
+                    (long)m, lt, ref > 0 ? ref / lt : 0.0);
+      csv_lines.push_back(line);
     }
     CHECK_CUDA(cudaFree(a));
     CHECK_CUDA(cudaFree(b));
@@ -170,6 +184,9 @@ int main(int argc, char** argv) {
   std::printf(
       "mma/cB, lt/cB = cuBLAS time / our time (speed as a fraction of cuBLAS; 1.00 = "
       "parity); rel = max |ours - cuBLAS| / max |cuBLAS|\n");
+  if (csv) {
+    for (const std::string& line : csv_lines) std::printf("%s\n", line.c_str());
+  }
 #ifdef TANDEM_HAVE_CUBLAS
   cublasDestroy(handle);
 #endif

@@ -48,16 +48,21 @@ inline constexpr int kGemmTileM = 128;
 inline constexpr int kGemmTileN = 128;
 inline constexpr int kGemmTileK = 32;
 
-// ---- cuBLASLt with a pinned algorithm
-// ------------------------------------------------------------ The same product through cuBLASLt,
-// with ONE algorithm per weight shape for every M (contract rule 1). The first call for a shape key
-// (N, K, lda, ldb, ldc, c dtype) asks the heuristic once, at M = kGemmLtReferenceM, for algorithms
-// without split-K or reduction, and pins the first one that cublasLtMatmulAlgoCheck accepts at
-// every M of kGemmLtProbeM; that algorithm then runs every M of the shape. Shapes cuBLASLt cannot
-// take this way (f32 a or b, K or a leading dimension that leaves rows not 16-byte aligned, K = 0,
-// no qualifying algorithm) run our GemmNT for EVERY M. A call whose M the pinned algorithm rejects
-// fails (FailedPrecondition) rather than switching. The choice depends on the GPU, the cuBLASLt
-// version and the key only, so two processes on the same setup pin the same algorithm. Pointers
+// ---- cuBLASLt with a pinned algorithm ----------------------------------------------------------
+// The same product through cuBLASLt, with ONE algorithm per weight shape for every M (contract
+// rule 1). The first call for a shape key (N, K, lda, ldb, ldc, c dtype) pins the algorithm by
+// the first of these rules that yields one, and that algorithm then runs every M of the shape:
+//   1. "table": a fixed configuration for (N, K, c dtype) measured on the model's weight shapes
+//      (gemm_cublaslt.cu, kAlgoTable; filled from bench/gpu/gemm_sweep_cuda_bench --sweep), used
+//      only on the GPU architecture and cuBLASLt major version it was measured with and only when
+//      cublasLtMatmulAlgoCheck accepts it at every M of kGemmLtProbeM;
+//   2. "heuristic at M=4096": the heuristic, asked once at M = kGemmLtReferenceM for algorithms
+//      without split-K or reduction; the first one AlgoCheck accepts at every probe M;
+//   3. "ours": shapes cuBLASLt cannot take this way (f32 a or b, K or a leading dimension that
+//      leaves rows not 16-byte aligned, K = 0, no qualifying algorithm) run our GemmNT for EVERY M.
+// A call whose M the pinned algorithm rejects fails (FailedPrecondition) rather than switching.
+// No rule looks at M or at timings taken at run time: the choice depends on the GPU, the cuBLASLt
+// version and the key only, so every process on the same setup pins the same algorithm. Pointers
 // must be 16-byte aligned (InvalidArgument if not). State (handle, 32 MiB workspace, pinned
 // algorithms) lives in ctx.Resource("cublaslt").
 inline constexpr int64_t kGemmLtReferenceM = 4096;
@@ -74,6 +79,7 @@ struct GemmPinnedInfo {
   bool cublaslt = false;
   std::string algo;  // empty for our kernel; else the reason is in `why`
   std::string why;   // why our kernel is used, when it is
+  std::string rule;  // the rule that decided: "table", "heuristic at M=4096[ (note)]" or "ours"
 };
 absl::StatusOr<GemmPinnedInfo> GemmNTPinnedInfo(const Context& ctx, const GemmNTArgs& args);
 

@@ -4,6 +4,7 @@
 // and that the fallback is per shape, never per M.
 #include <cmath>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -88,8 +89,16 @@ void ExpectBatchInvariant(int64_t n, int64_t k, DType c_dtype, bool expect_cubla
   auto info = cuda::GemmNTPinnedInfo(GpuTestContext(), Args(a, b, full));
   ASSERT_TRUE(info.ok()) << info.status();
   std::cout << "[ pinned   ] N=" << n << " K=" << k << " c " << DTypeName(c_dtype) << ": "
-            << (info->cublaslt ? "cuBLASLt " + info->algo : "ours (" + info->why + ")") << "\n";
+            << (info->cublaslt ? "cuBLASLt " + info->algo : "ours (" + info->why + ")")
+            << " [rule: " << info->rule << "]\n";
   EXPECT_EQ(info->cublaslt, expect_cublaslt) << info->why;
+  if (info->cublaslt) {
+    EXPECT_TRUE(info->rule == "table" || info->rule.rfind("heuristic", 0) == 0) << info->rule;
+  } else {
+    EXPECT_EQ(info->rule, "ours");
+  }
+  // A table entry for this GPU and library that AlgoCheck rejects is a stale table.
+  EXPECT_EQ(info->rule.find("rejected"), std::string::npos) << info->rule;
   TANDEM_ASSERT_OK(cuda::GemmNTPinned(GpuTestContext(), a, b, full));
   const std::vector<float> want = ToHostFloats(full);
   const struct {
@@ -108,9 +117,24 @@ void ExpectBatchInvariant(int64_t n, int64_t k, DType c_dtype, bool expect_cubla
 TEST(GemmCublasLtTest, RowsAreBitwiseIdenticalForAnyBatch) {
   TANDEM_SKIP_WITHOUT_GPU();
   ExpectBatchInvariant(384, 520, DType::kF32, true);
-  ExpectBatchInvariant(2048, 2048, DType::kF32, true);   // Ring-mini attention projection
-  ExpectBatchInvariant(6144, 2048, DType::kBF16, true);  // fused qkv, bf16 out
-  ExpectBatchInvariant(200, 36, DType::kF32, false);     // K % 8 != 0: our kernel for every M
+  ExpectBatchInvariant(200, 36, DType::kF32, false);  // K % 8 != 0: our kernel for every M
+}
+
+// Every Ring-mini-linear-2.0 weight shape (those kAlgoTable may hold), both c dtypes.
+TEST(GemmCublasLtTest, ModelShapeRowsAreBitwiseIdenticalForAnyBatch) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const int64_t shapes[][2] = {
+      {6144, 2048},  // linear-attention fused qkv
+      {3072, 2048},  // softmax-attention qkv (16 q + 2 x 4 kv heads)
+      {2048, 2048},  // g_proj, dense
+      {5120, 2048},  // layer-0 MLP gate / up
+      {2048, 5120},  // layer-0 MLP down
+      {512, 2048},   // shared expert gate / up
+      {2048, 512},   // shared expert down
+  };
+  for (const auto& s : shapes) {
+    for (DType ct : {DType::kF32, DType::kBF16}) ExpectBatchInvariant(s[0], s[1], ct, true);
+  }
 }
 
 TEST(GemmCublasLtTest, AccumulateAddsC) {
