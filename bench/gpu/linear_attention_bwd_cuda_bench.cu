@@ -2,7 +2,7 @@
 // (cuda::LinearAttentionFwd) followed by the chunked backward (cuda::LinearAttentionBwd), one
 // sequence of T tokens, H=16, D=128, bf16 q/k/v/do/o/grads, fp32 state. CUDA-event timing,
 // warm-up first, median of the runs. Reference: fla's chunk_simple_gla takes 4.71 ms fwd+bwd at
-// T=64K on the H200 (docs/gpu.md).
+// T=64K on the H200 (docs/gpu.md). The backward's two launches are also timed alone.
 //   linear_attention_bwd_cuda_bench [--quick] [--csv]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -97,8 +97,9 @@ void Run(const Context& ctx, bool quick, bool csv) {
   const int runs = quick ? 10 : 30;
   std::printf(
       "linear attention fwd (saving chunk states) + bwd, one sequence, H=%ld D=%ld, bf16 "
-      "q/k/v/do/o/grads, fp32 state\n%8s | %9s %9s %11s %9s\n",
-      (long)kH, (long)kD, "T", "fwd ms", "bwd ms", "fwd+bwd ms", "TFLOP/s");
+      "q/k/v/do/o/grads, fp32 state\n%8s | %9s %9s %11s %9s | %9s %9s\n",
+      (long)kH, (long)kD, "T", "fwd ms", "bwd ms", "fwd+bwd ms", "TFLOP/s", "bwd scan",
+      "bwd grads");
   Tensor none;
   for (int64_t t : {4096, 8192, 16384, 32768, 65536}) {
     const int64_t nc = (t + tandem::kLinearAttentionChunk - 1) / tandem::kLinearAttentionChunk;
@@ -116,7 +117,14 @@ void Run(const Context& ctx, bool quick, bool csv) {
     auto bwd = [&] {
       CHECK_OK(cuda::LinearAttentionBwd(ctx, p, q, k, v, decay, cu, states, d_o, dq, dk, dv, none));
     };
+    // The backward's two launches alone: the fused state-gradient scan, then the chunk grads.
+    auto bwd_phase = [&](int phases) {
+      CHECK_OK(cuda::LinearAttentionBwdPhases(ctx, p, q, k, v, decay, cu, states, d_o, dq, dk, dv,
+                                              none, phases));
+    };
     const double fwd_ms = MedianMs(fwd, runs), bwd_ms = MedianMs(bwd, runs);
+    const double scan_ms = MedianMs([&] { bwd_phase(cuda::kLinearAttentionBwdScan); }, runs);
+    const double grads_ms = MedianMs([&] { bwd_phase(cuda::kLinearAttentionBwdChunkGrads); }, runs);
     const double both_ms = MedianMs(
         [&] {
           fwd();
@@ -125,8 +133,8 @@ void Run(const Context& ctx, bool quick, bool csv) {
         runs);
     // Causal flop convention of the anchors: 4·T²/2·H·D forward, 2.5x that backward.
     const double flop = 3.5 * 4.0 * (t * static_cast<double>(t) / 2.0) * kH * kD;
-    std::printf("%8ld | %9.3f %9.3f %11.3f %9.1f\n", (long)t, fwd_ms, bwd_ms, both_ms,
-                flop / both_ms * 1e-9);
+    std::printf("%8ld | %9.3f %9.3f %11.3f %9.1f | %9.3f %9.3f\n", (long)t, fwd_ms, bwd_ms, both_ms,
+                flop / both_ms * 1e-9, scan_ms, grads_ms);
     if (csv) {
       std::printf("csv,linear_fwd_bwd,%ld,1,%.4f,%.2f,TFLOP/s\n", (long)t, both_ms,
                   flop / both_ms * 1e-9);

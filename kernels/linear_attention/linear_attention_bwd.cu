@@ -1,8 +1,8 @@
 // CUDA chunked linear attention backward: argument checks, the chunk list and decay table, and
-// the three launches of linear_bwd_kernels.cuh (per-chunk state-gradient sums, the reverse scan
-// per (sequence, head), per-chunk dq/dk/dv on tensor cores). Scratch: the sums, fp32
-// [NC, H, D, D], and the state gradient at every chunk end, [NC, H, D, D] bf16: the scan runs in
-// fp32 and rounds each value once, as the MMAs that read it would.
+// the two launches of linear_bwd_kernels.cuh (the per-chunk state-gradient sums fused into the
+// reverse scan per (sequence, head, state tile), then per-chunk dq/dk/dv on tensor cores).
+// Scratch: the state gradient at every chunk end, [NC, H, D, D] bf16: the scan runs in fp32 and
+// rounds each value once, as the MMAs that read it would.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -26,6 +26,9 @@ namespace {
 using linear_bwd::BwdArgs;
 using linear_bwd::ChunkItem;
 using linear_bwd::kC;
+using linear_bwd::kScanBytes;
+using linear_bwd::kScanThreads;
+using linear_bwd::kScanTile;
 using linear_bwd::kThreads;
 using linear_bwd::Smem;
 
@@ -113,28 +116,33 @@ absl::Status Upload(cudaStream_t stream, const std::vector<T>& host, T** dev) {
 }
 
 template <int kD>
-cudaError_t LaunchBackward(cudaStream_t stream, const BwdArgs& a, int num_chunks, int batch) {
-  constexpr int sum_smem = static_cast<int>(Smem<kD>::kSumBytes);
+cudaError_t LaunchBackward(cudaStream_t stream, const BwdArgs& a, int num_chunks, int batch,
+                           int phases) {
+  constexpr int scan_smem = static_cast<int>(kScanBytes);
   constexpr int grad_smem = static_cast<int>(Smem<kD>::kGradBytes);
-  cudaError_t e = cudaFuncSetAttribute(&linear_bwd::StateGradSumKernel<kD>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, sum_smem);
+  cudaError_t e = cudaFuncSetAttribute(&linear_bwd::StateGradScanKernel<kD>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, scan_smem);
   if (e != cudaSuccess) return e;
   e = cudaFuncSetAttribute(&linear_bwd::ChunkGradKernel<kD>,
                            cudaFuncAttributeMaxDynamicSharedMemorySize, grad_smem);
   if (e != cudaSuccess) return e;
-  const dim3 chunks(num_chunks, a.h);
-  linear_bwd::StateGradSumKernel<kD><<<chunks, kThreads, sum_smem, stream>>>(a);
-  static_assert(kD * kD % kThreads == 0, "whole blocks of state elements");
-  linear_bwd::StateGradScanKernel<kD>
-      <<<dim3(batch * a.h, kD * kD / kThreads), kThreads, 0, stream>>>(a);
-  linear_bwd::ChunkGradKernel<kD><<<chunks, kThreads, grad_smem, stream>>>(a);
+  static_assert(kD % kScanTile == 0, "whole state tiles");
+  constexpr int kTiles = kD / kScanTile;
+  if (phases & kLinearAttentionBwdScan) {
+    linear_bwd::StateGradScanKernel<kD>
+        <<<dim3(batch * a.h, kTiles * kTiles), kScanThreads, scan_smem, stream>>>(a);
+  }
+  if (phases & kLinearAttentionBwdChunkGrads) {
+    linear_bwd::ChunkGradKernel<kD><<<dim3(num_chunks, a.h), kThreads, grad_smem, stream>>>(a);
+  }
   return cudaGetLastError();
 }
 
-cudaError_t ForHeadDim(int64_t d, cudaStream_t stream, const BwdArgs& a, int nc, int b) {
-  if (d == 32) return LaunchBackward<32>(stream, a, nc, b);
-  if (d == 64) return LaunchBackward<64>(stream, a, nc, b);
-  return LaunchBackward<128>(stream, a, nc, b);
+cudaError_t ForHeadDim(int64_t d, cudaStream_t stream, const BwdArgs& a, int nc, int b,
+                       int phases) {
+  if (d == 32) return LaunchBackward<32>(stream, a, nc, b, phases);
+  if (d == 64) return LaunchBackward<64>(stream, a, nc, b, phases);
+  return LaunchBackward<128>(stream, a, nc, b, phases);
 }
 
 }  // namespace
@@ -144,6 +152,16 @@ absl::Status LinearAttentionBwd(const Context& ctx, const LinearAttentionParams&
                                 const Tensor& cu_seqlens, const Tensor& chunk_states,
                                 const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv,
                                 Tensor& d_initial_state) {
+  return LinearAttentionBwdPhases(ctx, p, q, k, v, decay, cu_seqlens, chunk_states, d_o, dq, dk, dv,
+                                  d_initial_state,
+                                  kLinearAttentionBwdScan | kLinearAttentionBwdChunkGrads);
+}
+
+absl::Status LinearAttentionBwdPhases(const Context& ctx, const LinearAttentionParams& p,
+                                      const Tensor& q, const Tensor& k, const Tensor& v,
+                                      const Tensor& decay, const Tensor& cu_seqlens,
+                                      const Tensor& chunk_states, const Tensor& d_o, Tensor& dq,
+                                      Tensor& dk, Tensor& dv, Tensor& d_initial_state, int phases) {
   std::vector<float> table;
   TANDEM_RETURN_IF_ERROR(CheckArgs(p, q, k, v, d_o, dq, dk, dv, decay, &table));
   const int64_t t = q.dim(0), h = p.num_heads, d = p.head_dim;
@@ -174,12 +192,10 @@ absl::Status LinearAttentionBwd(const Context& ctx, const LinearAttentionParams&
   TANDEM_RETURN_IF_ERROR(Upload(stream, items, &dev_items));
   TANDEM_RETURN_IF_ERROR(Upload(stream, seq_chunk, &dev_seq_chunk));
   a.pow = pow, a.items = dev_items, a.seq_chunk = dev_seq_chunk;
-  TANDEM_CUDA_RETURN_IF_ERROR(
-      cudaMallocAsync(reinterpret_cast<void**>(&a.sums), sizeof(float) * nc * h * d * d, stream));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(&a.ds),
                                               sizeof(__nv_bfloat16) * nc * h * d * d, stream));
-  const cudaError_t launched = ForHeadDim(d, stream, a, static_cast<int>(nc), static_cast<int>(b));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(a.sums, stream));
+  const cudaError_t launched =
+      ForHeadDim(d, stream, a, static_cast<int>(nc), static_cast<int>(b), phases);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(a.ds, stream));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(pow, stream));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(dev_items, stream));

@@ -141,15 +141,74 @@ __device__ void StageRows(FloatPtr src, int64_t row0, int ld, int head, int n, i
   }
 }
 
-// dst[a·ldd + b] = bf16(state[a·kD + b]) for an f32 or bf16 [kD, kD] state.
+// 16-byte asynchronous copy; valid = false writes zeros. The "memory" clobbers keep the compiler
+// from moving shared-memory traffic across these statements.
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// StageRows, by cp.async when the source is bf16 (the caller commits and waits); f32 sources are
+// converted through registers as StageRows does.
 template <int kD, int kThreads>
-__device__ void StageState(FloatPtr src, bf16* dst, int ldd) {
+__device__ void StageRowsAsync(FloatPtr src, int64_t row0, int ld, int head, int n, int rows,
+                               bf16* dst, int ldd) {
+  if (!src.bf16) return StageRows<kD, kThreads>(src, row0, ld, head, n, rows, dst, ldd);
+  constexpr int kGroups = kD / 8;
+  const bf16* base = static_cast<const bf16*>(src.p);
+  for (int idx = threadIdx.x; idx < rows * kGroups; idx += kThreads) {
+    const int r = idx / kGroups, e = idx % kGroups * 8;
+    const int64_t i = r < n ? (row0 + r) * ld + int64_t{head} * kD + e : 0;
+    CpAsync16(dst + r * ldd + e, base + i, r < n);
+  }
+}
+
+// A bf16 [kD, kD] state into dst[a·ldd + b] by cp.async.
+template <int kD, int kThreads>
+__device__ void StageStateAsync(const bf16* src, bf16* dst, int ldd) {
   constexpr int kGroups = kD / 8;
   for (int idx = threadIdx.x; idx < kD * kGroups; idx += kThreads) {
     const int a = idx / kGroups, b = idx % kGroups * 8;
-    *reinterpret_cast<uint4*>(dst + a * ldd + b) = Load8(src, int64_t{a} * kD + b);
+    CpAsync16(dst + a * ldd + b, src + a * kD + b, true);
   }
 }
+
+// An f32 [kD, kD] state held in registers between its loads and its bf16 store to shared memory,
+// so that the loads overlap the work in between. Thread x owns 8-element groups x + kThreads·i.
+template <int kD, int kThreads>
+struct StateInRegs {
+  static constexpr int kTotal = kD * kD / 8, kN = (kTotal + kThreads - 1) / kThreads;
+  float4 v[kN][2];
+
+  __device__ __forceinline__ void Load(const float* src) {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const int idx = threadIdx.x + kThreads * i;
+      if (kTotal % kThreads == 0 || idx < kTotal) {
+        const float4* p = reinterpret_cast<const float4*>(src + idx * 8);
+        v[i][0] = p[0], v[i][1] = p[1];
+      }
+    }
+  }
+  __device__ __forceinline__ void Store(bf16* dst, int ldd) const {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const int idx = threadIdx.x + kThreads * i;
+      if (kTotal % kThreads == 0 || idx < kTotal) {
+        const int a = idx / (kD / 8), b = idx % (kD / 8) * 8;
+        const float4 lo = v[i][0], hi = v[i][1];
+        *reinterpret_cast<uint4*>(dst + a * ldd + b) = uint4{
+            PackBf16(lo.x, lo.y), PackBf16(lo.z, lo.w), PackBf16(hi.x, hi.y), PackBf16(hi.z, hi.w)};
+      }
+    }
+  }
+};
 
 // Stores (x, y) at element i, i + 1 of an f32 or bf16 tensor (i even).
 __device__ __forceinline__ void StorePair(FloatPtr dst, int64_t i, float x, float y) {

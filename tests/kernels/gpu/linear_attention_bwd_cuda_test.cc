@@ -275,6 +275,21 @@ TEST(LinearAttentionBwdCudaTest, SmallerHeadDimsMatchCpu) {
   }
 }
 
+// Empty sequences (zero state gradient) beside ones whose chunk counts leave the scan's pipeline
+// stages partly filled; f32 inputs (weighted while staged) give the bits of bf16 ones (weighted in
+// the tensor-core fragments).
+TEST(LinearAttentionBwdCudaTest, EmptyAndOddLengthSequencesMatchCpu) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const Problem pr = MakeProblem({0, 777, 0, 64, 450}, 2, 64, 500);
+  const GpuGrads g = RunGpu(pr, DType::kBF16, DType::kF32);
+  ExpectMatchesCpu(pr, g);
+  const GpuGrads f32_in = RunGpu(pr, DType::kF32, DType::kF32);
+  EXPECT_TRUE(BitwiseEqual(g.dq, f32_in.dq));
+  EXPECT_TRUE(BitwiseEqual(g.dk, f32_in.dk));
+  EXPECT_TRUE(BitwiseEqual(g.dv, f32_in.dv));
+  EXPECT_TRUE(BitwiseEqual(g.dinit, f32_in.dinit));
+}
+
 // The 1030-token sequence alone gives the same bits as inside a packed batch.
 TEST(LinearAttentionBwdCudaTest, AloneEqualsPackedBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
