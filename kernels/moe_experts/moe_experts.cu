@@ -1,18 +1,19 @@
-// CUDA routed experts (contract rules 1 and 4), the CPU kernel's algorithm on the device: the
-// (t, k) rows are grouped by expert with a deterministic counting sort, each expert runs
-// cuda::GemmNT on its contiguous block (one tile for every M: a row's bits never depend on how
-// many rows the expert got), and tokens combine their K outputs in rank order. The per-expert
-// launches need the expert offsets on the host, so grouping costs one stream synchronisation.
-// The backward runs the NN / TN products as GemmNT on transposed copies (weights, grouped rows).
+// CUDA routed experts (contract rules 1 and 4), the CPU kernel's algorithm on the device without a
+// host synchronisation: a deterministic counting sort groups the (t, k) rows by expert and leaves
+// the expert offsets on the device, and each projection is ONE grouped GEMM launch over (N-tile,
+// M-tile slot) whose slots map to experts on the device (grouped_kernels.cuh). The tiles do
+// cuda::GemmNT's arithmetic, so a row's bits never depend on how many rows its expert got. Scratch
+// lives in a per-context buffer that only grows; the backward reads the weights in place (NN and
+// TN tile loads), with no transposed copies.
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <vector>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/core/cuda_util.h"
 #include "kernels/core/status_macros.h"
-#include "kernels/gemm/gemm_cuda.h"
+#include "kernels/moe_experts/grouped_launch.cuh"
 #include "kernels/moe_experts/moe_experts_cuda.h"
 #include "kernels/moe_experts/moe_experts_kernels.cuh"
 #include "kernels/swiglu/swiglu_cuda.h"
@@ -27,34 +28,91 @@ struct Dims {
   int64_t n() const { return t * k; }  // number of (t, k) rows
 };
 
-// Rows grouped by expert: expert e owns grouped positions [offset[e], offset[e + 1]).
-struct Grouping {
-  Tensor pos;                   // [N] i32 (GPU): grouped position of row r = t·K + k
-  Tensor row_of;                // [N] i32 (GPU): the row at grouped position p
-  std::vector<int32_t> offset;  // [E + 1] (host)
-};
-
 DType FloatDType(const Tensor& t) { return t.dtype() == DType::kBF16 ? DType::kBF16 : DType::kF32; }
-
-char* Bytes(const Tensor& t) { return static_cast<char*>(const_cast<void*>(t.raw_data())); }
 const int32_t* I32(const Tensor& t) { return static_cast<const int32_t*>(t.raw_data()); }
 const float* F32(const Tensor& t) { return static_cast<const float*>(t.raw_data()); }
-
-// Address of element (row, 0) of a row-major matrix, or of expert e's matrix in a stacked
-// [E, rows, cols] tensor when row = e · rows.
-void* RowPtr(const Tensor& t, int64_t row, int64_t width) {
-  return Bytes(t) + row * width * static_cast<int64_t>(DTypeSize(t.dtype()));
-}
-// Element (0, col) of a row-major matrix: a column block of a transposed [·, N] buffer.
-void* ColPtr(const Tensor& t, int64_t col) {
-  return Bytes(t) + col * static_cast<int64_t>(DTypeSize(t.dtype()));
-}
-void* ExpertPtr(const Tensor& stacked, int64_t e) {
-  return RowPtr(stacked, e * stacked.dim(1), stacked.dim(2));
-}
+const uint16_t* U16(const void* p) { return static_cast<const uint16_t*>(p); }
 
 unsigned Blocks(int64_t n, int64_t cap = 65535) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min(n, cap)));
+}
+
+// Per-context scratch: one device buffer that only grows (stream-ordered, so a buffer still read
+// by queued work is freed only after it), and a mapped host word the sort sets when an expert
+// index is out of range. Calls on one context are expected from one thread at a time.
+struct Scratch {
+  void* data = nullptr;
+  size_t bytes = 0;
+  int32_t* bad_host = nullptr;  // pinned, mapped
+  int32_t* bad_dev = nullptr;
+  ~Scratch() {
+    if (data != nullptr) cudaFree(data);
+    if (bad_host != nullptr) cudaFreeHost(bad_host);
+  }
+};
+
+absl::StatusOr<Scratch*> GetScratch(const Context& ctx) {
+  auto slot = ctx.Resource("moe_experts.scratch", [] {
+    auto s = std::make_shared<Scratch>();
+    void* host = nullptr;
+    if (cudaHostAlloc(&host, sizeof(int32_t), cudaHostAllocMapped) == cudaSuccess) {
+      s->bad_host = static_cast<int32_t*>(host);
+      *s->bad_host = 0;
+      void* dev = nullptr;
+      if (cudaHostGetDevicePointer(&dev, host, 0) == cudaSuccess) {
+        s->bad_dev = static_cast<int32_t*>(dev);
+      }
+    }
+    return std::static_pointer_cast<void>(s);
+  });
+  auto* s = static_cast<Scratch*>(slot.get());
+  if (s->bad_dev == nullptr) return absl::InternalError("moe_experts: no mapped host memory");
+  return s;
+}
+
+// Carves aligned sub-buffers out of the scratch buffer; a first pass with a null base sizes it.
+class Carver {
+ public:
+  explicit Carver(char* base) : base_(base) {}
+  template <typename T>
+  T* Take(int64_t count) {
+    char* p = base_ == nullptr ? nullptr : base_ + used_;
+    used_ += (static_cast<size_t>(count) * sizeof(T) + 255) / 256 * 256;
+    return reinterpret_cast<T*>(p);
+  }
+  size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  size_t used_ = 0;
+};
+
+// Sizes the layout with fn(Carver&), grows the scratch to fit and runs fn on the real buffer.
+template <typename Fn>
+absl::Status CarveScratch(const Context& ctx, Scratch& s, Fn fn) {
+  Carver sizing(nullptr);
+  fn(sizing);
+  if (sizing.used() > s.bytes) {
+    cudaStream_t stream = StreamOf(ctx);
+    if (s.data != nullptr) TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(s.data, stream));
+    s.data = nullptr, s.bytes = 0;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&s.data, sizing.used(), stream));
+    s.bytes = sizing.used();
+  }
+  Carver real(static_cast<char*>(s.data));
+  fn(real);
+  return absl::OkStatus();
+}
+
+// An expert index out of range is found on the device without a synchronisation: its rows are
+// dropped, and the next call on the context reports it (the flag is read once it has landed).
+absl::Status TakeBadIndexFlag(Scratch& s) {
+  volatile int32_t* flag = s.bad_host;
+  if (*flag == 0) return absl::OkStatus();
+  *flag = 0;
+  return absl::InvalidArgumentError(
+      "topk_idx: an earlier MoeExperts call on this context had an expert index outside [0, E); "
+      "its rows were dropped");
 }
 
 absl::Status CheckInputs(const Tensor& x, const Tensor& topk_idx, const Tensor& topk_weight,
@@ -67,100 +125,82 @@ absl::Status CheckInputs(const Tensor& x, const Tensor& topk_idx, const Tensor& 
   TANDEM_RETURN_IF_ERROR(ExpectTensor(topk_weight, "topk_weight", DType::kF32, {d.t, d.k}, kGpu));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(w.up, "w.up", DType::kBF16, {d.e, d.i, d.dm}, kGpu));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(w.down, "w.down", DType::kBF16, {d.e, d.dm, d.i}, kGpu));
-  TANDEM_CHECK_ARG(d.e <= moe::kMaxExperts, "w.gate: at most ", moe::kMaxExperts, " experts, got ",
-                   d.e);
-  // Grids of the transposes put N / 32 in y: keep it within 65535 (and indices within i32).
-  TANDEM_CHECK_ARG(d.n() <= int64_t{65535} * moe::kTransposeTile, "topk_idx: T·K = ", d.n(),
-                   " rows is more than ", int64_t{65535} * moe::kTransposeTile);
+  TANDEM_CHECK_ARG(d.e >= 1 && d.e <= moe::kMaxExperts, "w.gate: 1 to ", moe::kMaxExperts,
+                   " experts, got ", d.e);
+  // The tiles move 8 bf16 (16 bytes) at a time along Dm and I.
+  TANDEM_CHECK_ARG(d.dm % 8 == 0 && d.i % 8 == 0, "w.gate: Dm = ", d.dm, " and I = ", d.i,
+                   " must be multiples of 8");
+  // Grouped positions are i32 and the M-tile slots (at most N / 16 + E) go in grid.y.
+  TANDEM_CHECK_ARG(d.n() <= int64_t{1} << 30 && d.n() / 128 + d.e < 65535,
+                   "topk_idx: T·K = ", d.n(), " rows is too many");
   return absl::OkStatus();
 }
 
-absl::StatusOr<Grouping> GroupByExpert(const Context& ctx, const Tensor& topk_idx, const Dims& d) {
-  cudaStream_t s = StreamOf(ctx);
-  const int64_t n = d.n(), chunks = (n + moe::kSortChunk - 1) / moe::kSortChunk;
-  const int e = static_cast<int>(d.e);
-  Tensor hist = Tensor::Empty({chunks, d.e}, DType::kI32, kGpu);
-  Tensor base = Tensor::Empty({chunks, d.e}, DType::kI32, kGpu);
-  Tensor meta = Tensor::Empty({d.e + 2}, DType::kI32, kGpu);  // offsets [E + 1], then "bad"
-  int32_t* offsets = static_cast<int32_t*>(meta.raw_data());
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(offsets + d.e + 1, 0, sizeof(int32_t), s));
-  Grouping g{Tensor::Empty({n}, DType::kI32, kGpu), Tensor::Empty({n}, DType::kI32, kGpu), {}};
-  const size_t smem = static_cast<size_t>(d.e) * sizeof(int32_t);
-  moe::ExpertHistogramKernel<<<Blocks(chunks, chunks), moe::kSortThreads, smem, s>>>(
-      I32(topk_idx), n, e, static_cast<int32_t*>(hist.raw_data()), offsets + d.e + 1);
-  moe::ExpertScanKernel<<<1, 1024, smem, s>>>(chunks, e, I32(hist),
-                                              static_cast<int32_t*>(base.raw_data()), offsets);
-  moe::ExpertPlaceKernel<<<Blocks(chunks, chunks), moe::kSortThreads, 0, s>>>(
-      I32(topk_idx), n, e, I32(base), offsets, static_cast<int32_t*>(g.pos.raw_data()),
-      static_cast<int32_t*>(g.row_of.raw_data()));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  std::vector<int32_t> host(d.e + 2);
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host.data(), offsets, host.size() * sizeof(int32_t),
-                                              cudaMemcpyDeviceToHost, s));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
-  TANDEM_CHECK_ARG(host[d.e + 1] == 0, "topk_idx: an expert index is outside [0, ", d.e, ")");
-  g.offset.assign(host.begin(), host.begin() + d.e + 1);
+// Rows grouped by expert (device arrays): expert e owns grouped rows [offsets[e], offsets[e+1]);
+// bucket E (offsets[E] .. offsets[E+1]) holds rows with an out-of-range index.
+struct Grouping {
+  int32_t *hist, *base, *offsets, *tile_off, *pos, *row_of;
+  int tile_rows;
+  int64_t chunks;
+};
+
+Grouping TakeGrouping(Carver& c, const Dims& d, int tile_rows) {
+  const int64_t chunks = (d.n() + moe::kSortChunk - 1) / moe::kSortChunk;
+  Grouping g;
+  g.hist = c.Take<int32_t>(chunks * (d.e + 1));
+  g.base = c.Take<int32_t>(chunks * (d.e + 1));
+  g.offsets = c.Take<int32_t>(d.e + 2);
+  g.tile_off = c.Take<int32_t>(d.e + 1);
+  g.pos = c.Take<int32_t>(d.n());
+  g.row_of = c.Take<int32_t>(d.n());
+  g.tile_rows = tile_rows, g.chunks = chunks;
   return g;
+}
+
+absl::Status GroupByExpert(const Context& ctx, const Tensor& topk_idx, const Dims& d,
+                           const Grouping& g, int32_t* bad) {
+  cudaStream_t s = StreamOf(ctx);
+  const int e = static_cast<int>(d.e);
+  const size_t smem = static_cast<size_t>(d.e + 1) * sizeof(int32_t);
+  moe::ExpertHistogramKernel<<<Blocks(g.chunks, g.chunks), moe::kSortThreads, smem, s>>>(
+      I32(topk_idx), d.n(), e, g.hist, bad);
+  moe::ExpertScanKernel<<<1, 1024, smem, s>>>(g.chunks, e, g.tile_rows, g.hist, g.base, g.offsets,
+                                              g.tile_off);
+  moe::ExpertPlaceKernel<<<Blocks(g.chunks, g.chunks), moe::kSortThreads, 0, s>>>(
+      I32(topk_idx), d.n(), e, g.base, g.offsets, g.pos, g.row_of);
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+moe::Groups DeviceGroups(const Grouping& g, const Dims& d) {
+  return {g.offsets, g.tile_off, static_cast<int>(d.e), g.tile_rows};
 }
 
 // dst[p, :] = src[index[p] / div, :] (· scale[index[p]]) for p < rows.
 absl::Status Gather(const Context& ctx, int64_t rows, int64_t width, const int32_t* index, int div,
-                    const float* scale, const Tensor& src, const Tensor& dst) {
+                    const float* scale, FloatPtr src, FloatPtr dst) {
   moe::GatherRowsKernel<<<Blocks(rows), 256, 0, StreamOf(ctx)>>>(rows, width, index, div, scale,
-                                                                 ToFloatPtr(src), ToFloatPtr(dst));
+                                                                 src, dst);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 
-// dst [B, C, R] = src [B, R, C] transposed per batch entry.
-absl::Status Transpose(const Context& ctx, int64_t batch, int64_t rows, int64_t cols,
-                       const Tensor& src, const Tensor& dst) {
-  const dim3 grid(static_cast<unsigned>((cols + moe::kTransposeTile - 1) / moe::kTransposeTile),
-                  static_cast<unsigned>((rows + moe::kTransposeTile - 1) / moe::kTransposeTile),
-                  static_cast<unsigned>(batch));
-  moe::TransposeKernel<<<grid, dim3(moe::kTransposeTile, moe::kTransposeRows), 0, StreamOf(ctx)>>>(
-      rows, cols, ToFloatPtr(src), ToFloatPtr(dst));
+absl::Status Combine(const Context& ctx, const Dims& d, const Tensor& topk_idx, const int32_t* pos,
+                     const float* scale, const float* rows, const Tensor& out) {
+  moe::CombineKernel<<<Blocks(d.t), 256, 0, StreamOf(ctx)>>>(
+      d.t, d.k, d.dm, I32(topk_idx), static_cast<int>(d.e), pos, scale, rows, ToFloatPtr(out));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 
-absl::Status Combine(const Context& ctx, const Dims& d, const Grouping& g, const float* scale,
-                     const Tensor& rows, const Tensor& out) {
-  moe::CombineKernel<<<Blocks(d.t), 256, 0, StreamOf(ctx)>>>(d.t, d.k, d.dm, I32(g.pos), scale,
-                                                             F32(rows), ToFloatPtr(out));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
-}
-
-// One bf16-weight GEMM c[m, n] (+)= a[m, k] · b[n, k]ᵀ on raw rows.
-absl::Status Gemm(const Context& ctx, int64_t m, int64_t n, int64_t k, const void* a, DType at,
-                  int64_t lda, const void* b, int64_t ldb, void* c, DType ct, int64_t ldc,
-                  bool accumulate) {
-  GemmNTArgs args;
-  args.m = m, args.n = n, args.k = k;
-  args.a = a, args.a_dtype = at, args.lda = lda;
-  args.b = b, args.b_dtype = DType::kBF16, args.ldb = ldb;
-  args.c = c, args.c_dtype = ct, args.ldc = ldc;
-  args.accumulate = accumulate;
-  return GemmNT(StreamOf(ctx), args);
-}
-
-// Calls fn(e, offset, count) for every expert with rows, ascending e.
-template <typename Fn>
-absl::Status ForEachExpert(const Grouping& g, Fn fn) {
-  for (size_t e = 0; e + 1 < g.offset.size(); ++e) {
-    const int64_t off = g.offset[e], m = g.offset[e + 1] - off;
-    if (m > 0) TANDEM_RETURN_IF_ERROR(fn(static_cast<int64_t>(e), off, m));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ZeroIfEmptyRows(const Context& ctx, const Dims& d, Tensor& t) {
+absl::Status ZeroIfEmptyRows(const Context& ctx, Tensor& t) {
   if (t.nbytes() > 0) {
     TANDEM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(t.raw_data(), 0, t.nbytes(), StreamOf(ctx)));
   }
   return absl::OkStatus();
 }
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
@@ -170,102 +210,66 @@ absl::Status MoeExpertsFwd(const Context& ctx, const Tensor& x, const Tensor& to
   Dims d;
   TANDEM_RETURN_IF_ERROR(CheckInputs(x, topk_idx, topk_weight, w, d));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(out, "out", FloatDType(out), {d.t, d.dm}, kGpu));
+  TANDEM_ASSIGN_OR_RETURN(Scratch * scratch, GetScratch(ctx));
+  TANDEM_RETURN_IF_ERROR(TakeBadIndexFlag(*scratch));
   const int64_t n = d.n();
   if (acts != nullptr) {
     acts->gate = Tensor::Empty({n, d.i}, DType::kF32, kGpu);
     acts->up = Tensor::Empty({n, d.i}, DType::kF32, kGpu);
     acts->y = Tensor::Empty({n, d.dm}, DType::kF32, kGpu);
   }
-  if (n == 0) return ZeroIfEmptyRows(ctx, d, out);
-  TANDEM_ASSIGN_OR_RETURN(const Grouping g, GroupByExpert(ctx, topk_idx, d));
-  Tensor xg = Tensor::Empty({n, d.dm}, DType::kBF16, kGpu);  // [N, Dm] grouped x
-  TANDEM_RETURN_IF_ERROR(
-      Gather(ctx, n, d.dm, I32(g.row_of), static_cast<int>(d.k), nullptr, x, xg));
-  Tensor gate = Tensor::Empty({n, d.i}, DType::kF32, kGpu);  // [N, I] grouped
-  Tensor up = Tensor::Empty({n, d.i}, DType::kF32, kGpu);    // [N, I] grouped
-  TANDEM_RETURN_IF_ERROR(ForEachExpert(g, [&](int64_t e, int64_t off, int64_t m) {
-    const void* a = RowPtr(xg, off, d.dm);
-    TANDEM_RETURN_IF_ERROR(Gemm(ctx, m, d.i, d.dm, a, DType::kBF16, d.dm, ExpertPtr(w.gate, e),
-                                d.dm, RowPtr(gate, off, d.i), DType::kF32, d.i, false));
-    return Gemm(ctx, m, d.i, d.dm, a, DType::kBF16, d.dm, ExpertPtr(w.up, e), d.dm,
-                RowPtr(up, off, d.i), DType::kF32, d.i, false);
+  if (n == 0) return ZeroIfEmptyRows(ctx, out);
+  // bf16 x with aligned rows feeds the gate/up tiles directly; anything else is gathered first.
+  const bool direct_x = x.dtype() == DType::kBF16 && Aligned16(x.raw_data());
+  Grouping g;
+  uint16_t* xg = nullptr;      // [N, Dm] bf16 grouped x (when not direct)
+  __nv_bfloat16* h = nullptr;  // [N, I] bf16 grouped
+  float* y = nullptr;          // [N, Dm] f32 (t, k) rows (when acts is null)
+  TANDEM_RETURN_IF_ERROR(CarveScratch(ctx, *scratch, [&](Carver& c) {
+    g = TakeGrouping(c, d, moe::TileRows(d.n(), d.e));
+    xg = direct_x ? nullptr : c.Take<uint16_t>(n * d.dm);
+    h = c.Take<__nv_bfloat16>(n * d.i);
+    y = acts != nullptr ? nullptr : c.Take<float>(n * d.dm);
   }));
-  Tensor h = Tensor::Empty({n, d.i}, DType::kBF16, kGpu);  // [N, I] the down GEMM's bf16 input
-  TANDEM_RETURN_IF_ERROR(SwigluFwd(ctx, gate, up, h));
-  Tensor y = Tensor::Empty({n, d.dm}, DType::kF32, kGpu);  // [N, Dm] grouped expert outputs
-  TANDEM_RETURN_IF_ERROR(ForEachExpert(g, [&](int64_t e, int64_t off, int64_t m) {
-    return Gemm(ctx, m, d.dm, d.i, RowPtr(h, off, d.i), DType::kBF16, d.i, ExpertPtr(w.down, e),
-                d.i, RowPtr(y, off, d.dm), DType::kF32, d.dm, false);
-  }));
-  TANDEM_RETURN_IF_ERROR(Combine(ctx, d, g, F32(topk_weight), y, out));
-  if (acts != nullptr) {  // back to (t, k) row order
-    TANDEM_RETURN_IF_ERROR(Gather(ctx, n, d.i, I32(g.pos), 1, nullptr, gate, acts->gate));
-    TANDEM_RETURN_IF_ERROR(Gather(ctx, n, d.i, I32(g.pos), 1, nullptr, up, acts->up));
-    TANDEM_RETURN_IF_ERROR(Gather(ctx, n, d.dm, I32(g.pos), 1, nullptr, y, acts->y));
+  if (acts != nullptr) y = static_cast<float*>(acts->y.raw_data());
+  TANDEM_RETURN_IF_ERROR(GroupByExpert(ctx, topk_idx, d, g, scratch->bad_dev));
+  moe::RowSource xs{U16(x.raw_data()), d.dm, g.row_of, static_cast<int>(d.k)};
+  if (!direct_x) {
+    TANDEM_RETURN_IF_ERROR(Gather(ctx, n, d.dm, g.row_of, static_cast<int>(d.k), nullptr,
+                                  ToFloatPtr(x), FloatPtr{xg, true}));
+    xs = {xg, d.dm, nullptr, 1};
   }
-  return absl::OkStatus();
+  moe::GateUpArgs gu{DeviceGroups(g, d),
+                     xs,
+                     U16(w.gate.raw_data()),
+                     U16(w.up.raw_data()),
+                     d.i,
+                     d.dm,
+                     g.row_of,
+                     nullptr,
+                     nullptr,
+                     h};
+  if (acts != nullptr) {
+    gu.gate_out = static_cast<float*>(acts->gate.raw_data());
+    gu.up_out = static_cast<float*>(acts->up.raw_data());
+  }
+  TANDEM_RETURN_IF_ERROR(moe::GateUp(ctx, n, gu));
+  const moe::RowsArgs down{DeviceGroups(g, d),
+                           {U16(h), d.i, nullptr, 1},
+                           U16(w.down.raw_data()),
+                           d.i,
+                           d.dm * d.i,
+                           d.dm,
+                           d.i,
+                           y,
+                           d.dm,
+                           g.row_of,
+                           false};
+  TANDEM_RETURN_IF_ERROR(moe::Rows<false>(ctx, n, down));
+  return Combine(ctx, d, topk_idx, nullptr, F32(topk_weight), y, out);
 }
 
 namespace {
-
-// Grouped buffers of the backward pass, [N, ·] in grouped order.
-struct BackwardRows {
-  Tensor xg, dy;         // [N, Dm] bf16
-  Tensor gate, up;       // [N, I] f32
-  Tensor h, dgate, dup;  // [N, I] bf16
-  Tensor dh;             // [N, I] f32
-  Tensor dx;             // [N, Dm] f32
-};
-
-Tensor Bf16Gpu(Shape shape) { return Tensor::Empty(std::move(shape), DType::kBF16, kGpu); }
-
-// dW[rows, cols] += aᵀ · bt over expert rows [off, off + m): a [N, rows] and bt [N, cols] arrive
-// transposed ([rows, N], [cols, N]), so k walks the expert's rows in ascending token order.
-absl::Status WeightGrad(const Context& ctx, int64_t n, int64_t off, int64_t m, const Tensor& at,
-                        const Tensor& bt, Tensor& dw, int64_t e) {
-  return Gemm(ctx, at.dim(0), bt.dim(0), m, ColPtr(at, off), DType::kBF16, n, ColPtr(bt, off), n,
-              ExpertPtr(dw, e), DType::kF32, dw.dim(2), true);
-}
-
-// Per expert: dh = dy · W_down and dW_down += dyᵀ · h. NN products run on transposed weights.
-absl::Status DownBackward(const Context& ctx, const Dims& d, const Grouping& g,
-                          const MoeExpertsWeights& w, BackwardRows& b, MoeExpertsWeights& grads) {
-  const int64_t n = d.n();
-  Tensor wt = Bf16Gpu({d.e, d.i, d.dm});  // W_downᵀ per expert
-  TANDEM_RETURN_IF_ERROR(Transpose(ctx, d.e, d.dm, d.i, w.down, wt));
-  Tensor dyt = Bf16Gpu({d.dm, n}), ht = Bf16Gpu({d.i, n});
-  TANDEM_RETURN_IF_ERROR(Transpose(ctx, 1, n, d.dm, b.dy, dyt));
-  TANDEM_RETURN_IF_ERROR(Transpose(ctx, 1, n, d.i, b.h, ht));
-  return ForEachExpert(g, [&](int64_t e, int64_t off, int64_t m) {
-    TANDEM_RETURN_IF_ERROR(Gemm(ctx, m, d.i, d.dm, RowPtr(b.dy, off, d.dm), DType::kBF16, d.dm,
-                                ExpertPtr(wt, e), d.dm, RowPtr(b.dh, off, d.i), DType::kF32, d.i,
-                                false));
-    return WeightGrad(ctx, n, off, m, dyt, ht, grads.down, e);
-  });
-}
-
-// Per expert: dW_gate += dgateᵀ · x, dW_up += dupᵀ · x, dx = dgate · W_gate + dup · W_up (the
-// second product added in fp32 after the first, as on the CPU).
-absl::Status GateUpBackward(const Context& ctx, const Dims& d, const Grouping& g,
-                            const MoeExpertsWeights& w, BackwardRows& b, MoeExpertsWeights& grads) {
-  const int64_t n = d.n();
-  Tensor wgt = Bf16Gpu({d.e, d.dm, d.i}), wut = Bf16Gpu({d.e, d.dm, d.i});  // W_gateᵀ, W_upᵀ
-  TANDEM_RETURN_IF_ERROR(Transpose(ctx, d.e, d.i, d.dm, w.gate, wgt));
-  TANDEM_RETURN_IF_ERROR(Transpose(ctx, d.e, d.i, d.dm, w.up, wut));
-  Tensor xt = Bf16Gpu({d.dm, n}), dgt = Bf16Gpu({d.i, n}), dut = Bf16Gpu({d.i, n});
-  TANDEM_RETURN_IF_ERROR(Transpose(ctx, 1, n, d.dm, b.xg, xt));
-  TANDEM_RETURN_IF_ERROR(Transpose(ctx, 1, n, d.i, b.dgate, dgt));
-  TANDEM_RETURN_IF_ERROR(Transpose(ctx, 1, n, d.i, b.dup, dut));
-  return ForEachExpert(g, [&](int64_t e, int64_t off, int64_t m) {
-    TANDEM_RETURN_IF_ERROR(WeightGrad(ctx, n, off, m, dgt, xt, grads.gate, e));
-    TANDEM_RETURN_IF_ERROR(WeightGrad(ctx, n, off, m, dut, xt, grads.up, e));
-    void* dx = RowPtr(b.dx, off, d.dm);
-    TANDEM_RETURN_IF_ERROR(Gemm(ctx, m, d.dm, d.i, RowPtr(b.dgate, off, d.i), DType::kBF16, d.i,
-                                ExpertPtr(wgt, e), d.i, dx, DType::kF32, d.dm, false));
-    return Gemm(ctx, m, d.dm, d.i, RowPtr(b.dup, off, d.i), DType::kBF16, d.i, ExpertPtr(wut, e),
-                d.i, dx, DType::kF32, d.dm, true);
-  });
-}
 
 absl::Status CheckBackwardArgs(const Dims& d, const MoeExpertsActivations& acts, const Tensor& dout,
                                const Tensor& dx, const Tensor& dtopk_weight,
@@ -283,6 +287,80 @@ absl::Status CheckBackwardArgs(const Dims& d, const MoeExpertsActivations& acts,
   return ExpectTensor(grads.down, "grads.down", DType::kF32, {d.e, d.dm, d.i}, kGpu);
 }
 
+// Grouped buffers of the backward pass, [N, ·] in grouped order (scratch).
+struct BackwardRows {
+  uint16_t *xg, *dy;          // [N, Dm] bf16
+  float *gate, *up, *dh;      // [N, I] f32
+  uint16_t *h, *dgate, *dup;  // [N, I] bf16
+  float* dx;                  // [N, Dm] f32
+};
+
+BackwardRows TakeBackwardRows(Carver& c, const Dims& d) {
+  const int64_t n = d.n();
+  BackwardRows b;
+  b.xg = c.Take<uint16_t>(n * d.dm), b.dy = c.Take<uint16_t>(n * d.dm);
+  b.gate = c.Take<float>(n * d.i), b.up = c.Take<float>(n * d.i), b.dh = c.Take<float>(n * d.i);
+  b.h = c.Take<uint16_t>(n * d.i), b.dgate = c.Take<uint16_t>(n * d.i);
+  b.dup = c.Take<uint16_t>(n * d.i), b.dx = c.Take<float>(n * d.dm);
+  return b;
+}
+
+Tensor View(const void* p, int64_t rows, int64_t cols, DType dt) {
+  return Tensor::View(const_cast<void*>(p), {rows, cols}, dt, kGpu);
+}
+
+// dh = dy · W_down per expert (NN), dW_down += dyᵀ · h (TN), then dgate, dup by SwiGLU's backward.
+absl::Status DownBackward(const Context& ctx, const Dims& d, const Grouping& g,
+                          const MoeExpertsWeights& w, const BackwardRows& b,
+                          MoeExpertsWeights& grads) {
+  const int64_t n = d.n();
+  const moe::RowsArgs dh{DeviceGroups(g, d),
+                         {b.dy, d.dm, nullptr, 1},
+                         U16(w.down.raw_data()),
+                         d.i,
+                         d.dm * d.i,
+                         d.i,
+                         d.dm,
+                         b.dh,
+                         d.i,
+                         nullptr,
+                         false};
+  TANDEM_RETURN_IF_ERROR(moe::Rows<true>(ctx, n, dh));
+  TANDEM_RETURN_IF_ERROR(moe::WeightGrad(
+      ctx, d.e,
+      {g.offsets, b.dy, d.dm, b.h, d.i, d.dm, d.i, static_cast<float*>(grads.down.raw_data())}));
+  Tensor dgate = View(b.dgate, n, d.i, DType::kBF16), dup = View(b.dup, n, d.i, DType::kBF16);
+  return SwigluBwd(ctx, View(b.gate, n, d.i, DType::kF32), View(b.up, n, d.i, DType::kF32),
+                   View(b.dh, n, d.i, DType::kF32), dgate, dup);
+}
+
+// dW_gate += dgateᵀ · x, dW_up += dupᵀ · x (TN), dx = dgate · W_gate + dup · W_up (NN, the second
+// product added in fp32 after the first, as on the CPU).
+absl::Status GateUpBackward(const Context& ctx, const Dims& d, const Grouping& g,
+                            const MoeExpertsWeights& w, const BackwardRows& b,
+                            MoeExpertsWeights& grads) {
+  TANDEM_RETURN_IF_ERROR(moe::WeightGrad(ctx, d.e,
+                                         {g.offsets, b.dgate, d.i, b.xg, d.dm, d.i, d.dm,
+                                          static_cast<float*>(grads.gate.raw_data())}));
+  TANDEM_RETURN_IF_ERROR(moe::WeightGrad(
+      ctx, d.e,
+      {g.offsets, b.dup, d.i, b.xg, d.dm, d.i, d.dm, static_cast<float*>(grads.up.raw_data())}));
+  moe::RowsArgs dx{DeviceGroups(g, d),
+                   {b.dgate, d.i, nullptr, 1},
+                   U16(w.gate.raw_data()),
+                   d.dm,
+                   d.i * d.dm,
+                   d.dm,
+                   d.i,
+                   b.dx,
+                   d.dm,
+                   nullptr,
+                   false};
+  TANDEM_RETURN_IF_ERROR(moe::Rows<true>(ctx, d.n(), dx));
+  dx.a = {b.dup, d.i, nullptr, 1}, dx.b = U16(w.up.raw_data()), dx.accumulate = true;
+  return moe::Rows<true>(ctx, d.n(), dx);
+}
+
 }  // namespace
 
 absl::Status MoeExpertsBwd(const Context& ctx, const Tensor& x, const Tensor& topk_idx,
@@ -292,28 +370,36 @@ absl::Status MoeExpertsBwd(const Context& ctx, const Tensor& x, const Tensor& to
   Dims d;
   TANDEM_RETURN_IF_ERROR(CheckInputs(x, topk_idx, topk_weight, w, d));
   TANDEM_RETURN_IF_ERROR(CheckBackwardArgs(d, acts, dout, dx, dtopk_weight, grads));
+  TANDEM_ASSIGN_OR_RETURN(Scratch * scratch, GetScratch(ctx));
+  TANDEM_RETURN_IF_ERROR(TakeBadIndexFlag(*scratch));
   const int64_t n = d.n();
-  if (n == 0) return ZeroIfEmptyRows(ctx, d, dx);
+  if (n == 0) return ZeroIfEmptyRows(ctx, dx);
   moe::TopkWeightGradKernel<<<Blocks((n + moe::kDotWarps - 1) / moe::kDotWarps),
                               32 * moe::kDotWarps, 0, StreamOf(ctx)>>>(
       n, d.k, d.dm, ToFloatPtr(dout), F32(acts.y), static_cast<float*>(dtopk_weight.raw_data()));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  TANDEM_ASSIGN_OR_RETURN(const Grouping g, GroupByExpert(ctx, topk_idx, d));
-  auto f32 = [](Shape s) { return Tensor::Empty(std::move(s), DType::kF32, kGpu); };
-  BackwardRows b{Bf16Gpu({n, d.dm}), Bf16Gpu({n, d.dm}), f32({n, d.i}),
-                 f32({n, d.i}),      Bf16Gpu({n, d.i}),  Bf16Gpu({n, d.i}),
-                 Bf16Gpu({n, d.i}),  f32({n, d.i}),      f32({n, d.dm})};
-  const int32_t* row_of = I32(g.row_of);
+  Grouping g;
+  BackwardRows b;
+  TANDEM_RETURN_IF_ERROR(CarveScratch(ctx, *scratch, [&](Carver& c) {
+    g = TakeGrouping(c, d, moe::TileRows(d.n(), d.e));
+    b = TakeBackwardRows(c, d);
+  }));
+  TANDEM_RETURN_IF_ERROR(GroupByExpert(ctx, topk_idx, d, g, scratch->bad_dev));
   const int k = static_cast<int>(d.k);
-  TANDEM_RETURN_IF_ERROR(Gather(ctx, n, d.dm, row_of, k, nullptr, x, b.xg));
-  TANDEM_RETURN_IF_ERROR(Gather(ctx, n, d.dm, row_of, k, F32(topk_weight), dout, b.dy));
-  TANDEM_RETURN_IF_ERROR(Gather(ctx, n, d.i, row_of, 1, nullptr, acts.gate, b.gate));
-  TANDEM_RETURN_IF_ERROR(Gather(ctx, n, d.i, row_of, 1, nullptr, acts.up, b.up));
-  TANDEM_RETURN_IF_ERROR(SwigluFwd(ctx, b.gate, b.up, b.h));
+  TANDEM_RETURN_IF_ERROR(
+      Gather(ctx, n, d.dm, g.row_of, k, nullptr, ToFloatPtr(x), FloatPtr{b.xg, true}));
+  TANDEM_RETURN_IF_ERROR(
+      Gather(ctx, n, d.dm, g.row_of, k, F32(topk_weight), ToFloatPtr(dout), FloatPtr{b.dy, true}));
+  TANDEM_RETURN_IF_ERROR(
+      Gather(ctx, n, d.i, g.row_of, 1, nullptr, ToFloatPtr(acts.gate), FloatPtr{b.gate, false}));
+  TANDEM_RETURN_IF_ERROR(
+      Gather(ctx, n, d.i, g.row_of, 1, nullptr, ToFloatPtr(acts.up), FloatPtr{b.up, false}));
+  Tensor h = View(b.h, n, d.i, DType::kBF16);
+  TANDEM_RETURN_IF_ERROR(
+      SwigluFwd(ctx, View(b.gate, n, d.i, DType::kF32), View(b.up, n, d.i, DType::kF32), h));
   TANDEM_RETURN_IF_ERROR(DownBackward(ctx, d, g, w, b, grads));
-  TANDEM_RETURN_IF_ERROR(SwigluBwd(ctx, b.gate, b.up, b.dh, b.dgate, b.dup));
   TANDEM_RETURN_IF_ERROR(GateUpBackward(ctx, d, g, w, b, grads));
-  return Combine(ctx, d, g, nullptr, b.dx, dx);
+  return Combine(ctx, d, topk_idx, g.pos, nullptr, b.dx, dx);
 }
 
 }  // namespace tandem::kernels::cuda

@@ -1,7 +1,7 @@
 // Device kernels of the CUDA routed experts (included by moe_experts.cu only): the deterministic
-// counting sort that groups (t, k) rows by expert, row gathers, a tiled transpose for the
-// backward GEMM layouts, the per-token rank-order combine and the top-k weight gradient. Every
-// sum has a fixed order that depends on nothing but the row it produces.
+// counting sort that groups (t, k) rows by expert, row gathers, the per-token rank-order combine
+// and the top-k weight gradient. Every sum has a fixed order that depends on nothing but the row it
+// produces.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -19,68 +19,77 @@ inline constexpr int kSortThreads = kSortChunk;
 // The expert count the sort kernels hold in shared memory.
 inline constexpr int64_t kMaxExperts = 4096;
 
-// hist[c, e] = number of rows of chunk c routed to expert e. The shared-memory counters are
-// integers, so the order of the atomic increments cannot change them. An index outside [0, E)
-// sets *bad (every writer stores the same 1) and is counted nowhere.
+// The rows of an index outside [0, E) go to an extra bucket E that no GEMM reads, so grouped
+// positions stay a permutation of the rows; such an index also sets *bad (a mapped host word).
+__device__ __forceinline__ int32_t Bucket(int32_t e, int num_experts) {
+  return e >= 0 && e < num_experts ? e : num_experts;
+}
+
+// hist[c, b] = number of rows of chunk c in bucket b (E + 1 buckets). The shared-memory counters
+// are integers, so the order of the atomic increments cannot change them.
 __global__ void ExpertHistogramKernel(const int32_t* idx, int64_t n, int num_experts, int32_t* hist,
-                                      int32_t* bad) {
-  extern __shared__ int32_t counts[];  // [E]
-  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) counts[e] = 0;
+                                      volatile int32_t* bad) {
+  extern __shared__ int32_t counts[];  // [E + 1]
+  for (int e = threadIdx.x; e <= num_experts; e += blockDim.x) counts[e] = 0;
   __syncthreads();
   const int64_t r = int64_t{blockIdx.x} * kSortChunk + threadIdx.x;
   if (r < n) {
-    const int32_t e = idx[r];
-    if (e >= 0 && e < num_experts) {
-      atomicAdd(&counts[e], 1);
-    } else {
-      *bad = 1;
-    }
+    const int32_t b = Bucket(idx[r], num_experts);
+    atomicAdd(&counts[b], 1);
+    if (b == num_experts) *bad = 1;
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
-    hist[int64_t{blockIdx.x} * num_experts + e] = counts[e];
+  for (int e = threadIdx.x; e <= num_experts; e += blockDim.x) {
+    hist[int64_t{blockIdx.x} * (num_experts + 1) + e] = counts[e];
   }
 }
 
-// One block: base[c, e] = rows of expert e in chunks before c (exclusive scan over chunks, one
-// thread per expert), then offsets[e] = rows of experts before e (one thread, ascending e).
-__global__ void ExpertScanKernel(int64_t num_chunks, int num_experts, const int32_t* hist,
-                                 int32_t* base, int32_t* offsets) {
-  extern __shared__ int32_t totals[];  // [E]
-  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
+// One block: base[c, b] = rows of bucket b in chunks before c (exclusive scan over chunks, one
+// thread per bucket), then (one thread, ascending e) offsets[b] = rows of buckets before b
+// (E + 2 entries) and tile_off[e] = tile_rows-row tiles of experts before e (E + 1 entries).
+__global__ void ExpertScanKernel(int64_t num_chunks, int num_experts, int tile_rows,
+                                 const int32_t* hist, int32_t* base, int32_t* offsets,
+                                 int32_t* tile_off) {
+  extern __shared__ int32_t totals[];  // [E + 1]
+  const int buckets = num_experts + 1;
+  for (int e = threadIdx.x; e < buckets; e += blockDim.x) {
     int32_t running = 0;
     for (int64_t c = 0; c < num_chunks; ++c) {
-      base[c * num_experts + e] = running;
-      running += hist[c * num_experts + e];
+      base[c * buckets + e] = running;
+      running += hist[c * buckets + e];
     }
     totals[e] = running;
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    int32_t running = 0;
-    for (int e = 0; e < num_experts; ++e) {
+    int32_t running = 0, tiles = 0;
+    for (int e = 0; e < buckets; ++e) {
       offsets[e] = running;
       running += totals[e];
+      if (e < num_experts) {
+        tile_off[e] = tiles;
+        tiles += (totals[e] + tile_rows - 1) / tile_rows;
+      }
     }
-    offsets[num_experts] = running;
+    offsets[buckets] = running;
+    tile_off[num_experts] = tiles;
   }
 }
 
-// pos[r] = grouped position of row r, row_of[pos[r]] = r: the expert's offset, plus its rows in
+// pos[r] = grouped position of row r, row_of[pos[r]] = r: the bucket's offset, plus its rows in
 // earlier chunks, plus its rows earlier in this chunk, so rows stay ascending within an expert.
 __global__ void ExpertPlaceKernel(const int32_t* idx, int64_t n, int num_experts,
                                   const int32_t* base, const int32_t* offsets, int32_t* pos,
                                   int32_t* row_of) {
   __shared__ int32_t chunk[kSortChunk];
   const int64_t r0 = int64_t{blockIdx.x} * kSortChunk, r = r0 + threadIdx.x;
-  chunk[threadIdx.x] = r < n ? idx[r] : -1;
+  chunk[threadIdx.x] = r < n ? Bucket(idx[r], num_experts) : -1;
   __syncthreads();
   if (r >= n) return;
   const int32_t e = chunk[threadIdx.x];
-  if (e < 0 || e >= num_experts) return;
   int32_t rank = 0;
   for (int j = 0; j < static_cast<int>(threadIdx.x); ++j) rank += chunk[j] == e ? 1 : 0;
-  const int32_t p = offsets[e] + base[int64_t{blockIdx.x} * num_experts + e] + rank;
+  const int32_t p = offsets[e] + base[int64_t{blockIdx.x} * (num_experts + 1) + e] + rank;
   pos[r] = p;
   row_of[p] = static_cast<int32_t>(r);
 }
@@ -101,37 +110,19 @@ __global__ void GatherRowsKernel(int64_t rows, int64_t width, const int32_t* ind
   }
 }
 
-// dst[b, c, r] = src[b, r, c] for src [B, R, C]; 32x32 tiles through shared memory. Exact
-// (a copy) unless dst is bf16 and src f32, then rounded to nearest even.
-inline constexpr int kTransposeTile = 32;
-inline constexpr int kTransposeRows = 8;  // block = 32 x 8 threads, 4 elements each
-
-__global__ void TransposeKernel(int64_t rows, int64_t cols, FloatPtr src, FloatPtr dst) {
-  __shared__ float tile[kTransposeTile][kTransposeTile + 1];
-  const int64_t b = blockIdx.z, plane = rows * cols;
-  const int64_t r0 = int64_t{blockIdx.y} * kTransposeTile,
-                c0 = int64_t{blockIdx.x} * kTransposeTile;
-  for (int i = threadIdx.y; i < kTransposeTile; i += kTransposeRows) {
-    const int64_t r = r0 + i, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[i][threadIdx.x] = src.Load(b * plane + r * cols + c);
-  }
-  __syncthreads();
-  for (int i = threadIdx.y; i < kTransposeTile; i += kTransposeRows) {
-    const int64_t c = c0 + i, r = r0 + threadIdx.x;
-    if (r < rows && c < cols) dst.Store(b * plane + c * rows + r, tile[threadIdx.x][i]);
-  }
-}
-
-// out[t, :] = Σ_{k ascending} scale[t·K + k] · y[pos[t·K + k], :] in fp32 (scale null: 1), a
-// multiply then an add per term like the CPU; one block per token, threads over columns.
-__global__ void CombineKernel(int64_t tokens, int64_t k_top, int64_t width, const int32_t* pos,
-                              const float* scale, const float* y, FloatPtr out) {
+// out[t, :] = Σ_{k ascending} scale[t·K + k] · y[row, :] in fp32 (scale null: 1), a multiply then
+// an add per term like the CPU, with row = pos[t·K + k] (pos null: t·K + k); rows whose expert
+// index is out of range are skipped. One block per token, threads over columns.
+__global__ void CombineKernel(int64_t tokens, int64_t k_top, int64_t width, const int32_t* idx,
+                              int num_experts, const int32_t* pos, const float* scale,
+                              const float* y, FloatPtr out) {
   for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
     for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
       float acc = 0.0f;
       for (int64_t k = 0; k < k_top; ++k) {
         const int64_t r = t * k_top + k;
-        const float v = y[int64_t{pos[r]} * width + c];
+        if (Bucket(idx[r], num_experts) == num_experts) continue;
+        const float v = y[(pos != nullptr ? int64_t{pos[r]} : r) * width + c];
         acc = __fadd_rn(acc, scale != nullptr ? __fmul_rn(scale[r], v) : v);
       }
       out.Store(t * width + c, acc);

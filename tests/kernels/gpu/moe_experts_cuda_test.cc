@@ -1,7 +1,8 @@
 // Tests for the CUDA routed experts: forward against the CPU kernel within per-element bounds
 // derived from the bf16 rounding of the down GEMM's input and fp32 accumulation, gate/up rows equal
-// to cuda::GemmNT's rows bitwise, a token's rows bitwise identical alone or in any batch, backward
-// against the CPU kernel, run-to-run determinism and argument errors.
+// to cuda::GemmNT's rows bitwise at every grouped tile height, a token's rows bitwise identical
+// alone or in any batch, backward against the CPU kernel, run-to-run determinism, the deferred
+// report of an out-of-range expert index and argument errors.
 #include "kernels/moe_experts/moe_experts_cuda.h"
 
 #include <algorithm>
@@ -203,26 +204,54 @@ TEST(MoeExpertsCudaTest, ForwardMatchesCpuWithinBf16Bounds) {
   }
 }
 
-TEST(MoeExpertsCudaTest, GateRowsEqualGemmNTRowsBitwise) {
+// Expert e's rows of acts.gate / acts.up equal cuda::GemmNT(x, W_e) rows bitwise, whichever M-tile
+// height the grouped GEMM picks: T·K / E = 2.5 (16-row tiles), 37.5 (64), 300 (128).
+TEST(MoeExpertsCudaTest, GateUpRowsEqualGemmNTRowsBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
-  const Problem p = MakeProblem(150, 4, 16, 136, 96, 21);
-  const Fwd g = GpuFwd(p);
-  const MoeExpertsWeights w = DeviceWeights(p);
-  const Tensor x = ToDevice(p.x, {p.t, p.dm}, kBF16);
-  for (int64_t e : {0, 5}) {  // a hot expert and an ordinary one
-    Tensor we =
-        Tensor::View(static_cast<uint16_t*>(const_cast<void*>(w.gate.raw_data())) + e * p.i * p.dm,
-                     {p.i, p.dm}, kBF16, kGpu);
-    Tensor c = Tensor::Empty({p.t, p.i}, kF32, kGpu);
-    TANDEM_ASSERT_OK(cuda::GemmNT(GpuTestContext(), x, we, c));
-    const std::vector<float> all = ToHostFloats(c);
-    for (int64_t r = 0; r < p.t * p.k; ++r) {
-      if (p.idx[r] != e) continue;
-      const int64_t t = r / p.k;
-      ASSERT_TRUE(
-          BitwiseEqual({g.gate.data() + r * p.i, size_t(p.i)}, {all.data() + t * p.i, size_t(p.i)}))
-          << "expert " << e << " row " << r;
+  for (const Shape5& s :
+       {Shape5{20, 2, 16, 136, 96}, Shape5{150, 4, 16, 136, 96}, Shape5{300, 4, 4, 136, 96}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << s.t << " K=" << s.k << " E=" << s.e);
+    const Problem p = MakeProblem(s.t, s.k, s.e, s.dm, s.i, 21);
+    const Fwd g = GpuFwd(p);
+    const MoeExpertsWeights w = DeviceWeights(p);
+    const Tensor x = ToDevice(p.x, {p.t, p.dm}, kBF16);
+    for (int64_t e : {int64_t{0}, s.e - 1}) {  // a hot expert and an ordinary one
+      for (bool up : {false, true}) {
+        const Tensor& stacked = up ? w.up : w.gate;
+        Tensor we = Tensor::View(
+            static_cast<uint16_t*>(const_cast<void*>(stacked.raw_data())) + e * p.i * p.dm,
+            {p.i, p.dm}, kBF16, kGpu);
+        Tensor c = Tensor::Empty({p.t, p.i}, kF32, kGpu);
+        TANDEM_ASSERT_OK(cuda::GemmNT(GpuTestContext(), x, we, c));
+        const std::vector<float> all = ToHostFloats(c);
+        const std::vector<float>& got = up ? g.up : g.gate;
+        for (int64_t r = 0; r < p.t * p.k; ++r) {
+          if (p.idx[r] != e) continue;
+          const int64_t t = r / p.k;
+          ASSERT_TRUE(BitwiseEqual({got.data() + r * p.i, size_t(p.i)},
+                                   {all.data() + t * p.i, size_t(p.i)}))
+              << (up ? "up" : "gate") << " expert " << e << " row " << r;
+        }
+      }
     }
+  }
+}
+
+// A token alone (16-row tiles) and in a prefill whose experts get ~300 rows (128-row tiles):
+// the same out and acts.y bits.
+TEST(MoeExpertsCudaTest, TokenRowsAreBitwiseIdenticalAcrossTileHeights) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const Problem full = MakeProblem(300, 4, 4, 136, 96, 25);
+  const Fwd a = GpuFwd(full);
+  for (int64_t t : {0, 177}) {
+    Problem one = full;
+    one.t = 1;
+    one.x.assign(&full.x[t * 136], &full.x[(t + 1) * 136]);
+    one.weight.assign(&full.weight[t * 4], &full.weight[(t + 1) * 4]);
+    one.idx.assign(&full.idx[t * 4], &full.idx[(t + 1) * 4]);
+    const Fwd alone = GpuFwd(one);
+    EXPECT_TRUE(BitwiseEqual(alone.out, {a.out.data() + t * 136, 136})) << "out, token " << t;
+    EXPECT_TRUE(BitwiseEqual(alone.y, {a.y.data() + t * 4 * 136, 4 * 136})) << "y, token " << t;
   }
 }
 
@@ -363,24 +392,46 @@ TEST(MoeExpertsCudaTest, BackwardIsDeterministicAndTokenRowsBatchInvariant) {
   EXPECT_TRUE(BitwiseEqual(GpuBwd(p, dout16, g0, kBF16).dx, GpuBwd(p, dout16, g0).dx));
 }
 
-TEST(MoeExpertsCudaTest, RejectsBadArguments) {
+// An out-of-range expert index is found on the device without a host synchronisation: the call
+// that carries it drops those rows, and the next call on the context (once the first has run)
+// reports InvalidArgument naming topk_idx; the one after that is clean again.
+TEST(MoeExpertsCudaTest, ReportsBadExpertIndexOnTheNextCall) {
   TANDEM_SKIP_WITHOUT_GPU();
   Problem p = MakeProblem(5, 2, 8, 64, 32, 71);
-  p.idx[7] = 8;
-  Tensor out = Tensor::Empty({p.t, p.dm}, kF32, kGpu);
   const Tensor x = ToDevice(p.x, {p.t, p.dm}), tw = ToDevice(p.weight, {p.t, p.k});
+  Tensor out = Tensor::Empty({p.t, p.dm}, kF32, kGpu);
+  p.idx[7] = 8;
+  TANDEM_ASSERT_OK(
+      cuda::MoeExpertsFwd(GpuTestContext(), x, DeviceIdx(p), tw, DeviceWeights(p), out, nullptr));
+  TANDEM_ASSERT_OK(cuda::Synchronize(GpuTestContext()));
+  p.idx[7] = 1;
   absl::Status s =
       cuda::MoeExpertsFwd(GpuTestContext(), x, DeviceIdx(p), tw, DeviceWeights(p), out, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  p.idx[7] = 1;
+  EXPECT_NE(s.message().find("topk_idx"), std::string::npos) << s;
+  TANDEM_ASSERT_OK(
+      cuda::MoeExpertsFwd(GpuTestContext(), x, DeviceIdx(p), tw, DeviceWeights(p), out, nullptr));
+}
+
+TEST(MoeExpertsCudaTest, RejectsBadArguments) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  Problem p = MakeProblem(5, 2, 8, 64, 32, 71);
+  Tensor out = Tensor::Empty({p.t, p.dm}, kF32, kGpu);
+  const Tensor x = ToDevice(p.x, {p.t, p.dm}), tw = ToDevice(p.weight, {p.t, p.k});
   MoeExpertsWeights w = DeviceWeights(p);
   w.down = ToDevice(p.down, {p.e, p.dm, p.i}, kF32);
-  s = cuda::MoeExpertsFwd(GpuTestContext(), x, DeviceIdx(p), tw, w, out, nullptr);
+  absl::Status s = cuda::MoeExpertsFwd(GpuTestContext(), x, DeviceIdx(p), tw, w, out, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("w.down"), std::string::npos) << s;
   const Tensor host_x = Tensor::FromVector(p.x, {p.t, p.dm});
   s = cuda::MoeExpertsFwd(GpuTestContext(), host_x, DeviceIdx(p), tw, DeviceWeights(p), out,
                           nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  // The grouped tiles move 8 bf16 at a time: I = 36 is refused.
+  const Problem q = MakeProblem(3, 2, 4, 64, 36, 72);
+  Tensor out_q = Tensor::Empty({q.t, q.dm}, kF32, kGpu);
+  s = cuda::MoeExpertsFwd(GpuTestContext(), ToDevice(q.x, {q.t, q.dm}), DeviceIdx(q),
+                          ToDevice(q.weight, {q.t, q.k}), DeviceWeights(q), out_q, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
 }
 
