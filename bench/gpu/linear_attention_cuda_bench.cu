@@ -2,8 +2,9 @@
 // on one sequence of T = 4K..64K tokens, H=16, D=128, bf16 q/k/v/o, the final fp32 state written
 // (what fla's chunk_simple_gla with output_final_state does), and one decode step
 // (cuda::LinearAttentionDecode) at batch 64 and 256 with its fp32 state read once per step.
-// CUDA-event timing, warm-up first, median of the runs. Anchors (H200): fla chunk_simple_gla
-// 1.06 ms fwd at 64K; fla fused_recurrent decode 0.84 / 2.06 TB/s at B = 64 / 256.
+// CUDA-event timing, warm-up first, median of the runs; the forward is also split into its two
+// launches (state scan, output kernel) through the library's phase-event hook. Anchors (H200): fla
+// chunk_simple_gla 1.06 ms fwd at 64K; fla fused_recurrent decode 0.84 / 2.06 TB/s at B = 64 / 256.
 //   linear_attention_cuda_bench [--quick] [--csv]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -14,12 +15,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/core/context.h"
 #include "kernels/core/contract.h"
 #include "kernels/core/cuda_util.h"
 #include "kernels/linear_attention/linear_attention_cuda.h"
+#include "kernels/linear_attention/linear_fwd_timing.cuh"
 
 namespace {
 
@@ -87,6 +90,31 @@ double MedianMs(Fn&& fn, int runs) {
   return ms[runs / 2];
 }
 
+// Median milliseconds of the scan and of the output kernel of fn (one tensor-core forward).
+template <typename Fn>
+std::pair<double, double> PhaseMs(Fn&& fn, int runs) {
+  namespace linear = tandem::kernels::cuda::linear;
+  linear::FwdPhaseEvents ev;
+  cudaEventCreate(&ev.start);
+  cudaEventCreate(&ev.scanned);
+  cudaEventCreate(&ev.done);
+  linear::SetForwardPhaseEvents(&ev);
+  std::vector<float> scan(runs), out(runs);
+  for (int r = 0; r < runs; ++r) {
+    fn();
+    cudaEventSynchronize(ev.done);
+    cudaEventElapsedTime(&scan[r], ev.start, ev.scanned);
+    cudaEventElapsedTime(&out[r], ev.scanned, ev.done);
+  }
+  linear::SetForwardPhaseEvents(nullptr);
+  cudaEventDestroy(ev.start);
+  cudaEventDestroy(ev.scanned);
+  cudaEventDestroy(ev.done);
+  std::sort(scan.begin(), scan.end());
+  std::sort(out.begin(), out.end());
+  return {scan[runs / 2], out[runs / 2]};
+}
+
 constexpr int64_t kH = 16, kD = 128, kC = tandem::kLinearAttentionChunk;
 
 // Ring-linear layer 0 decays, as the anchor script uses: x_h = 2^(-(h+1)/2) · (1 + 1e-5).
@@ -101,8 +129,9 @@ void Forward(const Context& ctx, int runs, bool csv) {
   const Tensor decay = RingDecay();
   std::printf(
       "linear attention chunked forward, one sequence, H=%ld D=%ld, bf16 q/k/v\n"
-      "%8s | %11s %9s | %12s %11s\n",
-      (long)kH, (long)kD, "T", "bf16 o ms", "Mtok/s", "+states ms", "f32 o ms");
+      "%8s | %11s %9s | %9s %9s | %12s %9s %9s | %11s\n",
+      (long)kH, (long)kD, "T", "bf16 o ms", "Mtok/s", "scan ms", "out ms", "+states ms", "scan ms",
+      "out ms", "f32 o ms");
   Tensor none;
   for (int64_t t : {4096, 8192, 16384, 32768, 65536}) {
     const int64_t nc = (t + kC - 1) / kC;
@@ -113,27 +142,26 @@ void Forward(const Context& ctx, int runs, bool csv) {
     Tensor final_state = Tensor::Empty({1, kH, kD, kD}, DType::kF32, Device::kCUDA);
     Tensor states = Tensor::Empty({nc, kH, kD, kD}, DType::kF32, Device::kCUDA);
     const Tensor cu = HostI32({0, static_cast<int32_t>(t)});
-    const double ms = MedianMs(
-        [&] {
-          CHECK_OK(
-              cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, o, none, final_state));
-        },
-        runs);
+    auto fwd = [&] {
+      CHECK_OK(cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, o, none, final_state));
+    };
+    auto fwd_states = [&] {
+      CHECK_OK(cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, o, states, final_state));
+    };
+    const double ms = MedianMs(fwd, runs);
+    const std::pair<double, double> phases = PhaseMs(fwd, runs);
+    const std::pair<double, double> phases_states = PhaseMs(fwd_states, runs);
     // The training forward also writes every chunk-start state (for the backward).
-    const double ms_states = MedianMs(
-        [&] {
-          CHECK_OK(
-              cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, o, states, final_state));
-        },
-        runs);
+    const double ms_states = MedianMs(fwd_states, runs);
     const double ms_f32 = MedianMs(
         [&] {
           CHECK_OK(
               cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, of, none, final_state));
         },
         runs);
-    std::printf("%8ld | %11.4f %9.1f | %12.4f %11.4f\n", (long)t, ms, t / ms * 1e-3, ms_states,
-                ms_f32);
+    std::printf("%8ld | %11.4f %9.1f | %9.4f %9.4f | %12.4f %9.4f %9.4f | %11.4f\n", (long)t, ms,
+                t / ms * 1e-3, phases.first, phases.second, ms_states, phases_states.first,
+                phases_states.second, ms_f32);
     if (csv) std::printf("csv,linear_fwd,%ld,1,%.4f,%.2f,Mtok/s\n", (long)t, ms, t / ms * 1e-3);
   }
   std::printf("target at T=65536: fwd <= %.3f ms (fla chunk_simple_gla 1.06 ms / 1.5)\n",
@@ -145,8 +173,9 @@ void Forward(const Context& ctx, int runs, bool csv) {
 void Decode(const Context& ctx, int runs, bool csv) {
   const tandem::kernels::LinearAttentionParams p{kH, kD, 1.0f / std::sqrt(128.0f)};
   const Tensor decay = RingDecay();
-  std::printf("\nlinear attention decode, H=%ld D=%ld, bf16 q/k/v/o, fp32 state\n%6s | %10s %9s\n",
-              (long)kH, (long)kD, "B", "ms/step", "TB/s");
+  std::printf(
+      "\nlinear attention decode, H=%ld D=%ld, bf16 q/k/v/o, fp32 state\n%6s | %10s %9s %13s\n",
+      (long)kH, (long)kD, "B", "ms/step", "TB/s", "all bytes TB/s");
   for (int64_t b : {64, 256}) {
     Tensor state = Tensor::Zeros({b, kH, kD, kD}, DType::kF32, Device::kCUDA);
     Tensor ok = Tensor::Zeros({b, kC, kH, kD}, DType::kF32, Device::kCUDA);
@@ -165,7 +194,10 @@ void Decode(const Context& ctx, int runs, bool csv) {
                           runs) /
                       kC;
     const double tbs = 4.0 * b * kH * kD * kD / ms * 1e-9;  // the state, read once per step
-    std::printf("%6ld | %10.4f %9.2f\n", (long)b, ms, tbs);
+    // Also what a step moves on average: the state, the open chunk's fp32 k, v rows before the
+    // new one ((C − 1) / 2 of each), and the state written back once per chunk.
+    const double all_bytes = 4.0 * b * kH * (kD * kD + kD * (kC - 1) + kD * kD / kC);
+    std::printf("%6ld | %10.4f %9.2f %13.2f\n", (long)b, ms, tbs, all_bytes / ms * 1e-9);
     if (csv) std::printf("csv,linear_decode,1,%ld,%.5f,%.3f,TB/s\n", (long)b, ms, tbs);
   }
   std::printf("target: >= %.2f TB/s (80%% of 4.25 TB/s)\n", 0.8 * 4.25);

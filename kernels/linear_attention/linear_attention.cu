@@ -1,13 +1,16 @@
-// CUDA chunked linear attention: argument checks, the chunk and group lists, and dispatch. bf16
-// q, k, v run the tensor-core kernels (linear_attention_tc.cuh), f32 inputs the CUDA-core kernels
-// (linear_attention_f32.cuh); forward and decode of one input dtype share their device pieces, so
-// chunked prefill followed by decode returns the one-pass forward's bits. No reduction is split
-// across threads, so the packing, the batch and the launch shape never change a bit.
+// CUDA chunked linear attention: argument checks, the chunk list, the decay-power tables, and
+// dispatch. bf16 q, k, v run the tensor-core kernels (linear_fwd_scan.cuh, linear_fwd_output.cuh,
+// linear_fwd_decode.cuh), f32 inputs the CUDA-core kernels (linear_attention_f32.cuh); forward and
+// decode of one input dtype share their device pieces, so chunked prefill followed by decode
+// returns the one-pass forward's bits. No reduction is split across threads, so the packing, the
+// batch and the launch shape never change a bit.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -17,9 +20,23 @@
 #include "kernels/core/status_macros.h"
 #include "kernels/linear_attention/linear_attention_cuda.h"
 #include "kernels/linear_attention/linear_attention_f32.cuh"
-#include "kernels/linear_attention/linear_attention_tc.cuh"
+#include "kernels/linear_attention/linear_fwd_decode.cuh"
+#include "kernels/linear_attention/linear_fwd_output.cuh"
+#include "kernels/linear_attention/linear_fwd_scan.cuh"
+#include "kernels/linear_attention/linear_fwd_timing.cuh"
 
 namespace tandem::kernels::cuda {
+namespace linear {
+
+namespace {
+FwdPhaseEvents* g_phase_events = nullptr;
+}  // namespace
+
+FwdPhaseEvents* ForwardPhaseEvents() { return g_phase_events; }
+void SetForwardPhaseEvents(FwdPhaseEvents* events) { g_phase_events = events; }
+
+}  // namespace linear
+
 namespace {
 
 using linear::ChunkItem;
@@ -39,11 +56,31 @@ absl::Status ExpectStateOrUndefined(const Tensor& t, const char* name, int64_t n
   return ExpectTensor(t, name, DType::kF32, {n, h, d, d}, Device::kCUDA);
 }
 
-// Checks p, q, k, v and decay (host), and uploads the decay powers [H, C + 1] (stream-ordered;
-// the pageable source is staged before cudaMemcpyAsync returns). The caller frees *pow.
+// Device copies of decay-power tables, keyed by device and decay values: a model has one decay
+// vector per layer, and decode would otherwise pay a pageable host-to-device copy every step.
+// Entries live for the process.
+struct PowerCache {
+  struct Entry {
+    int device;
+    std::vector<float> x;
+    float* table;
+  };
+  static constexpr size_t kMaxEntries = 256;
+  std::mutex mu;
+  std::vector<Entry> entries;
+};
+
+PowerCache& Powers() {
+  static PowerCache* cache = new PowerCache();
+  return *cache;
+}
+
+// Checks p, q, k, v and decay (host), and returns the decay powers [H, C + 1] on the device: a
+// cached table, or (cache full or stream capturing) a stream-ordered upload, which the caller
+// frees when *owned.
 absl::Status CheckAndUploadPowers(const Context& ctx, const LinearAttentionParams& p,
                                   const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor& decay, float** pow) {
+                                  const Tensor& decay, float** pow, bool* owned) {
   TANDEM_CHECK_ARG(p.num_heads > 0, "p.num_heads: must be > 0, got ", p.num_heads);
   TANDEM_CHECK_ARG(LinearAttentionHeadDimSupported(p.head_dim),
                    "p.head_dim: the CUDA kernels take 32, 64 or 128, got ", p.head_dim);
@@ -53,16 +90,38 @@ absl::Status CheckAndUploadPowers(const Context& ctx, const LinearAttentionParam
   TANDEM_RETURN_IF_ERROR(ExpectFloat(k, "k", {q.dim(0), h, d}));
   TANDEM_RETURN_IF_ERROR(ExpectFloat(v, "v", {q.dim(0), h, d}));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(decay, "decay", DType::kF32, {h}));
-  std::vector<float> table(h * (kC + 1));
+  const float* x = decay.data<float>();
   for (int64_t i = 0; i < h; ++i) {
-    const float x = decay.data<float>()[i];
-    TANDEM_CHECK_ARG(std::isfinite(x) && x > 0.0f, "decay[", i, "]: must be finite and > 0, got ",
-                     x);
-    LinearAttentionDecayPowers(x, table.data() + i * (kC + 1));
+    TANDEM_CHECK_ARG(std::isfinite(x[i]) && x[i] > 0.0f, "decay[", i,
+                     "]: must be finite and > 0, got ", x[i]);
   }
-  const size_t bytes = table.size() * sizeof(float);
+  int device = 0;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   const cudaStream_t stream = StreamOf(ctx);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+  PowerCache& cache = Powers();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  for (const PowerCache::Entry& e : cache.entries) {
+    if (e.device == device && e.x.size() == static_cast<size_t>(h) &&
+        std::memcmp(e.x.data(), x, h * sizeof(float)) == 0) {
+      *pow = e.table, *owned = false;
+      return absl::OkStatus();
+    }
+  }
+  std::vector<float> table(h * (kC + 1));
+  for (int64_t i = 0; i < h; ++i) LinearAttentionDecayPowers(x[i], table.data() + i * (kC + 1));
+  const size_t bytes = table.size() * sizeof(float);
+  if (capture == cudaStreamCaptureStatusNone && cache.entries.size() < PowerCache::kMaxEntries) {
+    // Synchronous, once per table: later calls on any stream see it.
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(pow), bytes));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(*pow, table.data(), bytes, cudaMemcpyHostToDevice));
+    cache.entries.push_back({device, std::vector<float>(x, x + h), *pow});
+    *owned = false;
+    return absl::OkStatus();
+  }
   TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(pow), bytes, stream));
+  *owned = true;
   TANDEM_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(*pow, table.data(), bytes, cudaMemcpyHostToDevice, stream));
   return absl::OkStatus();
@@ -108,27 +167,6 @@ bool AllBf16(const Tensor& q, const Tensor& k, const Tensor& v) {
 
 const bf16* Bf16Data(const Tensor& t) { return static_cast<const bf16*>(t.raw_data()); }
 
-// Chunks per output block of the tensor-core forward: the largest power of two ≤ 16 that still
-// leaves about 512 blocks. Results do not depend on it (the states are re-derived bit for bit).
-int GroupSize(int64_t num_chunks, int64_t h) {
-  int g = 1;
-  while (g < 16 && num_chunks * h / (2 * g) >= 512) g *= 2;
-  return g;
-}
-
-// Groups of up to g consecutive chunks of one sequence: (first chunk, count), and the first group
-// of each sequence.
-void MakeGroups(const std::vector<int>& seq_chunk, int g, std::vector<int2>* groups,
-                std::vector<int>* seq_group) {
-  seq_group->assign(1, 0);
-  for (size_t b = 0; b + 1 < seq_chunk.size(); ++b) {
-    for (int c = seq_chunk[b]; c < seq_chunk[b + 1]; c += g) {
-      groups->push_back(make_int2(c, std::min(g, seq_chunk[b + 1] - c)));
-    }
-    seq_group->push_back(static_cast<int>(groups->size()));
-  }
-}
-
 // Device scratch freed (stream-ordered) when it goes out of scope.
 struct DeviceScratch {
   cudaStream_t stream;
@@ -159,30 +197,22 @@ absl::Status ForwardTc(DeviceScratch& scratch, const LinearAttentionParams& p, c
                        const Tensor& initial_state, Tensor& o, Tensor& chunk_states,
                        Tensor& boundary_state) {
   const int64_t h = p.num_heads, d = p.head_dim, nc = items.size();
-  const int g = GroupSize(nc, h);
-  std::vector<int2> groups;
-  std::vector<int> seq_group;
-  MakeGroups(seq_chunk, g, &groups, &seq_group);
-  linear::TcFwdArgs a{static_cast<int>(h), p.scale,       g,  Bf16Data(q), Bf16Data(k),
+  linear::TcFwdArgs a{static_cast<int>(h), p.scale,       Bf16Data(q), Bf16Data(k),
                       Bf16Data(v),         ToFloatPtr(o), pow};
   ChunkItem* dev_items = nullptr;
   TANDEM_RETURN_IF_ERROR(scratch.Upload(items, &dev_items));
   a.items = dev_items;
-  int *dev_seq_chunk = nullptr, *dev_seq_group = nullptr;
+  int* dev_seq_chunk = nullptr;
   TANDEM_RETURN_IF_ERROR(scratch.Upload(seq_chunk, &dev_seq_chunk));
-  TANDEM_RETURN_IF_ERROR(scratch.Upload(seq_group, &dev_seq_group));
-  a.seq_chunk = dev_seq_chunk, a.seq_group = dev_seq_group;
-  int2* dev_groups = nullptr;
-  TANDEM_RETURN_IF_ERROR(scratch.Upload(groups, &dev_groups));
-  a.groups = dev_groups;
+  a.seq_chunk = dev_seq_chunk;
   a.init = initial_state.defined() ? initial_state.data<float>() : nullptr;
   a.boundary = boundary_state.defined() ? boundary_state.data<float>() : nullptr;
   a.states = chunk_states.defined() ? chunk_states.data<float>() : nullptr;
-  if (a.states == nullptr)
-    TANDEM_RETURN_IF_ERROR(scratch.Alloc(groups.size() * h * d * d, &a.ckpt));
-  const int batch = static_cast<int>(seq_chunk.size()) - 1, ng = static_cast<int>(groups.size());
+  TANDEM_RETURN_IF_ERROR(scratch.Alloc(nc * h * d * d, &a.sb));
+  const int batch = static_cast<int>(seq_chunk.size()) - 1;
   TANDEM_CUDA_RETURN_IF_ERROR(ForHeadDim(d, [&](auto dim) {
-    return linear::LaunchForwardTc<decltype(dim)::value>(scratch.stream, a, batch, ng);
+    return linear::LaunchForwardTc<decltype(dim)::value>(scratch.stream, a, batch,
+                                                         static_cast<int>(nc));
   }));
   return absl::OkStatus();
 }
@@ -221,8 +251,10 @@ absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams&
                                 Tensor& chunk_states, Tensor& boundary_state) {
   DeviceScratch scratch{StreamOf(ctx)};
   float* pow = nullptr;
-  TANDEM_RETURN_IF_ERROR(CheckAndUploadPowers(ctx, p, q, k, v, decay, &pow));
-  scratch.ptrs.push_back(pow);
+  bool owned = false;
+  const absl::Status checked = CheckAndUploadPowers(ctx, p, q, k, v, decay, &pow, &owned);
+  if (owned) scratch.ptrs.push_back(pow);
+  TANDEM_RETURN_IF_ERROR(checked);
   const int64_t t = q.dim(0), h = p.num_heads, d = p.head_dim;
   std::vector<ChunkItem> items;
   std::vector<int> seq_chunk;
@@ -255,8 +287,10 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
                                    Tensor& open_v, Tensor& open_len, Tensor& o) {
   DeviceScratch scratch{StreamOf(ctx)};
   float* pow = nullptr;
-  TANDEM_RETURN_IF_ERROR(CheckAndUploadPowers(ctx, p, q, k, v, decay, &pow));
-  scratch.ptrs.push_back(pow);
+  bool owned = false;
+  const absl::Status checked = CheckAndUploadPowers(ctx, p, q, k, v, decay, &pow, &owned);
+  if (owned) scratch.ptrs.push_back(pow);
+  TANDEM_RETURN_IF_ERROR(checked);
   const int64_t b = q.dim(0), h = p.num_heads, d = p.head_dim;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(state, "state", DType::kF32, {b, h, d, d}, Device::kCUDA));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(open_k, "open_k", DType::kF32, {b, kC, h, d}, Device::kCUDA));

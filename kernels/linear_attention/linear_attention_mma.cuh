@@ -1,13 +1,16 @@
 // Internal to kernels/linear_attention (include from .cu files only): the tensor-core pieces of the
-// chunked linear attention for bf16 q, k, v (contract rule 3). Two warp routines, each written
-// once and called by the forward kernels and by decode alike:
-//   OutputWarp    16 query rows × D/2 columns of one chunk: scores q·kᵀ (mma over d), the decayed
-//                 causal weights rounded to bf16 in registers, intra = P·V (mma over keys) and
-//                 inter = q·bf16(S) (mma over d), combined in fp32 as the CPU does.
-//   BoundaryWarp  one warp tile of Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j (mma over the chunk's keys).
-// All mma are m16n8k16 bf16 → fp32, each output a chain over k-steps ascending from +0. An mma row
-// depends only on its own A row, so decode runs OutputWarp with one live row placed where the
-// forward has it (row i of the chunk, tile i / 16) and gets the forward's bits.
+// chunked linear attention for bf16 q, k, v (contract rule 3), each written once and called by the
+// forward kernels and by decode alike:
+//   ChunkP       decayed causal weights bf16(λ^{i−j} q_i·k_j) of a 16-row tile (mma over d).
+//   OutputTile   o_i = s·(λ^{i+1}·(q_i·bf16(S)) + Σ_j P_ij v_j) for a 16-row tile and kN column
+//                tiles: intra = P·V (mma over keys), inter = q·bf16(S) (mma over d).
+//   BoundaryTile Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j for a 16-row × kN·8-column state tile (mma over the
+//                chunk's 64 keys).
+// Every mma is m16n8k16 bf16 → fp32 with the same placement on every path: query row i at tile
+// row i % 16, key j at k-position j % 16 (scores: n-position j % 8), head dim d at k-position
+// d % 16, output / state column b at n-position b % 8, state row a at tile row a % 16; each output
+// a chain over k-steps ascending from +0. An mma row depends only on its own A row, so decode runs
+// the routines with its one live row placed where the forward has it and gets the forward's bits.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -20,44 +23,35 @@
 namespace tandem::kernels::cuda::linear {
 
 using bf16 = __nv_bfloat16;
-inline constexpr int kTcWarps = 8, kTcThreads = 32 * kTcWarps;
 
-// Shapes of the warp tiles and the padded shared-memory strides (in bf16 elements; a row stride
-// of 4 words mod 32 banks makes every fragment load conflict-free).
+// Shared-memory strides (bf16 elements) of the chunk operands: 16 bytes of padding per row keeps
+// the fragment loads and ldmatrix rows conflict-free.
 template <int kD>
 struct TcLayout {
   static_assert(kD == 32 || kD == 64 || kD == 128, "head dims 32, 64, 128");
-  static constexpr int kLdr = kD + 8;  // q, k row-major [kC, kLdr]
-  static constexpr int kLdt = kC + 8;  // vᵀ, scaled kᵀ [kD, kLdt]
+  static constexpr int kLdr = kD + 8;  // q, k, v, S row-major [rows][kLdr]
+  static constexpr int kLdp = kC + 8;  // P [kC][kLdp]
   static constexpr int kKs = kD / 16;  // mma k-steps over d
-  // OutputWarp: warp w takes row tile w % 4 and column half w / 4.
-  static constexpr int kOc = kD / 2, kOn = kOc / 8;
-  // BoundaryWarp: warp tile kBr × kBc; tile w covers rows (w % kRowTiles)·kBr, cols (w /
-  // kRowTiles)·kBc. Eight tiles cover the [kD, kD] state.
-  static constexpr int kBr = kD == 128 ? 32 : 16;
-  static constexpr int kBc = kD * kD / kTcWarps / kBr;
-  static constexpr int kBm = kBr / 16, kBn = kBc / 8, kRowTiles = kD / kBr;
-  static_assert(kRowTiles * (kD / kBc) == kTcWarps, "eight boundary tiles");
 };
 
-// Shared memory of one (chunk, head): q, k [kC, kLdr]; vt [kD, kLdt] (vᵀ); kt [kD, kLdt] (the
-// scaled keys transposed); st [kD, kLdr] (bf16(S)ᵀ: st[b][a] = bf16(S[a][b])); pw [kC + 1].
+// Shared memory of one (chunk, head) for OutputTile: q, k, v [kC, kLdr]; s [kD, kLdr] = bf16(S)
+// row-major; p [kC, kLdp]; pw [kC + 1] the decay powers.
 template <int kD>
 struct TcSmem {
   using L = TcLayout<kD>;
-  static constexpr size_t kBf16 = 2 * kC * L::kLdr + 2 * kD * L::kLdt + kD * L::kLdr;
+  static constexpr size_t kBf16 = 3 * kC * L::kLdr + kD * L::kLdr + kC * L::kLdp;
   static constexpr size_t kBytes = sizeof(bf16) * kBf16 + sizeof(float) * (kC + 4);
-  bf16 *q, *k, *vt, *kt, *st;
+  bf16 *q, *k, *v, *s, *p;
   float* pw;
   __device__ static TcSmem Carve(void* base) {
-    TcSmem s;
-    s.q = static_cast<bf16*>(base);
-    s.k = s.q + kC * L::kLdr;
-    s.vt = s.k + kC * L::kLdr;
-    s.kt = s.vt + kD * L::kLdt;
-    s.st = s.kt + kD * L::kLdt;
-    s.pw = reinterpret_cast<float*>(s.st + kD * L::kLdr);
-    return s;
+    TcSmem m;
+    m.q = static_cast<bf16*>(base);
+    m.k = m.q + kC * L::kLdr;
+    m.v = m.k + kC * L::kLdr;
+    m.s = m.v + kC * L::kLdr;
+    m.p = m.s + kD * L::kLdr;
+    m.pw = reinterpret_cast<float*>(m.p + kC * L::kLdp);
+    return m;
   }
 };
 
@@ -70,6 +64,9 @@ __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
+__device__ __forceinline__ float Lo(uint32_t x) { return __uint_as_float(x << 16); }
+__device__ __forceinline__ float Hi(uint32_t x) { return __uint_as_float(x & 0xffff0000u); }
+
 // d += a · b, m16n8k16, bf16 inputs, fp32 accumulate.
 __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
@@ -77,6 +74,15 @@ __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint3
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8×8 bf16 matrices, transposed: lane l gives the address of row l % 8 of matrix l / 8 and
+// receives, of matrix i, elements (row 2·(l%4), col l/4) and (row 2·(l%4)+1, col l/4) in r[i].
+__device__ __forceinline__ void LdsmT(const bf16* row, uint32_t (&r)[4]) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
 }
 
 // A fragment: rows r0..r0+15, cols c0..c0+15 of a row-major matrix.
@@ -98,77 +104,94 @@ __device__ __forceinline__ void LoadB(const bf16* m, int ld, int n0, int c0, uin
   b1 = Ld2(p + 8);
 }
 
-// The key as the boundary sum's mma sees it: bf16(λ^{C−1−j} · k_j[a]), scaled in fp32, rounded
-// once. pw_j = pow[C − 1 − j].
-__device__ __forceinline__ bf16 ScaledKey(float pw_j, float k) {
-  return __float2bfloat16_rn(__fmul_rn(pw_j, k));
+// B fragments of two n-tiles (n0.., n0+8..) for k = k0..k0+15 from a matrix stored [k][n]
+// row-major (v, S): b[0], b[1] of n-tile n0, b[2], b[3] of n-tile n0 + 8.
+__device__ __forceinline__ void LoadBPairT(const bf16* m, int ld, int k0, int n0,
+                                           uint32_t (&b)[4]) {
+  const int lane = threadIdx.x % 32, q = lane / 8;
+  LdsmT(m + (k0 + (q % 2) * 8 + lane % 8) * ld + n0 + (q / 2) * 8, b);
 }
 
-// Rows 16m..16m+15 of the chunk, columns half·kD/2 .. +kD/2: emit(i, b, o_i[b], o_i[b+1]) with
-//   o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} bf16(λ^{i−j} (q_i·k_j)) v_j[b]).
-// Keys past the chunk's last row must be zero rows in s.k / s.vt or masked (j > i) anyway.
-template <int kD, typename Emit>
-__device__ __forceinline__ void OutputWarp(const TcSmem<kD>& s, float scale, int m, int half,
-                                           Emit&& emit) {
+// One B fragment (n-tile n0, k = k0..k0+15) from a [k][n] row-major matrix, for kN == 1 tiles.
+__device__ __forceinline__ void LoadBOneT(const bf16* m, int ld, int k0, int n0, uint32_t& b0,
+                                          uint32_t& b1) {
+  const int lane = threadIdx.x % 32, t = lane % 4, n = n0 + lane / 4;
+  const bf16* p = m + (k0 + 2 * t) * ld + n;
+  const __nv_bfloat162 x0 = __halves2bfloat162(p[0], p[ld]);
+  const __nv_bfloat162 x1 = __halves2bfloat162(p[8 * ld], p[9 * ld]);
+  b0 = *reinterpret_cast<const uint32_t*>(&x0);
+  b1 = *reinterpret_cast<const uint32_t*>(&x1);
+}
+
+// The decayed causal weights of rows 16m..16m+15 for the key tiles nt < 2(m + 1) with
+// nt % stride == sel, written as bf16 to p [kC, kLdp]:
+//   P_ij = bf16(λ^{i−j} · Σ_d q_i[d] k_j[d]) for j ≤ i, else 0.
+template <int kD>
+__device__ __forceinline__ void ChunkP(const TcSmem<kD>& s, int m, int sel, int stride) {
   using L = TcLayout<kD>;
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  float sc[8][4];
+  for (int nt = sel; nt < 2 * (m + 1); nt += stride) {
+    float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
-#pragma unroll
-  for (int ks = 0; ks < L::kKs; ++ks) {
-    uint32_t a[4];
-    LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      if (nt >= 2 * (m + 1)) continue;  // keys past the tile's last row: masked for every row
-      uint32_t b0, b1;
+    for (int ks = 0; ks < L::kKs; ++ks) {
+      uint32_t a[4], b0, b1;
+      LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
       LoadB(s.k, L::kLdr, 8 * nt, 16 * ks, b0, b1);
-      Mma(sc[nt], a, b0, b1);
+      Mma(sc, a, b0, b1);
     }
-  }
-  // The decayed, masked scores as A fragments of P·V: step kk takes key tiles 2kk and 2kk + 1.
-  uint32_t pa[4][4];
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const int i = 16 * m + g + 8 * rr, j = 8 * nt + 2 * t;
-      const float p0 = j <= i ? __fmul_rn(s.pw[i - j], sc[nt][2 * rr]) : 0.0f;
-      const float p1 = j + 1 <= i ? __fmul_rn(s.pw[i - j - 1], sc[nt][2 * rr + 1]) : 0.0f;
-      pa[nt / 2][(nt % 2) * 2 + rr] = Pack(p0, p1);
+      const float p0 = j <= i ? __fmul_rn(s.pw[i - j], sc[2 * rr]) : 0.0f;
+      const float p1 = j + 1 <= i ? __fmul_rn(s.pw[i - j - 1], sc[2 * rr + 1]) : 0.0f;
+      *reinterpret_cast<uint32_t*>(s.p + i * L::kLdp + j) = Pack(p0, p1);
     }
   }
-  const int c0 = half * L::kOc;
-  float intra[L::kOn][4], inter[L::kOn][4];
+}
+
+// Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 (P of the tile in s.p): emit(i, b, o_i[b],
+// o_i[b+1]) with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij v_j[b]).
+template <int kD, int kN, typename Emit>
+__device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int m, int c0,
+                                           Emit&& emit) {
+  using L = TcLayout<kD>;
+  static_assert(kN == 1 || kN % 2 == 0, "one n-tile or pairs");
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  float intra[kN][4], inter[kN][4];
 #pragma unroll
-  for (int nt = 0; nt < L::kOn; ++nt) {
+  for (int nt = 0; nt < kN; ++nt) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) intra[nt][e] = inter[nt][e] = 0.0f;
   }
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    if (kk > m) continue;  // all keys of the step lie past every row of the tile
-#pragma unroll
-    for (int nt = 0; nt < L::kOn; ++nt) {
+  // B operands of one k-step (rows k0.. of a [k][n] matrix) into the kN accumulators.
+  auto step = [&](const bf16* mat, int k0, const uint32_t(&a)[4], float(&acc)[kN][4]) {
+    if constexpr (kN == 1) {
       uint32_t b0, b1;
-      LoadB(s.vt, L::kLdt, c0 + 8 * nt, 16 * kk, b0, b1);
-      Mma(intra[nt], pa[kk], b0, b1);
+      LoadBOneT(mat, L::kLdr, k0, c0, b0, b1);
+      Mma(acc[0], a, b0, b1);
+    } else {
+#pragma unroll
+      for (int np = 0; np < kN / 2; ++np) {
+        uint32_t b[4];
+        LoadBPairT(mat, L::kLdr, k0, c0 + 16 * np, b);
+        Mma(acc[2 * np], a, b[0], b[1]);
+        Mma(acc[2 * np + 1], a, b[2], b[3]);
+      }
     }
+  };
+  for (int kk = 0; kk <= m; ++kk) {  // key steps past the tile's last row hold only zeros of P
+    uint32_t a[4];
+    LoadA(s.p, L::kLdp, 16 * m, 16 * kk, a);
+    step(s.v, 16 * kk, a, intra);
   }
 #pragma unroll
   for (int ks = 0; ks < L::kKs; ++ks) {
     uint32_t a[4];
     LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
-#pragma unroll
-    for (int nt = 0; nt < L::kOn; ++nt) {
-      uint32_t b0, b1;
-      LoadB(s.st, L::kLdr, c0 + 8 * nt, 16 * ks, b0, b1);
-      Mma(inter[nt], a, b0, b1);
-    }
+    step(s.s, 16 * ks, a, inter);
   }
 #pragma unroll
-  for (int nt = 0; nt < L::kOn; ++nt) {
+  for (int nt = 0; nt < kN; ++nt) {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const int i = 16 * m + g + 8 * rr, b = c0 + 8 * nt + 2 * t;
@@ -180,58 +203,48 @@ __device__ __forceinline__ void OutputWarp(const TcSmem<kD>& s, float scale, int
   }
 }
 
-// Boundary-sum fragments of one warp tile: acc[mi][nt][e] = Σ_j kt[a][j] · vt[b][j] over the 64
-// keys (4 k-steps ascending) for a = 16·mi + g + 8·(e / 2), b = 8·nt + 2t + e % 2, relative to
-// kt_rows (row a0 of the scaled kᵀ) and vt_rows (row b0 of vᵀ), both with row stride kLdt.
-template <int kD>
-__device__ __forceinline__ void BoundaryWarp(
-    const bf16* kt_rows, const bf16* vt_rows,
-    float (&acc)[TcLayout<kD>::kBm][TcLayout<kD>::kBn][4]) {
-  using L = TcLayout<kD>;
-#pragma unroll
-  for (int mi = 0; mi < L::kBm; ++mi) {
-#pragma unroll
-    for (int nt = 0; nt < L::kBn; ++nt)
-      acc[mi][nt][0] = acc[mi][nt][1] = acc[mi][nt][2] = acc[mi][nt][3] = 0.0f;
-  }
+// The chunk's per-lane key scales for BoundaryTile: ps[kk][h] = pow[C − 1 − j] for the keys
+// j = 16kk + 2t + (h / 2)·8 + h % 2 this lane's A fragments hold.
+__device__ __forceinline__ void KeyScales(const float* pow, float (&ps)[kC / 16][4]) {
+  const int t = threadIdx.x % 4;
 #pragma unroll
   for (int kk = 0; kk < kC / 16; ++kk) {
-    uint32_t a[L::kBm][4];
 #pragma unroll
-    for (int mi = 0; mi < L::kBm; ++mi) LoadA(kt_rows, L::kLdt, 16 * mi, 16 * kk, a[mi]);
-#pragma unroll
-    for (int nt = 0; nt < L::kBn; ++nt) {
-      uint32_t b0, b1;
-      LoadB(vt_rows, L::kLdt, 8 * nt, 16 * kk, b0, b1);
-#pragma unroll
-      for (int mi = 0; mi < L::kBm; ++mi) Mma(acc[mi][nt], a[mi], b0, b1);
-    }
+    for (int h = 0; h < 4; ++h) ps[kk][h] = pow[kC - 1 - (16 * kk + 2 * t + (h / 2) * 8 + h % 2)];
   }
 }
 
-// Where fragment element (mi, nt, e) of boundary tile `tile` sits in the [kD, kD] state.
-template <int kD>
-__device__ __forceinline__ int StateIndex(int tile, int mi, int nt, int e) {
-  using L = TcLayout<kD>;
-  const int lane = threadIdx.x % 32;
-  const int a = (tile % L::kRowTiles) * L::kBr + 16 * mi + lane / 4 + 8 * (e / 2);
-  const int b = (tile / L::kRowTiles) * L::kBc + 8 * nt + 2 * (lane % 4) + e % 2;
-  return a * kD + b;
-}
-
-// The state of this warp's tile (held as boundary fragments) into st as bf16(S)ᵀ.
-template <int kD>
-__device__ __forceinline__ void StoreStateBf16(
-    const float (&st)[TcLayout<kD>::kBm][TcLayout<kD>::kBn][4], int tile, bf16* dst) {
-  using L = TcLayout<kD>;
+// acc[nt][e] = Σ_{j=0..C−1} bf16(pow[C−1−j]·k_j[a]) · v_j[b] (4 key steps ascending, from +0) for
+// a = a0 + g + 8·(e / 2), b = b0 + 8·nt + 2t + e % 2, from the chunk's raw keys k [kC][ldk] and
+// values v [kC][ldv] (row-major, columns relative to a0 and b0 already applied to the pointers).
+template <int kN>
+__device__ __forceinline__ void BoundaryTile(const bf16* k, int ldk, const bf16* v, int ldv,
+                                             const float (&ps)[kC / 16][4], float (&acc)[kN][4]) {
+  const int lane = threadIdx.x % 32, q = lane / 8;
 #pragma unroll
-  for (int mi = 0; mi < L::kBm; ++mi) {
+  for (int nt = 0; nt < kN; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 #pragma unroll
-    for (int nt = 0; nt < L::kBn; ++nt) {
+  for (int kk = 0; kk < kC / 16; ++kk) {
+    uint32_t raw[4], a[4];
+    // Matrices: keys 0-7 / cols 0-7, keys 0-7 / cols 8-15, keys 8-15 / cols 0-7, keys 8-15 /
+    // cols 8-15, which transposed are a[0..3] of k̃ᵀ.
+    LdsmT(k + (16 * kk + (q / 2) * 8 + lane % 8) * ldk + (q % 2) * 8, raw);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int idx = StateIndex<kD>(tile, mi, nt, e), a = idx / kD, b = idx % kD;
-        dst[b * L::kLdr + a] = __float2bfloat16_rn(st[mi][nt][e]);
+    for (int r = 0; r < 4; ++r) {
+      const int h = (r / 2) * 2;  // a[2], a[3] hold keys + 8
+      a[r] = Pack(__fmul_rn(ps[kk][h], Lo(raw[r])), __fmul_rn(ps[kk][h + 1], Hi(raw[r])));
+    }
+    if constexpr (kN == 1) {
+      uint32_t b0, b1;
+      LoadBOneT(v, ldv, 16 * kk, 0, b0, b1);
+      Mma(acc[0], a, b0, b1);
+    } else {
+#pragma unroll
+      for (int np = 0; np < kN / 2; ++np) {
+        uint32_t b[4];
+        LoadBPairT(v, ldv, 16 * kk, 16 * np, b);
+        Mma(acc[2 * np], a, b[0], b[1]);
+        Mma(acc[2 * np + 1], a, b[2], b[3]);
       }
     }
   }
