@@ -1,5 +1,5 @@
 // Internal to kernels/linear_attention (include from .cu files only): the CUDA-core kernels for
-// f32 q, k, v (bf16 inputs take the tensor-core kernels of linear_attention_tc.cuh): boundary sums
+// f32 q, k, v (bf16 inputs take the tensor-core kernels of linear_fwd_*.cuh): boundary sums
 // of full chunks, the in-order state scan, chunk outputs, and decode, all built from the fp32
 // pieces of linear_attention_chunk.cuh. Blocks are (chunk, head) for the forward and (sequence,
 // head) for decode; no reduction is split across threads.
