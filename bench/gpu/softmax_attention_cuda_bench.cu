@@ -16,6 +16,7 @@
 
 #include "kernels/core/context.h"
 #include "kernels/core/cuda_util.h"
+#include "kernels/softmax_attention/attention_wgmma_probe.h"
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 
 namespace {
@@ -107,8 +108,10 @@ void SoftmaxForward(const Context& ctx, std::vector<std::string>& csv) {
   const tandem::kernels::SoftmaxAttentionParams p{kH, kHkv, kD, 1.0f / std::sqrt(128.0f)};
   std::printf(
       "\nsoftmax attention forward, causal, one sequence, H=%ld Hkv=%ld D=%ld, bf16 q/k/v/o, "
-      "f32 lse\n%8s | %10s %9s\n",
-      (long)kH, (long)kHkv, (long)kD, "T", "ms", "TFLOP/s");
+      "f32 lse (%s; TANDEM_ATTENTION_WGMMA=0 selects mma.sync)\n%8s | %10s %9s\n",
+      (long)kH, (long)kHkv, (long)kD,
+      tandem::kernels::cuda::SoftmaxAttentionUsesWgmma(kD) ? "wgmma" : "mma.sync", "T", "ms",
+      "TFLOP/s");
   for (int64_t t : {4096, 8192, 16384, 32768}) {
     Tensor q = RandomBf16({t, kH, kD}, 1), k = RandomBf16({t, kHkv, kD}, 2);
     Tensor v = RandomBf16({t, kHkv, kD}, 3);

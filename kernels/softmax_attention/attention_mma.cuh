@@ -132,18 +132,17 @@ __device__ __forceinline__ void ScoreTile(const uint32_t (&qf)[kD / 16][4], cons
   }
 }
 
-// Folds the tile in smem (ks, vs: [kTile, kLd] bf16) into st. Row i of the thread sees keys
+// The online-softmax step on the score block s (m16n8 C fragments, keys 8n .. 8n + 7 in s[n]; the
+// same layout as a wgmma m64n64 accumulator's warp slice), shared by the mma.sync and wgmma tile
+// routines so both do the same fp32 operations in the same order. Row i of the thread sees keys
 // [0, lim[i]) of the tile (kMask; without it all 64, which is what the masked variant does for
 // lim = 64, bit for bit). A row with no key in the tile keeps its state (α = 1, p = 0).
 //   x_j = (q·k_j)·scale·log2e;  m' = max(m, max_j x_j);  p_j = 2^(x_j − m');  α = 2^(m − m')
-//   l' = l·α + Σ_j p_j;   acc' = acc·α + bf16(p)·V   (keys ascending, 16 per mma k step)
+//   l' = l·α + Σ_j p_j;   acc := acc·α;   pa = bf16(p) as A fragments per 16 keys.
 template <int kD, bool kMask>
-__device__ __forceinline__ void AttendTileMma(const uint32_t (&qf)[kD / 16][4], const bf16* ks,
-                                              const bf16* vs, const int (&lim)[2], float scale_log2,
-                                              WarpState<kD>& st) {
-  const int lane = threadIdx.x % 32, t = lane % 4;
-  float s[8][4];
-  ScoreTile<kD>(qf, ks, s);
+__device__ __forceinline__ void SoftmaxTile(float (&s)[8][4], const int (&lim)[2], float scale_log2,
+                                            WarpState<kD>& st, uint32_t (&pa)[4][4]) {
+  const int t = threadIdx.x % 4;
   float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
@@ -187,18 +186,41 @@ __device__ __forceinline__ void AttendTileMma(const uint32_t (&qf)[kD / 16][4], 
   }
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {  // keys 16kk .. 16kk + 15: P's A fragment from two S tiles
-    const uint32_t pa[4] = {
-        PackBf16(s[2 * kk][0], s[2 * kk][1]), PackBf16(s[2 * kk][2], s[2 * kk][3]),
-        PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+    pa[kk][0] = PackBf16(s[2 * kk][0], s[2 * kk][1]);
+    pa[kk][1] = PackBf16(s[2 * kk][2], s[2 * kk][3]);
+    pa[kk][2] = PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    pa[kk][3] = PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+  }
+}
+
+// acc += P·V for the warp's 16 rows: k steps over the tile's keys ascending (16 per step).
+template <int kD>
+__device__ __forceinline__ void AccumulatePv(const uint32_t (&pa)[4][4], const bf16* vs,
+                                             float (&acc)[kD / 8][4]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
     for (int dp = 0; dp < kD / 16; ++dp) {  // dims 16dp .. 16dp + 15: two n8 tiles
       uint32_t b[4];
       LdMatrixX4Trans(b, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd<kD> + dp * 16 +
                              (lane >> 4) * 8);
-      Mma(st.acc[2 * dp], pa, b[0], b[1]);
-      Mma(st.acc[2 * dp + 1], pa, b[2], b[3]);
+      Mma(acc[2 * dp], pa[kk], b[0], b[1]);
+      Mma(acc[2 * dp + 1], pa[kk], b[2], b[3]);
     }
   }
+}
+
+// Folds the tile in smem (ks, vs: [kTile, kLd] bf16) into st (SoftmaxTile says how).
+template <int kD, bool kMask>
+__device__ __forceinline__ void AttendTileMma(const uint32_t (&qf)[kD / 16][4], const bf16* ks,
+                                              const bf16* vs, const int (&lim)[2], float scale_log2,
+                                              WarpState<kD>& st) {
+  float s[8][4];
+  ScoreTile<kD>(qf, ks, s);
+  uint32_t pa[4][4];
+  SoftmaxTile<kD, kMask>(s, lim, scale_log2, st, pa);
+  AccumulatePv<kD>(pa, vs, st.acc);
 }
 
 // The split merge, element by element (any layout): the running total (empty: m = −inf, l = 0,

@@ -1,5 +1,6 @@
 // CUDA causal GQA softmax attention: the packed forward and paged decode. bf16 q/k/v (bf16 cache
-// for decode) run on tensor cores (attention_mma_kernels.cuh); any f32 operand takes the fp32
+// for decode) run on tensor cores (attention_mma_kernels.cuh; on sm_90a the forward at head dims
+// 64 and 128 runs on wgmma, attention_wgmma_kernels.cuh); any f32 operand takes the fp32
 // CUDA-core kernels (attention_simt_kernels.cuh). Forward and decode pick the path by the same
 // rule, so decode at t = forward row t holds on either path. This file checks arguments, builds
 // the forward's work list (longest rows first) and launches.
@@ -19,6 +20,8 @@
 #include "kernels/softmax_attention/attention_internal.h"
 #include "kernels/softmax_attention/attention_mma_kernels.cuh"
 #include "kernels/softmax_attention/attention_simt_kernels.cuh"
+#include "kernels/softmax_attention/attention_wgmma_kernels.cuh"
+#include "kernels/softmax_attention/attention_wgmma_probe.h"
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 
 namespace tandem::kernels::cuda {
@@ -144,6 +147,13 @@ absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParam
     constexpr int kD = decltype(d)::value;
     if (mma) {
       using attention_mma::bf16;
+      if constexpr (kD != 32) {
+        if (SoftmaxAttentionUsesWgmma(kD)) {
+          return attention_mma::LaunchFwdWgmma<kD>(stream, MmaDims(p), q.data<bf16>(),
+                                                   k.data<bf16>(), v.data<bf16>(), ToFloatPtr(o),
+                                                   lse_ptr, dev_items, num_items);
+        }
+      }
       return attention_mma::LaunchFwd<kD>(stream, MmaDims(p), q.data<bf16>(), k.data<bf16>(),
                                           v.data<bf16>(), ToFloatPtr(o), lse_ptr, dev_items,
                                           num_items);

@@ -1,0 +1,210 @@
+// Internal to kernels/softmax_attention (include from .cu files only): the Hopper warpgroup MMA
+// (wgmma, sm_90a) pieces of the bf16 forward. A warpgroup (4 warps, 64 query rows) scores a 64-key
+// tile with wgmma m64n64k16 (Q as register A fragments, K from 128-byte-swizzled smem) and adds
+// P·V with wgmma m64n{64,128}k16 (P as register A fragments, V N-major from the same swizzled
+// layout). A wgmma accumulator's warp slice has the m16n8 C fragment layout, so the online softmax
+// between the two products is attention_mma's SoftmaxTile, the code the mma.sync decode runs.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/softmax_attention/attention_mma.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define TANDEM_WGMMA_DEVICE 1
+#else
+#define TANDEM_WGMMA_DEVICE 0
+#endif
+
+namespace tandem::kernels::cuda::attention_mma {
+
+__device__ __forceinline__ void WgFence() {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void WgCommit() {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void WgWait() {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+// Keeps the compiler from reading accumulators before the wgmma that writes them has completed.
+template <int kN>
+__device__ __forceinline__ void FenceRegs(float (&r)[kN][4]) {
+#pragma unroll
+  for (int n = 0; n < kN; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(r[n][e])::"memory");
+  }
+}
+// Orders this thread's generic-proxy smem writes (cp.async, stores) before later tensor-core reads.
+__device__ __forceinline__ void FenceProxyAsync() {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// K and V tiles in smem, 128-byte swizzle: blocks of 64 dims (128 bytes per key row), each
+// [kTile keys][128 B] with 16-byte chunk c of row j at chunk c ^ (j % 8); block bases 1024-aligned.
+inline constexpr int kSwBlockBytes = kTile * 128;
+template <int kD>
+inline constexpr int kSwTileBytes = kTile* kD * 2;
+
+// Byte offset of dims [8c, 8c + 8) of key row j.
+__device__ __forceinline__ int SwizzledOffset(int j, int c) {
+  return (c / 8) * kSwBlockBytes + j * 128 + (((c % 8) ^ (j % 8)) << 4);
+}
+
+// LoadTileAsync into the swizzled layout (zeros from row `valid` on).
+template <int kD, typename RowOffset>
+__device__ __forceinline__ void LoadTileSwizzledAsync(const bf16* src, int valid,
+                                                      RowOffset row_offset, unsigned char* dst,
+                                                      int threads) {
+  constexpr int kChunks = kD / 8;
+  for (int idx = threadIdx.x; idx < kTile * kChunks; idx += threads) {
+    const int j = idx / kChunks, c = idx % kChunks;
+    const bool ok = j < valid;
+    CpAsync16(dst + SwizzledOffset(j, c), ok ? src + row_offset(j) + c * 8 : src, ok);
+  }
+}
+
+// wgmma shared-memory descriptor, 128-byte swizzle: start, leading and stride byte offsets.
+__device__ __forceinline__ uint64_t SwDesc(const unsigned char* start, uint32_t lbo, uint32_t sbo) {
+  uint64_t d = (SmemAddr(start) & 0x3FFFFu) >> 4;
+  d |= uint64_t{(lbo >> 4) & 0x3FFFu} << 16;
+  d |= uint64_t{(sbo >> 4) & 0x3FFFu} << 32;
+  d |= uint64_t{1} << 62;  // layout type 1: 128-byte swizzle
+  return d;
+}
+// K tile as the K-major B of Q·Kᵀ, k step kk (dims 16kk .. 16kk + 15): 32 bytes into the row of
+// block kk / 4; 8-row groups 1024 bytes apart (the leading offset is unused for this layout).
+__device__ __forceinline__ uint64_t KDesc(const unsigned char* ks, int kk) {
+  return SwDesc(ks + (kk / 4) * kSwBlockBytes + (kk % 4) * 32, 16, 1024);
+}
+// V tile as the N-major B of P·V, k step kk (keys 16kk .. 16kk + 15): 64-dim blocks
+// kSwBlockBytes apart (leading), 8-key groups 1024 bytes apart (stride).
+__device__ __forceinline__ uint64_t VDesc(const unsigned char* vs, int kk) {
+  return SwDesc(vs + kk * 2048, kSwBlockBytes, 1024);
+}
+
+// d += A·B for the warpgroup's 64 rows and 64 columns over 16 k: A = this warp's 16 rows as an
+// m16n8k16 A fragment (registers), B from shared memory through `desc` (kTransB: B stored N-major).
+template <bool kTransB>
+__device__ __forceinline__ void WgmmaN64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1), "n"(kTransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+
+// d += A·B for the warpgroup's 64 rows and 128 columns over 16 k: A = this warp's 16 rows as an
+// m16n8k16 A fragment (registers), B from shared memory through `desc` (kTransB: B stored N-major).
+template <bool kTransB>
+__device__ __forceinline__ void WgmmaN128(float (&d)[16][4], const uint32_t (&a)[4],
+                                          uint64_t desc) {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "
+      "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),
+        "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]),
+        "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]),
+        "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]),
+        "+f"(d[15][2]), "+f"(d[15][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1), "n"(kTransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+
+template <int kD>
+__device__ __forceinline__ void WgmmaPv(float (&acc)[kD / 8][4], const uint32_t (&a)[4],
+                                        uint64_t desc) {
+  if constexpr (kD == 128) {
+    WgmmaN128<true>(acc, a, desc);
+  } else {
+    static_assert(kD == 64, "wgmma path: head dims 64 and 128");
+    WgmmaN64<true>(acc, a, desc);
+  }
+}
+
+// ScoreTile for the warpgroup's 64 rows: s (this warp's 16 rows) starts at zero and takes the k
+// steps d = 0, 16, 32, ... in order. Every thread of the warpgroup must call it.
+template <int kD>
+__device__ __forceinline__ void ScoreTileWg(const uint32_t (&qf)[kD / 16][4],
+                                            const unsigned char* ks, float (&s)[8][4]) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+  WgFence();
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) WgmmaN64<false>(s, qf[kk], KDesc(ks, kk));
+  WgCommit();
+  WgWait<0>();
+  FenceRegs(s);
+}
+
+// acc += P·V over the tile's keys ascending, 16 per k step. Every thread of the warpgroup calls it.
+template <int kD>
+__device__ __forceinline__ void AccumulatePvWg(const uint32_t (&pa)[4][4], const unsigned char* vs,
+                                               float (&acc)[kD / 8][4]) {
+  WgFence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) WgmmaPv<kD>(acc, pa[kk], VDesc(vs, kk));
+  WgCommit();
+  WgWait<0>();
+  FenceRegs(acc);
+}
+
+// AttendTileMma for a warpgroup: the same scores, softmax step and P·V, with each warp's masked or
+// full variant chosen per warp (`full`; the wgmma calls are the warpgroup's, outside the branch).
+template <int kD>
+__device__ __forceinline__ void AttendTileWg(const uint32_t (&qf)[kD / 16][4],
+                                             const unsigned char* ks, const unsigned char* vs,
+                                             const int (&lim)[2], bool full, float scale_log2,
+                                             WarpState<kD>& st) {
+  float s[8][4];
+  ScoreTileWg<kD>(qf, ks, s);
+  uint32_t pa[4][4];
+  if (full) {
+    SoftmaxTile<kD, false>(s, lim, scale_log2, st, pa);
+  } else {
+    SoftmaxTile<kD, true>(s, lim, scale_log2, st, pa);
+  }
+  AccumulatePvWg<kD>(pa, vs, st.acc);
+}
+
+}  // namespace tandem::kernels::cuda::attention_mma
