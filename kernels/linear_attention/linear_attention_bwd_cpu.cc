@@ -12,6 +12,10 @@
 #include "kernels/core/status_macros.h"
 #include "kernels/linear_attention/linear_attention_internal.h"
 
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/linear_attention/linear_attention_bwd_cuda.h"
+#endif
+
 namespace tandem::kernels {
 namespace {
 
@@ -105,7 +109,9 @@ absl::Status LinearAttentionBwd(const Context& ctx, const LinearAttentionParams&
                                 const Tensor& cu_seqlens, const Tensor& chunk_states,
                                 const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv,
                                 Tensor& d_initial_state) {
-  TANDEM_NO_CUDA(ctx);
+  TANDEM_DISPATCH_CUDA(
+      ctx, cuda::LinearAttentionBwd(ctx, p, q, k, v, decay, cu_seqlens, chunk_states, d_o, dq, dk,
+                                    dv, d_initial_state));
   TANDEM_RETURN_IF_ERROR(cpu::CheckQkv(p, q, k, v, decay));
   const int64_t t = q.dim(0), h = p.num_heads, d = p.head_dim;
   TANDEM_RETURN_IF_ERROR(cpu::CheckCuSeqlens(cu_seqlens, t));
