@@ -11,15 +11,21 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/embedding/embedding.h"
+#include "kernels/gemm/gemm.h"
 #include "kernels/lm_head_logprob/lm_head_logprob.h"
 #include "kernels/rms_norm/rms_norm.h"
+#include "model/device_ops.h"
+#include "model/device_weights.h"
 #include "model/hybrid_model_blocks.h"
 
 namespace tandem::model {
 namespace {
 
+using internal::Buffer;
 using internal::PackedSequences;
 using internal::ResidualStream;
+using internal::ToContextDevice;
+using internal::ToHost;
 
 // The LM head runs over at most this many logits at a time. Rows are independent (GEMM rows are
 // batch-invariant and the log-sum-exp is row-local), so chunking never changes a bit.
@@ -93,33 +99,38 @@ absl::Status DecoderLayer(const Context& ctx, const ModelConfig& config, int64_t
   return internal::FeedForwardHalf(ctx, config, layer, w, stream, acts);
 }
 
-// logprob [T] = log_softmax(h · lm_headᵀ / temperature)[target], 0 where target = −1, computed
-// over row chunks so the logits buffer stays bounded for large vocabularies.
-absl::Status LmHeadLogprobs(const Context& ctx, const ModelConfig& config, const Tensor& lm_head,
-                            const Tensor& h, const Tensor& targets, float temperature,
-                            Tensor& logprob) {
+// logprob [T] (host) = log_softmax(h · lm_headᵀ / temperature)[target], 0 where target = −1,
+// computed over row chunks so the logits buffer stays bounded for large vocabularies. The logits
+// come from kernels::GemmNT, as in ForwardStep, so the two read the same logits rows on either
+// device (LmHeadLogprobFwd is the same GEMM then LogprobFromLogits on the CPU).
+absl::StatusOr<Tensor> LmHeadLogprobs(const Context& ctx, const ModelConfig& config,
+                                      const Tensor& lm_head, const Tensor& h, const Tensor& targets,
+                                      float temperature) {
   const int64_t T = h.dim(0);
   const int64_t V = config.vocab_size;
   const int32_t* target = targets.data<int32_t>();
-  Tensor kernel_targets = Tensor::Empty({T}, DType::kI32);  // [T], −1 → 0 for the kernel
-  for (int64_t t = 0; t < T; ++t) kernel_targets.data<int32_t>()[t] = std::max(target[t], 0);
+  Tensor host_targets = Tensor::Empty({T}, DType::kI32);  // [T], −1 → 0 for the kernel
+  for (int64_t t = 0; t < T; ++t) host_targets.data<int32_t>()[t] = std::max(target[t], 0);
+  TANDEM_ASSIGN_OR_RETURN(Tensor kernel_targets, ToContextDevice(ctx, host_targets));
 
   const int64_t chunk = std::clamp<int64_t>(kLmHeadChunkElements / V, 1, T);
-  Tensor logits = Tensor::Empty({chunk, V}, DType::kF32);  // [chunk, V]
-  Tensor lse = Tensor::Empty({T}, DType::kF32);            // [T]
+  Tensor logits = Buffer(ctx, {chunk, V});  // [chunk, V]
+  Tensor logprob = Buffer(ctx, {T});        // [T]
+  Tensor lse = Buffer(ctx, {T});            // [T]
   for (int64_t r0 = 0; r0 < T; r0 += chunk) {
     const int64_t r1 = std::min(T, r0 + chunk);
     Tensor logits_rows = logits.Rows(0, r1 - r0);  // [r1 − r0, V]
     Tensor logprob_rows = logprob.Rows(r0, r1);    // [r1 − r0]
     Tensor lse_rows = lse.Rows(r0, r1);            // [r1 − r0]
-    TANDEM_RETURN_IF_ERROR(kernels::LmHeadLogprobFwd(ctx, h.Rows(r0, r1), lm_head,
-                                                     kernel_targets.Rows(r0, r1), temperature,
-                                                     logits_rows, logprob_rows, lse_rows));
+    TANDEM_RETURN_IF_ERROR(kernels::GemmNT(ctx, h.Rows(r0, r1), lm_head, logits_rows));
+    TANDEM_RETURN_IF_ERROR(kernels::LogprobFromLogits(ctx, logits_rows, kernel_targets.Rows(r0, r1),
+                                                      temperature, logprob_rows, lse_rows));
   }
+  TANDEM_ASSIGN_OR_RETURN(Tensor out, ToHost(ctx, logprob));
   for (int64_t t = 0; t < T; ++t) {
-    if (target[t] < 0) logprob.data<float>()[t] = 0.0f;
+    if (target[t] < 0) out.data<float>()[t] = 0.0f;
   }
-  return absl::OkStatus();
+  return out;
 }
 
 }  // namespace
@@ -144,14 +155,18 @@ absl::StatusOr<Tensor> ForwardPass(const Context& ctx, const ModelConfig& config
   if (!config.use_qk_norm) {
     return absl::UnimplementedError("config: use_qk_norm = false is not supported");
   }
+  if (WeightsDevice(weights) != ctx.device()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("weights: on ", DeviceName(WeightsDevice(weights)), " but the context is ",
+                     DeviceName(ctx.device()), " (UploadWeights puts them on the GPU)"));
+  }
   const int64_t T = input.tokens.dim(0);
   const int64_t Dm = config.hidden_size;
-  Tensor logprob = Tensor::Empty({T}, DType::kF32);  // [T]
-  if (T == 0) return logprob;
+  if (T == 0) return Tensor::Empty({0}, DType::kF32);
 
+  // Token ids, offsets and positions stay on the host: the kernels read them there.
   PackedSequences seqs{input.cu_seqlens, Positions(input.cu_seqlens, T)};
-  ResidualStream stream{Tensor::Empty({T, Dm}, DType::kF32), Tensor::Empty({T, Dm}, DType::kF32),
-                        Tensor::Empty({T, Dm}, DType::kF32), Tensor::Empty({T}, DType::kF32)};
+  ResidualStream stream = ResidualStream::Allocate(ctx, T, Dm);
   TANDEM_RETURN_IF_ERROR(kernels::EmbeddingFwd(ctx, weights.embed, input.tokens, stream.x));
   if (acts != nullptr) acts->positions = seqs.positions;
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
@@ -169,9 +184,7 @@ absl::StatusOr<Tensor> ForwardPass(const Context& ctx, const ModelConfig& config
   TANDEM_RETURN_IF_ERROR(
       stream.Norm(ctx, weights.final_norm, static_cast<float>(config.rms_norm_eps)));
   if (acts != nullptr) stream.Keep(acts->x_final, acts->h_final, acts->rstd_final);
-  TANDEM_RETURN_IF_ERROR(LmHeadLogprobs(ctx, config, weights.lm_head, stream.h, input.targets,
-                                        input.temperature, logprob));
-  return logprob;
+  return LmHeadLogprobs(ctx, config, weights.lm_head, stream.h, input.targets, input.temperature);
 }
 
 absl::Status RecomputeLayer(const Context& ctx, const ModelConfig& config, int64_t layer,
@@ -179,8 +192,8 @@ absl::Status RecomputeLayer(const Context& ctx, const ModelConfig& config, int64
                             LayerActivations& acts) {
   const int64_t T = acts.x.dim(0);
   const int64_t Dm = config.hidden_size;
-  ResidualStream stream{acts.x.Clone(), Tensor::Empty({T, Dm}, DType::kF32),
-                        Tensor::Empty({T, Dm}, DType::kF32), Tensor::Empty({T}, DType::kF32)};
+  ResidualStream stream = ResidualStream::Allocate(ctx, T, Dm);
+  stream.x = acts.x.Clone();
   return DecoderLayer(ctx, config, layer, w, seqs, stream, &acts);
 }
 

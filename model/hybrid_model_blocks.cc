@@ -16,26 +16,16 @@
 #include "kernels/qk_norm_rope/qk_norm_rope.h"
 #include "kernels/softmax_attention/softmax_attention.h"
 #include "kernels/swiglu/swiglu.h"
+#include "model/device_ops.h"
+#include "model/inference_cache.h"
 
 namespace tandem::model::internal {
 namespace {
 
 using kernels::GemmNT;
 
-Tensor F32(Shape shape) { return Tensor::Empty(std::move(shape), DType::kF32); }
-
-// dst [T, n, D] = columns [col, col + n·D) of src [T, Ch]: one head group of the fused qkv.
-void CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst) {
-  const int64_t src_cols = src.dim(1);
-  const int64_t width = dst.numel() / dst.dim(0);
-  const float* s = src.data<float>();
-  float* d = dst.data<float>();
-  ctx.ParallelFor(src.dim(0), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      std::memcpy(d + t * width, s + t * src_cols + col, width * sizeof(float));
-    }
-  });
-}
+// An f32 buffer on ctx's device.
+Tensor F32(const Context& ctx, Shape shape) { return Buffer(ctx, std::move(shape)); }
 
 // NC = Σ_b ceil(T_b / C): the linear-attention chunks of a packed batch.
 int64_t NumChunks(const Tensor& cu_seqlens) {
@@ -58,9 +48,9 @@ absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w
                     SwigluActivations* acts) {
   const int64_t T = h.dim(0);
   const int64_t I = gate_w.dim(0);
-  Tensor gate = F32({T, I});  // [T, I]
-  Tensor up = F32({T, I});    // [T, I]
-  Tensor act = F32({T, I});   // [T, I]
+  Tensor gate = F32(ctx, {T, I});  // [T, I]
+  Tensor up = F32(ctx, {T, I});    // [T, I]
+  Tensor act = F32(ctx, {T, I});   // [T, I]
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, gate_w, gate));
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, up_w, up));
   TANDEM_RETURN_IF_ERROR(kernels::SwigluFwd(ctx, gate, up, act));
@@ -72,25 +62,26 @@ absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w
 
 absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
                                const LayerWeights& w, const Tensor& positions, const Tensor& h,
-                               AttentionActivations* acts) {
+                               AttentionActivations* acts, DType dtype) {
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
-  Tensor qkv = F32({T, (H + 2 * kv_heads) * D});  // [T, (H + 2·Hkv)·D]
+  Tensor qkv = F32(ctx, {T, (H + 2 * kv_heads) * D});  // [T, (H + 2·Hkv)·D]
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.qkv, qkv));
-  Tensor q_raw = F32({T, H, D});         // [T, H, D]
-  Tensor k_raw = F32({T, kv_heads, D});  // [T, Hkv, D]
-  Qkv out{F32({T, H, D}), F32({T, kv_heads, D}), F32({T, kv_heads, D})};
-  CopyColumns(ctx, qkv, 0, q_raw);
-  CopyColumns(ctx, qkv, H * D, k_raw);
-  CopyColumns(ctx, qkv, (H + kv_heads) * D, out.v);
+  Tensor q_raw = F32(ctx, {T, H, D});         // [T, H, D]
+  Tensor k_raw = F32(ctx, {T, kv_heads, D});  // [T, Hkv, D]
+  Qkv out{Buffer(ctx, {T, H, D}, dtype), Buffer(ctx, {T, kv_heads, D}, dtype),
+          Buffer(ctx, {T, kv_heads, D}, dtype)};
+  TANDEM_RETURN_IF_ERROR(CopyColumns(ctx, qkv, 0, q_raw));
+  TANDEM_RETURN_IF_ERROR(CopyColumns(ctx, qkv, H * D, k_raw));
+  TANDEM_RETURN_IF_ERROR(CopyColumns(ctx, qkv, (H + kv_heads) * D, out.v));
 
   kernels::QkNormRopeParams p;
   p.rotary_dim = config.rotary_dim();
   p.theta = config.rope_theta;
   p.eps = static_cast<float>(config.rms_norm_eps);
-  Tensor q_rstd = F32({T, H});         // [T, H]
-  Tensor k_rstd = F32({T, kv_heads});  // [T, Hkv]
+  Tensor q_rstd = F32(ctx, {T, H});         // [T, H]
+  Tensor k_rstd = F32(ctx, {T, kv_heads});  // [T, Hkv]
   TANDEM_RETURN_IF_ERROR(
       kernels::QkNormRopeFwd(ctx, p, q_raw, w.query_layernorm, positions, out.q, q_rstd));
   TANDEM_RETURN_IF_ERROR(
@@ -129,13 +120,13 @@ absl::Status LinearAttentionOutput(const Context& ctx, const ModelConfig& config
                                    Tensor& out, AttentionActivations* acts) {
   const int64_t T = o.dim(0);
   const int64_t HD = config.num_attention_heads * config.head_dim;
-  Tensor gate = F32({T, HD});  // [T, H·D]
+  Tensor gate = F32(ctx, {T, HD});  // [T, H·D]
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.g_proj, gate));
   TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, HD}));  // [T, H·D]
   kernels::GroupRmsNormGateParams gp{config.group_norm_size,
                                      static_cast<float>(config.rms_norm_eps)};
-  Tensor y = F32({T, HD});                           // [T, H·D]
-  Tensor y_rstd = F32({T, config.group_norm_size});  // [T, groups]
+  Tensor y = F32(ctx, {T, HD});                           // [T, H·D]
+  Tensor y_rstd = F32(ctx, {T, config.group_norm_size});  // [T, groups]
   TANDEM_RETURN_IF_ERROR(kernels::GroupRmsNormGateFwd(ctx, gp, o_flat, gate, w.g_norm, y, y_rstd));
   if (acts != nullptr) {
     acts->gate = gate;
@@ -171,10 +162,10 @@ absl::Status LinearAttentionBlock(const Context& ctx, const ModelConfig& config,
   TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, H, w, seqs.positions, h, acts));
 
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer), {H});  // [H], λ_h = exp(−x_h)
-  Tensor o = F32({T, H, D});                                          // [T, H, D]
+  Tensor o = F32(ctx, {T, H, D});                                     // [T, H, D]
   Tensor no_initial_state, no_boundary_state;
   Tensor chunk_states;  // [NC, H, D, D], kept for the backward pass only
-  if (acts != nullptr) chunk_states = F32({NumChunks(seqs.cu_seqlens), H, D, D});
+  if (acts != nullptr) chunk_states = F32(ctx, {NumChunks(seqs.cu_seqlens), H, D, D});
   TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionFwd(ctx, LinearParams(config), qkv.q, qkv.k, qkv.v,
                                                      decay, seqs.cu_seqlens, no_initial_state, o,
                                                      chunk_states, no_boundary_state));
@@ -191,10 +182,10 @@ absl::Status SoftmaxAttentionBlock(const Context& ctx, const ModelConfig& config
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
-  TANDEM_ASSIGN_OR_RETURN(
-      Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w, seqs.positions, h, acts));
-  Tensor o = F32({T, H, D});  // [T, H, D]
-  Tensor lse = F32({T, H});   // [T, H]
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w,
+                                              seqs.positions, h, acts, KvCacheDType(ctx.device())));
+  Tensor o = F32(ctx, {T, H, D});  // [T, H, D]
+  Tensor lse = F32(ctx, {T, H});   // [T, H]
   TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionFwd(ctx, SoftmaxParams(config), qkv.q, qkv.k,
                                                       qkv.v, seqs.cu_seqlens, o, lse));
   if (acts != nullptr) {
@@ -219,7 +210,7 @@ absl::Status MoeBlock(const Context& ctx, const ModelConfig& config, const Layer
   const int64_t T = h.dim(0);
   const int64_t E = config.num_experts;
   const int64_t K = config.num_experts_per_tok;
-  Tensor logits = F32({T, E});  // [T, E], fp32 router
+  Tensor logits = F32(ctx, {T, E});  // [T, E], fp32 router
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.router, logits));
 
   kernels::MoeRouteParams rp;
@@ -229,9 +220,9 @@ absl::Status MoeBlock(const Context& ctx, const ModelConfig& config, const Layer
   rp.topk_group = config.topk_group;
   rp.routed_scaling_factor = static_cast<float>(config.routed_scaling_factor);
   rp.norm_topk_prob = config.norm_topk_prob;
-  Tensor topk_idx = Tensor::Empty({T, K}, DType::kI32);  // [T, K], rank order
-  Tensor topk_weight = F32({T, K});                      // [T, K]
-  Tensor scores = F32({T, E});                           // [T, E]
+  Tensor topk_idx = Buffer(ctx, {T, K}, DType::kI32);  // [T, K], rank order
+  Tensor topk_weight = F32(ctx, {T, K});               // [T, K]
+  Tensor scores = F32(ctx, {T, E});                    // [T, E]
   TANDEM_RETURN_IF_ERROR(
       kernels::MoeRouteFwd(ctx, rp, logits, w.expert_bias, topk_idx, topk_weight, scores));
   TANDEM_RETURN_IF_ERROR(kernels::MoeExpertsFwd(ctx, h, topk_idx, topk_weight, w.experts, out,

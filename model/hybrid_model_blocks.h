@@ -37,6 +37,12 @@ struct ResidualStream {
   Tensor rstd;   // [T]
   bool delta_pending = false;
 
+  // Buffers on ctx's device (x, delta, h [T, Dm] f32, rstd [T] f32).
+  static ResidualStream Allocate(const Context& ctx, int64_t T, int64_t Dm) {
+    const Device dev = ctx.device();
+    return {Tensor::Empty({T, Dm}, DType::kF32, dev), Tensor::Empty({T, Dm}, DType::kF32, dev),
+            Tensor::Empty({T, Dm}, DType::kF32, dev), Tensor::Empty({T}, DType::kF32, dev)};
+  }
   absl::Status Norm(const Context& ctx, const Tensor& w, float eps) {
     if (!delta_pending) return kernels::RmsNormFwd(ctx, x, w, eps, h, rstd);
     delta_pending = false;
@@ -52,14 +58,17 @@ struct ResidualStream {
 
 // q [T, H, D], k, v [T, Hkv, D] from the fused projection of h; q and k RMS-normalised per head
 // (query_layernorm / key_layernorm) and rotated by partial NeoX RoPE at `positions` [T] i32.
+// q, k and v are stored as `dtype`: f32, or on the GPU's softmax layers bf16 (KvCacheDType: what
+// the KV cache holds and the tensor-core attention reads), rounded once from the fp32 norm/RoPE.
 // Every function below that takes an activations pointer keeps its intermediate tensors there
 // for the backward pass (hybrid_model_backward.cc) when it is non-null.
+// Buffers live on ctx's device; the weights must be there too (model/device_weights.h).
 struct Qkv {
   Tensor q, k, v;
 };
 absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
                                const LayerWeights& w, const Tensor& positions, const Tensor& h,
-                               AttentionActivations* acts = nullptr);
+                               AttentionActivations* acts = nullptr, DType kv_dtype = DType::kF32);
 
 // Kernel parameters of the two attention kinds (scale D^-1/2, rounded once from double).
 kernels::SoftmaxAttentionParams SoftmaxParams(const ModelConfig& config);

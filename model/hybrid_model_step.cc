@@ -4,6 +4,8 @@
 // softmax layers through SoftmaxAttentionDecode (one query row per new token, rule 2), linear
 // layers through LinearAttentionFwd from the slot's boundary state or LinearAttentionDecode on the
 // open chunk (rule 3). Row order inside the step is free, because every other op is row-local.
+// On a CUDA context the cache, the weights and every buffer live on the GPU (bf16 K/V blocks);
+// token ids, positions and offsets stay on the host, where the kernels read them.
 #include "model/hybrid_model_step.h"
 
 #include <algorithm>
@@ -17,38 +19,53 @@
 #include "kernels/gemm/gemm.h"
 #include "kernels/linear_attention/linear_attention.h"
 #include "kernels/softmax_attention/softmax_attention.h"
+#include "model/device_ops.h"
+#include "model/device_weights.h"
 #include "model/hybrid_model_blocks.h"
 
 namespace tandem::model {
 namespace {
 
+using internal::Buffer;
+using internal::CopyRows;
 using internal::FeedForwardHalf;
 using internal::LinearAttentionOutput;
 using internal::LinearParams;
+using internal::OnCuda;
 using internal::ProjectQkv;
 using internal::Qkv;
 using internal::ResidualStream;
 using internal::SoftmaxAttentionOutput;
 using internal::SoftmaxParams;
 
-Tensor F32(Shape shape) { return Tensor::Empty(std::move(shape), DType::kF32); }
+Tensor F32(const Context& ctx, Shape shape) { return Buffer(ctx, std::move(shape)); }
+
+std::vector<int64_t> Iota(int64_t begin, int64_t end) {
+  std::vector<int64_t> v;
+  for (int64_t i = begin; i < end; ++i) v.push_back(i);
+  return v;
+}
 
 // The rows of one step. Multi-token pieces are packed first (rows [0, prefill_rows)), then the
-// single-token ones, so the linear layers hand one contiguous range to each kernel.
+// single-token ones, so the linear layers hand one contiguous range to each kernel. On the GPU the
+// single-token rows are sorted by slot, so runs of consecutive slots decode in one launch.
 struct StepLayout {
   std::vector<int64_t> order;      // batch index of each packed sequence
   std::vector<int64_t> row_begin;  // [B + 1] first packed row of each packed sequence
   int64_t num_prefill = 0;         // order[0, num_prefill) have more than one new token
-  Tensor tokens;                   // [T] i32
-  Tensor positions;                // [T] i32, position of each row in its own sequence
-  Tensor prefill_cu;               // [Bp + 1] i32, cu_seqlens of the multi-token pieces
-  Tensor block_tables;             // [T, max_blocks] i32, the table of each row's sequence
-  Tensor seq_lens;                 // [T] i32, position + 1: the keys a row attends to
+  Tensor tokens;                   // [T] i32 (host)
+  Tensor positions;                // [T] i32 (host), position of each row in its own sequence
+  Tensor prefill_cu;               // [Bp + 1] i32 (host), cu_seqlens of the multi-token pieces
+  Tensor block_tables;             // [T, max_blocks] i32 (ctx's device), each row's block table
+  Tensor seq_lens;                 // [T] i32 (ctx's device), position + 1: the keys a row sees
   std::vector<int64_t> kv_row;     // [T] destination row (block · tile + offset) in the cache
 };
 
+// open_len: the slots' open-chunk lengths (host copy of one linear layer's), null without linear
+// layers.
 absl::Status ValidateSequence(const ModelConfig& config, const StepSequence& s, int64_t b,
-                              InferenceCache& cache, std::unordered_set<int64_t>& slots) {
+                              const InferenceCache& cache, const int32_t* open_len,
+                              std::unordered_set<int64_t>& slots) {
   const int64_t n = static_cast<int64_t>(s.tokens.size());
   TANDEM_CHECK_ARG(n >= 1, "batch[", b, "].tokens: must hold at least one new token");
   for (int64_t i = 0; i < n; ++i) {
@@ -75,40 +92,64 @@ absl::Status ValidateSequence(const ModelConfig& config, const StepSequence& s, 
                      cache.num_blocks(), ")");
   }
   // The slot must continue exactly where start_position says it is (rule 3).
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-    if (config.layer_types[l] != LayerType::kLinear) continue;
-    const int32_t open = cache.linear_layer(l).open_len.data<int32_t>()[s.slot];
+  if (open_len != nullptr) {
+    const int32_t open = open_len[s.slot];
     TANDEM_CHECK_ARG(open == s.start_position % kLinearAttentionChunk, "batch[", b, "].slot ",
                      s.slot, ": holds an open chunk of ", open, " tokens, but start_position ",
                      s.start_position, " needs ", s.start_position % kLinearAttentionChunk);
-    break;
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<StepLayout> MakeLayout(const ModelConfig& config,
-                                      const std::vector<StepSequence>& batch,
-                                      InferenceCache& cache) {
-  TANDEM_CHECK_ARG(!batch.empty(), "batch: must hold at least one sequence");
-  std::unordered_set<int64_t> slots;
-  StepLayout L;
-  size_t max_blocks = 1;
+// A host copy of the open-chunk lengths of the first linear layer (all linear layers advance
+// together); undefined without linear layers.
+absl::StatusOr<Tensor> OpenLengths(const Context& ctx, const ModelConfig& config,
+                                   InferenceCache& cache) {
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    if (config.layer_types[l] == LayerType::kLinear) {
+      return internal::ToHost(ctx, cache.linear_layer(l).open_len);
+    }
+  }
+  return Tensor();
+}
+
+// The packed order: multi-token pieces in input order, then single tokens (by slot on the GPU).
+void PackOrder(const Context& ctx, const std::vector<StepSequence>& batch, StepLayout& L) {
   for (size_t b = 0; b < batch.size(); ++b) {
-    TANDEM_RETURN_IF_ERROR(ValidateSequence(config, batch[b], b, cache, slots));
     if (batch[b].tokens.size() > 1) L.order.push_back(static_cast<int64_t>(b));
-    max_blocks = std::max(max_blocks, batch[b].block_table.size());
   }
   L.num_prefill = static_cast<int64_t>(L.order.size());
   for (size_t b = 0; b < batch.size(); ++b) {
     if (batch[b].tokens.size() == 1) L.order.push_back(static_cast<int64_t>(b));
   }
+  if (OnCuda(ctx)) {
+    std::stable_sort(L.order.begin() + L.num_prefill, L.order.end(),
+                     [&](int64_t a, int64_t b) { return batch[a].slot < batch[b].slot; });
+  }
   L.row_begin.push_back(0);
   for (int64_t b : L.order) L.row_begin.push_back(L.row_begin.back() + batch[b].tokens.size());
+}
+
+absl::StatusOr<StepLayout> MakeLayout(const Context& ctx, const ModelConfig& config,
+                                      const std::vector<StepSequence>& batch,
+                                      InferenceCache& cache) {
+  TANDEM_CHECK_ARG(!batch.empty(), "batch: must hold at least one sequence");
+  TANDEM_ASSIGN_OR_RETURN(Tensor open_len, OpenLengths(ctx, config, cache));
+  std::unordered_set<int64_t> slots;
+  StepLayout L;
+  size_t max_blocks = 1;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    TANDEM_RETURN_IF_ERROR(ValidateSequence(config, batch[b], b, cache,
+                                            open_len.defined() ? open_len.data<int32_t>() : nullptr,
+                                            slots));
+    max_blocks = std::max(max_blocks, batch[b].block_table.size());
+  }
+  PackOrder(ctx, batch, L);
   const int64_t T = L.row_begin.back(), M = static_cast<int64_t>(max_blocks);
   L.tokens = Tensor::Empty({T}, DType::kI32);
   L.positions = Tensor::Empty({T}, DType::kI32);
-  L.block_tables = Tensor::Zeros({T, M}, DType::kI32);
-  L.seq_lens = Tensor::Empty({T}, DType::kI32);
+  Tensor block_tables = Tensor::Zeros({T, M}, DType::kI32);  // [T, M]
+  Tensor seq_lens = Tensor::Empty({T}, DType::kI32);         // [T]
   L.kv_row.resize(T);
   for (size_t i = 0; i < L.order.size(); ++i) {
     const StepSequence& s = batch[L.order[i]];
@@ -116,8 +157,8 @@ absl::StatusOr<StepLayout> MakeLayout(const ModelConfig& config,
       const int64_t pos = s.start_position + (r - L.row_begin[i]);
       L.tokens.data<int32_t>()[r] = s.tokens[r - L.row_begin[i]];
       L.positions.data<int32_t>()[r] = static_cast<int32_t>(pos);
-      L.seq_lens.data<int32_t>()[r] = static_cast<int32_t>(pos + 1);
-      std::copy(s.block_table.begin(), s.block_table.end(), L.block_tables.data<int32_t>() + r * M);
+      seq_lens.data<int32_t>()[r] = static_cast<int32_t>(pos + 1);
+      std::copy(s.block_table.begin(), s.block_table.end(), block_tables.data<int32_t>() + r * M);
       L.kv_row[r] =
           s.block_table[pos / kAttentionKvTile] * kAttentionKvTile + pos % kAttentionKvTile;
     }
@@ -126,31 +167,22 @@ absl::StatusOr<StepLayout> MakeLayout(const ModelConfig& config,
   for (int64_t i = 0; i <= L.num_prefill; ++i) {
     L.prefill_cu.data<int32_t>()[i] = static_cast<int32_t>(L.row_begin[i]);
   }
+  TANDEM_ASSIGN_OR_RETURN(L.block_tables, internal::ToContextDevice(ctx, block_tables));
+  TANDEM_ASSIGN_OR_RETURN(L.seq_lens, internal::ToContextDevice(ctx, seq_lens));
   return L;
-}
-
-// Copies each new row's k, v [T, Hkv, D] into its cache block row.
-void WriteKv(const Context& ctx, const StepLayout& L, const Tensor& k, const Tensor& v,
-             InferenceCache::SoftmaxLayer& layer) {
-  const int64_t width = k.numel() / std::max<int64_t>(k.dim(0), 1);
-  ctx.ParallelFor(k.dim(0), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      std::memcpy(layer.k.data<float>() + L.kv_row[r] * width, k.data<float>() + r * width,
-                  width * sizeof(float));
-      std::memcpy(layer.v.data<float>() + L.kv_row[r] * width, v.data<float>() + r * width,
-                  width * sizeof(float));
-    }
-  });
 }
 
 absl::Status SoftmaxStep(const Context& ctx, const ModelConfig& config, const LayerWeights& w,
                          const StepLayout& L, InferenceCache::SoftmaxLayer& layer, const Tensor& h,
                          Tensor& out) {
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv,
-                          ProjectQkv(ctx, config, config.num_key_value_heads, w, L.positions, h));
-  WriteKv(ctx, L, qkv.k, qkv.v, layer);
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w,
+                                              L.positions, h, nullptr, layer.k.dtype()));
+  // Each new row's k, v into its cache block row.
   const int64_t T = h.dim(0), H = config.num_attention_heads, D = config.head_dim;
-  Tensor o = F32({T, H, D});  // [T, H, D]
+  const int64_t kv_width = config.num_key_value_heads * D;
+  TANDEM_RETURN_IF_ERROR(CopyRows(ctx, qkv.k, Iota(0, T), layer.k, L.kv_row, kv_width));
+  TANDEM_RETURN_IF_ERROR(CopyRows(ctx, qkv.v, Iota(0, T), layer.v, L.kv_row, kv_width));
+  Tensor o = F32(ctx, {T, H, D});  // [T, H, D]
   TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionDecode(ctx, SoftmaxParams(config), qkv.q, layer.k,
                                                          layer.v, L.block_tables, L.seq_lens, o));
   return SoftmaxAttentionOutput(ctx, config, w, o, out);
@@ -163,46 +195,39 @@ absl::Status LinearPrefill(const Context& ctx, const ModelConfig& config, const 
                            const Qkv& qkv, InferenceCache::LinearLayer& layer, Tensor& o) {
   const int64_t Bp = L.num_prefill, Tp = L.row_begin[Bp];
   const int64_t H = config.num_attention_heads, D = config.head_dim, C = kLinearAttentionChunk;
-  const size_t state_bytes = H * D * D * sizeof(float), row_bytes = H * D * sizeof(float);
-  Tensor initial = F32({Bp, H, D, D});   // [Bp, H, D, D]
-  Tensor boundary = F32({Bp, H, D, D});  // [Bp, H, D, D]
-  for (int64_t i = 0; i < Bp; ++i) {
-    std::memcpy(initial.data<float>() + i * H * D * D,
-                layer.state.data<float>() + batch[L.order[i]].slot * H * D * D, state_bytes);
-  }
+  std::vector<int64_t> slots(Bp);
+  for (int64_t i = 0; i < Bp; ++i) slots[i] = batch[L.order[i]].slot;
+  Tensor initial = F32(ctx, {Bp, H, D, D});   // [Bp, H, D, D]
+  Tensor boundary = F32(ctx, {Bp, H, D, D});  // [Bp, H, D, D]
+  TANDEM_RETURN_IF_ERROR(CopyRows(ctx, layer.state, slots, initial, Iota(0, Bp), H * D * D));
   Tensor no_chunk_states;
   Tensor o_rows = o.Rows(0, Tp);  // [Tp, H, D]
   TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionFwd(
       ctx, LinearParams(config), qkv.q.Rows(0, Tp), qkv.k.Rows(0, Tp), qkv.v.Rows(0, Tp), decay,
       L.prefill_cu, initial, o_rows, no_chunk_states, boundary));
+  TANDEM_RETURN_IF_ERROR(CopyRows(ctx, boundary, Iota(0, Bp), layer.state, slots, H * D * D));
+  // The trailing partial chunk of each piece becomes its slot's open chunk.
+  std::vector<int64_t> src_rows, dst_rows;
+  Tensor open = Tensor::Empty({Bp}, DType::kI32);  // [Bp] new open_len per piece
   for (int64_t i = 0; i < Bp; ++i) {
-    const int64_t slot = batch[L.order[i]].slot;
-    const int64_t n = L.row_begin[i + 1] - L.row_begin[i], open = n % C;
-    std::memcpy(layer.state.data<float>() + slot * H * D * D,
-                boundary.data<float>() + i * H * D * D, state_bytes);
-    const int64_t first = L.row_begin[i + 1] - open;  // first row of the trailing partial chunk
-    std::memcpy(layer.open_k.data<float>() + slot * C * H * D, qkv.k.data<float>() + first * H * D,
-                open * row_bytes);
-    std::memcpy(layer.open_v.data<float>() + slot * C * H * D, qkv.v.data<float>() + first * H * D,
-                open * row_bytes);
-    layer.open_len.data<int32_t>()[slot] = static_cast<int32_t>(open);
+    const int64_t n = L.row_begin[i + 1] - L.row_begin[i], len = n % C;
+    const int64_t first = L.row_begin[i + 1] - len;  // first row of the trailing partial chunk
+    for (int64_t j = 0; j < len; ++j) {
+      src_rows.push_back(first + j);
+      dst_rows.push_back(slots[i] * C + j);
+    }
+    open.data<int32_t>()[i] = static_cast<int32_t>(len);
   }
-  return absl::OkStatus();
+  TANDEM_RETURN_IF_ERROR(CopyRows(ctx, qkv.k, src_rows, layer.open_k, dst_rows, H * D));
+  TANDEM_RETURN_IF_ERROR(CopyRows(ctx, qkv.v, src_rows, layer.open_v, dst_rows, H * D));
+  TANDEM_ASSIGN_OR_RETURN(Tensor open_dev, internal::ToContextDevice(ctx, open));
+  return CopyRows(ctx, open_dev, Iota(0, Bp), layer.open_len, slots, 1);
 }
 
-absl::Status LinearStep(const Context& ctx, const ModelConfig& config, int64_t layer_index,
-                        const LayerWeights& w, const std::vector<StepSequence>& batch,
-                        const StepLayout& L, InferenceCache::LinearLayer& layer, const Tensor& h,
-                        Tensor& out) {
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv,
-                          ProjectQkv(ctx, config, config.num_attention_heads, w, L.positions, h));
-  const int64_t T = h.dim(0), H = config.num_attention_heads, D = config.head_dim;
-  Tensor decay = Tensor::FromVector(config.LinearDecay(layer_index), {H});  // [H]
-  Tensor o = F32({T, H, D});                                                // [T, H, D]
-  if (L.num_prefill > 0) {
-    TANDEM_RETURN_IF_ERROR(LinearPrefill(ctx, config, decay, batch, L, qkv, layer, o));
-  }
-  // Single tokens: decode on the slot itself (views, no copies of the state).
+// Single tokens on the CPU: decode on each slot itself (views, no copies of the state).
+absl::Status LinearDecodeCpu(const Context& ctx, const ModelConfig& config, const Tensor& decay,
+                             const std::vector<StepSequence>& batch, const StepLayout& L,
+                             const Qkv& qkv, InferenceCache::LinearLayer& layer, Tensor& o) {
   const int64_t first = L.num_prefill, num_decode = static_cast<int64_t>(L.order.size()) - first;
   auto decode = [&](int64_t i) {
     const int64_t r = L.row_begin[first + i], slot = batch[L.order[first + i]].slot;
@@ -217,15 +242,57 @@ absl::Status LinearStep(const Context& ctx, const ModelConfig& config, int64_t l
   };
   if (num_decode < ctx.num_threads()) {
     for (int64_t i = 0; i < num_decode; ++i) TANDEM_RETURN_IF_ERROR(decode(i));  // threads: heads
-  } else {
-    // Threads split the sequences (the kernel's own ParallelFor runs inline inside a worker),
-    // one hand-off per layer instead of one per sequence. Each sequence's bits are the same.
-    std::vector<absl::Status> status(num_decode);
-    ctx.ParallelFor(num_decode, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) status[i] = decode(i);
-    });
-    for (const absl::Status& st : status) TANDEM_RETURN_IF_ERROR(st);
+    return absl::OkStatus();
   }
+  // Threads split the sequences (the kernel's own ParallelFor runs inline inside a worker),
+  // one hand-off per layer instead of one per sequence. Each sequence's bits are the same.
+  std::vector<absl::Status> status(num_decode);
+  ctx.ParallelFor(num_decode, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) status[i] = decode(i);
+  });
+  for (const absl::Status& st : status) TANDEM_RETURN_IF_ERROR(st);
+  return absl::OkStatus();
+}
+
+// Single tokens on the GPU: the rows are sorted by slot, so every run of consecutive slots is one
+// decode launch over views of those slots. A row's bits do not depend on the run it is in.
+absl::Status LinearDecodeCuda(const Context& ctx, const ModelConfig& config, const Tensor& decay,
+                              const std::vector<StepSequence>& batch, const StepLayout& L,
+                              const Qkv& qkv, InferenceCache::LinearLayer& layer, Tensor& o) {
+  const int64_t first = L.num_prefill, end = static_cast<int64_t>(L.order.size());
+  for (int64_t i = first; i < end;) {
+    int64_t j = i + 1;
+    const int64_t s0 = batch[L.order[i]].slot;
+    while (j < end && batch[L.order[j]].slot == s0 + (j - i)) ++j;
+    const int64_t r0 = L.row_begin[i], n = j - i;
+    Tensor state = layer.state.Rows(s0, s0 + n);        // [n, H, D, D]
+    Tensor open_k = layer.open_k.Rows(s0, s0 + n);      // [n, C, H, D]
+    Tensor open_v = layer.open_v.Rows(s0, s0 + n);      // [n, C, H, D]
+    Tensor open_len = layer.open_len.Rows(s0, s0 + n);  // [n]
+    Tensor o_rows = o.Rows(r0, r0 + n);                 // [n, H, D]
+    TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionDecode(
+        ctx, LinearParams(config), qkv.q.Rows(r0, r0 + n), qkv.k.Rows(r0, r0 + n),
+        qkv.v.Rows(r0, r0 + n), decay, state, open_k, open_v, open_len, o_rows));
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LinearStep(const Context& ctx, const ModelConfig& config, int64_t layer_index,
+                        const LayerWeights& w, const std::vector<StepSequence>& batch,
+                        const StepLayout& L, InferenceCache::LinearLayer& layer, const Tensor& h,
+                        Tensor& out) {
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv,
+                          ProjectQkv(ctx, config, config.num_attention_heads, w, L.positions, h));
+  const int64_t T = h.dim(0), H = config.num_attention_heads, D = config.head_dim;
+  Tensor decay = Tensor::FromVector(config.LinearDecay(layer_index), {H});  // [H] (host)
+  Tensor o = F32(ctx, {T, H, D});                                           // [T, H, D]
+  if (L.num_prefill > 0) {
+    TANDEM_RETURN_IF_ERROR(LinearPrefill(ctx, config, decay, batch, L, qkv, layer, o));
+  }
+  TANDEM_RETURN_IF_ERROR(OnCuda(ctx)
+                             ? LinearDecodeCuda(ctx, config, decay, batch, L, qkv, layer, o)
+                             : LinearDecodeCpu(ctx, config, decay, batch, L, qkv, layer, o));
   return LinearAttentionOutput(ctx, config, w, h, o, out);
 }
 
@@ -235,22 +302,33 @@ absl::StatusOr<Tensor> LastRowLogits(const Context& ctx, const HybridModel& mode
                                      const StepLayout& L, const ResidualStream& stream) {
   const ModelConfig& config = model.config();
   const int64_t B = static_cast<int64_t>(L.order.size()), Dm = config.hidden_size;
-  ResidualStream last{F32({B, Dm}), F32({B, Dm}), F32({B, Dm}), F32({B})};
+  ResidualStream last = ResidualStream::Allocate(ctx, B, Dm);
   last.delta_pending = stream.delta_pending;
+  std::vector<int64_t> src(B), dst(B);
   for (int64_t i = 0; i < B; ++i) {
-    const int64_t src = L.row_begin[i + 1] - 1, dst = L.order[i];
-    std::memcpy(last.x.data<float>() + dst * Dm, stream.x.data<float>() + src * Dm,
-                Dm * sizeof(float));
-    if (stream.delta_pending) {
-      std::memcpy(last.delta.data<float>() + dst * Dm, stream.delta.data<float>() + src * Dm,
-                  Dm * sizeof(float));
-    }
+    src[i] = L.row_begin[i + 1] - 1;
+    dst[i] = L.order[i];
+  }
+  TANDEM_RETURN_IF_ERROR(CopyRows(ctx, stream.x, src, last.x, dst, Dm));
+  if (stream.delta_pending) {
+    TANDEM_RETURN_IF_ERROR(CopyRows(ctx, stream.delta, src, last.delta, dst, Dm));
   }
   TANDEM_RETURN_IF_ERROR(
       last.Norm(ctx, model.weights().final_norm, static_cast<float>(config.rms_norm_eps)));
-  Tensor logits = F32({B, config.vocab_size});  // [B, V]
+  Tensor logits = F32(ctx, {B, config.vocab_size});  // [B, V]
   TANDEM_RETURN_IF_ERROR(kernels::GemmNT(ctx, last.h, model.weights().lm_head, logits));
   return logits;
+}
+
+absl::Status CheckDevices(const Context& ctx, const HybridModel& model,
+                          const InferenceCache& cache) {
+  if (WeightsDevice(model.weights()) != ctx.device() || cache.device() != ctx.device()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ForwardStep: the context is ", DeviceName(ctx.device()),
+                     " but the weights are on ", DeviceName(WeightsDevice(model.weights())),
+                     " and the cache on ", DeviceName(cache.device())));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -261,9 +339,10 @@ absl::StatusOr<Tensor> ForwardStep(const Context& ctx, const HybridModel& model,
   if (!config.use_qk_norm) {
     return absl::UnimplementedError("config: use_qk_norm = false is not supported");
   }
-  TANDEM_ASSIGN_OR_RETURN(StepLayout L, MakeLayout(config, batch, cache));
+  TANDEM_RETURN_IF_ERROR(CheckDevices(ctx, model, cache));
+  TANDEM_ASSIGN_OR_RETURN(StepLayout L, MakeLayout(ctx, config, batch, cache));
   const int64_t T = L.row_begin.back(), Dm = config.hidden_size;
-  ResidualStream stream{F32({T, Dm}), F32({T, Dm}), F32({T, Dm}), F32({T})};
+  ResidualStream stream = ResidualStream::Allocate(ctx, T, Dm);
   TANDEM_RETURN_IF_ERROR(kernels::EmbeddingFwd(ctx, model.weights().embed, L.tokens, stream.x));
   const float eps = static_cast<float>(config.rms_norm_eps);
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {

@@ -27,6 +27,8 @@ struct StepSequence {
 // boundary (start_position % kLinearAttentionChunk == 0); a sequence starting at position 0 has a
 // reset slot. Returns the fp32 logits of each sequence's last new token, [B, V], in input order.
 // Writes the new tokens' K/V into their blocks and advances each slot's linear state.
+// On a CUDA context the weights (UploadWeights) and the cache (created on Device::kCUDA) must be
+// on the GPU, and the logits are returned there; on a CPU context everything is on the host.
 absl::StatusOr<Tensor> ForwardStep(const Context& ctx, const HybridModel& model,
                                    const std::vector<StepSequence>& batch, InferenceCache& cache);
 

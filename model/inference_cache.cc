@@ -9,6 +9,10 @@
 #include "kernels/core/contract.h"
 #include "kernels/core/status_macros.h"
 
+#ifdef TANDEM_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace tandem::model {
 namespace {
 
@@ -18,24 +22,38 @@ int64_t CountLayers(const ModelConfig& config, LayerType type) {
   return n;
 }
 
-// Copies element row `src` of `t` (dimension 0) onto row `dst`.
+// Copies element row `src` of `t` (dimension 0) onto row `dst`, on the tensor's device.
 void CopyRow(Tensor& t, int64_t src, int64_t dst) {
   if (src == dst) return;
   const size_t row_bytes = t.nbytes() / static_cast<size_t>(t.dim(0));
   char* base = static_cast<char*>(t.raw_data());
-  std::memcpy(base + dst * row_bytes, base + src * row_bytes, row_bytes);
+  if (t.device() == Device::kCPU) {
+    std::memcpy(base + dst * row_bytes, base + src * row_bytes, row_bytes);
+    return;
+  }
+#ifdef TANDEM_HAVE_CUDA
+  // Ordered on the default stream with the kernels that read the cache.
+  cudaMemcpy(base + dst * row_bytes, base + src * row_bytes, row_bytes, cudaMemcpyDeviceToDevice);
+#endif
 }
 
 void ZeroRow(Tensor& t, int64_t row) {
   const size_t row_bytes = t.nbytes() / static_cast<size_t>(t.dim(0));
-  std::memset(static_cast<char*>(t.raw_data()) + row * row_bytes, 0, row_bytes);
+  char* p = static_cast<char*>(t.raw_data()) + row * row_bytes;
+  if (t.device() == Device::kCPU) {
+    std::memset(p, 0, row_bytes);
+    return;
+  }
+#ifdef TANDEM_HAVE_CUDA
+  cudaMemset(p, 0, row_bytes);
+#endif
 }
 
 }  // namespace
 
-int64_t InferenceCache::BytesPerBlock(const ModelConfig& config) {
-  const int64_t per_layer =
-      2 * kAttentionKvTile * config.num_key_value_heads * config.head_dim * sizeof(float);
+int64_t InferenceCache::BytesPerBlock(const ModelConfig& config, Device device) {
+  const int64_t per_layer = 2 * kAttentionKvTile * config.num_key_value_heads * config.head_dim *
+                            static_cast<int64_t>(DTypeSize(KvCacheDType(device)));
   return CountLayers(config, LayerType::kSoftmax) * per_layer;
 }
 
@@ -47,7 +65,7 @@ int64_t InferenceCache::BytesPerSlot(const ModelConfig& config) {
 }
 
 absl::StatusOr<InferenceCache> InferenceCache::Create(const ModelConfig& config, int64_t num_blocks,
-                                                      int64_t num_slots) {
+                                                      int64_t num_slots, Device device) {
   TANDEM_CHECK_ARG(num_blocks >= 0, "num_blocks: must be >= 0, got ", num_blocks);
   TANDEM_CHECK_ARG(num_slots >= 0, "num_slots: must be >= 0, got ", num_slots);
   TANDEM_CHECK_ARG(static_cast<int64_t>(config.layer_types.size()) == config.num_hidden_layers,
@@ -56,6 +74,7 @@ absl::StatusOr<InferenceCache> InferenceCache::Create(const ModelConfig& config,
   const int64_t H = config.num_attention_heads, Hkv = config.num_key_value_heads;
   const int64_t D = config.head_dim, C = kLinearAttentionChunk;
   InferenceCache cache;
+  cache.device_ = device;
   cache.num_blocks_ = num_blocks;
   cache.num_slots_ = num_slots;
   cache.softmax_.resize(config.num_hidden_layers);
@@ -63,14 +82,15 @@ absl::StatusOr<InferenceCache> InferenceCache::Create(const ModelConfig& config,
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     if (config.layer_types[l] == LayerType::kSoftmax) {
       // Blocks are always written before they are read, so they need no clearing.
-      cache.softmax_[l].k = Tensor::Empty({num_blocks, kAttentionKvTile, Hkv, D}, DType::kF32);
-      cache.softmax_[l].v = Tensor::Empty({num_blocks, kAttentionKvTile, Hkv, D}, DType::kF32);
+      const DType kv = KvCacheDType(device);
+      cache.softmax_[l].k = Tensor::Empty({num_blocks, kAttentionKvTile, Hkv, D}, kv, device);
+      cache.softmax_[l].v = Tensor::Empty({num_blocks, kAttentionKvTile, Hkv, D}, kv, device);
     } else {
       // Slots are zeroed by ResetSlot when a sequence takes them.
-      cache.linear_[l].state = Tensor::Empty({num_slots, H, D, D}, DType::kF32);
-      cache.linear_[l].open_k = Tensor::Empty({num_slots, C, H, D}, DType::kF32);
-      cache.linear_[l].open_v = Tensor::Empty({num_slots, C, H, D}, DType::kF32);
-      cache.linear_[l].open_len = Tensor::Zeros({num_slots}, DType::kI32);
+      cache.linear_[l].state = Tensor::Empty({num_slots, H, D, D}, DType::kF32, device);
+      cache.linear_[l].open_k = Tensor::Empty({num_slots, C, H, D}, DType::kF32, device);
+      cache.linear_[l].open_v = Tensor::Empty({num_slots, C, H, D}, DType::kF32, device);
+      cache.linear_[l].open_len = Tensor::Zeros({num_slots}, DType::kI32, device);
     }
   }
   return cache;
@@ -82,7 +102,7 @@ void InferenceCache::ResetSlot(int64_t slot) {
     ZeroRow(layer.state, slot);
     ZeroRow(layer.open_k, slot);
     ZeroRow(layer.open_v, slot);
-    layer.open_len.data<int32_t>()[slot] = 0;
+    ZeroRow(layer.open_len, slot);
   }
 }
 

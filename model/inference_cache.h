@@ -17,10 +17,17 @@
 
 namespace tandem::model {
 
+// The dtype softmax layers keep K and V in: f32 on the CPU, bf16 on the GPU (half the cache, and
+// what the GPU attention kernels read). The training forward stores its k, v the same way on each
+// device, so decode reads the very values the forward pass attends over (contract rule 2).
+inline DType KvCacheDType(Device device) {
+  return device == Device::kCUDA ? DType::kBF16 : DType::kF32;
+}
+
 class InferenceCache {
  public:
   struct SoftmaxLayer {
-    Tensor k;  // [num_blocks, kAttentionKvTile, Hkv, D]
+    Tensor k;  // [num_blocks, kAttentionKvTile, Hkv, D] in KvCacheDType(device)
     Tensor v;  // [num_blocks, kAttentionKvTile, Hkv, D]
   };
   struct LinearLayer {
@@ -30,13 +37,17 @@ class InferenceCache {
     Tensor open_len;  // [num_slots] i32
   };
 
-  // Bytes one KV block takes over all softmax layers, and one slot over all linear layers.
-  static int64_t BytesPerBlock(const ModelConfig& config);
+  // Bytes one KV block takes over all softmax layers, and one slot over all linear layers, for a
+  // cache on `device` (K/V in KvCacheDType(device); linear state always f32).
+  static int64_t BytesPerBlock(const ModelConfig& config, Device device = Device::kCPU);
   static int64_t BytesPerSlot(const ModelConfig& config);
 
+  // On Device::kCUDA the memory is GPU memory and the slot/block copies below run on the default
+  // stream (use a default-stream CUDA context with it).
   static absl::StatusOr<InferenceCache> Create(const ModelConfig& config, int64_t num_blocks,
-                                               int64_t num_slots);
+                                               int64_t num_slots, Device device = Device::kCPU);
 
+  Device device() const { return device_; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t num_slots() const { return num_slots_; }
   // Indexed by layer; an entry of the other kind is empty.
@@ -51,6 +62,7 @@ class InferenceCache {
   void CopyBlock(int64_t src, int64_t dst);
 
  private:
+  Device device_ = Device::kCPU;
   int64_t num_blocks_ = 0;
   int64_t num_slots_ = 0;
   std::vector<SoftmaxLayer> softmax_;

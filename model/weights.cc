@@ -16,37 +16,46 @@
 namespace tandem::model {
 namespace {
 
-Tensor Zeros(Shape shape) { return Tensor::Zeros(std::move(shape), DType::kF32); }
+// Zero tensors for one device: on the GPU the projection matrices (not the router) are bf16, as
+// UploadWeights casts them (device_weights.h); norms, router and expert bias stay f32.
+struct Alloc {
+  Device device = Device::kCPU;
+  Tensor Vec(Shape shape) const { return Tensor::Zeros(std::move(shape), DType::kF32, device); }
+  Tensor Mat(Shape shape) const {
+    const DType dtype = device == Device::kCUDA ? DType::kBF16 : DType::kF32;
+    return Tensor::Zeros(std::move(shape), dtype, device);
+  }
+};
 
-LayerWeights AllocateLayer(const ModelConfig& c, int64_t l) {
+LayerWeights AllocateLayer(const ModelConfig& c, int64_t l, const Alloc& z) {
   const int64_t dm = c.hidden_size, d = c.head_dim, hd = c.num_attention_heads * c.head_dim;
   LayerWeights w;
-  w.input_layernorm = Zeros({dm});
-  w.post_attention_layernorm = Zeros({dm});
-  w.qkv = Zeros({(c.num_attention_heads + 2 * c.kv_heads(l)) * d, dm});
-  w.dense = Zeros({dm, hd});
-  w.query_layernorm = Zeros({d});
-  w.key_layernorm = Zeros({d});
+  w.input_layernorm = z.Vec({dm});
+  w.post_attention_layernorm = z.Vec({dm});
+  w.qkv = z.Mat({(c.num_attention_heads + 2 * c.kv_heads(l)) * d, dm});
+  w.dense = z.Mat({dm, hd});
+  w.query_layernorm = z.Vec({d});
+  w.key_layernorm = z.Vec({d});
   if (c.layer_types[l] == LayerType::kLinear) {
-    w.g_proj = Zeros({hd, dm});
-    w.g_norm = Zeros({hd});
+    w.g_proj = z.Mat({hd, dm});
+    w.g_norm = z.Vec({hd});
   }
   if (!c.IsMoeLayer(l)) {
-    w.mlp_gate = Zeros({c.intermediate_size, dm});
-    w.mlp_up = Zeros({c.intermediate_size, dm});
-    w.mlp_down = Zeros({dm, c.intermediate_size});
+    w.mlp_gate = z.Mat({c.intermediate_size, dm});
+    w.mlp_up = z.Mat({c.intermediate_size, dm});
+    w.mlp_down = z.Mat({dm, c.intermediate_size});
     return w;
   }
   const int64_t e = c.num_experts, ie = c.moe_intermediate_size, is = c.shared_intermediate_size();
-  w.router = Zeros({e, dm});
-  w.expert_bias = Zeros({e});
-  w.experts.gate = Zeros({e, ie, dm});
-  w.experts.up = Zeros({e, ie, dm});
-  w.experts.down = Zeros({e, dm, ie});
+  w.router = z.Vec({e, dm});  // fp32 router (contract rule 4)
+  w.expert_bias = z.Vec({e});
+  w.experts.gate = z.Mat({e, ie, dm});
+  w.experts.up = z.Mat({e, ie, dm});
+  w.experts.down = z.Mat({e, dm, ie});
   if (is > 0) {
-    w.shared_gate = Zeros({is, dm});
-    w.shared_up = Zeros({is, dm});
-    w.shared_down = Zeros({dm, is});
+    w.shared_gate = z.Mat({is, dm});
+    w.shared_up = z.Mat({is, dm});
+    w.shared_down = z.Mat({dm, is});
   }
   return w;
 }
@@ -54,8 +63,9 @@ LayerWeights AllocateLayer(const ModelConfig& c, int64_t l) {
 // Expert e's [rows, cols] slice of a stacked [E, rows, cols] tensor, as a view.
 Tensor ExpertView(const Tensor& stack, int64_t e) {
   const int64_t rows = stack.dim(1), cols = stack.dim(2);
-  float* base = const_cast<float*>(stack.data<float>());
-  return Tensor::View(base + e * rows * cols, {rows, cols}, DType::kF32);
+  char* base = static_cast<char*>(const_cast<void*>(stack.raw_data()));
+  return Tensor::View(base + e * rows * cols * static_cast<int64_t>(DTypeSize(stack.dtype())),
+                      {rows, cols}, stack.dtype(), stack.device());
 }
 
 // The one parameter walk behind both ForEachParameter overloads. Tensors that were not allocated
@@ -159,13 +169,14 @@ void ModelWeights::ForEachParameter(
   VisitParameters(*this, fn);
 }
 
-ModelWeights AllocateWeights(const ModelConfig& config) {
+ModelWeights AllocateWeights(const ModelConfig& config, Device device) {
+  const Alloc z{device};
   ModelWeights w;
-  w.embed = Zeros({config.vocab_size, config.hidden_size});
-  w.final_norm = Zeros({config.hidden_size});
-  w.lm_head = config.tie_word_embeddings ? w.embed : Zeros({config.vocab_size, config.hidden_size});
+  w.embed = z.Mat({config.vocab_size, config.hidden_size});
+  w.final_norm = z.Vec({config.hidden_size});
+  w.lm_head = config.tie_word_embeddings ? w.embed : z.Mat({config.vocab_size, config.hidden_size});
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-    w.layers.push_back(AllocateLayer(config, l));
+    w.layers.push_back(AllocateLayer(config, l, z));
   }
   return w;
 }

@@ -41,14 +41,17 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 
   // Calls fn(hf_name, tensor) for every checkpoint tensor, in a fixed order (embedding, layers in
-  // order, final norm, lm_head). Expert tensors are [Ie, Dm] / [Dm, Ie] views into the stacks.
+  // order, final norm, lm_head). Expert tensors are [Ie, Dm] / [Dm, Ie] views into the stacks
+  // (same dtype and device as the stacks).
   // With tied embeddings lm_head is not visited.
   void ForEachParameter(const std::function<void(const std::string&, Tensor&)>& fn);
   void ForEachParameter(const std::function<void(const std::string&, const Tensor&)>& fn) const;
 };
 
-// Zero-filled weights of the right shapes.
-ModelWeights AllocateWeights(const ModelConfig& config);
+// Zero-filled weights of the right shapes: f32 on the host, or on the GPU (Device::kCUDA) in the
+// dtypes of model/device_weights.h (projection matrices bf16; norms, router, expert bias f32).
+// Throws std::bad_alloc when the memory is not there.
+ModelWeights AllocateWeights(const ModelConfig& config, Device device = Device::kCPU);
 
 // Seeded initialisation: matrices ~ N(0, 0.02²) from a counter-based generator keyed by (seed,
 // tensor name, element), so the result never depends on allocation order; norms = 1; expert bias

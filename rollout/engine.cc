@@ -9,6 +9,7 @@
 #include "kernels/core/contract.h"
 #include "kernels/core/logging.h"
 #include "kernels/core/status_macros.h"
+#include "model/device_weights.h"
 #include "model/hybrid_model_step.h"
 #include "rollout/sampler.h"
 
@@ -21,6 +22,16 @@ constexpr int64_t kFreeBlocks = int64_t{1} << 20;
 
 }  // namespace
 
+absl::StatusOr<model::ModelWeights> DeviceWeights(const Context& ctx,
+                                                  const model::ModelConfig& config,
+                                                  const model::ModelWeights& weights) {
+  if (model::WeightsDevice(weights) == ctx.device()) return weights;
+  if (ctx.device() == Device::kCPU) {
+    return absl::InvalidArgumentError("weights: on the GPU, but the engine runs on the CPU");
+  }
+  return model::UploadWeights(ctx, config, weights);
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Context& ctx, model::HybridModel model,
                                                        int64_t weight_version,
                                                        const EngineOptions& options) {
@@ -29,7 +40,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Context& ctx, model
                    options.max_sequences);
   TANDEM_CHECK_ARG(options.max_step_tokens >= 1, "max_step_tokens: must be >= 1, got ",
                    options.max_step_tokens);
-  const int64_t per_block = model::InferenceCache::BytesPerBlock(config);
+  if (ctx.device() != model::WeightsDevice(model.weights())) {
+    // A CUDA engine reads the GPU cast of the weights (UploadWeights), made once here.
+    TANDEM_ASSIGN_OR_RETURN(model::ModelWeights weights,
+                            DeviceWeights(ctx, config, model.weights()));
+    model = model::HybridModel(config, std::move(weights));
+  }
+  const int64_t per_block = model::InferenceCache::BytesPerBlock(config, ctx.device());
   const int64_t per_slot = model::InferenceCache::BytesPerSlot(config);
   const int64_t slot_bytes = options.max_sequences * per_slot;
   TANDEM_CHECK_ARG(slot_bytes < options.memory_budget_bytes,
@@ -44,7 +61,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Context& ctx, model
   absl::StatusOr<model::InferenceCache> cache = absl::InternalError("unset");
   try {
     cache = model::InferenceCache::Create(config, per_block == 0 ? 0 : num_blocks,
-                                          options.max_sequences);
+                                          options.max_sequences, ctx.device());
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat("memory_budget_bytes: could not allocate ",
                                                      options.memory_budget_bytes, " bytes"));

@@ -12,6 +12,12 @@
 //
 // Thread-safety: none; one thread drives Submit / Cancel / Step / UpdateWeights. Kernels inside a
 // step use the Context's thread pool.
+//
+// Devices: with a CUDA context (default stream) the engine keeps the GPU cast of the weights
+// (model::UploadWeights, made from host weights given to Create or UpdateWeights), the KV blocks
+// (bf16) and linear-attention slots in GPU memory, and draws tokens on the host from the GPU's
+// log-softmax row; memory_budget_bytes then counts GPU bytes. Exactness holds against
+// HybridModel::Forward on the same device.
 #pragma once
 
 #include <cstdint>
@@ -72,6 +78,12 @@ struct StepStats {
   int64_t weight_version = 0;
   bool idle() const { return sequences == 0; }
 };
+
+// `weights` as the engine on ctx reads them: the same tensors when already on ctx's device, the
+// GPU cast (model::UploadWeights) for a CUDA context and host weights.
+absl::StatusOr<model::ModelWeights> DeviceWeights(const Context& ctx,
+                                                  const model::ModelConfig& config,
+                                                  const model::ModelWeights& weights);
 
 class Engine {
  public:

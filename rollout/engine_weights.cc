@@ -34,7 +34,9 @@ absl::Status Engine::UpdateWeights(int64_t version, model::ModelWeights weights,
                      ShapeString(got[i].second), ", expected ", want[i].first, " ",
                      ShapeString(want[i].second));
   }
-  pending_update_ = PendingUpdate{version, std::move(weights), mode, next_request_};
+  TANDEM_ASSIGN_OR_RETURN(model::ModelWeights on_device,
+                          DeviceWeights(ctx_, model_.config(), weights));
+  pending_update_ = PendingUpdate{version, std::move(on_device), mode, next_request_};
   MaybeApplyUpdate();
   return absl::OkStatus();
 }
@@ -64,7 +66,7 @@ int64_t MemoryReport::token_capacity() const { return num_blocks * kAttentionKvT
 MemoryReport Engine::memory() const {
   MemoryReport r;
   r.budget_bytes = options_.memory_budget_bytes;
-  r.bytes_per_block = model::InferenceCache::BytesPerBlock(model_.config());
+  r.bytes_per_block = model::InferenceCache::BytesPerBlock(model_.config(), ctx_.device());
   r.bytes_per_slot = model::InferenceCache::BytesPerSlot(model_.config());
   r.num_blocks = num_blocks_;
   r.num_slots = num_slots_;

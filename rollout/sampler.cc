@@ -1,9 +1,11 @@
-// SampleNext: LogSoftmax + SampleToken on one logits row (contract rule 5).
+// SampleNext: LogSoftmax + SampleToken on one logits row (contract rule 5). On the GPU the
+// log-softmax runs there and the row comes back to the host for the draw.
 #include "rollout/sampler.h"
 
 #include "kernels/core/status_macros.h"
 #include "kernels/lm_head_logprob/lm_head_logprob.h"
 #include "kernels/sample/sample.h"
+#include "model/device_ops.h"
 
 namespace tandem::rollout {
 
@@ -13,9 +15,14 @@ absl::StatusOr<SampledToken> SampleNext(const Context& ctx, const Tensor& logits
   const int64_t V = logits.dim(1);
   const bool greedy = options.temperature == 0.0f;
   const float temperature = greedy ? 1.0f : options.temperature;
-  Tensor logprobs = Tensor::Empty({1, V}, DType::kF32);  // [1, V]
-  Tensor lse = Tensor::Empty({1}, DType::kF32);          // [1]
+  Tensor logprobs = Tensor::Empty({1, V}, DType::kF32, logits.device());  // [1, V]
+  Tensor lse = Tensor::Empty({1}, DType::kF32, logits.device());          // [1]
   TANDEM_RETURN_IF_ERROR(kernels::LogSoftmax(ctx, logits, temperature, logprobs, lse));
+  if (logprobs.device() == Device::kCUDA) {
+    // The draw reads the row on the host; the log-softmax itself ran on the GPU, so the reported
+    // log-prob is the GPU's LogprobFromLogits value for the token (the trainer's).
+    TANDEM_ASSIGN_OR_RETURN(logprobs, model::internal::ToHost(ctx, logprobs));
+  }
   kernels::SamplingParams params;
   params.greedy = greedy;
   params.top_k = options.top_k;

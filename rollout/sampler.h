@@ -18,8 +18,8 @@ struct SampledToken {
   float logprob = 0.0f;  // log_softmax(logits / T)[token]; T = 1 when greedy (temperature 0)
 };
 
-// logits [1, V] f32: the model's logits at position − 1. position = index the drawn token will
-// have in the sequence (prompt included).
+// logits [1, V] f32 on ctx's device (ForwardStep's row): the model's logits at position − 1.
+// position = index the drawn token will have in the sequence (prompt included).
 absl::StatusOr<SampledToken> SampleNext(const Context& ctx, const Tensor& logits,
                                         const SamplingOptions& options, int64_t sample_index,
                                         int64_t position);

@@ -1,0 +1,110 @@
+// Device-aware data movement (device_ops.h): the CPU paths, and the dispatch to device_ops.cu.
+#include "model/device_ops.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/core/status_macros.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/core/cuda_util.h"
+#endif
+
+namespace tandem::model::internal {
+namespace {
+
+#ifndef TANDEM_HAVE_CUDA
+absl::Status NoCuda(const char* what) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, ": CUDA context, but Tandem was built without CUDA (TANDEM_CUDA=OFF)"));
+}
+#endif
+
+}  // namespace
+
+absl::StatusOr<Tensor> ToContextDevice(const Context& ctx, const Tensor& t) {
+  if (!OnCuda(ctx) || t.device() == Device::kCUDA) return t;
+#ifdef TANDEM_HAVE_CUDA
+  return kernels::cuda::CopyToDevice(ctx, t);
+#else
+  return NoCuda("ToContextDevice");
+#endif
+}
+
+absl::StatusOr<Tensor> ToHost(const Context& ctx, const Tensor& t) {
+  if (t.device() == Device::kCPU) return t;
+#ifdef TANDEM_HAVE_CUDA
+  return kernels::cuda::CopyToHost(ctx, t);
+#else
+  return NoCuda("ToHost");
+#endif
+}
+
+absl::Status CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst) {
+  const int64_t rows = src.dim(0), src_cols = src.dim(1);
+  const int64_t width = rows == 0 ? 0 : dst.numel() / rows;
+  TANDEM_CHECK_ARG(
+      src.dtype() == DType::kF32 && dst.dim(0) == rows && col >= 0 && col + width <= src_cols,
+      "CopyColumns: columns [", col, ", ", col + width, ") of ", ShapeString(src.shape()), " into ",
+      ShapeString(dst.shape()));
+  if (OnCuda(ctx)) {
+#ifdef TANDEM_HAVE_CUDA
+    return cuda::CopyColumns(ctx, src, col, dst);
+#else
+    return NoCuda("CopyColumns");
+#endif
+  }
+  TANDEM_CHECK_ARG(dst.dtype() == DType::kF32, "CopyColumns: the CPU path writes f32 only");
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+  ctx.ParallelFor(rows, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      std::memcpy(d + t * width, s + t * src_cols + col, width * sizeof(float));
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<int64_t>& src_rows,
+                      Tensor& dst, const std::vector<int64_t>& dst_rows, int64_t width) {
+  TANDEM_CHECK_ARG(src.dtype() == dst.dtype() && src_rows.size() == dst_rows.size() && width >= 0,
+                   "CopyRows: ", src_rows.size(), " source rows of ", DTypeName(src.dtype()),
+                   " into ", dst_rows.size(), " rows of ", DTypeName(dst.dtype()));
+  if (src_rows.empty() || width == 0) return absl::OkStatus();
+  if (OnCuda(ctx)) {
+#ifdef TANDEM_HAVE_CUDA
+    return cuda::CopyRows(ctx, src, src_rows, dst, dst_rows, width);
+#else
+    return NoCuda("CopyRows");
+#endif
+  }
+  const size_t row_bytes = static_cast<size_t>(width) * DTypeSize(src.dtype());
+  const char* s = static_cast<const char*>(src.raw_data());
+  char* d = static_cast<char*>(dst.raw_data());
+  ctx.ParallelFor(static_cast<int64_t>(src_rows.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      std::memcpy(d + dst_rows[i] * row_bytes, s + src_rows[i] * row_bytes, row_bytes);
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status ZeroRows(const Context& ctx, Tensor& t, int64_t first, int64_t count, int64_t width) {
+  const size_t row_bytes = static_cast<size_t>(width) * DTypeSize(t.dtype());
+  char* p = static_cast<char*>(t.raw_data()) + first * row_bytes;
+  if (t.device() == Device::kCPU) {
+    std::memset(p, 0, count * row_bytes);
+    return absl::OkStatus();
+  }
+#ifdef TANDEM_HAVE_CUDA
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(p, 0, count * row_bytes, kernels::cuda::StreamOf(ctx)));
+  return absl::OkStatus();
+#else
+  return NoCuda("ZeroRows");
+#endif
+}
+
+}  // namespace tandem::model::internal

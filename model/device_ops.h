@@ -1,0 +1,53 @@
+// Device-aware buffers and data movement for the model: the few places where model code moves
+// bytes itself instead of calling a kernel (splitting the fused qkv projection, writing K/V into
+// cache blocks, gathering linear-attention slots, picking each sequence's last row). On a CPU
+// context they are memcpy loops; on a CUDA context each call is one small copy kernel (device
+// memory on both sides). Pure data movement, so a row's bits never depend on the device path.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/core/context.h"
+#include "kernels/core/tensor.h"
+
+namespace tandem::model::internal {
+
+inline bool OnCuda(const Context& ctx) { return ctx.device() == Device::kCUDA; }
+
+// An uninitialised tensor on ctx's device.
+inline Tensor Buffer(const Context& ctx, Shape shape, DType dtype = DType::kF32) {
+  return Tensor::Empty(std::move(shape), dtype, ctx.device());
+}
+
+// `t` (a host tensor) on ctx's device: t itself on a CPU context, else a device copy.
+absl::StatusOr<Tensor> ToContextDevice(const Context& ctx, const Tensor& t);
+// `t` on the host: t itself when it is a host tensor, else a host copy (complete on return).
+absl::StatusOr<Tensor> ToHost(const Context& ctx, const Tensor& t);
+
+// dst [T, ...] = columns [col, col + w) of src [T, Ch] f32, with w = dst.numel() / T. dst is f32,
+// or (CUDA only) bf16 rounded to nearest even.
+absl::Status CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst);
+
+// Row copies between two tensors of one dtype on ctx's device, each seen as rows of `width`
+// elements: row dst_rows[i] of dst = row src_rows[i] of src, for every i. The destination rows
+// must be distinct. Indices are host vectors of the same length.
+absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<int64_t>& src_rows,
+                      Tensor& dst, const std::vector<int64_t>& dst_rows, int64_t width);
+
+// Sets `count` rows of `width` elements from row `first` of `t` to zero (ctx's device).
+absl::Status ZeroRows(const Context& ctx, Tensor& t, int64_t first, int64_t count, int64_t width);
+
+#ifdef TANDEM_HAVE_CUDA
+namespace cuda {
+// The CUDA halves of CopyColumns and CopyRows (device_ops.cu).
+absl::Status CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst);
+absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<int64_t>& src_rows,
+                      Tensor& dst, const std::vector<int64_t>& dst_rows, int64_t width);
+}  // namespace cuda
+#endif
+
+}  // namespace tandem::model::internal
