@@ -5,23 +5,17 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/run_sections.h"
 
 namespace tandem::trainer {
 
 struct RlRunConfig {
-  struct Model {
-    std::string config;           // HF config.json (file or directory); required
-    std::string init = "random";  // "random" (seeded init) or a model checkpoint directory
-    int64_t init_seed = 1234;     // seed of the random init
-  } model;
-  struct Tokenizer {
-    std::string alphabet;  // CharTokenizer alphabet; "" = printable ASCII (vocab 99)
-  } tokenizer;
+  ModelSection model;
+  TokenizerSection tokenizer;
   struct Data {
     std::string train_path;                // JSONL prompts (verl fields); "" = `synthetic`
     std::string eval_path;                 // held-out JSONL; "" = rows after the training set
@@ -67,19 +61,9 @@ struct RlRunConfig {
     int64_t max_attempts = 4;            // per request, over workers
     std::string server_binary;           // local: the `tandem` binary; "" = this executable
   } rollout;
-  struct Optim {
-    double lr = 1e-3;                   // peak learning rate
-    double min_lr = 1e-4;               // cosine floor
-    std::string schedule = "constant";  // "constant" or "cosine" (after linear warmup)
-    int64_t warmup_steps = 0;
-    double beta1 = 0.9;
-    double beta2 = 0.95;
-    double eps = 1e-8;
-    double weight_decay = 0.0;
-    bool decay_embeddings = false;
-    double max_grad_norm = 1.0;             // global L2 clip; 0 = off
-    double expert_bias_update_rate = 1e-3;  // aux-loss-free balancing; 0 = off
-  } optim;
+  // optim.*: run_sections.h; the defaults differ from SFT's: constant schedule, no warmup, no
+  // weight decay.
+  OptimSection optim{.schedule = "constant", .warmup_steps = 0, .weight_decay = 0.0};
   struct WarmStart {
     int64_t steps = 0;  // SFT steps before RL (addition task); 0 = no warm start
     int64_t min_digits = 1;
@@ -100,12 +84,7 @@ struct RlRunConfig {
     int64_t every_steps = 10;  // held-out greedy accuracy every K steps (and at 0 and the end)
     int64_t examples = 200;    // held-out problems; 0 = no eval
   } eval;
-  struct Checkpoint {
-    std::string dir;           // "" = <trainer.output_dir>/checkpoints
-    int64_t every_steps = 50;  // 0 = only at the end
-    int64_t keep_last = 2;
-    std::string resume = "auto";  // "auto", "none" or a step-<N> directory
-  } checkpoint;
+  CheckpointSection checkpoint{.every_steps = 50, .keep_last = 2};
   struct Metrics {
     bool tensorboard = true;  // event file under <trainer.output_dir>/tensorboard
   } metrics;
@@ -120,8 +99,7 @@ absl::StatusOr<RlRunConfig> LoadRlRunConfig(const std::string& path,
                                             const std::vector<std::string>& overrides = {});
 // Range, enum and consistency checks. `origin(field)` says where the field's value came from
 // ("file.yaml:12", "override 'a.b=v'"); errors read "<origin>: field '<field>': <what>".
-absl::Status ValidateRlRunConfig(const RlRunConfig& config,
-                                 const std::function<std::string(const std::string&)>& origin);
+absl::Status ValidateRlRunConfig(const RlRunConfig& config, const ConfigOrigin& origin);
 // Every field, as YAML that ParseRlRunConfig reads back to the same config.
 std::string RlRunConfigToYaml(const RlRunConfig& config);
 

@@ -1,31 +1,11 @@
 // Validation of RlRunConfig: ranges, enums and the fields that depend on each other.
-#include <set>
-
-#include "absl/strings/str_cat.h"
+#include "trainer/config_fields.h"
 #include "trainer/rl_config.h"
 
 namespace tandem::trainer {
 namespace {
 
-using Origin = std::function<std::string(const std::string&)>;
-
-class Checker {
- public:
-  explicit Checker(const Origin& origin) : origin_(origin) {}
-  // Records the first failure: "<origin>: field '<field>': <what>".
-  void Require(bool ok, const std::string& field, const std::string& what) {
-    if (ok || !status_.ok()) return;
-    status_ =
-        absl::InvalidArgumentError(absl::StrCat(origin_(field), ": field '", field, "': ", what));
-  }
-  const absl::Status& status() const { return status_; }
-
- private:
-  const Origin& origin_;
-  absl::Status status_;
-};
-
-void CheckData(const RlRunConfig& c, Checker& k) {
+void CheckData(const RlRunConfig& c, ConfigChecker& k) {
   const RlRunConfig::Data& d = c.data;
   k.Require(!d.train_path.empty() || d.synthetic == "arithmetic" || d.synthetic == "countdown",
             "data.synthetic",
@@ -43,7 +23,7 @@ void CheckData(const RlRunConfig& c, Checker& k) {
   k.Require(d.prompts_per_step >= 1, "data.prompts_per_step", "expected >= 1");
 }
 
-void CheckGrpo(const RlRunConfig& c, Checker& k) {
+void CheckGrpo(const RlRunConfig& c, ConfigChecker& k) {
   const RlRunConfig::Grpo& g = c.grpo;
   k.Require(g.samples_per_prompt >= 2, "grpo.samples_per_prompt",
             "expected >= 2 (group advantages need at least two samples)");
@@ -55,7 +35,7 @@ void CheckGrpo(const RlRunConfig& c, Checker& k) {
   k.Require(g.max_tokens_per_micro_batch >= 1, "grpo.max_tokens_per_micro_batch", "expected >= 1");
 }
 
-void CheckRollout(const RlRunConfig& c, Checker& k) {
+void CheckRollout(const RlRunConfig& c, ConfigChecker& k) {
   const RlRunConfig::Rollout& r = c.rollout;
   k.Require(r.backend == "inprocess" || r.backend == "local" || r.backend == "remote",
             "rollout.backend", "expected \"inprocess\", \"local\" or \"remote\"");
@@ -76,19 +56,8 @@ void CheckRollout(const RlRunConfig& c, Checker& k) {
   k.Require(r.max_attempts >= 1, "rollout.max_attempts", "expected >= 1");
 }
 
-void CheckOptim(const RlRunConfig& c, Checker& k) {
-  const RlRunConfig::Optim& o = c.optim;
-  k.Require(o.lr > 0, "optim.lr", "expected > 0");
-  k.Require(o.min_lr >= 0 && o.min_lr <= o.lr, "optim.min_lr", "expected in [0, optim.lr]");
-  k.Require(o.schedule == "constant" || o.schedule == "cosine", "optim.schedule",
-            "expected \"constant\" or \"cosine\"");
-  k.Require(o.warmup_steps >= 0, "optim.warmup_steps", "expected >= 0");
-  k.Require(o.beta1 >= 0 && o.beta1 < 1, "optim.beta1", "expected in [0, 1)");
-  k.Require(o.beta2 >= 0 && o.beta2 < 1, "optim.beta2", "expected in [0, 1)");
-  k.Require(o.eps > 0, "optim.eps", "expected > 0");
-  k.Require(o.weight_decay >= 0, "optim.weight_decay", "expected >= 0");
-  k.Require(o.max_grad_norm >= 0, "optim.max_grad_norm", "expected >= 0");
-  k.Require(o.expert_bias_update_rate >= 0, "optim.expert_bias_update_rate", "expected >= 0");
+void CheckOptim(const RlRunConfig& c, ConfigChecker& k) {
+  CheckSection(c.optim, k);
   const RlRunConfig::WarmStart& w = c.warm_start;
   k.Require(w.steps >= 0, "warm_start.steps", "expected >= 0");
   k.Require(w.min_digits >= 1, "warm_start.min_digits", "expected >= 1");
@@ -100,24 +69,21 @@ void CheckOptim(const RlRunConfig& c, Checker& k) {
   k.Require(w.warmup_steps >= 0, "warm_start.warmup_steps", "expected >= 0");
 }
 
-void CheckRun(const RlRunConfig& c, Checker& k) {
-  k.Require(!c.model.config.empty(), "model.config", "required (path to config.json)");
+void CheckRun(const RlRunConfig& c, ConfigChecker& k) {
+  CheckSection(c.model, k);
   k.Require(c.trainer.total_steps >= 1, "trainer.total_steps", "expected >= 1");
   k.Require(c.trainer.num_threads >= 0, "trainer.num_threads", "expected >= 0");
   k.Require(c.trainer.log_every >= 1, "trainer.log_every", "expected >= 1");
   k.Require(!c.trainer.output_dir.empty(), "trainer.output_dir", "expected a directory");
   k.Require(c.eval.every_steps >= 0, "eval.every_steps", "expected >= 0 (0 = start and end)");
   k.Require(c.eval.examples >= 0, "eval.examples", "expected >= 0");
-  k.Require(c.checkpoint.every_steps >= 0, "checkpoint.every_steps", "expected >= 0");
-  k.Require(c.checkpoint.keep_last >= 1, "checkpoint.keep_last", "expected >= 1");
-  k.Require(!c.checkpoint.resume.empty(), "checkpoint.resume",
-            "expected \"auto\", \"none\" or a step-<N> directory");
+  CheckSection(c.checkpoint, k);
 }
 
 }  // namespace
 
-absl::Status ValidateRlRunConfig(const RlRunConfig& config, const Origin& origin) {
-  Checker k(origin);
+absl::Status ValidateRlRunConfig(const RlRunConfig& config, const ConfigOrigin& origin) {
+  ConfigChecker k(origin);
   CheckRun(config, k);
   CheckData(config, k);
   CheckGrpo(config, k);

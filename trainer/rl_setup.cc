@@ -46,7 +46,7 @@ absl::Status BuildModel(RlRun& run) {
 }
 
 absl::Status BuildOptimizer(RlRun& run) {
-  const RlRunConfig::Optim& o = run.config->optim;
+  const OptimSection& o = run.config->optim;
   AdamWOptions adamw{o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_embeddings, o.max_grad_norm};
   LrSchedule schedule{
       o.schedule == "constant" ? LrScheduleKind::kConstant : LrScheduleKind::kCosine, o.lr,

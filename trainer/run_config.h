@@ -9,18 +9,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/run_sections.h"
 
 namespace tandem::trainer {
 
 struct SftRunConfig {
-  struct Model {
-    std::string config;           // HF config.json (file or directory); required
-    std::string init = "random";  // "random" (seeded init) or a model checkpoint directory
-    int64_t init_seed = 1234;     // seed of the random init
-  } model;
-  struct Tokenizer {
-    std::string alphabet;  // CharTokenizer alphabet; "" = printable ASCII (vocab 99)
-  } tokenizer;
+  ModelSection model;
+  TokenizerSection tokenizer;
   struct Data {
     std::string train_path;              // JSONL file; "" = generate `synthetic`
     std::string synthetic = "addition";  // "addition" or "none"
@@ -33,31 +28,14 @@ struct SftRunConfig {
     int64_t sequences_per_step = 64;  // global batch: sequences per optimizer step (all ranks)
     int64_t max_tokens_per_micro_batch = 4096;  // packing budget, tokens per micro-batch
   } data;
-  struct Optim {
-    double lr = 1e-3;                 // peak learning rate
-    double min_lr = 1e-4;             // cosine floor; unused by "constant"
-    std::string schedule = "cosine";  // "constant" or "cosine" (both after linear warmup)
-    int64_t warmup_steps = 20;        // optimizer steps of linear warmup
-    double beta1 = 0.9;               // AdamW
-    double beta2 = 0.95;
-    double eps = 1e-8;
-    double weight_decay = 0.01;             // decoupled; never on norms or expert_bias
-    bool decay_embeddings = false;          // apply weight decay to model.word_embeddings too
-    double max_grad_norm = 1.0;             // global L2 clip; 0 = off
-    double expert_bias_update_rate = 1e-3;  // aux-loss-free balancing step; 0 = off
-  } optim;
+  OptimSection optim;
   struct Trainer {
     int64_t total_steps = 500;            // optimizer steps
     int64_t num_threads = 0;              // CPU threads per rank; 0 = all hardware threads
     int64_t log_every = 10;               // steps between metric lines
     std::string output_dir = "runs/sft";  // metrics and (by default) checkpoints go here
   } trainer;
-  struct Checkpoint {
-    std::string dir;              // "" = <trainer.output_dir>/checkpoints
-    int64_t every_steps = 100;    // 0 = only at the end
-    int64_t keep_last = 3;        // newest checkpoints kept (>= 1)
-    std::string resume = "auto";  // "auto" (latest in dir, if any), "none", or a step-<N> directory
-  } checkpoint;
+  CheckpointSection checkpoint;
 };
 
 // Parses `yaml_text` (`source` names it in errors), applies `overrides`, then validates.

@@ -131,7 +131,7 @@ absl::Status LoadData(SftRun& run) {
 }
 
 absl::Status BuildOptimizer(SftRun& run) {
-  const SftRunConfig::Optim& o = run.config->optim;
+  const OptimSection& o = run.config->optim;
   AdamWOptions adamw{o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_embeddings, o.max_grad_norm};
   LrSchedule schedule{
       o.schedule == "constant" ? LrScheduleKind::kConstant : LrScheduleKind::kCosine, o.lr,
