@@ -171,7 +171,24 @@ struct AlgoEntry {
   uint32_t tile, stages, swizzle, custom;
   uint16_t inner, cluster;
 };
-constexpr std::array<AlgoEntry, 0> kAlgoTable{};
+// Measured 2026-11-28 on an H200 (sm_90, cuBLASLt 13): worst case over M = 1024..16384 of
+// cuBLAS time / ours, 0.84-1.02 (docs/benchmarks.md, "H200: GEMM").
+constexpr std::array<AlgoEntry, 14> kAlgoTable{{
+    AlgoEntry{6144, 2048, DType::kF32, 90, 13, 66, 31, 35, 0, 7, 0, 5},
+    AlgoEntry{3072, 2048, DType::kF32, 90, 13, 66, 28, 35, 0, 0, 0, 3},
+    AlgoEntry{2048, 2048, DType::kF32, 90, 13, 66, 21, 35, 0, 3, 0, 5},
+    AlgoEntry{5120, 2048, DType::kF32, 90, 13, 66, 197, 35, 0, 2, 0, 5},
+    AlgoEntry{2048, 5120, DType::kF32, 90, 13, 66, 20, 35, 0, 1, 0, 3},
+    AlgoEntry{512, 2048, DType::kF32, 90, 13, 66, 400, 35, 0, 3, 0, 9},
+    AlgoEntry{2048, 512, DType::kF32, 90, 13, 66, 20, 35, 0, 1, 0, 3},
+    AlgoEntry{6144, 2048, DType::kBF16, 90, 13, 66, 20, 35, 0, 1, 0, 3},
+    AlgoEntry{3072, 2048, DType::kBF16, 90, 13, 66, 31, 35, 0, 7, 0, 5},
+    AlgoEntry{2048, 2048, DType::kBF16, 90, 13, 66, 20, 35, 0, 1, 0, 3},
+    AlgoEntry{5120, 2048, DType::kBF16, 90, 13, 66, 248, 35, 0, 7, 0, 5},
+    AlgoEntry{2048, 5120, DType::kBF16, 90, 13, 66, 20, 35, 0, 1, 0, 3},
+    AlgoEntry{512, 2048, DType::kBF16, 90, 13, 66, 17, 35, 0, 0, 0, 3},
+    AlgoEntry{2048, 512, DType::kBF16, 90, 13, 66, 20, 35, 0, 1, 0, 3},
+}};
 
 const AlgoEntry* TableEntryFor(const LtState& st, const GemmNTArgs& g) {
   for (const AlgoEntry& e : kAlgoTable) {
