@@ -5,7 +5,7 @@
 // significant digits, log_softmax(logits / temperature)[token] as rollout/README.md defines.
 // Text prompts (--prompt TEXT) are encoded with the checkpoint's tokenizer.json
 // (model/tokenizer.h); when one is present every line also has "text", the decoded generated
-// tokens.
+// tokens. --device cuda runs the engine on GPU 0 (bf16 weight cast, KV cache in GPU memory).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "kernels/core/context.h"
 #include "model/config.h"
 #include "model/hybrid_model.h"
@@ -39,6 +40,7 @@ struct GenerateOptions {
   rollout::SamplingOptions sampling;
   std::string stop_tokens;  // "a,b"
   int threads = 1;
+  std::string device = "cpu";
   int64_t memory_mb = 1024;
   int64_t max_sequences = 64;
   int64_t max_step_tokens = 256;
@@ -168,6 +170,8 @@ void PrintSample(const rollout::SampleResult& s, int64_t prompt, bool with_promp
 
 void RunGenerate(const GenerateOptions& opt) {
   if (opt.threads < 1) GenerateFail(absl::StrCat("--threads: must be >= 1, got ", opt.threads));
+  absl::StatusOr<Context> ctx = ContextForDevice(opt.device, opt.threads);
+  if (!ctx.ok()) GenerateFail(std::string(ctx.status().message()));
   const int prompt_flags = int{!opt.prompt_tokens.empty()} + int{!opt.prompts_file.empty()} +
                            int{!opt.prompt_text.empty()};
   if (prompt_flags != 1) {
@@ -184,9 +188,8 @@ void RunGenerate(const GenerateOptions& opt) {
   eo.memory_budget_bytes = opt.memory_mb << 20;
   eo.max_sequences = opt.max_sequences;
   eo.max_step_tokens = opt.max_step_tokens;
-  absl::StatusOr<std::unique_ptr<rollout::Engine>> engine =
-      rollout::Engine::Create(Context::Cpu(opt.threads),
-                              model::HybridModel(*std::move(config), *std::move(weights)), 0, eo);
+  absl::StatusOr<std::unique_ptr<rollout::Engine>> engine = rollout::Engine::Create(
+      *ctx, model::HybridModel(*std::move(config), *std::move(weights)), 0, eo);
   if (!engine.ok()) GenerateFail(std::string(engine.status().message()));
   std::vector<rollout::RequestId> ids;
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -232,7 +235,11 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_option("--stop-tokens", opt->stop_tokens, "comma-separated ids that end a sample");
   cmd->add_option("--threads", opt->threads, "CPU threads (results do not depend on it)")
       ->capture_default_str();
-  cmd->add_option("--memory-mb", opt->memory_mb, "inference cache budget in MiB")
+  cmd->add_option("--device", opt->device,
+                  "cpu, or cuda: the engine on GPU 0 (bf16 weight cast, cache in GPU memory)")
+      ->capture_default_str();
+  cmd->add_option("--memory-mb", opt->memory_mb,
+                  "inference cache budget in MiB (GPU memory with cuda)")
       ->capture_default_str();
   cmd->add_option("--max-sequences", opt->max_sequences, "sequences running at once, at most")
       ->capture_default_str();

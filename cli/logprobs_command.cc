@@ -1,6 +1,7 @@
 // `tandem logprobs`: scores a token sequence with a checkpoint. Prints {"logprobs": [...]} where
 // entry t = log p(tokens[t+1] | tokens[0..t]), each printed with 9 significant digits so the fp32
-// value round-trips exactly. The numbers come from HybridModel::Forward, the trainer's forward.
+// value round-trips exactly. The numbers come from HybridModel::Forward, the trainer's forward, on
+// the CPU or (--device cuda) on the GPU with the bf16 weight cast.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -13,8 +14,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "kernels/core/context.h"
 #include "model/config.h"
+#include "model/device_weights.h"
 #include "model/hybrid_model.h"
 #include "model/weights.h"
 
@@ -28,6 +31,7 @@ struct LogprobsOptions {
   std::string tokens;
   float temperature = 1.0f;
   int threads = 1;
+  std::string device = "cpu";
 };
 
 [[noreturn]] void LogprobsFail(const std::string& message) { Fail(kCommand, message); }
@@ -96,6 +100,8 @@ void RunLogprobs(const LogprobsOptions& opt) {
     LogprobsFail(absl::StrCat("--temperature: must be a finite number > 0, got ", opt.temperature));
   }
   if (opt.threads < 1) LogprobsFail(absl::StrCat("--threads: must be >= 1, got ", opt.threads));
+  absl::StatusOr<Context> ctx = ContextForDevice(opt.device, opt.threads);
+  if (!ctx.ok()) LogprobsFail(std::string(ctx.status().message()));
   std::vector<int64_t> ids = ParseTokens(opt.tokens);
   CheckModelDir(opt.model_dir);
   absl::StatusOr<model::ModelConfig> config = model::LoadModelConfig(opt.model_dir);
@@ -111,6 +117,10 @@ void RunLogprobs(const LogprobsOptions& opt) {
   CheckWeightsPresent(opt.model_dir);
   absl::StatusOr<model::ModelWeights> weights = model::LoadWeights(*config, opt.model_dir);
   if (!weights.ok()) LogprobsFail(std::string(weights.status().message()));
+  if (ctx->device() == Device::kCUDA) {
+    weights = model::UploadWeights(*ctx, *config, *weights);
+    if (!weights.ok()) LogprobsFail(std::string(weights.status().message()));
+  }
   const model::HybridModel hybrid(*std::move(config), *std::move(weights));
 
   // One sequence; position t targets token t + 1, the last position has no target.
@@ -121,7 +131,7 @@ void RunLogprobs(const LogprobsOptions& opt) {
       Tensor::FromVector(tokens, {T}),
       Tensor::FromVector(std::vector<int32_t>{0, static_cast<int32_t>(T)}, {2}),
       Tensor::FromVector(targets, {T}), opt.temperature};
-  absl::StatusOr<Tensor> logprob = hybrid.Forward(Context::Cpu(opt.threads), input);
+  absl::StatusOr<Tensor> logprob = hybrid.Forward(*ctx, input);
   if (!logprob.ok()) LogprobsFail(std::string(logprob.status().message()));
   PrintLogprobs(logprob->data<float>(), T - 1);
 }
@@ -138,6 +148,9 @@ void AddLogprobsCommand(CLI::App& app) {
   cmd->add_option("--temperature", opt->temperature, "divides the logits; > 0")
       ->capture_default_str();
   cmd->add_option("--threads", opt->threads, "CPU threads (results do not depend on it)")
+      ->capture_default_str();
+  cmd->add_option("--device", opt->device,
+                  "cpu, or cuda: the GPU forward with the bf16 weight cast (GPU 0)")
       ->capture_default_str();
   cmd->callback([opt] { RunLogprobs(*opt); });
 }
