@@ -115,16 +115,24 @@ absl::Status Upload(cudaStream_t stream, const std::vector<T>& host, T** dev) {
   return absl::OkStatus();
 }
 
+// Both kernels take up to 112 KB of shared memory so that two blocks share an SM: ask for the
+// largest carveout, so the driver does not settle for one block per SM.
+template <typename Kernel>
+cudaError_t AllowSmem(Kernel* kernel, int bytes) {
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e != cudaSuccess) return e;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                              cudaSharedmemCarveoutMaxShared);
+}
+
 template <int kD>
 cudaError_t LaunchBackward(cudaStream_t stream, const BwdArgs& a, int num_chunks, int batch,
                            int phases) {
   constexpr int scan_smem = static_cast<int>(kScanBytes);
   constexpr int grad_smem = static_cast<int>(Smem<kD>::kGradBytes);
-  cudaError_t e = cudaFuncSetAttribute(&linear_bwd::StateGradScanKernel<kD>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, scan_smem);
+  cudaError_t e = AllowSmem(&linear_bwd::StateGradScanKernel<kD>, scan_smem);
   if (e != cudaSuccess) return e;
-  e = cudaFuncSetAttribute(&linear_bwd::ChunkGradKernel<kD>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, grad_smem);
+  e = AllowSmem(&linear_bwd::ChunkGradKernel<kD>, grad_smem);
   if (e != cudaSuccess) return e;
   static_assert(kD % kScanTile == 0, "whole state tiles");
   constexpr int kTiles = kD / kScanTile;

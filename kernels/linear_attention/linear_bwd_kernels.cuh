@@ -5,7 +5,8 @@
 //   (1) G_c = Σ_i (s·λ^{i+1}·q_i)ᵀ do_i and the reverse scan dS_end[last] = 0,
 //       dS_end[c−1] = λ^C·dS_end[c] + G_c, d_initial_state = λ^C·dS_end[0] + G_0, fused: one
 //       block per (sequence, head, 32x32 tile of the state) walks the chunks backwards, so G never
-//       reaches memory; q/do slices stream in by cp.async, kScanGroup chunks per pipeline stage
+//       reaches memory; q/do slices stream in by cp.async, kScanGroup chunks per pipeline stage;
+//       per stage the warps form the chunks' G side by side, then each thread scans 4 elements
 //   (2) dq = s·(λ^{i+1}·do S_cᵀ + P k), dk = s·Pᵀq + λ^{C−1−j}·v dSᵀ,
 //       dv = s·Psᵀdo + λ^{C−1−j}·k dS                        one block per (chunk, head)
 // Every GEMM is bf16 mma.sync with fp32 accumulation in a fixed k order; a block's result depends
@@ -40,179 +41,187 @@ struct BwdArgs {
   float* d_init;           // [B, H, D, D] or null
 };
 
-// Shared-memory layout of (2) (bf16): rows padded by 8 elements, so the 8 rows an ldmatrix reads
-// sit in distinct 16-byte bank groups.
+// Shared-memory layout of (2) (bf16, unpadded tiles swizzled by SwzOff): q, k, v, do [kC, kD];
+// one [kD, kD] state buffer (S_c for dq's do·S_cᵀ, then dS for dk and dv); P and Ps [kC, kC].
+// 112 KB at D = 128, so two blocks share an SM and one's loads overlap the other's MMAs.
 template <int kD>
 struct Smem {
-  static constexpr int kLd = kD + 8, kLdp = kC + 8;
-  static constexpr int kRows = kC * kLd, kState = kD * kLd, kP = kC * kLdp;
-  static constexpr size_t kGradBytes = sizeof(bf16) * (4 * kRows + 2 * kState + 2 * kP);
+  static constexpr int kRows = kC * kD, kState = kD * kD, kP = kC * kC;
+  static constexpr size_t kGradBytes = sizeof(bf16) * (4 * kRows + kState + 2 * kP);
 };
 
-// (1)'s layout: per stage kScanGroup chunks x (q slice, do slice), each [kC, kScanTile] bf16,
-// unpadded; the four 16-byte units of row i are XOR-swizzled by (i/2)%4 so that the 8 rows an
-// ldmatrix reads hit distinct bank groups. Then the weights s·λ^{i+1}, fp32.
-inline constexpr int kScanThreads = 128, kScanTile = 32, kScanGroup = 4, kScanStages = 3;
+// (1)'s layout: per stage kScanGroup chunks x (q slice, do slice), each [kC, kScanTile] bf16
+// swizzled by SwzOff; then G of the group's chunks, fp32 [kScanTile, kScanTile] each (GOff);
+// then the weights s·λ^{i+1}, fp32. 112 KB: two blocks per SM.
+inline constexpr int kScanThreads = 256, kScanTile = 32, kScanGroup = 4, kScanStages = 3;
 inline constexpr int kSlice = kC * kScanTile, kStageElems = kScanGroup * 2 * kSlice;
-inline constexpr size_t kScanBytes = sizeof(bf16) * kScanStages * kStageElems + sizeof(float) * kC;
+inline constexpr int kGElems = kScanTile * kScanTile;
+inline constexpr size_t kScanBytes =
+    sizeof(bf16) * kScanStages * kStageElems + sizeof(float) * (kScanGroup * kGElems + kC);
+static_assert(kScanThreads == 2 * kScanGroup * 32, "a warp per (chunk, 16-row half of the tile)");
+static_assert(kScanThreads * 4 == kGElems, "the scan phase: 4 state elements per thread");
+static_assert(kScanThreads * 8 == kC * kScanTile, "staging: one 16-byte unit per (thread, slice)");
 
-__device__ __forceinline__ int Swz(int i, int unit) {
-  return i * kScanTile + ((unit ^ ((i >> 1) & 3)) << 3);
+// fp32 G tile offset: the 4-float units of row r XOR-swizzled by 2·(r%4), so that both the
+// MMA-layout float2 writes (a half-warp: rows r..r+3, 16 columns) and the row-wise float4 reads
+// (8 lanes: one row) are free of bank conflicts.
+__device__ __forceinline__ int GOff(int row, int col) {
+  return row * kScanTile + ((((col >> 2) ^ ((row & 3) << 1))) << 2) + (col & 3);
 }
+
+// A sequence's chunks [first, last) cover its rows [row0, end), kC rows each but the last.
+struct SeqSpan {
+  int first, row0, end;
+  __device__ __forceinline__ int ChunkRow0(int c) const { return row0 + (c - first) * kC; }
+  __device__ __forceinline__ int ChunkRows(int c) const { return min(kC, end - ChunkRow0(c)); }
+};
 
 // Stages chunks c_top, c_top − 1, .. (kScanGroup of them; those before `first` as zeros): the q
-// columns a0.. and do columns b0.. of the tile. bf16 sources go raw by cp.async (q is weighted in
-// the fragments); f32 sources are weighted and rounded here, as the bf16 path does it.
+// columns a0.. and do columns b0.. of the tile; thread x moves row x/4, unit x%4 of every slice.
+// bf16 sources go raw by cp.async (q is weighted in the fragments); f32 sources are weighted and
+// rounded here, as the bf16 path does it.
 template <int kD>
-__device__ void StageScanGroup(const BwdArgs& a, int head, int a0, int b0, int first, int c_top,
-                               bf16* stage, const float* w) {
+__device__ void StageScanGroup(const BwdArgs& a, const SeqSpan& span, int head, int a0, int b0,
+                               int c_top, bf16* stage, const float* w) {
   const int64_t ld = int64_t{a.h} * kD;
-  for (int idx = threadIdx.x; idx < kScanGroup * 2 * kC * 4; idx += kScanThreads) {
-    const int unit = idx & 3, i = (idx >> 2) & (kC - 1), is_do = (idx >> 8) & 1, j = idx >> 9;
-    const int c = c_top - j;
-    const int n = c >= first ? a.items[c].n : 0;
-    const bool valid = i < n;
-    const FloatPtr src = is_do ? a.d_o : a.q;
-    const int64_t off =
-        valid ? (a.items[c].row0 + int64_t{i}) * ld + head * kD + (is_do ? b0 : a0) + unit * 8 : 0;
-    bf16* dst = stage + (2 * j + is_do) * kSlice + Swz(i, unit);
-    if (src.bf16) {
-      CpAsync16(dst, static_cast<const bf16*>(src.p) + off, valid);
-      continue;
-    }
-    float x[8] = {};
-    if (valid) Load8Floats(src, off, x);
-    const float s = w[i];
-    uint32_t u[4];
+  const int i = threadIdx.x >> 2, unit = threadIdx.x & 3;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      u[e] = is_do ? PackBf16(x[2 * e], x[2 * e + 1])
-                   : PackBf16(__fmul_rn(s, x[2 * e]), __fmul_rn(s, x[2 * e + 1]));
+  for (int j = 0; j < kScanGroup; ++j) {
+    const int c = c_top - j;
+    const bool valid = c >= span.first && i < span.ChunkRows(c);
+    const int64_t row_off =
+        valid ? (span.ChunkRow0(c) + int64_t{i}) * ld + head * kD + unit * 8 : 0;
+#pragma unroll
+    for (int is_do = 0; is_do < 2; ++is_do) {
+      const FloatPtr src = is_do ? a.d_o : a.q;
+      const int64_t off = valid ? row_off + (is_do ? b0 : a0) : 0;
+      bf16* dst = stage + (2 * j + is_do) * kSlice + SwzOff<kScanTile>(i, unit * 8);
+      if (src.bf16) {
+        CpAsync16(dst, static_cast<const bf16*>(src.p) + off, valid);
+        continue;
+      }
+      float x[8] = {};
+      if (valid) Load8Floats(src, off, x);
+      const float s = w[i];
+      uint32_t u[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        u[e] = is_do ? PackBf16(x[2 * e], x[2 * e + 1])
+                     : PackBf16(__fmul_rn(s, x[2 * e]), __fmul_rn(s, x[2 * e + 1]));
+      }
+      *reinterpret_cast<uint4*>(dst) = uint4{u[0], u[1], u[2], u[3]};
     }
-    *reinterpret_cast<uint4*>(dst) = uint4{u[0], u[1], u[2], u[3]};
   }
 }
 
-// G of the group's chunks for the warp's [16, 16] sub-tile (rows m0.., columns n0.. of the block's
-// tile): g[j] += Σ_{i < kend[j]} (w_i·q_i)ᵀ do_i, i ascending in steps of 16 (rows past a chunk's
-// n are zeros, so skipping their steps changes no value).
-__device__ __forceinline__ void GroupStateGrads(const bf16* stage, const float* w, bool weigh_q,
-                                                int m0, int n0, const int (&kend)[kScanGroup],
-                                                float (&g)[kScanGroup][2][4]) {
-  const int lane = threadIdx.x % 32, quad = lane >> 3, r = lane & 7, t = lane & 3;
+// G of one chunk for the warp's [16, 32] sub-tile (rows m0.. of the block's tile): g[nt] +=
+// Σ_{i < kend} (w_i·q_i)ᵀ do_i, i ascending in steps of 16 (rows past a chunk's n are zeros, so
+// skipping their steps changes no value). A = qᵀ and B = do are both read by ldmatrix.trans.
+__device__ __forceinline__ void ChunkStateGrad(const bf16* qs, const float* w, bool weigh_q, int m0,
+                                               int kend, float (&g)[4][4]) {
+  const int t = threadIdx.x & 3;
 #pragma unroll
   for (int k = 0; k < kC; k += 16) {
+    if (k >= kend) break;
+    uint32_t af[4];
+    LoadA<true, kScanTile>(af, qs, m0, k);
+    if (weigh_q) {  // register e holds k index k + 2t + 8·(e/2) and the next one
 #pragma unroll
-    for (int j = 0; j < kScanGroup; ++j) {
-      if (k >= kend[j]) continue;
-      const bf16* qs = stage + 2 * j * kSlice;
-      uint32_t af[4], bf[4];
-      // A = qᵀ (stored [i][a]); B = do (stored [i][b]): both by ldmatrix.trans.
-      LdMatrixX4<true>(af, qs + Swz(k + (quad >> 1) * 8 + r, (m0 >> 3) + (quad & 1)));
-      LdMatrixX4<true>(bf, qs + kSlice + Swz(k + (quad & 1) * 8 + r, (n0 >> 3) + (quad >> 1)));
-      if (weigh_q) {  // register e holds k index k + 2t + 8·(e/2) and the next one
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = k + 2 * t + 8 * (e >> 1);
-          const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&af[e]));
-          af[e] = PackBf16(__fmul_rn(w[i], f.x), __fmul_rn(w[i + 1], f.y));
-        }
+      for (int e = 0; e < 4; ++e) {
+        const int i = k + 2 * t + 8 * (e >> 1);
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&af[e]));
+        af[e] = PackBf16(__fmul_rn(w[i], f.x), __fmul_rn(w[i + 1], f.y));
       }
-      Mma(g[j][0], af, bf[0], bf[1]);
-      Mma(g[j][1], af, bf[2], bf[3]);
+    }
+#pragma unroll
+    for (int n0 = 0; n0 < kScanTile; n0 += 16) {
+      uint32_t bf[4];
+      LoadB<true, kScanTile>(bf, qs + kSlice, n0, k);
+      Mma(g[n0 / 8], af, bf[0], bf[1]);
+      Mma(g[n0 / 8 + 1], af, bf[2], bf[3]);
     }
   }
 }
 
-// Element e of the warp's accumulator tile nt: row m0 + lane/4 + 8·(e/2), column
-// n0 + 8·nt + 2·(lane%4) + e%2 (within the block's tile at a0, b0).
-template <int kD>
-__device__ __forceinline__ void StoreDsTile(bf16* out, int row0, int col0,
-                                            const float (&acc)[2][4]) {
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = row0 + lane / 4 + 8 * half, col = col0 + 8 * nt + 2 * (lane % 4);
-      *reinterpret_cast<__nv_bfloat162*>(out + row * kD + col) =
-          __floats2bfloat162_rn(acc[nt][2 * half], acc[nt][2 * half + 1]);
-    }
-  }
-}
-
-// (1) One block per (sequence, head, tile); 4 warps own 16x16 sub-tiles, each its own fp32 scan.
+// (1) One block per (sequence, head, tile). Per group of kScanGroup chunks: warp w forms G of
+// chunk c_top − w/2 for rows 16·(w%2).. of the tile into shared memory; then thread x walks the
+// group's chunks in order for its 4 elements (row x/8, columns 4·(x%8)..) of the fp32 scan.
 template <int kD>
 __global__ void __launch_bounds__(kScanThreads, 2) StateGradScanKernel(BwdArgs a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* stages = reinterpret_cast<bf16*>(smem_raw);
-  float* w = reinterpret_cast<float*>(stages + kScanStages * kStageElems);
+  float* gs = reinterpret_cast<float*>(stages + kScanStages * kStageElems);
+  float* w = gs + kScanGroup * kGElems;
   constexpr int kTiles = kD / kScanTile;
   const int seq = blockIdx.x / a.h, head = blockIdx.x % a.h;
   const int a0 = blockIdx.y / kTiles * kScanTile, b0 = blockIdx.y % kTiles * kScanTile;
   const float* pow = a.pow + head * (kC + 1);
   for (int i = threadIdx.x; i < kC; i += kScanThreads) w[i] = __fmul_rn(a.scale, pow[i + 1]);
-  __syncthreads();
   const float pow_c = pow[kC];
   const int first = a.seq_chunk[seq], last = a.seq_chunk[seq + 1];
+  SeqSpan span{first, 0, 0};
+  if (last > first)
+    span.row0 = a.items[first].row0, span.end = a.items[last - 1].row0 + a.items[last - 1].n;
+  __syncthreads();
   const int groups = (last - first + kScanGroup - 1) / kScanGroup;
 #pragma unroll
   for (int s = 0; s < kScanStages - 1; ++s) {
     if (s < groups) {
-      StageScanGroup<kD>(a, head, a0, b0, first, last - 1 - s * kScanGroup,
-                         stages + s * kStageElems, w);
+      StageScanGroup<kD>(a, span, head, a0, b0, last - 1 - s * kScanGroup, stages + s * kStageElems,
+                         w);
     }
     CpAsyncCommit();
   }
-  const int warp = threadIdx.x / 32;
-  const int m0 = warp % 2 * 16, n0 = warp / 2 * 16;
-  const int64_t head_off = int64_t{head} * kD * kD + (a0 + m0) * kD + b0 + n0;
-  float acc[2][4];
-  ZeroAcc(acc);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wj = warp >> 1, m0 = (warp & 1) * 16;
+  const int er = threadIdx.x >> 3, ec = (threadIdx.x & 7) * 4;  // the thread's scan elements
+  const int64_t tile_off = int64_t{head} * kD * kD + (a0 + er) * kD + b0 + ec;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int gi = 0; gi < groups; ++gi) {
     CpAsyncWait<kScanStages - 2>();
-    __syncthreads();  // the group has landed; every warp is done with the stage refilled next
+    __syncthreads();  // the group has landed; every thread is done with the G tiles and with
+                      // the stage refilled next
     const int next = gi + kScanStages - 1;
     if (next < groups) {
-      StageScanGroup<kD>(a, head, a0, b0, first, last - 1 - next * kScanGroup,
+      StageScanGroup<kD>(a, span, head, a0, b0, last - 1 - next * kScanGroup,
                          stages + next % kScanStages * kStageElems, w);
     }
     CpAsyncCommit();
     const int c_top = last - 1 - gi * kScanGroup;
-    int kend[kScanGroup];
+    if (c_top - wj >= first) {
+      float g[4][4];
+      ZeroAcc(g);
+      const int kend = (span.ChunkRows(c_top - wj) + 15) / 16 * 16;
+      ChunkStateGrad(stages + gi % kScanStages * kStageElems + 2 * wj * kSlice, w, a.q.bf16, m0,
+                     kend, g);
+      float* gt = gs + wj * kGElems;
 #pragma unroll
-    for (int j = 0; j < kScanGroup; ++j) {
-      kend[j] = c_top - j >= first ? (a.items[c_top - j].n + 15) / 16 * 16 : 0;
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int row = m0 + lane / 4 + 8 * half, col = 8 * nt + 2 * (lane % 4);
+          *reinterpret_cast<float2*>(gt + GOff(row, col)) =
+              make_float2(g[nt][2 * half], g[nt][2 * half + 1]);
+        }
+      }
     }
-    float g[kScanGroup][2][4];
-#pragma unroll
-    for (int j = 0; j < kScanGroup; ++j) ZeroAcc(g[j]);
-    GroupStateGrads(stages + gi % kScanStages * kStageElems, w, a.q.bf16, m0, n0, kend, g);
+    __syncthreads();  // the group's G tiles are complete
 #pragma unroll
     for (int j = 0; j < kScanGroup; ++j) {
       const int c = c_top - j;
       if (c < first) break;
-      StoreDsTile<kD>(a.ds + int64_t{c} * a.h * kD * kD + head_off, 0, 0, acc);  // dS_end[c]
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          acc[nt][e] = __fadd_rn(__fmul_rn(pow_c, acc[nt][e]), g[j][nt][e]);
-      }
+      *reinterpret_cast<uint2*>(a.ds + int64_t{c} * a.h * kD * kD + tile_off) =  // dS_end[c]
+          uint2{PackBf16(acc[0], acc[1]), PackBf16(acc[2], acc[3])};
+      const float4 gv = *reinterpret_cast<const float4*>(gs + j * kGElems + GOff(er, ec));
+      acc[0] = __fadd_rn(__fmul_rn(pow_c, acc[0]), gv.x);
+      acc[1] = __fadd_rn(__fmul_rn(pow_c, acc[1]), gv.y);
+      acc[2] = __fadd_rn(__fmul_rn(pow_c, acc[2]), gv.z);
+      acc[3] = __fadd_rn(__fmul_rn(pow_c, acc[3]), gv.w);
     }
   }
   if (a.d_init == nullptr) return;
-  float* out = a.d_init + (int64_t{seq} * a.h) * kD * kD + head_off;
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = lane / 4 + 8 * half, col = 8 * nt + 2 * (lane % 4);
-      *reinterpret_cast<float2*>(out + row * kD + col) =
-          make_float2(acc[nt][2 * half], acc[nt][2 * half + 1]);
-    }
-  }
+  *reinterpret_cast<float4*>(a.d_init + int64_t{seq} * a.h * kD * kD + tile_off) =
+      make_float4(acc[0], acc[1], acc[2], acc[3]);
 }
 
 // Writes rows m0 + lane/4 (+8) < n of a warp's [16, 8·kNT] tile: out = combine(row, y, x).
@@ -239,14 +248,13 @@ template <int kD>
 __device__ __forceinline__ void WeightedScores(const bf16* q, const bf16* k, const bf16* v,
                                                const bf16* dob, const float* pow, int m0, int n0,
                                                bf16* p, bf16* ps) {
-  using L = Smem<kD>;
   const int lane = threadIdx.x % 32;
   float sv[4][4], sk[4][4];  // do·vᵀ and q·kᵀ
   ZeroAcc(sv);
   ZeroAcc(sk);
   if (n0 <= m0 + 15) {  // tiles wholly above the diagonal stay zero
-    WarpGemm<4, false, false>(sv, dob, L::kLd, m0, v, L::kLd, n0, 0, kD);
-    WarpGemm<4, false, false>(sk, q, L::kLd, m0, k, L::kLd, n0, 0, kD);
+    WarpGemm<4, false, false, kD, kD>(sv, dob, m0, v, n0, 0, kD);
+    WarpGemm<4, false, false, kD, kD>(sk, q, m0, k, n0, 0, kD);
   }
 #pragma unroll
   for (int nt = 0; nt < 4; ++nt) {
@@ -260,61 +268,65 @@ __device__ __forceinline__ void WeightedScores(const bf16* q, const bf16* k, con
         w[0][c] = on ? __fmul_rn(pow[on ? i - j - c : 0], sv[nt][2 * half + c]) : 0.0f;
         w[1][c] = on ? __fmul_rn(pow[on ? i - j - c : 0], sk[nt][2 * half + c]) : 0.0f;
       }
-      *reinterpret_cast<__nv_bfloat162*>(p + i * L::kLdp + j) =
+      *reinterpret_cast<__nv_bfloat162*>(p + SwzOff<kC>(i, j)) =
           __floats2bfloat162_rn(w[0][0], w[0][1]);
-      *reinterpret_cast<__nv_bfloat162*>(ps + i * L::kLdp + j) =
+      *reinterpret_cast<__nv_bfloat162*>(ps + SwzOff<kC>(i, j)) =
           __floats2bfloat162_rn(w[1][0], w[1][1]);
     }
   }
 }
 
-// (3) dq, dk, dv of one (chunk, head). Warp w owns rows 16·(w % 4).. and half of the columns.
+// (2) dq, dk, dv of one (chunk, head). Warp w owns rows 16·(w % 4).. and half of the columns.
+// dq's state term do·S_cᵀ comes first, so that dS can then replace S_c in the state buffer while
+// the scores are formed.
 template <int kD>
-__global__ void __launch_bounds__(kThreads, kD == 128 ? 1 : 2) ChunkGradKernel(BwdArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) ChunkGradKernel(BwdArgs a) {
   using L = Smem<kD>;
   constexpr int kNT = kD / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* q = reinterpret_cast<bf16*>(smem_raw);
   bf16 *k = q + L::kRows, *v = k + L::kRows, *dob = v + L::kRows;
-  bf16 *st = dob + L::kRows, *dst = st + L::kState;
-  bf16 *p = dst + L::kState, *ps = p + L::kP;
+  bf16 *st = dob + L::kRows, *p = st + L::kState, *ps = p + L::kP;
   const ChunkItem it = a.items[blockIdx.x];
   const int head = blockIdx.y, ld = a.h * kD;
   const float* pow = a.pow + head * (kC + 1);
   const int64_t state_off = (int64_t{it.chunk} * a.h + head) * kD * kD;
-  // Every load is in flight before the first wait: rows and dS by cp.async, the f32 start state
-  // into registers, stored as bf16 only after the scores (which do not need it) are computed.
-  StageRowsAsync<kD, kThreads>(a.q, it.row0, ld, head, it.n, kC, q, L::kLd);
-  StageRowsAsync<kD, kThreads>(a.k, it.row0, ld, head, it.n, kC, k, L::kLd);
-  StageRowsAsync<kD, kThreads>(a.v, it.row0, ld, head, it.n, kC, v, L::kLd);
-  StageRowsAsync<kD, kThreads>(a.d_o, it.row0, ld, head, it.n, kC, dob, L::kLd);
-  StageStateAsync<kD, kThreads>(a.ds + state_off, dst, L::kLd);
+  StageRowsAsync<kD, kThreads>(a.q, it.row0, ld, head, it.n, kC, q);
+  StageRowsAsync<kD, kThreads>(a.k, it.row0, ld, head, it.n, kC, k);
+  StageRowsAsync<kD, kThreads>(a.v, it.row0, ld, head, it.n, kC, v);
+  StageRowsAsync<kD, kThreads>(a.d_o, it.row0, ld, head, it.n, kC, dob);
   CpAsyncCommit();
-  StateInRegs<kD, kThreads> start_state;
-  start_state.Load(a.states + state_off);
+  {  // the f32 start state, in flight together with the rows
+    StateInRegs<kD, kThreads> start_state;
+    start_state.Load(a.states + state_off);
+    start_state.Store(st);
+  }
   CpAsyncWait<0>();
   __syncthreads();
   const int warp = threadIdx.x / 32;
-  const int m0 = warp % 4 * 16;
-  WeightedScores<kD>(q, k, v, dob, pow, m0, warp / 4 * 32, p, ps);
-  start_state.Store(st, L::kLd);
-  __syncthreads();
-  const int n0 = warp / 4 * (kD / 2);
+  const int m0 = warp % 4 * 16, n0 = warp / 4 * (kD / 2);
   const float s = a.scale;
   float y[kNT][4], x[kNT][4];
+  ZeroAcc(x);
+  WarpGemm<kNT, false, false, kD, kD>(x, dob, m0, st, n0, 0, kD);  // do_i S_cᵀ
+  __syncthreads();                                                 // every warp is done with S_c
+  StageStateAsync<kD, kThreads>(a.ds + state_off, st);
+  CpAsyncCommit();
+  WeightedScores<kD>(q, k, v, dob, pow, m0, warp / 4 * 32, p, ps);
+  __syncthreads();
   // dq_i = s·(λ^{i+1}·(do_i S_cᵀ) + Σ_{j≤i} P[i][j]·k_j)
   ZeroAcc(y);
-  ZeroAcc(x);
-  WarpGemm<kNT, false, true>(y, p, L::kLdp, m0, k, L::kLd, n0, 0, m0 + 16);
-  WarpGemm<kNT, false, false>(x, dob, L::kLd, m0, st, L::kLd, n0, 0, kD);
+  WarpGemm<kNT, false, true, kC, kD>(y, p, m0, k, n0, 0, m0 + 16);
   StoreTile<kD>(a.dq, it, ld, head, m0, n0, y, x, [&](int i, float yv, float xv) {
     return __fmul_rn(s, __fadd_rn(__fmul_rn(pow[i + 1], xv), yv));
   });
+  CpAsyncWait<0>();
+  __syncthreads();  // dS has landed
   // dk_j = s·Σ_{i≥j} P[i][j]·q_i + λ^{C−1−j}·(v_j dSᵀ)
   ZeroAcc(y);
   ZeroAcc(x);
-  WarpGemm<kNT, true, true>(y, p, L::kLdp, m0, q, L::kLd, n0, m0, kC);
-  WarpGemm<kNT, false, false>(x, v, L::kLd, m0, dst, L::kLd, n0, 0, kD);
+  WarpGemm<kNT, true, true, kC, kD>(y, p, m0, q, n0, m0, kC);
+  WarpGemm<kNT, false, false, kD, kD>(x, v, m0, st, n0, 0, kD);
   const auto anti_causal = [&](int j, float yv, float xv) {
     return __fadd_rn(__fmul_rn(s, yv), __fmul_rn(pow[kC - 1 - j], xv));
   };
@@ -322,8 +334,8 @@ __global__ void __launch_bounds__(kThreads, kD == 128 ? 1 : 2) ChunkGradKernel(B
   // dv_j = s·Σ_{i≥j} Ps[i][j]·do_i + λ^{C−1−j}·(k_j dS)
   ZeroAcc(y);
   ZeroAcc(x);
-  WarpGemm<kNT, true, true>(y, ps, L::kLdp, m0, dob, L::kLd, n0, m0, kC);
-  WarpGemm<kNT, false, true>(x, k, L::kLd, m0, dst, L::kLd, n0, 0, kD);
+  WarpGemm<kNT, true, true, kC, kD>(y, ps, m0, dob, n0, m0, kC);
+  WarpGemm<kNT, false, true, kD, kD>(x, k, m0, st, n0, 0, kD);
   StoreTile<kD>(a.dv, it, ld, head, m0, n0, y, x, anti_causal);
 }
 
