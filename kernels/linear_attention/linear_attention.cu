@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <type_traits>
 #include <vector>
@@ -21,6 +23,7 @@
 #include "kernels/linear_attention/linear_attention_cuda.h"
 #include "kernels/linear_attention/linear_attention_f32.cuh"
 #include "kernels/linear_attention/linear_fwd_decode.cuh"
+#include "kernels/linear_attention/linear_fwd_fused.cuh"
 #include "kernels/linear_attention/linear_fwd_output.cuh"
 #include "kernels/linear_attention/linear_fwd_scan.cuh"
 #include "kernels/linear_attention/linear_fwd_timing.cuh"
@@ -167,57 +170,103 @@ bool AllBf16(const Tensor& q, const Tensor& k, const Tensor& v) {
 
 const bf16* Bf16Data(const Tensor& t) { return static_cast<const bf16*>(t.raw_data()); }
 
-// Device scratch freed (stream-ordered) when it goes out of scope.
-struct DeviceScratch {
-  cudaStream_t stream;
-  std::vector<void*> ptrs;
-  ~DeviceScratch() {
-    for (void* p : ptrs) cudaFreeAsync(p, stream);
-  }
-  template <typename T>
-  absl::Status Alloc(size_t n, T** p) {
-    TANDEM_CUDA_RETURN_IF_ERROR(
-        cudaMallocAsync(reinterpret_cast<void**>(p), std::max<size_t>(1, n) * sizeof(T), stream));
-    ptrs.push_back(*p);
-    return absl::OkStatus();
-  }
-  template <typename T>
-  absl::Status Upload(const std::vector<T>& host, T** dev) {
-    TANDEM_RETURN_IF_ERROR(Alloc(host.size(), dev));
-    if (host.empty()) return absl::OkStatus();
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(*dev, host.data(), host.size() * sizeof(T),
-                                                cudaMemcpyHostToDevice, stream));
-    return absl::OkStatus();
+// Per-context device scratch: one buffer that only grows (stream-ordered), so a forward allocates
+// nothing once warm, holding the chunk list (uploaded only when it differs from the one the buffer
+// holds) and the kernels' work space after it. Calls on one context come from one thread at a time.
+struct Scratch {
+  void* data = nullptr;
+  size_t bytes = 0;
+  std::vector<char> uploaded;  // the chunk-list bytes at the start of data
+  ~Scratch() {
+    if (data != nullptr) cudaFree(data);
   }
 };
 
-absl::Status ForwardTc(DeviceScratch& scratch, const LinearAttentionParams& p, const Tensor& q,
+size_t Align256(size_t n) { return (n + 255) / 256 * 256; }
+
+struct ScratchView {
+  ChunkItem* items;  // [NC]
+  int* seq_chunk;    // [B + 1]
+  void* work;        // `work_bytes` bytes
+};
+
+absl::StatusOr<ScratchView> PrepareScratch(const Context& ctx, const std::vector<ChunkItem>& items,
+                                           const std::vector<int>& seq_chunk, size_t work_bytes) {
+  auto slot = ctx.Resource("linear_attention.scratch", [] {
+    return std::static_pointer_cast<void>(std::make_shared<Scratch>());
+  });
+  Scratch& s = *static_cast<Scratch*>(slot.get());
+  const cudaStream_t stream = StreamOf(ctx);
+  const size_t items_bytes = Align256(items.size() * sizeof(ChunkItem));
+  const size_t list_bytes = items_bytes + Align256(seq_chunk.size() * sizeof(int));
+  const size_t need = list_bytes + Align256(work_bytes);
+  if (need > s.bytes) {
+    if (s.data != nullptr) TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(s.data, stream));
+    s.data = nullptr, s.bytes = 0, s.uploaded.clear();
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&s.data, need, stream));
+    s.bytes = need;
+  }
+  std::vector<char> list(list_bytes, 0);
+  std::memcpy(list.data(), items.data(), items.size() * sizeof(ChunkItem));
+  std::memcpy(list.data() + items_bytes, seq_chunk.data(), seq_chunk.size() * sizeof(int));
+  if (list != s.uploaded) {
+    // Pageable source: staged before the call returns, so `list` may go out of scope.
+    TANDEM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(s.data, list.data(), list_bytes, cudaMemcpyHostToDevice, stream));
+    s.uploaded = std::move(list);
+  }
+  char* base = static_cast<char*>(s.data);
+  return ScratchView{reinterpret_cast<ChunkItem*>(base), reinterpret_cast<int*>(base + items_bytes),
+                     base + list_bytes};
+}
+
+// TANDEM_LINEAR_FWD=two_phase selects the two-launch bf16 forward (scan writing bf16 chunk-start
+// states, then the output kernel) instead of the fused one; both give the same bits.
+bool TwoPhaseForward() {
+  const char* v = std::getenv("TANDEM_LINEAR_FWD");
+  return v != nullptr && std::strcmp(v, "two_phase") == 0;
+}
+
+// A decay-power table uploaded for this call only, freed stream-ordered.
+struct OwnedPowers {
+  cudaStream_t stream;
+  float* p = nullptr;
+  ~OwnedPowers() {
+    if (p != nullptr) cudaFreeAsync(p, stream);
+  }
+};
+
+absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const Tensor& q,
                        const Tensor& k, const Tensor& v, const float* pow,
                        const std::vector<ChunkItem>& items, const std::vector<int>& seq_chunk,
                        const Tensor& initial_state, Tensor& o, Tensor& chunk_states,
                        Tensor& boundary_state) {
   const int64_t h = p.num_heads, d = p.head_dim, nc = items.size();
+  const bool two_phase = TwoPhaseForward();
+  TANDEM_ASSIGN_OR_RETURN(
+      const ScratchView view,
+      PrepareScratch(ctx, items, seq_chunk, two_phase ? nc * h * d * d * sizeof(bf16) : 0));
   linear::TcFwdArgs a{static_cast<int>(h), p.scale,       Bf16Data(q), Bf16Data(k),
                       Bf16Data(v),         ToFloatPtr(o), pow};
-  ChunkItem* dev_items = nullptr;
-  TANDEM_RETURN_IF_ERROR(scratch.Upload(items, &dev_items));
-  a.items = dev_items;
-  int* dev_seq_chunk = nullptr;
-  TANDEM_RETURN_IF_ERROR(scratch.Upload(seq_chunk, &dev_seq_chunk));
-  a.seq_chunk = dev_seq_chunk;
+  a.items = view.items;
+  a.seq_chunk = view.seq_chunk;
   a.init = initial_state.defined() ? initial_state.data<float>() : nullptr;
   a.boundary = boundary_state.defined() ? boundary_state.data<float>() : nullptr;
   a.states = chunk_states.defined() ? chunk_states.data<float>() : nullptr;
-  TANDEM_RETURN_IF_ERROR(scratch.Alloc(nc * h * d * d, &a.sb));
+  a.sb = two_phase ? static_cast<bf16*>(view.work) : nullptr;
   const int batch = static_cast<int>(seq_chunk.size()) - 1;
+  const cudaStream_t stream = StreamOf(ctx);
   TANDEM_CUDA_RETURN_IF_ERROR(ForHeadDim(d, [&](auto dim) {
-    return linear::LaunchForwardTc<decltype(dim)::value>(scratch.stream, a, batch,
-                                                         static_cast<int>(nc));
+    constexpr int kD = decltype(dim)::value;
+    if (two_phase) {
+      return linear::LaunchForwardTc<kD>(stream, a, batch, static_cast<int>(nc));
+    }
+    return linear::LaunchFusedTc<kD>(stream, a, batch);
   }));
   return absl::OkStatus();
 }
 
-absl::Status ForwardF32(DeviceScratch& scratch, const LinearAttentionParams& p, const Tensor& q,
+absl::Status ForwardF32(const Context& ctx, const LinearAttentionParams& p, const Tensor& q,
                         const Tensor& k, const Tensor& v, const float* pow,
                         const std::vector<ChunkItem>& items, const std::vector<int>& seq_chunk,
                         const Tensor& initial_state, Tensor& o, Tensor& chunk_states,
@@ -227,17 +276,17 @@ absl::Status ForwardF32(DeviceScratch& scratch, const LinearAttentionParams& p, 
                     ToFloatPtr(o),       pow};
   a.init = initial_state.defined() ? initial_state.data<float>() : nullptr;
   a.boundary = boundary_state.defined() ? boundary_state.data<float>() : nullptr;
-  ChunkItem* dev_items = nullptr;
-  int* dev_seq_chunk = nullptr;
-  TANDEM_RETURN_IF_ERROR(scratch.Upload(items, &dev_items));
-  TANDEM_RETURN_IF_ERROR(scratch.Upload(seq_chunk, &dev_seq_chunk));
-  a.items = dev_items, a.seq_chunk = dev_seq_chunk;
-  TANDEM_RETURN_IF_ERROR(scratch.Alloc(nc * h * d * d, &a.sums));
-  a.states = chunk_states.defined() ? chunk_states.data<float>() : nullptr;
-  if (a.states == nullptr) TANDEM_RETURN_IF_ERROR(scratch.Alloc(nc * h * d * d, &a.states));
+  const size_t state_floats = nc * h * d * d;
+  const bool own_states = !chunk_states.defined();
+  TANDEM_ASSIGN_OR_RETURN(
+      const ScratchView view,
+      PrepareScratch(ctx, items, seq_chunk, (own_states ? 2 : 1) * state_floats * sizeof(float)));
+  a.items = view.items, a.seq_chunk = view.seq_chunk;
+  a.sums = static_cast<float*>(view.work);
+  a.states = own_states ? a.sums + state_floats : chunk_states.data<float>();
   const int batch = static_cast<int>(seq_chunk.size()) - 1;
   TANDEM_CUDA_RETURN_IF_ERROR(ForHeadDim(d, [&](auto dim) {
-    return linear::LaunchForward<decltype(dim)::value>(scratch.stream, a, static_cast<int>(nc),
+    return linear::LaunchForward<decltype(dim)::value>(StreamOf(ctx), a, static_cast<int>(nc),
                                                        batch);
   }));
   return absl::OkStatus();
@@ -249,11 +298,11 @@ absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams&
                                 const Tensor& k, const Tensor& v, const Tensor& decay,
                                 const Tensor& cu_seqlens, const Tensor& initial_state, Tensor& o,
                                 Tensor& chunk_states, Tensor& boundary_state) {
-  DeviceScratch scratch{StreamOf(ctx)};
+  OwnedPowers owned_pow{StreamOf(ctx)};
   float* pow = nullptr;
   bool owned = false;
   const absl::Status checked = CheckAndUploadPowers(ctx, p, q, k, v, decay, &pow, &owned);
-  if (owned) scratch.ptrs.push_back(pow);
+  if (owned) owned_pow.p = pow;
   TANDEM_RETURN_IF_ERROR(checked);
   const int64_t t = q.dim(0), h = p.num_heads, d = p.head_dim;
   std::vector<ChunkItem> items;
@@ -269,15 +318,15 @@ absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams&
     if (boundary_state.defined()) {
       if (initial_state.defined()) return CopyTensor(ctx, initial_state, boundary_state);
       TANDEM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
-          boundary_state.raw_data(), 0, boundary_state.numel() * sizeof(float), scratch.stream));
+          boundary_state.raw_data(), 0, boundary_state.numel() * sizeof(float), StreamOf(ctx)));
     }
     return absl::OkStatus();
   }
   if (AllBf16(q, k, v)) {
-    return ForwardTc(scratch, p, q, k, v, pow, items, seq_chunk, initial_state, o, chunk_states,
+    return ForwardTc(ctx, p, q, k, v, pow, items, seq_chunk, initial_state, o, chunk_states,
                      boundary_state);
   }
-  return ForwardF32(scratch, p, q, k, v, pow, items, seq_chunk, initial_state, o, chunk_states,
+  return ForwardF32(ctx, p, q, k, v, pow, items, seq_chunk, initial_state, o, chunk_states,
                     boundary_state);
 }
 
@@ -285,11 +334,11 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
                                    const Tensor& q, const Tensor& k, const Tensor& v,
                                    const Tensor& decay, Tensor& state, Tensor& open_k,
                                    Tensor& open_v, Tensor& open_len, Tensor& o) {
-  DeviceScratch scratch{StreamOf(ctx)};
+  OwnedPowers owned_pow{StreamOf(ctx)};
   float* pow = nullptr;
   bool owned = false;
   const absl::Status checked = CheckAndUploadPowers(ctx, p, q, k, v, decay, &pow, &owned);
-  if (owned) scratch.ptrs.push_back(pow);
+  if (owned) owned_pow.p = pow;
   TANDEM_RETURN_IF_ERROR(checked);
   const int64_t b = q.dim(0), h = p.num_heads, d = p.head_dim;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(state, "state", DType::kF32, {b, h, d, d}, Device::kCUDA));
@@ -312,7 +361,7 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
                                    open_k.data<float>(),
                                    open_v.data<float>(),
                                    open_len.data<int32_t>()};
-      return linear::LaunchDecodeTc<kD>(scratch.stream, a, static_cast<int>(b));
+      return linear::LaunchDecodeTc<kD>(StreamOf(ctx), a, static_cast<int>(b));
     }
     const linear::DecodeArgs a{static_cast<int>(h),
                                p.scale,
@@ -325,10 +374,10 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
                                open_k.data<float>(),
                                open_v.data<float>(),
                                open_len.data<int32_t>()};
-    return linear::LaunchDecode<kD>(scratch.stream, a, static_cast<int>(b));
+    return linear::LaunchDecode<kD>(StreamOf(ctx), a, static_cast<int>(b));
   });
   TANDEM_CUDA_RETURN_IF_ERROR(launched);
-  linear::AdvanceOpenLen<<<static_cast<unsigned>((b + 255) / 256), 256, 0, scratch.stream>>>(
+  linear::AdvanceOpenLen<<<static_cast<unsigned>((b + 255) / 256), 256, 0, StreamOf(ctx)>>>(
       open_len.data<int32_t>(), static_cast<int>(b));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();

@@ -34,8 +34,9 @@ struct TcLayout {
   static constexpr int kKs = kD / 16;  // mma k-steps over d
 };
 
-// Shared memory of one (chunk, head) for OutputTile: q, k, v [kC, kLdr]; s [kD, kLdr] = bf16(S)
-// row-major; p [kC, kLdp]; pw [kC + 1] the decay powers.
+// Shared memory of one (chunk, head) for OutputTile: q, k [kC, kLdr]; v [kC, ldv]; s [kD, lds] =
+// bf16(S) row-major; p [kC, kLdp]; pw [kC + 1] the decay powers. Carve lays out full-width v and
+// s (ldv = lds = kLdr); the fused forward points v and s at column slices with narrower strides.
 template <int kD>
 struct TcSmem {
   using L = TcLayout<kD>;
@@ -43,8 +44,10 @@ struct TcSmem {
   static constexpr size_t kBytes = sizeof(bf16) * kBf16 + sizeof(float) * (kC + 4);
   bf16 *q, *k, *v, *s, *p;
   float* pw;
+  int ldv, lds;
   __device__ static TcSmem Carve(void* base) {
     TcSmem m;
+    m.ldv = m.lds = L::kLdr;
     m.q = static_cast<bf16*>(base);
     m.k = m.q + kC * L::kLdr;
     m.v = m.k + kC * L::kLdr;
@@ -149,8 +152,9 @@ __device__ __forceinline__ void ChunkP(const TcSmem<kD>& s, int m, int sel, int 
   }
 }
 
-// Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 (P of the tile in s.p): emit(i, b, o_i[b],
-// o_i[b+1]) with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij v_j[b]).
+// Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 of s.v and s.s (P of the tile in s.p):
+// emit(i, b, o_i[b], o_i[b+1]) with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij
+// v_j[b]).
 template <int kD, int kN, typename Emit>
 __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int m, int c0,
                                            Emit&& emit) {
@@ -164,16 +168,16 @@ __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int
     for (int e = 0; e < 4; ++e) intra[nt][e] = inter[nt][e] = 0.0f;
   }
   // B operands of one k-step (rows k0.. of a [k][n] matrix) into the kN accumulators.
-  auto step = [&](const bf16* mat, int k0, const uint32_t(&a)[4], float(&acc)[kN][4]) {
+  auto step = [&](const bf16* mat, int ld, int k0, const uint32_t(&a)[4], float(&acc)[kN][4]) {
     if constexpr (kN == 1) {
       uint32_t b0, b1;
-      LoadBOneT(mat, L::kLdr, k0, c0, b0, b1);
+      LoadBOneT(mat, ld, k0, c0, b0, b1);
       Mma(acc[0], a, b0, b1);
     } else {
 #pragma unroll
       for (int np = 0; np < kN / 2; ++np) {
         uint32_t b[4];
-        LoadBPairT(mat, L::kLdr, k0, c0 + 16 * np, b);
+        LoadBPairT(mat, ld, k0, c0 + 16 * np, b);
         Mma(acc[2 * np], a, b[0], b[1]);
         Mma(acc[2 * np + 1], a, b[2], b[3]);
       }
@@ -182,13 +186,13 @@ __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int
   for (int kk = 0; kk <= m; ++kk) {  // key steps past the tile's last row hold only zeros of P
     uint32_t a[4];
     LoadA(s.p, L::kLdp, 16 * m, 16 * kk, a);
-    step(s.v, 16 * kk, a, intra);
+    step(s.v, s.ldv, 16 * kk, a, intra);
   }
 #pragma unroll
   for (int ks = 0; ks < L::kKs; ++ks) {
     uint32_t a[4];
     LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
-    step(s.s, 16 * ks, a, inter);
+    step(s.s, s.lds, 16 * ks, a, inter);
   }
 #pragma unroll
   for (int nt = 0; nt < kN; ++nt) {

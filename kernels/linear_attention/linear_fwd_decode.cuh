@@ -129,8 +129,7 @@ __global__ void __launch_bounds__(kOutThreads, 2) DecodeKernelTc(TcDecodeArgs a)
 template <int kD>
 cudaError_t LaunchDecodeTc(cudaStream_t stream, const TcDecodeArgs& a, int batch) {
   constexpr int smem = static_cast<int>(TcSmem<kD>::kBytes);
-  const cudaError_t e =
-      cudaFuncSetAttribute(&DecodeKernelTc<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const cudaError_t e = AllowSmem<&DecodeKernelTc<kD>>(smem);
   if (e != cudaSuccess) return e;
   DecodeKernelTc<kD><<<static_cast<unsigned>(batch * a.h), kOutThreads, smem, stream>>>(a);
   return cudaGetLastError();

@@ -82,11 +82,9 @@ cudaError_t LaunchForwardTc(cudaStream_t stream, const TcFwdArgs& a, int batch, 
   using S = ScanShape<kD>;
   constexpr int scan_smem = static_cast<int>(S::kBytes);
   constexpr int out_smem = static_cast<int>(TcSmem<kD>::kBytes);
-  cudaError_t e = cudaFuncSetAttribute(&ScanKernelTc<kD>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, scan_smem);
+  cudaError_t e = AllowSmem<&ScanKernelTc<kD>>(scan_smem);
   if (e != cudaSuccess) return e;
-  e = cudaFuncSetAttribute(&OutputKernelTc<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           out_smem);
+  e = AllowSmem<&OutputKernelTc<kD>>(out_smem);
   if (e != cudaSuccess) return e;
   FwdPhaseEvents* ev = ForwardPhaseEvents();
   if (ev != nullptr) cudaEventRecord(ev->start, stream);

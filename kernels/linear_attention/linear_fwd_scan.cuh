@@ -1,6 +1,6 @@
 // Internal to kernels/linear_attention (include from .cu files only): the state scan of the
-// tensor-core forward (bf16 q, k, v). One block walks one (sequence, head, 32 × 64 state tile)
-// through the sequence's chunks in order; each of its four warps owns a 16 × 32 slice of the tile
+// tensor-core forward (bf16 q, k, v). One block walks one (sequence, head, 32 × 32 state tile)
+// through the sequence's chunks in order; each of its four warps owns a 16 × 16 slice of the tile
 // in registers and applies S ← λ^C·S + Σ_j bf16(λ^{C−1−j} k_j)ᵀ v_j (BoundaryTile, then NextState)
 // chunk after chunk, while cp.async keeps the next chunks' k, v columns in flight. It writes every
 // chunk-start state as bf16 (what the output kernel's q·bf16(S) reads), in fp32 when chunk_states
@@ -9,6 +9,9 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
 
 #include "kernels/core/cuda_device.cuh"
 #include "kernels/linear_attention/linear_attention_mma.cuh"
@@ -39,11 +42,27 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// Raises kKernel's dynamic shared-memory limit to `bytes` once per device (the attribute call
+// costs microseconds on every forward otherwise).
+template <auto kKernel>
+cudaError_t AllowSmem(int bytes) {
+  static std::atomic<uint64_t> done{0};
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return e;
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if ((done.load(std::memory_order_acquire) & bit) != 0) return cudaSuccess;
+  e = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_release);
+  return e;
+}
+
 inline constexpr int kScanWarps = 4, kScanThreads = 32 * kScanWarps, kScanStages = 6;
 
 template <int kD>
 struct ScanShape {
-  static constexpr int kTa = 32, kTb = kD < 64 ? kD : 64;  // block tile rows (a), cols (b)
+  // Block tile rows (a), cols (b): 16 tiles per head at D = 128, so one sequence fills the GPU.
+  static constexpr int kTa = 32, kTb = 32;
   static constexpr int kLdk = kTa + 8, kLdv = kTb + 8;
   static constexpr int kN = kTb / 16;  // n-tiles of a warp's 16 × kTb/2 slice
   static constexpr int kTilesB = kD / kTb, kTiles = (kD / kTa) * kTilesB;
