@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "no CUDA device\n");
     return 1;
   }
-  std::printf("%s\n", prop.name);
+  std::printf("%s (backward: %s)\n", prop.name,
+              tandem::kernels::cuda::SoftmaxAttentionBwdUsesWgmma(128) ? "wgmma" : "mma.sync");
   const Context ctx = Context::Cpu(1);
   const tandem::kernels::SoftmaxAttentionParams p{kH, kHkv, kD, 1.0f / std::sqrt(128.0f)};
   std::printf(

@@ -22,6 +22,14 @@ inline bool SoftmaxAttentionBwdHeadDimSupported(int64_t d) {
   return d == 32 || d == 64 || d == 128;
 }
 
+// True when the backward at this head dim runs the sm_90a wgmma kernel (FlashAttention-3 style,
+// D = 128 only): where SoftmaxAttentionUsesWgmma(head_dim) holds and TANDEM_ATTENTION_BWD_WGMMA is
+// not set to 0 in the environment (read once; the mma.sync kernel then runs, for comparisons).
+// Its sums are as deterministic (dq: key tiles of 128 ascending; dk, dv: the group's heads
+// ascending, each a fixed wgmma chain) but ordered differently, so its bits differ from the
+// mma.sync kernel's.
+bool SoftmaxAttentionBwdUsesWgmma(int64_t head_dim);
+
 // q [T, H, D], k, v [T, Hkv, D], o, d_o [T, H, D]: bf16 or f32 on the GPU (each its own dtype).
 // lse [T, H] f32 on the GPU (from SoftmaxAttentionFwd). cu_seqlens [B + 1] i32 on the host or the
 // GPU (read on the host). dq [T, H, D], dk, dv [T, Hkv, D]: f32 or bf16 on the GPU, overwritten.

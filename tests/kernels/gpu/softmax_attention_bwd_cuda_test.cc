@@ -179,6 +179,7 @@ TEST(SoftmaxAttentionBwdCudaTest, MatchesCpu) {
       MakeProblem(4, 1, 128, {1, 63, 64, 65, 200, 1030}, 1),  // GQA 4, the Ring head dim
       MakeProblem(4, 2, 64, {65, 1, 130, 64, 7}, 2),          // GQA 2
       MakeProblem(2, 2, 32, {33, 100}, 3),                    // no GQA
+      MakeProblem(2, 2, 128, {128, 129, 300}, 7),             // no GQA, 128-key tile edges
   };
   for (const Problem& pr : problems) {
     const int64_t t = pr.t(), h = pr.p.num_heads, hkv = pr.p.num_kv_heads, d = pr.p.head_dim;
@@ -211,10 +212,9 @@ TEST(SoftmaxAttentionBwdCudaTest, RunsAreBitwiseEqual) {
   EXPECT_TRUE(BitwiseEqual(a.dv, b.dv)) << "dv";
 }
 
-// A sequence's gradients do not depend on what it is packed with.
-TEST(SoftmaxAttentionBwdCudaTest, PackedRowsEqualAloneBitwise) {
-  TANDEM_SKIP_WITHOUT_GPU();
-  const Problem packed = MakeProblem(8, 4, 64, {70, 1030, 1, 200}, 5);  // GQA 2
+// A sequence's gradients do not depend on what it is packed with (D = 64: the mma.sync kernel;
+// D = 128: the wgmma kernel on sm_90a, whose ordered running sums live in per-pack tile counters).
+void ExpectPackedEqualsAlone(const Problem& packed) {
   const Grads pg = GpuBackward(packed, DType::kBF16, DType::kF32);
   const int64_t hd = packed.p.num_heads * packed.p.head_dim;
   const int64_t kvd = packed.p.num_kv_heads * packed.p.head_dim, h = packed.p.num_heads;
@@ -232,6 +232,19 @@ TEST(SoftmaxAttentionBwdCudaTest, PackedRowsEqualAloneBitwise) {
     EXPECT_TRUE(BitwiseEqual(ag.dq, rows(pg.dq, hd))) << "dq";
     EXPECT_TRUE(BitwiseEqual(ag.dk, rows(pg.dk, kvd))) << "dk";
     EXPECT_TRUE(BitwiseEqual(ag.dv, rows(pg.dv, kvd))) << "dv";
+  }
+}
+
+TEST(SoftmaxAttentionBwdCudaTest, PackedRowsEqualAloneBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  ::testing::Test::RecordProperty("wgmma_d128", cuda::SoftmaxAttentionBwdUsesWgmma(128) ? 1 : 0);
+  {
+    SCOPED_TRACE("D=64");
+    ExpectPackedEqualsAlone(MakeProblem(8, 4, 64, {70, 1030, 1, 200}, 5));  // GQA 2
+  }
+  {
+    SCOPED_TRACE("D=128");
+    ExpectPackedEqualsAlone(MakeProblem(8, 2, 128, {70, 1030, 1, 129, 256}, 6));  // GQA 4
   }
 }
 
