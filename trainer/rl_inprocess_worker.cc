@@ -11,18 +11,6 @@
 
 namespace tandem::trainer {
 
-model::ModelWeights CopyModelWeights(const model::ModelConfig& config,
-                                     const model::ModelWeights& weights) {
-  model::ModelWeights copy = model::AllocateWeights(config);
-  std::vector<Tensor> dst;
-  copy.ForEachParameter([&](const std::string&, Tensor& t) { dst.push_back(t); });
-  size_t i = 0;
-  weights.ForEachParameter([&](const std::string&, const Tensor& t) {
-    std::copy_n(t.data<float>(), t.numel(), dst[i++].data<float>());
-  });
-  return copy;
-}
-
 absl::StatusOr<std::unique_ptr<InProcessWorker>> InProcessWorker::Create(
     std::string name, const model::ModelConfig& config, const model::ModelWeights& weights,
     int64_t version, int threads, const rollout::EngineOptions& options) {

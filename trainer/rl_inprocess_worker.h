@@ -17,6 +17,7 @@
 #include "model/hybrid_model.h"
 #include "rollout/engine.h"
 #include "trainer/rollout_pool.h"
+#include "trainer/run_common.h"  // CopyModelWeights
 
 namespace tandem::trainer {
 
@@ -62,9 +63,5 @@ class InProcessWorker final : public RolloutWorker {
   bool stop_ = false;
   std::thread thread_;
 };
-
-// A deep copy of every parameter (owned tensors).
-model::ModelWeights CopyModelWeights(const model::ModelConfig& config,
-                                     const model::ModelWeights& weights);
 
 }  // namespace tandem::trainer

@@ -45,35 +45,18 @@ absl::StatusOr<double> Evaluate(RlRun& run) {
 bool EvalDue(const RlRun& run, int64_t stop) {
   const RlRunConfig::Eval& e = run.config->eval;
   if (!run.rank0() || e.examples == 0 || run.eval_rows.empty()) return false;
-  return run.step == 0 || run.step == stop || (e.every_steps > 0 && run.step % e.every_steps == 0);
+  return run.step == 0 || DueAt(run.step, stop, e.every_steps);
 }
 
-// Rank 0 writes; every rank learns whether it worked.
 absl::Status SaveCheckpoint(RlRun& run) {
-  absl::Status status;
-  if (run.rank0()) {
-    CheckpointContents contents;
-    contents.config = &run.model->config();
-    contents.weights = &run.model->weights();
-    contents.optimizer = &run.optimizer->state();
-    contents.loop.step = run.step;
-    contents.loop.seed = static_cast<uint64_t>(run.config->trainer.seed);
+  return SaveCheckpointFromRank0(run, run.config->checkpoint.keep_last, [&](CheckpointContents& c) {
+    c.loop.seed = static_cast<uint64_t>(run.config->trainer.seed);
     // Prompts drawn for steps not trained yet (async lookahead) are drawn again on resume.
     auto next = run.cursor_before.find(run.step + 1);
-    contents.loop.data_cursor =
-        next != run.cursor_before.end() ? next->second : run.loader->cursor();
-    contents.loop.extra = {{"weight_version", run.step}};
-    contents.run_config_yaml = RlRunConfigToYaml(*run.config);
-    CheckpointOptions options;
-    options.keep_last = run.config->checkpoint.keep_last;
-    status = SaveTrainingCheckpoint(run.checkpoint_root, run.step, contents, options).status();
-  }
-  int64_t failed = status.ok() ? 0 : 1;
-  TANDEM_RETURN_IF_ERROR(run.collective->AllReduceSum(&failed, 1));
-  TANDEM_RETURN_IF_ERROR(status);
-  if (failed != 0) return absl::InternalError("checkpoint: rank 0 failed to write it");
-  run.last_checkpoint = CheckpointDir(run.checkpoint_root, run.step);
-  return absl::OkStatus();
+    c.loop.data_cursor = next != run.cursor_before.end() ? next->second : run.loader->cursor();
+    c.loop.extra = {{"weight_version", run.step}};
+    c.run_config_yaml = RlRunConfigToYaml(*run.config);
+  });
 }
 
 absl::Status EnsureSubmitted(RlRun& run, int64_t step) {
@@ -210,9 +193,7 @@ absl::StatusOr<RlResult> RunRl(const RlRunConfig& config, const RlLoopOptions& o
   result.start_step = run->step;
   result.warm_started = run->warm_started;
   const int64_t total = config.trainer.total_steps;
-  const int64_t stop = options.max_steps_this_run > 0
-                           ? std::min(total, run->step + options.max_steps_this_run)
-                           : total;
+  const int64_t stop = StopStep(run->step, total, options.max_steps_this_run);
   TANDEM_ASSIGN_OR_RETURN(
       RlMetricsLog log,
       RlMetricsLog::Open(config.trainer.output_dir, run->step, config.metrics.tensorboard,
@@ -244,8 +225,7 @@ absl::StatusOr<RlResult> RunRl(const RlRunConfig& config, const RlLoopOptions& o
       TANDEM_RETURN_IF_ERROR(log.Add(m));
     }
     if (options.on_step && run->rank0()) options.on_step(m);
-    const int64_t every = config.checkpoint.every_steps;
-    if (run->step == stop || (every > 0 && run->step % every == 0)) {
+    if (DueAt(run->step, stop, config.checkpoint.every_steps)) {
       TANDEM_RETURN_IF_ERROR(SaveCheckpoint(*run));
     }
     result.steps.push_back(m);

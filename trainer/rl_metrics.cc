@@ -2,28 +2,14 @@
 #include "trainer/rl_metrics.h"
 
 #include <filesystem>
-#include <fstream>
+#include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "kernels/core/status_macros.h"
 
 namespace tandem::trainer {
 namespace {
 
 double PerSecond(int64_t tokens, double seconds) { return seconds > 0 ? tokens / seconds : 0.0; }
-
-std::vector<std::string> LinesUpTo(const std::string& path, int64_t max_step) {
-  std::vector<std::string> kept;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
-        j["step"].get<int64_t>() <= max_step) {
-      kept.push_back(line);
-    }
-  }
-  return kept;
-}
 
 }  // namespace
 
@@ -117,22 +103,9 @@ std::vector<std::pair<std::string, float>> RlMetricsScalars(const RlStepMetrics&
 
 absl::StatusOr<RlMetricsLog> RlMetricsLog::Open(const std::string& dir, int64_t start_step,
                                                 bool tensorboard, bool enabled) {
-  RlMetricsLog log;
-  log.path_ = (std::filesystem::path(dir) / "metrics.jsonl").string();
-  log.enabled_ = enabled;
-  if (!enabled) return log;
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat("trainer.output_dir: cannot create ", dir, ": ", ec.message()));
-  }
-  const std::vector<std::string> kept =
-      start_step > 0 ? LinesUpTo(log.path_, start_step) : std::vector<std::string>{};
-  std::ofstream out(log.path_, std::ios::trunc);
-  for (const std::string& line : kept) out << line << '\n';
-  if (!out) return absl::InternalError(absl::StrCat(log.path_, ": cannot write"));
-  if (tensorboard) {
+  TANDEM_ASSIGN_OR_RETURN(MetricsFile file, MetricsFile::Open(dir, start_step, enabled));
+  RlMetricsLog log(std::move(file));
+  if (enabled && tensorboard) {
     absl::StatusOr<TensorBoardWriter> tb =
         TensorBoardWriter::Open((std::filesystem::path(dir) / "tensorboard").string());
     if (!tb.ok()) return tb.status();
@@ -142,10 +115,8 @@ absl::StatusOr<RlMetricsLog> RlMetricsLog::Open(const std::string& dir, int64_t 
 }
 
 absl::Status RlMetricsLog::Add(const RlStepMetrics& m) {
-  if (!enabled_) return absl::OkStatus();
-  std::ofstream out(path_, std::ios::app);
-  out << RlMetricsToJson(m).dump() << '\n';
-  if (!out) return absl::InternalError(absl::StrCat(path_, ": cannot append"));
+  if (!file_.enabled()) return absl::OkStatus();
+  TANDEM_RETURN_IF_ERROR(file_.Append(RlMetricsToJson(m)));
   if (tensorboard_.has_value()) return tensorboard_->AddScalars(m.step, RlMetricsScalars(m));
   return absl::OkStatus();
 }

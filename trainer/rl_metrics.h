@@ -1,6 +1,6 @@
-// Per-step metrics of a GRPO run: one JSON line per step in <output_dir>/metrics.jsonl and the
-// same scalars in a TensorBoard event file under <output_dir>/tensorboard. Field meanings are in
-// docs/rl.md ("Metrics").
+// Per-step metrics of a GRPO run: one JSON line per step in <output_dir>/metrics.jsonl
+// (metrics_file.h) and the same scalars in a TensorBoard event file under
+// <output_dir>/tensorboard. Field meanings are in docs/rl.md ("Metrics").
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "trainer/metrics_file.h"
 #include "trainer/rl_step.h"
 #include "trainer/tensorboard.h"
 
@@ -55,11 +56,12 @@ class RlMetricsLog {
   static absl::StatusOr<RlMetricsLog> Open(const std::string& dir, int64_t start_step,
                                            bool tensorboard, bool enabled);
   absl::Status Add(const RlStepMetrics& m);
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return file_.path(); }
 
  private:
-  std::string path_;
-  bool enabled_ = false;
+  explicit RlMetricsLog(MetricsFile file) : file_(std::move(file)) {}
+
+  MetricsFile file_;
   std::optional<TensorBoardWriter> tensorboard_;
 };
 

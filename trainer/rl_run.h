@@ -10,41 +10,28 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/core/context.h"
 #include "model/hybrid_model.h"
-#include "trainer/char_tokenizer.h"
-#include "trainer/collectives.h"
 #include "trainer/data.h"
-#include "trainer/optimizer.h"
 #include "trainer/rl_config.h"
 #include "trainer/rl_data.h"
 #include "trainer/rl_loop.h"
 #include "trainer/rl_rewards.h"
 #include "trainer/rl_rollouts.h"
 #include "trainer/rollout_pool.h"
+#include "trainer/run_common.h"
 
 namespace tandem::trainer {
 
-struct RlRun {
+// TrainerState::step counts the GRPO steps completed = the weight version the trainer holds.
+struct RlRun : TrainerState {
   const RlRunConfig* config = nullptr;
   RlLoopOptions options;
-  std::unique_ptr<Collective> owned_collective;
-  Collective* collective = nullptr;
-  std::optional<Context> ctx;
-  std::optional<CharTokenizer> tokenizer;
-  std::optional<model::HybridModel> model;
-  std::optional<AdamW> optimizer;
-  model::ModelWeights grads;         // scratch of the model's shapes
-  std::vector<RlPrompt> train_rows;  // the training prompts
-  std::vector<RlPrompt> eval_rows;   // held-out prompts (rank 0)
-  std::optional<DataLoader> loader;
+  std::vector<RlPrompt> train_rows;             // the training prompts
+  std::vector<RlPrompt> eval_rows;              // held-out prompts (rank 0)
   std::map<int64_t, DataCursor> cursor_before;  // step → loader cursor before its rows were drawn
   std::optional<RlRewarder> rewarder;           // rank 0
   std::unique_ptr<RolloutPool> pool;            // rank 0
   std::unique_ptr<RlRolloutDriver> driver;      // rank 0
-  int64_t step = 0;  // GRPO steps completed = the weight version the trainer holds
-  std::string checkpoint_root;
-  std::string last_checkpoint;
   bool resumed = false;
   bool warm_started = false;
   bool rank0() const { return collective->Rank() == 0; }

@@ -1,5 +1,5 @@
-// The GRPO step: advantages, packing of trajectories, the log-prob contract check, PPO-clip,
-// backward, all-reduce, AdamW and the expert-bias update.
+// The GRPO step: advantages, packing of trajectories, the log-prob contract check and PPO-clip on
+// each micro-batch, then the update (step_common.h: all-reduce, AdamW, expert-bias update).
 #include "trainer/rl_step.h"
 
 #include <algorithm>
@@ -10,39 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/core/status_macros.h"
 #include "model/hybrid_model_backward.h"
+#include "trainer/step_common.h"
 
 namespace tandem::trainer {
 namespace {
-
-using ExpertLoads = std::vector<std::vector<int64_t>>;  // [layer][expert]; empty for dense layers
-
-ExpertLoads ZeroLoads(const model::ModelConfig& config) {
-  ExpertLoads loads(config.num_hidden_layers);
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-    if (config.IsMoeLayer(l)) loads[l].assign(config.num_experts, 0);
-  }
-  return loads;
-}
-
-void CountExpertLoads(const model::ForwardActivations& acts, ExpertLoads& loads) {
-  for (size_t l = 0; l < loads.size(); ++l) {
-    if (loads[l].empty()) continue;
-    const Tensor& idx = acts.layers[l].ffn.topk_idx;  // [T, K] i32
-    const int32_t* e = idx.data<int32_t>();
-    for (int64_t i = 0; i < idx.numel(); ++i) ++loads[l][e[i]];
-  }
-}
-
-absl::Status AllReduceLoads(Collective& collective, ExpertLoads& loads) {
-  std::vector<int64_t> flat;
-  for (const auto& layer : loads) flat.insert(flat.end(), layer.begin(), layer.end());
-  TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(flat.data(), static_cast<int64_t>(flat.size())));
-  size_t offset = 0;
-  for (auto& layer : loads) {
-    for (int64_t& x : layer) x = flat[offset++];
-  }
-  return absl::OkStatus();
-}
 
 // Σ over trained positions of the entropy of softmax(lm_head · h_final[t] / temperature), fp32
 // logits with fp32 accumulation (a metric: it need not match the LM-head kernel's bits).
@@ -81,19 +52,17 @@ absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const
                             const RlStepOptions& options, double normalizer,
                             model::ModelWeights& grads, ExpertLoads& loads, LocalSums& sums,
                             LogprobMismatch& mismatch) {
-  const model::ForwardInput input = ToForwardInput(mb.batch, options.temperature);
-  TANDEM_ASSIGN_OR_RETURN(model::ForwardActivations acts,
-                          model::TrainingForward(ctx, model, input));
-  const int64_t T = static_cast<int64_t>(mb.batch.tokens.size());
-  std::span<const float> logp(acts.logprob.data<float>(), T);
-  AccumulateMismatch(mb, logp, options.trainer_version, mismatch);
-  PpoLossOptions ppo = options.ppo;
-  ppo.normalizer = normalizer;
-  PpoLossInputs in{logp, mb.logp_rollout, mb.advantage, mb.batch.loss_mask, {}};
-  TANDEM_ASSIGN_OR_RETURN(LossOutputs loss, PpoClipLoss(in, ppo));
-  const Tensor dlogprob = Tensor::FromVector(loss.dlogp, {T});  // [T]
-  TANDEM_RETURN_IF_ERROR(model::Backward(ctx, model, input, acts, dlogprob, grads));
-  CountExpertLoads(acts, loads);
+  const MicroBatchLoss ppo_loss = [&](std::span<const float> logp) {
+    AccumulateMismatch(mb, logp, options.trainer_version, mismatch);
+    PpoLossOptions ppo = options.ppo;
+    ppo.normalizer = normalizer;
+    PpoLossInputs in{logp, mb.logp_rollout, mb.advantage, mb.batch.loss_mask, {}};
+    return PpoClipLoss(in, ppo);
+  };
+  TANDEM_ASSIGN_OR_RETURN(
+      MicroBatchPass pass,
+      ForwardBackward(ctx, model, mb.batch, options.temperature, ppo_loss, grads, loads));
+  const LossOutputs& loss = pass.loss;
   const double m = loss.metrics.num_tokens;
   sums.loss += loss.loss;
   sums.pg_loss += loss.metrics.pg_loss;
@@ -101,7 +70,7 @@ absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const
   sums.approx_kl += loss.metrics.approx_kl * m;
   sums.ratio += loss.metrics.mean_ratio * m;
   if (options.compute_entropy) {
-    sums.entropy += EntropySum(ctx, model, acts, mb.batch.loss_mask, options.temperature);
+    sums.entropy += EntropySum(ctx, model, pass.acts, mb.batch.loss_mask, options.temperature);
   }
   return absl::OkStatus();
 }
@@ -207,7 +176,7 @@ absl::StatusOr<RlStepResult> RlTrainStep(const Context& ctx, Collective& collect
   result.trained_tokens = counts[1];
   const double normalizer = static_cast<double>(std::max<int64_t>(counts[1], 1));
 
-  grads.ForEachParameter([](const std::string&, Tensor& t) { t.SetZero(); });
+  ZeroGradients(grads);
   ExpertLoads loads = ZeroLoads(model.config());
   LocalSums sums;
   LogprobMismatch mismatch;
@@ -234,13 +203,8 @@ absl::StatusOr<RlStepResult> RlTrainStep(const Context& ctx, Collective& collect
   result.mean_ratio = metric[4] / normalizer;
   result.entropy = metric[5] / normalizer;
 
-  TANDEM_RETURN_IF_ERROR(AllReduceGradients(collective, grads));
-  TANDEM_ASSIGN_OR_RETURN(result.optimizer, optimizer.Step(ctx, model.weights(), grads));
-  if (options.expert_bias_update_rate > 0 && !result.optimizer.skipped) {
-    TANDEM_RETURN_IF_ERROR(AllReduceLoads(collective, loads));
-    TANDEM_RETURN_IF_ERROR(UpdateExpertBiases(model.config(), model.weights(), loads,
-                                              options.expert_bias_update_rate));
-  }
+  TANDEM_ASSIGN_OR_RETURN(result.optimizer, ApplyUpdate(ctx, collective, model, optimizer, grads,
+                                                        loads, options.expert_bias_update_rate));
   return result;
 }
 

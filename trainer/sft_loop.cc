@@ -1,27 +1,21 @@
-// The SFT loop: set up (collective, model, data, optimizer), resume, then per step train →
-// evaluate → log → checkpoint. The per-step maths is in sft_step.cc, the eval in addition_eval.cc.
+// The SFT loop: set up (collective, model, data, optimizer; run_common.h), resume, then per step
+// train → evaluate → log → checkpoint. The per-step maths is in sft_step.cc, the eval in
+// addition_eval.cc.
 #include "trainer/sft_loop.h"
 
-#include <algorithm>
 #include <chrono>
-#include <filesystem>
 #include <memory>
 #include <optional>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/core/context.h"
 #include "kernels/core/logging.h"
 #include "kernels/core/status_macros.h"
-#include "model/config.h"
-#include "model/hybrid_model.h"
 #include "trainer/addition_eval.h"
 #include "trainer/addition_task.h"
-#include "trainer/char_tokenizer.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
-#include "trainer/optimizer.h"
+#include "trainer/run_common.h"
 #include "trainer/sft_metrics.h"
 #include "trainer/sft_step.h"
 
@@ -29,53 +23,13 @@ namespace tandem::trainer {
 namespace {
 
 // Everything the loop carries from step to step.
-struct SftRun {
+struct SftRun : TrainerState {
   const SftRunConfig* config = nullptr;
   SftLoopOptions options;
-  std::unique_ptr<Collective> owned_collective;  // the local one when options.collective is null
-  Collective* collective = nullptr;
-  std::optional<Context> ctx;
-  std::optional<CharTokenizer> tokenizer;
-  std::optional<model::HybridModel> model;
-  std::optional<AdamW> optimizer;
-  model::ModelWeights grads;                  // scratch, the model's shapes
   std::vector<Example> examples;              // the training set
   bool eval_enabled = false;                  // the same on every rank
   std::vector<PromptResponse> eval_problems;  // this rank's share of the held-out set
-  std::optional<DataLoader> loader;
-  int64_t step = 0;  // optimizer steps completed
-  std::string checkpoint_root;
-  std::string last_checkpoint;
 };
-
-// Prefixes a status message with the config field it came from.
-absl::Status Field(const char* field, const absl::Status& s) {
-  if (s.ok()) return s;
-  return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
-}
-
-absl::Status BuildModel(SftRun& run) {
-  const SftRunConfig& c = *run.config;
-  absl::StatusOr<model::ModelConfig> config = model::LoadModelConfig(c.model.config);
-  TANDEM_RETURN_IF_ERROR(Field("model.config", config.status()));
-  if (run.tokenizer->vocab_size() > config->vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.config: vocab_size ", config->vocab_size, " is smaller than the tokenizer's ",
-        run.tokenizer->vocab_size(), " ids (tokenizer.alphabet)"));
-  }
-  model::ModelWeights weights;
-  if (c.model.init == "random") {
-    weights = model::AllocateWeights(*config);
-    model::InitWeights(*config, static_cast<uint64_t>(c.model.init_seed), weights);
-  } else {
-    absl::StatusOr<model::ModelWeights> loaded = model::LoadWeights(*config, c.model.init);
-    TANDEM_RETURN_IF_ERROR(Field("model.init", loaded.status()));
-    weights = *std::move(loaded);
-  }
-  run.grads = model::AllocateWeights(*config);
-  run.model.emplace(*config, std::move(weights));
-  return absl::OkStatus();
-}
 
 AdditionTaskOptions AdditionOptions(const SftRunConfig& c) {
   AdditionTaskOptions o;
@@ -94,12 +48,12 @@ absl::Status LoadData(SftRun& run) {
   if (!c.data.train_path.empty()) {
     absl::StatusOr<std::vector<Example>> rows =
         ReadJsonl(c.data.train_path, &*run.tokenizer, jsonl);
-    TANDEM_RETURN_IF_ERROR(Field("data.train_path", rows.status()));
+    TANDEM_RETURN_IF_ERROR(WithField("data.train_path", rows.status()));
     run.examples = *std::move(rows);
   } else {
     absl::StatusOr<std::vector<PromptResponse>> rows =
         GenerateAdditionTask(c.data.synthetic_examples, AdditionOptions(c));
-    TANDEM_RETURN_IF_ERROR(Field("data", rows.status()));
+    TANDEM_RETURN_IF_ERROR(WithField("data", rows.status()));
     for (const PromptResponse& r : *rows) {
       const nlohmann::json row = {{"prompt", r.prompt}, {"response", r.response}};
       TANDEM_ASSIGN_OR_RETURN(Example e, ParseExample(row, "addition", &*run.tokenizer, jsonl));
@@ -130,64 +84,15 @@ absl::Status LoadData(SftRun& run) {
   return absl::OkStatus();
 }
 
-absl::Status BuildOptimizer(SftRun& run) {
-  const OptimSection& o = run.config->optim;
-  AdamWOptions adamw{o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_embeddings, o.max_grad_norm};
-  LrSchedule schedule{
-      o.schedule == "constant" ? LrScheduleKind::kConstant : LrScheduleKind::kCosine, o.lr,
-      o.min_lr, o.warmup_steps, run.config->trainer.total_steps};
-  absl::StatusOr<AdamW> adam = AdamW::Create(run.model->config(), adamw, schedule);
-  TANDEM_RETURN_IF_ERROR(Field("optim", adam.status()));
-  run.optimizer.emplace(*std::move(adam));
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::unique_ptr<SftRun>> SetUp(const SftRunConfig& config,
                                               const SftLoopOptions& options) {
   auto run = std::make_unique<SftRun>();
   run->config = &config;
   run->options = options;
-  run->collective = options.collective;
-  if (run->collective == nullptr) {
-    run->owned_collective = MakeLocalCollective();
-    run->collective = run->owned_collective.get();
-  }
-  const int64_t threads = config.trainer.num_threads > 0
-                              ? config.trainer.num_threads
-                              : std::max(1u, std::thread::hardware_concurrency());
-  run->ctx.emplace(Context::Cpu(static_cast<int>(threads)));
-  if (config.tokenizer.alphabet.empty()) {
-    run->tokenizer.emplace();
-  } else {
-    absl::StatusOr<CharTokenizer> tok = CharTokenizer::FromAlphabet(config.tokenizer.alphabet);
-    TANDEM_RETURN_IF_ERROR(Field("tokenizer.alphabet", tok.status()));
-    run->tokenizer.emplace(*std::move(tok));
-  }
-  TANDEM_RETURN_IF_ERROR(BuildModel(*run));
+  TANDEM_RETURN_IF_ERROR(SetUpTrainer(*run, options.collective, config));
   TANDEM_RETURN_IF_ERROR(LoadData(*run));
-  TANDEM_RETURN_IF_ERROR(BuildOptimizer(*run));
-  run->checkpoint_root =
-      config.checkpoint.dir.empty()
-          ? (std::filesystem::path(config.trainer.output_dir) / "checkpoints").string()
-          : config.checkpoint.dir;
+  TANDEM_RETURN_IF_ERROR(BuildOptimizer(*run, config.optim, config.trainer.total_steps));
   return run;
-}
-
-// Loads a step-<N> checkpoint: weights (expert biases included), AdamW moments and step, the
-// loop step and the data cursor. Every rank reads the same directory.
-absl::Status LoadResumePoint(SftRun& run, const std::string& dir) {
-  TANDEM_ASSIGN_OR_RETURN(LoadedCheckpoint ckpt, LoadTrainingCheckpoint(dir));
-  if (model::ModelConfigToJson(ckpt.config) != model::ModelConfigToJson(run.model->config())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("checkpoint.resume: ", dir, " holds a different model config than ",
-                     "model.config (", run.config->model.config, ")"));
-  }
-  run.model.emplace(std::move(ckpt.config), std::move(ckpt.weights));
-  run.optimizer->state() = std::move(ckpt.optimizer);
-  TANDEM_RETURN_IF_ERROR(Field("checkpoint.resume", run.loader->Restore(ckpt.loop.data_cursor)));
-  run.step = ckpt.loop.step;
-  run.last_checkpoint = dir;
-  return absl::OkStatus();
 }
 
 // checkpoint.resume, then a guard: a run never starts below an existing checkpoint of its
@@ -195,10 +100,12 @@ absl::Status LoadResumePoint(SftRun& run, const std::string& dir) {
 absl::Status MaybeResume(SftRun& run) {
   absl::StatusOr<std::optional<std::string>> dir =
       ResolveResume(run.checkpoint_root, run.config->checkpoint.resume);
-  TANDEM_RETURN_IF_ERROR(Field("checkpoint.resume", dir.status()));
-  if (dir->has_value()) TANDEM_RETURN_IF_ERROR(LoadResumePoint(run, **dir));
+  TANDEM_RETURN_IF_ERROR(WithField("checkpoint.resume", dir.status()));
+  if (dir->has_value()) {
+    TANDEM_RETURN_IF_ERROR(LoadResumePoint(run, **dir, run.config->model.config));
+  }
   absl::StatusOr<std::optional<int64_t>> latest = LatestCheckpointStep(run.checkpoint_root);
-  TANDEM_RETURN_IF_ERROR(Field("checkpoint.dir", latest.status()));
+  TANDEM_RETURN_IF_ERROR(WithField("checkpoint.dir", latest.status()));
   if (latest->has_value() && **latest > run.step) {
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint.resume: ", run.checkpoint_root, " already holds step-", **latest,
@@ -208,28 +115,12 @@ absl::Status MaybeResume(SftRun& run) {
   return absl::OkStatus();
 }
 
-// Rank 0 writes; every rank learns whether it worked (no rank is left waiting on a failed one).
 absl::Status SaveCheckpoint(SftRun& run) {
-  absl::Status status;
-  if (run.collective->Rank() == 0) {
-    CheckpointContents contents;
-    contents.config = &run.model->config();
-    contents.weights = &run.model->weights();
-    contents.optimizer = &run.optimizer->state();
-    contents.loop.step = run.step;
-    contents.loop.seed = static_cast<uint64_t>(run.config->data.seed);
-    contents.loop.data_cursor = run.loader->cursor();
-    contents.run_config_yaml = SftRunConfigToYaml(*run.config);
-    CheckpointOptions options;
-    options.keep_last = run.config->checkpoint.keep_last;
-    status = SaveTrainingCheckpoint(run.checkpoint_root, run.step, contents, options).status();
-  }
-  int64_t failed = status.ok() ? 0 : 1;
-  TANDEM_RETURN_IF_ERROR(run.collective->AllReduceSum(&failed, 1));
-  TANDEM_RETURN_IF_ERROR(status);
-  if (failed != 0) return absl::InternalError("checkpoint: rank 0 failed to write it");
-  run.last_checkpoint = CheckpointDir(run.checkpoint_root, run.step);
-  return absl::OkStatus();
+  return SaveCheckpointFromRank0(run, run.config->checkpoint.keep_last, [&](CheckpointContents& c) {
+    c.loop.seed = static_cast<uint64_t>(run.config->data.seed);
+    c.loop.data_cursor = run.loader->cursor();
+    c.run_config_yaml = SftRunConfigToYaml(*run.config);
+  });
 }
 
 // Exact match over the held-out set: each rank decodes its share, the counts are summed.
@@ -270,25 +161,7 @@ absl::StatusOr<SftStepMetrics> TrainOneStep(SftRun& run) {
 
 // The same answer on every rank (a collective follows): it depends on the config and step alone.
 bool EvalDue(const SftRun& run, int64_t stop) {
-  const int64_t every = run.options.eval.every_steps;
-  if (!run.eval_enabled) return false;
-  return run.step == stop || (every > 0 && run.step % every == 0);
-}
-
-bool CheckpointDue(const SftRun& run, int64_t stop) {
-  const int64_t every = run.config->checkpoint.every_steps;
-  return run.step == stop || (every > 0 && run.step % every == 0);
-}
-
-model::ModelWeights CopyWeights(const model::ModelConfig& config, const model::ModelWeights& w) {
-  model::ModelWeights copy = model::AllocateWeights(config);
-  std::vector<Tensor> dst;
-  copy.ForEachParameter([&](const std::string&, Tensor& t) { dst.push_back(t); });
-  size_t i = 0;
-  w.ForEachParameter([&](const std::string&, const Tensor& t) {
-    std::copy_n(t.data<float>(), t.numel(), dst[i++].data<float>());
-  });
-  return copy;
+  return run.eval_enabled && DueAt(run.step, stop, run.options.eval.every_steps);
 }
 
 }  // namespace
@@ -298,10 +171,7 @@ absl::StatusOr<SftResult> RunSft(const SftRunConfig& config, const SftLoopOption
   TANDEM_RETURN_IF_ERROR(MaybeResume(*run));
   SftResult result;
   result.start_step = run->step;
-  const int64_t total = config.trainer.total_steps;
-  const int64_t stop = options.max_steps_this_run > 0
-                           ? std::min(total, run->step + options.max_steps_this_run)
-                           : total;
+  const int64_t stop = StopStep(run->step, config.trainer.total_steps, options.max_steps_this_run);
   const bool writes_metrics = options.write_metrics && run->collective->Rank() == 0;
   TANDEM_ASSIGN_OR_RETURN(MetricsLog log,
                           MetricsLog::Open(config.trainer.output_dir, run->step,
@@ -314,12 +184,14 @@ absl::StatusOr<SftResult> RunSft(const SftRunConfig& config, const SftLoopOption
     }
     TANDEM_RETURN_IF_ERROR(log.Add(m, /*force=*/run->step == stop));
     if (options.on_step) options.on_step(m);
-    if (CheckpointDue(*run, stop)) TANDEM_RETURN_IF_ERROR(SaveCheckpoint(*run));
+    if (DueAt(run->step, stop, config.checkpoint.every_steps)) {
+      TANDEM_RETURN_IF_ERROR(SaveCheckpoint(*run));
+    }
     result.steps.push_back(m);
   }
   result.final_step = run->step;
   result.last_checkpoint = run->last_checkpoint;
-  result.weights = CopyWeights(run->model->config(), run->model->weights());
+  result.weights = CopyModelWeights(run->model->config(), run->model->weights());
   return result;
 }
 

@@ -1,50 +1,17 @@
 // metrics.jsonl writer of the SFT loop.
 #include "trainer/sft_metrics.h"
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <vector>
+#include <algorithm>
+#include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "kernels/core/status_macros.h"
 
 namespace tandem::trainer {
-namespace {
-
-// The lines of `path` whose "step" is at most `max_step` (unparsable lines are dropped too).
-std::vector<std::string> LinesUpTo(const std::string& path, int64_t max_step) {
-  std::vector<std::string> kept;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
-        j["step"].get<int64_t>() <= max_step) {
-      kept.push_back(line);
-    }
-  }
-  return kept;
-}
-
-}  // namespace
 
 absl::StatusOr<MetricsLog> MetricsLog::Open(const std::string& dir, int64_t start_step,
                                             int64_t log_every, bool enabled) {
-  const std::string path = (std::filesystem::path(dir) / "metrics.jsonl").string();
-  MetricsLog log(path, std::max<int64_t>(1, log_every), enabled);
-  if (!enabled) return log;
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat("trainer.output_dir: cannot create ", dir, ": ", ec.message()));
-  }
-  const std::vector<std::string> kept =
-      start_step > 0 ? LinesUpTo(path, start_step) : std::vector<std::string>{};
-  std::ofstream out(path, std::ios::trunc);
-  for (const std::string& line : kept) out << line << '\n';
-  if (!out) return absl::InternalError(absl::StrCat(path, ": cannot write"));
-  return log;
+  TANDEM_ASSIGN_OR_RETURN(MetricsFile file, MetricsFile::Open(dir, start_step, enabled));
+  return MetricsLog(std::move(file), std::max<int64_t>(1, log_every));
 }
 
 nlohmann::json MetricsLog::Line(const SftStepMetrics& m, double mean_loss, double tokens_per_s,
@@ -74,11 +41,7 @@ absl::Status MetricsLog::Add(const SftStepMetrics& m, bool force) {
   window_steps_ = 0;
   window_tokens_ = 0;
   window_seconds_ = 0;
-  if (!enabled_) return absl::OkStatus();
-  std::ofstream out(path_, std::ios::app);
-  out << line.dump() << '\n';
-  if (!out) return absl::InternalError(absl::StrCat(path_, ": cannot append"));
-  return absl::OkStatus();
+  return file_.Append(line);
 }
 
 }  // namespace tandem::trainer

@@ -1,13 +1,15 @@
-// metrics.jsonl of an SFT run: one JSON object per logged step, appended as the run goes, so a
-// run can be plotted (or tailed) while it trains. Resuming keeps the lines up to the resume step.
+// metrics.jsonl of an SFT run (metrics_file.h): one JSON object per logged step, with the loss and
+// throughput averaged over the steps since the previous line.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "trainer/metrics_file.h"
 #include "trainer/sft_loop.h"
 
 namespace tandem::trainer {
@@ -29,18 +31,14 @@ class MetricsLog {
 
   static nlohmann::json Line(const SftStepMetrics& m, double mean_loss, double tokens_per_s,
                              double elapsed_s);
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return file_.path(); }
 
  private:
-  MetricsLog(std::string path, int64_t log_every, bool enabled)
-      : path_(std::move(path)),
-        log_every_(log_every),
-        enabled_(enabled),
-        start_(std::chrono::steady_clock::now()) {}
+  MetricsLog(MetricsFile file, int64_t log_every)
+      : file_(std::move(file)), log_every_(log_every), start_(std::chrono::steady_clock::now()) {}
 
-  std::string path_;
+  MetricsFile file_;
   int64_t log_every_ = 1;
-  bool enabled_ = false;
   double window_loss_ = 0;
   int64_t window_steps_ = 0;
   int64_t window_tokens_ = 0;
