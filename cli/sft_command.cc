@@ -2,19 +2,15 @@
 // `mpirun -np P` every process is one data-parallel rank (MPI collective); otherwise one process.
 // Rank 0 draws a progress line on a TTY (step, loss, tokens/s, ETA, rewritten in place) or prints
 // a plain line every trainer.log_every steps, and prints a JSON summary on stdout at the end.
-#include <unistd.h>
-
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/commands.h"
+#include "cli/run_command.h"
 #include "nlohmann/json.hpp"
 #include "trainer/collectives.h"
 #include "trainer/run_config.h"
@@ -26,43 +22,9 @@ namespace {
 constexpr char kCommand[] = "sft";
 
 struct SftOptions {
-  std::string config_path;
-  std::vector<std::string> overrides;
+  RunCommandOptions run;
   trainer::SftEvalOptions eval;
-  int64_t max_steps_this_run = 0;
 };
-
-[[noreturn]] void SftFail(const std::string& message) { Fail(kCommand, message); }
-
-// True when a process manager (Open MPI's mpirun, or a PMI/PMIx launcher such as srun) started
-// this process as one rank of a job.
-bool LaunchedAsRank() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"}) {
-    if (std::getenv(var) != nullptr) return true;
-  }
-  return false;
-}
-
-std::unique_ptr<trainer::Collective> MakeCollective() {
-  if (!LaunchedAsRank()) return trainer::MakeLocalCollective();
-  if (!trainer::HaveMpi()) {
-    const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
-    if (size != nullptr && std::string(size) != "1") {
-      SftFail("started by mpirun with several ranks, but this build has TANDEM_MPI=OFF");
-    }
-    return trainer::MakeLocalCollective();
-  }
-  absl::StatusOr<std::unique_ptr<trainer::Collective>> mpi = trainer::MakeMpiCollective();
-  if (!mpi.ok()) SftFail(std::string(mpi.status().message()));
-  return *std::move(mpi);
-}
-
-std::string Duration(double seconds) {
-  const int64_t s = std::llround(seconds);
-  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, s / 60 % 60);
-  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
-  return absl::StrFormat("%ds", s);
-}
 
 // Rank 0's view of progress: tokens/s of the latest step, ETA from the mean wall time per step
 // of this invocation (evals and checkpoints included).
@@ -79,18 +41,13 @@ class Progress {
     const double tps = m.step_seconds > 0 ? m.tokens / m.step_seconds : 0.0;
     if (m.eval_exact_match.has_value()) last_eval_ = *m.eval_exact_match;
     std::string line = absl::StrFormat("step %d/%d | loss %.4f | %.0f tok/s | ETA %s", m.step,
-                                       m.total_steps, m.loss, tps, Duration(eta));
+                                       m.total_steps, m.loss, tps, FormatDuration(eta));
     if (last_eval_ >= 0) {
       absl::StrAppend(&line, absl::StrFormat(" | exact %.1f%%", 100 * last_eval_));
     }
-    if (tty_) {
-      std::fprintf(stderr, "\r\033[K%s", line.c_str());
-      if (m.step == m.total_steps) std::fputc('\n', stderr);
-    } else if (m.step % log_every_ == 0 || m.eval_exact_match.has_value() ||
-               m.step == m.total_steps) {
-      std::fprintf(stderr, "%s\n", line.c_str());
-    }
-    std::fflush(stderr);
+    const bool last = m.step == m.total_steps;
+    PrintProgress(tty_, line, /*end_line=*/last,
+                  /*log_line=*/m.step % log_every_ == 0 || m.eval_exact_match.has_value() || last);
   }
   // Ends an in-place line left open by a run that stopped early.
   void Finish(const trainer::SftResult& r) {
@@ -106,27 +63,24 @@ class Progress {
 };
 
 void RunSftCommand(const SftOptions& opt) {
-  absl::StatusOr<trainer::SftRunConfig> config =
-      trainer::LoadSftRunConfig(opt.config_path, opt.overrides);
-  if (!config.ok()) SftFail(std::string(config.status().message()));
-  std::unique_ptr<trainer::Collective> collective = MakeCollective();
+  const trainer::SftRunConfig config =
+      ConfigOrFail(kCommand, trainer::LoadSftRunConfig(opt.run.config_path, opt.run.overrides));
+  std::unique_ptr<trainer::Collective> collective = MakeRankCollective(kCommand);
   const bool rank0 = collective->Rank() == 0;
-  Progress progress(isatty(fileno(stderr)) != 0, config->trainer.log_every);
+  Progress progress(StderrIsTty(), config.trainer.log_every);
 
   trainer::SftLoopOptions loop;
   loop.collective = collective.get();
   loop.eval = opt.eval;
-  loop.max_steps_this_run = opt.max_steps_this_run;
+  loop.max_steps_this_run = opt.run.max_steps_this_run;
   if (rank0) loop.on_step = [&](const trainer::SftStepMetrics& m) { progress.Update(m); };
-  absl::StatusOr<trainer::SftResult> result = trainer::RunSft(*config, loop);
-  if (!result.ok()) SftFail(std::string(result.status().message()));
+  absl::StatusOr<trainer::SftResult> result = trainer::RunSft(config, loop);
+  if (!result.ok()) Fail(kCommand, std::string(result.status().message()));
   if (!rank0) return;
   progress.Finish(*result);
-  nlohmann::json summary = {{"start_step", result->start_step},
-                            {"final_step", result->final_step},
-                            {"ranks", collective->Size()},
-                            {"checkpoint", result->last_checkpoint},
-                            {"metrics", config->trainer.output_dir + "/metrics.jsonl"}};
+  nlohmann::json summary =
+      RunSummary(result->start_step, result->final_step, collective->Size(),
+                 result->last_checkpoint, config.trainer.output_dir + "/metrics.jsonl");
   if (result->final_exact_match.has_value()) {
     summary["final_exact_match"] = *result->final_exact_match;
   }
@@ -140,17 +94,11 @@ void AddSftCommand(CLI::App& app) {
   auto opt = std::make_shared<SftOptions>();
   CLI::App* cmd = app.add_subcommand(
       kCommand, "Supervised fine-tuning from a run config (data parallel under mpirun)");
-  cmd->add_option("--config", opt->config_path, "run config YAML (configs/runs/*.yaml)")
-      ->required();
-  cmd->add_option("overrides", opt->overrides,
-                  "Hydra-style overrides: key.path=value, +key=value, ++key=value, ~key");
+  AddRunCommandOptions(cmd, opt->run, "run config YAML (configs/runs/*.yaml)");
   cmd->add_option("--eval-every", opt->eval.every_steps,
                   "held-out exact match every N steps (addition task); 0 = at the end, -1 = off")
       ->capture_default_str();
   cmd->add_option("--eval-examples", opt->eval.examples, "held-out problems per evaluation")
-      ->capture_default_str();
-  cmd->add_option("--max-steps-this-run", opt->max_steps_this_run,
-                  "stop (with a checkpoint) after N steps; resume continues the schedule")
       ->capture_default_str();
   cmd->callback([opt] { RunSftCommand(*opt); });
 }
