@@ -93,7 +93,7 @@ absl::Status GemmNT(const Context& ctx, const Tensor& a, const Tensor& b, Tensor
 
 absl::Status GemmNN(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
                     bool accumulate) {
-  TANDEM_NO_CUDA(ctx);
+  TANDEM_DISPATCH_CUDA(ctx, cuda::GemmNN(ctx, a, b, c, accumulate));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(a, "a", DType::kF32, {-1, -1}));
   int64_t m = a.dim(0), k = a.dim(1), n = b.rank() == 2 ? b.dim(1) : -1;
   TANDEM_RETURN_IF_ERROR(CheckOperands(a, b, c, m, n, k, /*b_transposed=*/false));
@@ -103,7 +103,7 @@ absl::Status GemmNN(const Context& ctx, const Tensor& a, const Tensor& b, Tensor
 
 absl::Status GemmTN(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
                     bool accumulate) {
-  TANDEM_NO_CUDA(ctx);
+  TANDEM_DISPATCH_CUDA(ctx, cuda::GemmTN(ctx, a, b, c, accumulate));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(a, "a", DType::kF32, {-1, -1}));
   int64_t k = a.dim(0), m = a.dim(1), n = b.rank() == 2 ? b.dim(1) : -1;
   TANDEM_RETURN_IF_ERROR(CheckOperands(a, b, c, m, n, k, /*b_transposed=*/false));

@@ -19,76 +19,23 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/core/cuda_util.h"
 #include "kernels/core/status_macros.h"
+#include "kernels/gemm/gemm_cublaslt_internal.h"
 #include "kernels/gemm/gemm_cuda.h"
 #include "kernels/gemm/gemm_cuda_internal.h"
 
 namespace tandem::kernels::cuda {
 namespace {
 
-constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+using internal::AlgoConfig;
+using internal::kLtWorkspaceBytes;
+using internal::LtState;
+using internal::Pinned;
+using internal::ShapeKey;
+constexpr size_t kWorkspaceBytes = kLtWorkspaceBytes;
 constexpr int kHeuristicResults = 32;
 
-absl::Status LtStatus(cublasStatus_t s, const char* what) {
-  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("cuBLASLt ", what, ": status ", static_cast<int>(s)));
-}
-#define TANDEM_LT_RETURN_IF_ERROR(expr) TANDEM_RETURN_IF_ERROR(LtStatus((expr), #expr))
-
-// (N, K, lda, ldb, ldc, a dtype, b dtype, c dtype)
-using ShapeKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, DType, DType, DType>;
-
-struct Pinned {
-  bool cublaslt = false;
-  cublasLtMatmulAlgo_t algo{};
-  std::string description, why, rule;
-  std::set<int64_t> checked_m;  // M values cublasLtMatmulAlgoCheck accepted
-};
-
-// The per-context cuBLASLt state.
-struct LtState {
-  cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
-  std::mutex mu;
-  std::map<ShapeKey, std::shared_ptr<Pinned>> pinned;
-  int sm = 0;        // compute capability of the context's device, major * 10 + minor
-  int lt_major = 0;  // major version of the cuBLASLt library loaded (not the headers')
-  ~LtState() {
-    // A context that lives until exit (a static) is destroyed after the CUDA runtime has unloaded;
-    // the process frees everything then, and calling into cuBLASLt would not be safe.
-    int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) {
-      cudaGetLastError();
-      return;
-    }
-    if (workspace != nullptr) cudaFree(workspace);
-    if (handle != nullptr) cublasLtDestroy(handle);
-  }
-};
-
-absl::StatusOr<LtState*> StateOf(const Context& ctx) {
-  auto slot = ctx.Resource("cublaslt", [] {
-    auto st = std::make_shared<LtState>();
-    if (cublasLtCreate(&st->handle) != CUBLAS_STATUS_SUCCESS) st->handle = nullptr;
-    if (cudaMalloc(&st->workspace, kWorkspaceBytes) != cudaSuccess) {
-      cudaGetLastError();
-      st->workspace = nullptr;
-    }
-    int device = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&device) == cudaSuccess &&
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess) {
-      st->sm = major * 10 + minor;
-    }
-    cudaGetLastError();
-    st->lt_major = static_cast<int>(cublasLtGetVersion() / 10000);
-    return std::static_pointer_cast<void>(st);
-  });
-  auto* st = static_cast<LtState*>(slot.get());
-  if (st->handle == nullptr || st->workspace == nullptr) {
-    return absl::InternalError("cuBLASLt: cannot create the handle or its workspace");
-  }
-  return st;
-}
+absl::StatusOr<LtState*> StateOf(const Context& ctx) { return internal::LtStateOf(ctx); }
+std::string Describe(const cublasLtMatmulAlgo_t& a) { return internal::DescribeAlgo(a); }
 
 // Descriptors for one M, in caller-owned opaque storage (no allocation per call).
 struct Descs {
@@ -112,26 +59,6 @@ absl::Status InitDescs(const GemmNTArgs& g, int64_t m, Descs& d) {
   TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutInit(d.b(), CUDA_R_16BF, g.k, m, g.lda));
   TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutInit(d.c(), ct, g.n, m, g.ldc));
   return absl::OkStatus();
-}
-
-template <typename T>
-T AlgoConfig(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attr) {
-  T v{};
-  size_t written = 0;
-  cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, sizeof(v), &written);
-  return v;
-}
-
-std::string Describe(const cublasLtMatmulAlgo_t& a) {
-  return absl::StrCat("algo=", AlgoConfig<int32_t>(a, CUBLASLT_ALGO_CONFIG_ID),
-                      " tile=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
-                      " stages=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_STAGES_ID),
-                      " splitk=", AlgoConfig<int32_t>(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
-                      " reduction=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME),
-                      " swizzle=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),
-                      " custom=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION),
-                      " inner=", AlgoConfig<uint16_t>(a, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID),
-                      " cluster=", AlgoConfig<uint16_t>(a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
 }
 
 // True when cuBLASLt accepts `algo` for M = m within our workspace.
@@ -242,35 +169,13 @@ void Accept(const cublasLtMatmulAlgo_t& algo, std::string rule, Pinned& p) {
 absl::Status PinByHeuristic(LtState& st, const GemmNTArgs& g, const std::string& note, Pinned& p) {
   Descs d;
   TANDEM_RETURN_IF_ERROR(InitDescs(g, kGemmLtReferenceM, d));
-  cublasLtMatmulPreferenceOpaque_t pref_storage;
-  cublasLtMatmulPreference_t pref = &pref_storage;
-  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceInit(pref));
-  const uint64_t ws = kWorkspaceBytes;
-  const uint32_t no_reduction = CUBLASLT_REDUCTION_SCHEME_NONE, align = 16;
-  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
-      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
-      pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_reduction, sizeof(no_reduction)));
-  for (auto attr :
-       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
-    TANDEM_LT_RETURN_IF_ERROR(
-        cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
-  }
   cublasLtMatmulHeuristicResult_t results[kHeuristicResults];
-  int found = 0;
-  if (cublasLtMatmulAlgoGetHeuristic(st.handle, d.op(), d.a(), d.b(), d.c(), d.c(), pref,
-                                     kHeuristicResults, results, &found) != CUBLAS_STATUS_SUCCESS) {
-    found = 0;
-  }
+  TANDEM_ASSIGN_OR_RETURN(const int found, internal::LtHeuristic(st, d.op(), d.a(), d.b(), d.c(),
+                                                                 results, kHeuristicResults));
   for (int i = 0; i < found; ++i) {
     const cublasLtMatmulAlgo_t& algo = results[i].algo;
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    if (AlgoConfig<int32_t>(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) > 1) continue;
-    if (AlgoConfig<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) !=
-        CUBLASLT_REDUCTION_SCHEME_NONE) {
-      continue;
-    }
+    if (!internal::LtNoSplitK(algo)) continue;
     if (!ValidEverywhere(st, g, algo)) continue;
     Accept(algo, absl::StrCat("heuristic at M=", kGemmLtReferenceM, note), p);
     return absl::OkStatus();
@@ -363,5 +268,95 @@ absl::Status GemmNTPinned(const Context& ctx, const Tensor& a, const Tensor& b, 
   TANDEM_ASSIGN_OR_RETURN(GemmNTArgs args, internal::TensorGemmArgs(a, b, c, accumulate));
   return GemmNTPinned(ctx, args);
 }
+
+namespace internal {
+
+absl::Status LtStatus(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("cuBLASLt ", what, ": status ", static_cast<int>(s)));
+}
+
+LtState::~LtState() {
+  // A context that lives until exit (a static) is destroyed after the CUDA runtime has unloaded;
+  // the process frees everything then, and calling into cuBLASLt would not be safe.
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  if (workspace != nullptr) cudaFree(workspace);
+  if (handle != nullptr) cublasLtDestroy(handle);
+}
+
+absl::StatusOr<LtState*> LtStateOf(const Context& ctx) {
+  auto slot = ctx.Resource("cublaslt", [] {
+    auto st = std::make_shared<LtState>();
+    if (cublasLtCreate(&st->handle) != CUBLAS_STATUS_SUCCESS) st->handle = nullptr;
+    if (cudaMalloc(&st->workspace, kLtWorkspaceBytes) != cudaSuccess) {
+      cudaGetLastError();
+      st->workspace = nullptr;
+    }
+    int device = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&device) == cudaSuccess &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess) {
+      st->sm = major * 10 + minor;
+    }
+    cudaGetLastError();
+    st->lt_major = static_cast<int>(cublasLtGetVersion() / 10000);
+    return std::static_pointer_cast<void>(st);
+  });
+  auto* st = static_cast<LtState*>(slot.get());
+  if (st->handle == nullptr || st->workspace == nullptr) {
+    return absl::InternalError("cuBLASLt: cannot create the handle or its workspace");
+  }
+  return st;
+}
+
+std::string DescribeAlgo(const cublasLtMatmulAlgo_t& a) {
+  return absl::StrCat("algo=", AlgoConfig<int32_t>(a, CUBLASLT_ALGO_CONFIG_ID),
+                      " tile=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                      " stages=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                      " splitk=", AlgoConfig<int32_t>(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+                      " reduction=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME),
+                      " swizzle=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),
+                      " custom=", AlgoConfig<uint32_t>(a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION),
+                      " inner=", AlgoConfig<uint16_t>(a, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID),
+                      " cluster=", AlgoConfig<uint16_t>(a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
+}
+
+absl::StatusOr<int> LtHeuristic(LtState& st, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a,
+                                cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                                cublasLtMatmulHeuristicResult_t* results, int max_results) {
+  cublasLtMatmulPreferenceOpaque_t pref_storage;
+  cublasLtMatmulPreference_t pref = &pref_storage;
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceInit(pref));
+  const uint64_t ws = kLtWorkspaceBytes;
+  const uint32_t no_reduction = CUBLASLT_REDUCTION_SCHEME_NONE, align = 16;
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_reduction, sizeof(no_reduction)));
+  for (auto attr :
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+    TANDEM_LT_RETURN_IF_ERROR(
+        cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
+  }
+  int found = 0;
+  if (cublasLtMatmulAlgoGetHeuristic(st.handle, op, a, b, c, c, pref, max_results, results,
+                                     &found) != CUBLAS_STATUS_SUCCESS) {
+    found = 0;
+  }
+  return found;
+}
+
+bool LtNoSplitK(const cublasLtMatmulAlgo_t& algo) {
+  return AlgoConfig<int32_t>(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) <= 1 &&
+         AlgoConfig<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) ==
+             CUBLASLT_REDUCTION_SCHEME_NONE;
+}
+
+}  // namespace internal
 
 }  // namespace tandem::kernels::cuda

@@ -83,4 +83,55 @@ struct GemmPinnedInfo {
 };
 absl::StatusOr<GemmPinnedInfo> GemmNTPinnedInfo(const Context& ctx, const GemmNTArgs& args);
 
+// ---- Backward layouts: GemmNN and GemmTN -------------------------------------------------------
+// c[M,N] = a[M,K] · b[K,N]    (input grad dX = dY · W, W [out, in]: M tokens, K = out, N = in)
+// c[M,N] = a[K,M]ᵀ · b[K,N]   (weight grad dW = dYᵀ · X: the k-sum runs over K tokens)
+// Dtypes as for GemmNT: b bf16 takes a bf16 or f32 (f32 a is rounded to bf16, nearest-even, as
+// if on load) and c f32 or bf16 (one rounding of the fp32 result); b f32 makes a and c f32 and the
+// arithmetic all fp32. `accumulate`: c = c + result in fp32, once per element after the k-sum.
+// Paths, chosen from the shape key only (never from the varying dimension: M for GemmNN, K for
+// GemmTN), and pinned per key like GemmNTPinned (heuristic once at a reference size, split-K 1,
+// no reduction, AlgoCheck at a set of probe sizes; no table):
+//   cuBLASLt: a and b bf16 (an f32 a is first rounded into a bf16 copy), 16-byte aligned rows;
+//   ours:     anything else (b f32, unaligned leading dimensions, K = 0, no qualifying algorithm):
+//             a tiled fp32 kernel, one FMA chain per element over k ascending from 0, on the
+//             bf16-rounded (or f32) values: bit for bit the CPU GEMM of kernels/gemm/gemm.h.
+// Deterministic everywhere (no atomics, no data-independent split-K). GemmNN rows are
+// batch-invariant on both paths. GemmTN on cuBLASLt splits the K tokens into consecutive chunks of
+// kGemmTnChunk (the last one shorter), computes each chunk's product P_j with the pinned algorithm
+// into an fp32 buffer, and sums result = (..((P_0 + P_1) + P_2) ..) in ascending chunk order; with
+// K <= kGemmTnChunk and c f32 the one product goes straight into c. The chunking starts at the
+// call's first token, so a token range split differently across calls (micro-batches accumulated
+// with `accumulate`) agrees within fp32 rounding of the different association, not bitwise.
+inline constexpr int64_t kGemmTnChunk = 4096;
+
+// Raw form: a [m, k] (GemmNN) or [k, m] (GemmTN) with row stride lda; b [k, n] with row stride
+// ldb; c [m, n] with row stride ldc (all in elements).
+struct GemmBackwardArgs {
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;
+  DType a_dtype = DType::kBF16;
+  int64_t lda = 0;
+  const void* b = nullptr;
+  DType b_dtype = DType::kBF16;
+  int64_t ldb = 0;
+  void* c = nullptr;
+  DType c_dtype = DType::kF32;
+  int64_t ldc = 0;
+  bool accumulate = false;
+};
+
+// c[M,N] = a[M,K] · b[K,N]; all three on the GPU.
+absl::Status GemmNN(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
+                    bool accumulate = false);
+absl::Status GemmNN(const Context& ctx, const GemmBackwardArgs& args);
+// c[M,N] = a[K,M]ᵀ · b[K,N]; all three on the GPU.
+absl::Status GemmTN(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c,
+                    bool accumulate = false);
+absl::Status GemmTN(const Context& ctx, const GemmBackwardArgs& args);
+
+// The path the shape key of `args` takes (pins on first use), as GemmNTPinnedInfo.
+absl::StatusOr<GemmPinnedInfo> GemmNNPinnedInfo(const Context& ctx, const GemmBackwardArgs& args);
+absl::StatusOr<GemmPinnedInfo> GemmTNPinnedInfo(const Context& ctx, const GemmBackwardArgs& args);
+
 }  // namespace tandem::kernels::cuda
