@@ -139,9 +139,12 @@ __device__ __forceinline__ void ScoreTile(const uint32_t (&qf)[kD / 16][4], cons
 // lim = 64, bit for bit). A row with no key in the tile keeps its state (α = 1, p = 0).
 //   x_j = (q·k_j)·scale·log2e;  m' = max(m, max_j x_j);  p_j = 2^(x_j − m');  α = 2^(m − m')
 //   l' = l·α + Σ_j p_j;   acc := acc·α;   pa = bf16(p) as A fragments per 16 keys.
+// It runs as two parts: SoftmaxScores (m, l, p in s, α) and RescalePack (acc·α, pa); the pipelined
+// wgmma forward runs the first while the previous tile's P·V is still accumulating into acc.
 template <int kD, bool kMask>
-__device__ __forceinline__ void SoftmaxTile(float (&s)[8][4], const int (&lim)[2], float scale_log2,
-                                            WarpState<kD>& st, uint32_t (&pa)[4][4]) {
+__device__ __forceinline__ void SoftmaxScores(float (&s)[8][4], const int (&lim)[2],
+                                              float scale_log2, WarpState<kD>& st,
+                                              float (&alpha)[2]) {
   const int t = threadIdx.x % 4;
   float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -154,7 +157,7 @@ __device__ __forceinline__ void SoftmaxTile(float (&s)[8][4], const int (&lim)[2
       mx[e >> 1] = fmaxf(mx[e >> 1], x);
     }
   }
-  float mu[2], alpha[2];
+  float mu[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
@@ -179,10 +182,14 @@ __device__ __forceinline__ void SoftmaxTile(float (&s)[8][4], const int (&lim)[2
     sum[i] = __fadd_rn(sum[i], __shfl_xor_sync(0xffffffffu, sum[i], 2));
     st.l[i] = __fadd_rn(__fmul_rn(st.l[i], alpha[i]), sum[i]);
   }
+}
+template <int kD>
+__device__ __forceinline__ void RescalePack(const float (&s)[8][4], const float (&alpha)[2],
+                                            float (&acc)[kD / 8][4], uint32_t (&pa)[4][4]) {
 #pragma unroll
   for (int n = 0; n < kD / 8; ++n) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) st.acc[n][e] = __fmul_rn(st.acc[n][e], alpha[e >> 1]);
+    for (int e = 0; e < 4; ++e) acc[n][e] = __fmul_rn(acc[n][e], alpha[e >> 1]);
   }
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {  // keys 16kk .. 16kk + 15: P's A fragment from two S tiles
@@ -191,6 +198,13 @@ __device__ __forceinline__ void SoftmaxTile(float (&s)[8][4], const int (&lim)[2
     pa[kk][2] = PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
     pa[kk][3] = PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
   }
+}
+template <int kD, bool kMask>
+__device__ __forceinline__ void SoftmaxTile(float (&s)[8][4], const int (&lim)[2], float scale_log2,
+                                            WarpState<kD>& st, uint32_t (&pa)[4][4]) {
+  float alpha[2];
+  SoftmaxScores<kD, kMask>(s, lim, scale_log2, st, alpha);
+  RescalePack<kD>(s, alpha, st.acc, pa);
 }
 
 // acc += P·V for the warp's 16 rows: k steps over the tile's keys ascending (16 per step).

@@ -3,7 +3,8 @@
 // tile with wgmma m64n64k16 (Q as register A fragments, K from 128-byte-swizzled smem) and adds
 // P·V with wgmma m64n{64,128}k16 (P as register A fragments, V N-major from the same swizzled
 // layout). A wgmma accumulator's warp slice has the m16n8 C fragment layout, so the online softmax
-// between the two products is attention_mma's SoftmaxTile, the code the mma.sync decode runs.
+// between the two products is attention_mma's SoftmaxTile (in its two parts), the code the mma.sync
+// decode runs; the mbarrier, bulk tensor copy and setmaxnreg wrappers serve the forward's ring.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -46,10 +47,81 @@ __device__ __forceinline__ void FenceRegs(float (&r)[kN][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(r[n][e])::"memory");
   }
 }
+template <int kN>
+__device__ __forceinline__ void FenceRegs(uint32_t (&r)[kN][4]) {
+#pragma unroll
+  for (int n = 0; n < kN; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[n][e])::"memory");
+  }
+}
 // Orders this thread's generic-proxy smem writes (cp.async, stores) before later tensor-core reads.
 __device__ __forceinline__ void FenceProxyAsync() {
 #if TANDEM_WGMMA_DEVICE
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// mbarrier (shared::cta) primitives for the producer/consumer ring of the forward.
+__device__ __forceinline__ void MbarInit(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count)
+               : "memory");
+}
+__device__ __forceinline__ void MbarArrive(uint64_t* bar) {
+  asm volatile(
+      "{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(SmemAddr(bar))
+      : "memory");
+}
+// MbarArrive on the threads with `pred`, without a branch (none around in-flight wgmma registers).
+__device__ __forceinline__ void MbarArriveIf(uint64_t* bar, bool pred) {
+  asm volatile(
+      "{\n.reg .pred p;\n.reg .b64 st;\nsetp.ne.b32 p, %1, 0;\n"
+      "@p mbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(SmemAddr(bar)),
+      "r"(static_cast<int>(pred))
+      : "memory");
+}
+// The one expected arrival plus `bytes` of transactions the bulk tensor copies will complete.
+__device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, uint32_t bytes) {
+  asm volatile(
+      "{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(
+          SmemAddr(bar)),
+      "r"(bytes)
+      : "memory");
+}
+// The barrier's phase cannot complete before this thread's earlier cp.async copies have landed.
+__device__ __forceinline__ void CpAsyncMbarArrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.shared::cta.b64 [%0];\n" ::"r"(SmemAddr(bar)) : "memory");
+}
+__device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT;\n}\n" ::"r"(SmemAddr(bar)),
+      "r"(parity)
+      : "memory");
+}
+// Bulk tensor copy of box {c0, c1, c2} of the tensor map `map` (a __grid_constant__ parameter)
+// into smem at dst, completing `bar`'s transactions.
+__device__ __forceinline__ void TmaLoad3d(void* dst, const void* map, int c0, int c1, int c2,
+                                          uint64_t* bar) {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
+      "{%2, %3, %4}], [%5];\n" ::"r"(SmemAddr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(SmemAddr(bar))
+      : "memory");
+#endif
+}
+template <int kRegs>
+__device__ __forceinline__ void SetMaxRegsDec() {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}
+template <int kRegs>
+__device__ __forceinline__ void SetMaxRegsInc() {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
 #endif
 }
 
@@ -187,24 +259,6 @@ __device__ __forceinline__ void AccumulatePvWg(const uint32_t (&pa)[4][4], const
   WgCommit();
   WgWait<0>();
   FenceRegs(acc);
-}
-
-// AttendTileMma for a warpgroup: the same scores, softmax step and P·V, with each warp's masked or
-// full variant chosen per warp (`full`; the wgmma calls are the warpgroup's, outside the branch).
-template <int kD>
-__device__ __forceinline__ void AttendTileWg(const uint32_t (&qf)[kD / 16][4],
-                                             const unsigned char* ks, const unsigned char* vs,
-                                             const int (&lim)[2], bool full, float scale_log2,
-                                             WarpState<kD>& st) {
-  float s[8][4];
-  ScoreTileWg<kD>(qf, ks, s);
-  uint32_t pa[4][4];
-  if (full) {
-    SoftmaxTile<kD, false>(s, lim, scale_log2, st, pa);
-  } else {
-    SoftmaxTile<kD, true>(s, lim, scale_log2, st, pa);
-  }
-  AccumulatePvWg<kD>(pa, vs, st.acc);
 }
 
 }  // namespace tandem::kernels::cuda::attention_mma

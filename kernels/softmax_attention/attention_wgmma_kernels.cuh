@@ -1,11 +1,16 @@
 // Internal to kernels/softmax_attention (included by softmax_attention.cu only): the sm_90a forward
-// for bf16 q/k/v at head dims 64 and 128. One block of two warpgroups per 128 flat query rows (the
-// same work items, rows and split/merge walk as attention_mma_kernels.cuh's FwdKernel), K/V tiles
-// in a three-stage cp.async ring in the swizzled layout wgmma reads; each warpgroup folds a tile
-// with AttendTileWg. Decode keeps the mma.sync routine; the two agree bit for bit because a wgmma
-// row equals the chained mma.sync row (softmax_attention_wgmma_cuda_test checks that on the GPU).
+// for bf16 q/k/v at head dims 64 and 128, warp-specialised. One block per 128 flat query rows (the
+// same work items, rows and split/merge walk as attention_mma_kernels.cuh's FwdKernel): a producer
+// warp fills a four-stage K/V ring in the swizzled layout wgmma reads (bulk tensor copies for full
+// tiles, zero-filling cp.async for a sequence's last partial tile) behind mbarrier full/empty
+// barriers; two consumer warpgroups of 64 rows each issue Q·Kᵀ of tile j + 1 and P·V of tile j − 1
+// on the tensor cores while they run the softmax of tile j. Each row's operations and their order
+// are AttendTileMma's (SoftmaxScores, RescalePack, the wgmma rows == mma.sync rows), so decode ==
+// forward bitwise still holds (softmax_attention_wgmma_cuda_test checks the instruction half).
 #pragma once
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -17,8 +22,16 @@
 
 namespace tandem::kernels::cuda::attention_mma {
 
-inline constexpr int kWgRows = 64;  // query rows per warpgroup
-inline constexpr int kWgStages = 3;
+inline constexpr int kWgRows = 64;  // query rows per consumer warpgroup
+inline constexpr int kWgStages = 4;
+inline constexpr int kWgThreads = 128;
+inline constexpr int kWsThreads = kWgThreads + kFwdThreads;    // producer warpgroup + 2 consumers
+inline constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128·40 + 256·232 <= 64K
+// A split ends no earlier than tile kSplit / kTile − 1, by which time every consumer warp has
+// released tile kSplit / kTile − 1 − kWgStages >= 0, so it has read its Q rows: the running totals
+// may reuse the Q smem.
+static_assert(kSplit / kTile > kWgStages,
+              "totals overwrite Q rows only after every warp read them");
 
 template <int kD>
 struct WgSmem {
@@ -26,6 +39,7 @@ struct WgSmem {
   static constexpr size_t kQBytes = std::max(size_t{kFwdRows} * kLd<kD> * sizeof(bf16),
                                              size_t{Smem<kD>::kTotalFloats} * kFwdThreads * 4);
   static constexpr size_t kBytes = 1024 + kKvBytes + kQBytes;  // 1024: to align the base
+  static constexpr uint32_t kTileTx = 2 * kSwTileBytes<kD>;    // K and V bytes of a full tile
   __device__ static unsigned char* K(unsigned char* base, int stage) {
     return base + (2 * stage) * kSwTileBytes<kD>;
   }
@@ -37,87 +51,223 @@ struct WgSmem {
   }
 };
 
-// Tiles 0 .. n − 1 through a three-stage cp.async ring, one barrier per tile: after it, tile i has
-// landed for every thread and every thread is done with tile i − 1, whose stage takes tile i + 2.
-template <typename Load, typename Compute>
-__device__ __forceinline__ void TilePipeline3(int n, Load&& load, Compute&& compute) {
-  load(0, 0);
-  CpAsyncCommit();
-  if (n > 1) load(1, 1);
-  CpAsyncCommit();
-  for (int i = 0; i < n; ++i) {
-    CpAsyncWait<1>();   // all but the newest group: tile i (and the Q rows) landed for this thread
-    FenceProxyAsync();  // ... visible to the tensor cores' reads
-    __syncthreads();
-    if (i + 2 < n) load((i + 2) % kWgStages, i + 2);
-    CpAsyncCommit();
-    compute(i % kWgStages, i);
+// What the producer and the consumers of one block agree on.
+struct WsBlock {
+  int seq_start, kv_head, num_keys, num_tiles;
+  uint64_t* full;   // [kWgStages]: tile landed (1 arrival + the bulk copies' bytes)
+  uint64_t* empty;  // [kWgStages]: the 8 consumer warps are done with the stage
+};
+
+// Producer warp (threads 0..31): tile i into stage i % kWgStages once every consumer warp released
+// tile i − kWgStages. A full tile comes by bulk tensor copies ([64 dims, 1 head, 64 keys] boxes);
+// a partial one by cp.async with zeros past the sequence's keys, so no other row enters.
+template <int kD>
+__device__ __forceinline__ void ProduceTiles(const WsBlock& b, unsigned char* smem, const bf16* k,
+                                             const bf16* v, int64_t kv_ld, const CUtensorMap* tmk,
+                                             const CUtensorMap* tmv) {
+  const int lane = threadIdx.x;
+  const bf16* kb = k + (int64_t{b.seq_start} * kv_ld / kD + b.kv_head) * kD;
+  const bf16* vb = v + (int64_t{b.seq_start} * kv_ld / kD + b.kv_head) * kD;
+  for (int i = 0; i < b.num_tiles; ++i) {
+    const int stage = i % kWgStages, a = i * kTile, valid = min(kTile, b.num_keys - a);
+    if (i >= kWgStages) MbarWait(&b.empty[stage], ((i / kWgStages) - 1) & 1);
+    unsigned char* ks = WgSmem<kD>::K(smem, stage);
+    unsigned char* vs = WgSmem<kD>::V(smem, stage);
+    if (valid == kTile) {
+      if (lane == 0) {
+        MbarArriveExpectTx(&b.full[stage], WgSmem<kD>::kTileTx);
+#pragma unroll
+        for (int c = 0; c < kD / 64; ++c) {
+          TmaLoad3d(ks + c * kSwBlockBytes, tmk, c * 64, b.kv_head, b.seq_start + a,
+                    &b.full[stage]);
+          TmaLoad3d(vs + c * kSwBlockBytes, tmv, c * 64, b.kv_head, b.seq_start + a,
+                    &b.full[stage]);
+        }
+      }
+    } else {
+      const auto row = [=](int j) { return (a + j) * kv_ld; };
+      LoadTileSwizzledAsync<kD>(kb, valid, row, ks, 32);
+      LoadTileSwizzledAsync<kD>(vb, valid, row, vs, 32);
+      CpAsyncMbarArrive(&b.full[stage]);
+      __syncwarp();
+      if (lane == 0) MbarArrive(&b.full[stage]);
+    }
+  }
+}
+
+// Q·Kᵀ of tile i into d (zeroed first: every score starts at zero, as in ScoreTile), issued and
+// committed, not waited for.
+template <int kD>
+__device__ __forceinline__ void IssueScores(const WsBlock& b, unsigned char* smem, int i,
+                                            const uint32_t (&qf)[kD / 16][4], float (&d)[8][4]) {
+  const int stage = i % kWgStages;
+  MbarWait(&b.full[stage], (i / kWgStages) & 1);
+  if (b.num_keys - i * kTile < kTile) FenceProxyAsync();  // cp.async (generic proxy) wrote it
+#pragma unroll
+  for (int n = 0; n < 8; ++n) d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
+  FenceRegs(d);  // the zeros are written before the fence, not among the wgmma instructions
+  WgFence();
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) {
+    WgmmaN64<false>(d, qf[kk], KDesc(WgSmem<kD>::K(smem, stage), kk));
+  }
+  WgCommit();
+}
+
+// acc += P·V of tile i (stage i % kWgStages), issued and committed, not waited for.
+template <int kD>
+__device__ __forceinline__ void IssuePv(unsigned char* smem, int i, const uint32_t (&pa)[4][4],
+                                        float (&acc)[kD / 8][4]) {
+  WgFence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    WgmmaPv<kD>(acc, pa[kk], VDesc(WgSmem<kD>::V(smem, i % kWgStages), kk));
+  }
+  WgCommit();
+}
+
+__device__ __forceinline__ void ReleaseTile(const WsBlock& b, int i) {
+  __syncwarp();
+  MbarArriveIf(&b.empty[i % kWgStages], threadIdx.x % 32 == 0);
+}
+
+// The consumer warpgroups' walk over the block's tiles, pipelined per warpgroup: the softmax of
+// tile j + 1 runs while P·V of tile j is in flight. A row's operations keep AttendTileMma's order
+// (scores, SoftmaxScores, then acc·α after the previous P·V and RescalePack, then P·V); a split's
+// merge and the next reset come after all of its P·V. The warpgroup attends tiles [0, n_att)
+// (later ones hold no key its rows see) and only releases the others; splits reset and merge at
+// the same tiles as FwdKernel.
+template <int kD>
+__device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* smem,
+                                             float scale_log2, const uint32_t (&qf)[kD / 16][4],
+                                             const int (&pos)[2], int n_att, float* tot,
+                                             WarpState<kD>& st) {
+  float s[8][4], alpha[2];
+  uint32_t pa[4][4];
+  const auto softmax = [&](int i) {  // s holds tile i's finished scores
+    const int a = i * kTile;
+    const int lim[2] = {max(0, min(kTile, pos[0] + 1 - a)), max(0, min(kTile, pos[1] + 1 - a))};
+    // The masked variant for every warp: a row seeing the whole tile has lim = 64, the same bits
+    // as the unmasked one, and no per-warp branch sits among the in-flight wgmma registers.
+    SoftmaxScores<kD, true>(s, lim, scale_log2, st, alpha);
+  };
+  if (n_att > 0) {
+    st.Reset();
+    IssueScores<kD>(b, smem, 0, qf, s);
+    WgWait<0>();
+    FenceRegs(s);
+    softmax(0);
+  }
+  for (int j = 0; j < b.num_tiles; ++j) {
+    const int a = j * kTile;
+    if (a % kSplit == 0 && j >= n_att) st.Reset();  // attended split starts reset before softmax
+    const bool split_end = (a + kTile) % kSplit == 0 || j + 1 == b.num_tiles;
+    const bool next = j + 1 < n_att;
+    if (j < n_att) {
+      RescalePack<kD>(s, alpha, st.acc, pa);
+      FenceRegs(st.acc);  // acc·α and P are written before any wgmma fence below
+      FenceRegs(pa);
+      // Each case is straight-line code from its first wgmma to its last wait, so the compiler
+      // sees which accumulators are in flight where.
+      if (next && !split_end) {  // steady state: softmax of tile j + 1 under P·V of tile j
+        IssueScores<kD>(b, smem, j + 1, qf, s);
+        IssuePv<kD>(smem, j, pa, st.acc);
+        WgWait<1>();  // Q·Kᵀ of tile j + 1 (committed before P·V of tile j)
+        FenceRegs(s);
+        softmax(j + 1);
+        WgWait<0>();
+      } else if (next) {  // tile j ends a split: the next tile's softmax waits for the merge
+        IssueScores<kD>(b, smem, j + 1, qf, s);
+        IssuePv<kD>(smem, j, pa, st.acc);
+        WgWait<0>();
+        FenceRegs(s);
+      } else {
+        IssuePv<kD>(smem, j, pa, st.acc);
+        WgWait<0>();
+      }
+      FenceRegs(st.acc);
+      FenceRegs(pa);
+      ReleaseTile(b, j);
+    } else {
+      MbarWait(&b.full[j % kWgStages], (j / kWgStages) & 1);
+      ReleaseTile(b, j);
+    }
+    if (split_end) {
+      MergeSplitForward<kD>(st, tot, a / kSplit * kSplit, pos, j + 1 == b.num_tiles);
+      if (next) {  // tile j + 1 starts the next split
+        st.Reset();
+        softmax(j + 1);
+      }
+    }
   }
 }
 
 template <int kD>
-__global__ void __launch_bounds__(kFwdThreads, 1)
+__global__ void __launch_bounds__(kWsThreads, 1)
     FwdWgmmaKernel(Dims dm, const bf16* q, const bf16* k, const bf16* v, FloatPtr o, float* lse,
-                   const FwdItem* items) {
+                   const FwdItem* items, const __grid_constant__ CUtensorMap tmk,
+                   const __grid_constant__ CUtensorMap tmv) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
+  __shared__ uint64_t bars[2 * kWgStages];
   unsigned char* smem = smem_raw + ((1024u - (SmemAddr(smem_raw) & 1023u)) & 1023u);
   const FwdItem it = items[blockIdx.x];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wg = warp / 4;
   const int live_rows = min(kFwdRows, it.seq_len * dm.group - it.row0);  // > 0
+  const int num_keys = (it.row0 + live_rows - 1) / dm.group + 1;
+  const WsBlock b{it.seq_start, it.kv_head,      num_keys, (num_keys + kTile - 1) / kTile,
+                  bars,         bars + kWgStages};
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kWgStages; ++s) {
+      MbarInit(&b.full[s], 1);
+      MbarInit(&b.empty[s], kFwdWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    FenceProxyAsync();
+  }
+  __syncthreads();  // the only block-wide barrier
+  // Role and warp indices through a shuffle, so that the compiler knows them warp-uniform (no
+  // divergent path around the wgmma instructions).
+  const int role = __shfl_sync(0xffffffffu, threadIdx.x / kWgThreads, 0);
+  if (role == 0) {
+    SetMaxRegsDec<kProducerRegs>();
+    if (threadIdx.x < 32) {
+      ProduceTiles<kD>(b, smem, k, v, int64_t{dm.hkv} * kD, &tmk, &tmv);
+      CpAsyncWait<0>();
+    }
+    return;
+  }
+  SetMaxRegsInc<kConsumerRegs>();
+  const int ct = threadIdx.x - kWgThreads, lane = ct % 32;
+  const int cw = __shfl_sync(0xffffffffu, ct / 32, 0), wg = cw / 4;
   const auto q_row = [&](int f) {  // flat row f of the sequence -> row of q [T, H]
     return int64_t{it.seq_start + f / dm.group} * dm.h + it.kv_head * dm.group + f % dm.group;
   };
-  bf16* qs = WgSmem<kD>::Q(smem);
-  for (int idx = threadIdx.x; idx < kFwdRows * (kD / 8); idx += kFwdThreads) {
-    const int r = idx / (kD / 8), c = (idx % (kD / 8)) * 8;
+  bf16* qs = WgSmem<kD>::Q(smem) + cw * kWarpRows * kLd<kD>;  // this warp's 16 rows
+  for (int idx = lane; idx < kWarpRows * (kD / 8); idx += 32) {
+    const int r = cw * kWarpRows + idx / (kD / 8), c = (idx % (kD / 8)) * 8;
     const bool ok = r < live_rows;
-    CpAsync16(qs + r * kLd<kD> + c, ok ? q + q_row(it.row0 + r) * kD + c : q, ok);
+    CpAsync16(qs + (r % kWarpRows) * kLd<kD> + c, ok ? q + q_row(it.row0 + r) * kD + c : q, ok);
   }
   CpAsyncCommit();
+  CpAsyncWait<0>();
+  __syncwarp();
+  uint32_t qf[kD / 16][4];
+  LoadQFragments<kD>(qs, qf);
   int pos[2];  // positions of the thread's rows; −1 past the live rows
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int r = warp * kWarpRows + lane / 4 + 8 * i;
+    const int r = cw * kWarpRows + lane / 4 + 8 * i;
     pos[i] = r < live_rows ? (it.row0 + r) / dm.group : -1;
   }
-  const bool warp_live = warp * kWarpRows < live_rows;
-  const int pos_lo = (it.row0 + warp * kWarpRows) / dm.group;
   const bool wg_live = wg * kWgRows < live_rows;  // uniform over the warpgroup
   const int wg_pos_hi = (it.row0 + min(wg * kWgRows + kWgRows, live_rows) - 1) / dm.group;
-  const int num_keys = (it.row0 + live_rows - 1) / dm.group + 1;
-  const int num_tiles = (num_keys + kTile - 1) / kTile;
-  const int64_t kv_ld = int64_t{dm.hkv} * kD;
-  const bf16* kb = k + (int64_t{it.seq_start} * dm.hkv + it.kv_head) * kD;
-  const bf16* vb = v + (int64_t{it.seq_start} * dm.hkv + it.kv_head) * kD;
-  float* tot = reinterpret_cast<float*>(qs) + threadIdx.x;  // reuses the Q rows' smem
-  uint32_t qf[kD / 16][4];
+  const int n_att = wg_live ? min(b.num_tiles, wg_pos_hi / kTile + 1) : 0;
+  float* tot = reinterpret_cast<float*>(WgSmem<kD>::Q(smem)) + ct;  // after the Q rows are read
   WarpState<kD> st;
-  const auto load = [&](int stage, int i) {
-    const int a = i * kTile, valid = min(kTile, num_keys - a);
-    const auto row = [=](int j) { return (a + j) * kv_ld; };
-    LoadTileSwizzledAsync<kD>(kb, valid, row, WgSmem<kD>::K(smem, stage), kFwdThreads);
-    LoadTileSwizzledAsync<kD>(vb, valid, row, WgSmem<kD>::V(smem, stage), kFwdThreads);
-  };
-  const auto compute = [&](int stage, int i) {
-    const int a = i * kTile;
-    if (i == 0) LoadQFragments<kD>(qs + warp * kWarpRows * kLd<kD>, qf);
-    if (a % kSplit == 0) st.Reset();
-    // A warpgroup none of whose rows sees a key of the tile skips it; inside one that does, a row
-    // that sees none keeps its state (lim = 0).
-    if (wg_live && wg_pos_hi >= a) {
-      const int lim[2] = {max(0, min(kTile, pos[0] + 1 - a)), max(0, min(kTile, pos[1] + 1 - a))};
-      AttendTileWg<kD>(qf, WgSmem<kD>::K(smem, stage), WgSmem<kD>::V(smem, stage), lim,
-                       warp_live && pos_lo + 1 >= a + kTile, dm.scale_log2, st);
-    }
-    if ((a + kTile) % kSplit == 0 || i + 1 == num_tiles) {
-      MergeSplitForward<kD>(st, tot, a / kSplit * kSplit, pos, i + 1 == num_tiles);
-    }
-  };
-  TilePipeline3(num_tiles, load, compute);
+  ConsumeTiles<kD>(b, smem, dm.scale_log2, qf, pos, n_att, tot, st);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     if (pos[i] < 0) continue;
-    const int64_t row = q_row(it.row0 + warp * kWarpRows + lane / 4 + 8 * i);
+    const int64_t row = q_row(it.row0 + cw * kWarpRows + lane / 4 + 8 * i);
 #pragma unroll
     for (int n = 0; n < kD / 8; ++n) {
       StorePair(o, row * kD + n * 8 + 2 * (lane % 4), FinalOutput(st.acc[n][2 * i], st.l[i]),
@@ -127,14 +277,48 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
   }
 }
 
+// The driver's cuTensorMapEncodeTiled through the runtime (no -lcuda); null when unavailable.
+inline PFN_cuTensorMapEncodeTiled_v12000 TensorMapEncoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      return PFN_cuTensorMapEncodeTiled_v12000{nullptr};
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// K or V [t, hkv, kD] bf16 as [64 dims, 1 head, kTile keys] boxes in the 128-byte swizzle (the
+// layout SwizzledOffset describes; rows past t read as zeros).
+inline bool KvTensorMap(CUtensorMap* map, const bf16* base, int64_t t, int hkv, int d) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = TensorMapEncoder();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[3] = {cuuint64_t(d), cuuint64_t(hkv), cuuint64_t(t)};
+  const cuuint64_t strides[2] = {cuuint64_t(d) * 2, cuuint64_t(hkv) * d * 2};
+  const cuuint32_t box[3] = {64, 1, kTile}, elem_strides[3] = {1, 1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(base), dims, strides,
+                box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// cudaErrorNotSupported when the tensor maps cannot be built (the caller runs FwdKernel instead).
 template <int kD>
 cudaError_t LaunchFwdWgmma(cudaStream_t stream, const Dims& dm, const bf16* q, const bf16* k,
                            const bf16* v, FloatPtr o, float* lse, const FwdItem* items,
-                           int num_items) {
+                           int num_items, int64_t t) {
+  CUtensorMap tmk, tmv;
+  if (!KvTensorMap(&tmk, k, t, dm.hkv, kD) || !KvTensorMap(&tmv, v, t, dm.hkv, kD)) {
+    return cudaErrorNotSupported;
+  }
   const cudaError_t e = SetSmem(&FwdWgmmaKernel<kD>, WgSmem<kD>::kBytes);
   if (e != cudaSuccess) return e;
   FwdWgmmaKernel<kD>
-      <<<num_items, kFwdThreads, WgSmem<kD>::kBytes, stream>>>(dm, q, k, v, o, lse, items);
+      <<<num_items, kWsThreads, WgSmem<kD>::kBytes, stream>>>(dm, q, k, v, o, lse, items, tmk, tmv);
   return cudaGetLastError();
 }
 

@@ -148,10 +148,11 @@ absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParam
     if (mma) {
       using attention_mma::bf16;
       if constexpr (kD != 32) {
-        if (SoftmaxAttentionUsesWgmma(kD)) {
-          return attention_mma::LaunchFwdWgmma<kD>(stream, MmaDims(p), q.data<bf16>(),
-                                                   k.data<bf16>(), v.data<bf16>(), ToFloatPtr(o),
-                                                   lse_ptr, dev_items, num_items);
+        if (SoftmaxAttentionUsesWgmma(kD)) {  // same bits as LaunchFwd, faster
+          const cudaError_t e = attention_mma::LaunchFwdWgmma<kD>(
+              stream, MmaDims(p), q.data<bf16>(), k.data<bf16>(), v.data<bf16>(), ToFloatPtr(o),
+              lse_ptr, dev_items, num_items, T);
+          if (e != cudaErrorNotSupported) return e;
         }
       }
       return attention_mma::LaunchFwd<kD>(stream, MmaDims(p), q.data<bf16>(), k.data<bf16>(),
