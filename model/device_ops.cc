@@ -7,8 +7,6 @@
 #include "kernels/core/status_macros.h"
 
 #ifdef TANDEM_HAVE_CUDA
-#include <cuda_runtime_api.h>
-
 #include "kernels/core/cuda_util.h"
 #endif
 
@@ -89,22 +87,6 @@ absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<i
     }
   });
   return absl::OkStatus();
-}
-
-absl::Status ZeroRows(const Context& ctx, Tensor& t, int64_t first, int64_t count, int64_t width) {
-  const size_t row_bytes = static_cast<size_t>(width) * DTypeSize(t.dtype());
-  char* p = static_cast<char*>(t.raw_data()) + first * row_bytes;
-  if (t.device() == Device::kCPU) {
-    std::memset(p, 0, count * row_bytes);
-    return absl::OkStatus();
-  }
-#ifdef TANDEM_HAVE_CUDA
-  TANDEM_CUDA_RETURN_IF_ERROR(
-      cudaMemsetAsync(p, 0, count * row_bytes, kernels::cuda::StreamOf(ctx)));
-  return absl::OkStatus();
-#else
-  return NoCuda("ZeroRows");
-#endif
 }
 
 }  // namespace tandem::model::internal

@@ -38,9 +38,6 @@ absl::Status CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Ten
 absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<int64_t>& src_rows,
                       Tensor& dst, const std::vector<int64_t>& dst_rows, int64_t width);
 
-// Sets `count` rows of `width` elements from row `first` of `t` to zero (ctx's device).
-absl::Status ZeroRows(const Context& ctx, Tensor& t, int64_t first, int64_t count, int64_t width);
-
 #ifdef TANDEM_HAVE_CUDA
 namespace cuda {
 // The CUDA halves of CopyColumns and CopyRows (device_ops.cu).
