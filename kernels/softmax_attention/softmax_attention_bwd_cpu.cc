@@ -14,6 +14,10 @@
 #include "kernels/softmax_attention/attention_row.h"
 #include "kernels/softmax_attention/softmax_attention.h"
 
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/softmax_attention/softmax_attention_bwd_cuda.h"
+#endif
+
 namespace tandem::kernels {
 namespace {
 
@@ -85,7 +89,8 @@ absl::Status SoftmaxAttentionBwd(const Context& ctx, const SoftmaxAttentionParam
                                  const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, const Tensor& o, const Tensor& lse,
                                  const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv) {
-  TANDEM_NO_CUDA(ctx);
+  TANDEM_DISPATCH_CUDA(
+      ctx, cuda::SoftmaxAttentionBwd(ctx, p, q, k, v, cu_seqlens, o, lse, d_o, dq, dk, dv));
   TANDEM_RETURN_IF_ERROR(internal::CheckPackedInputs(p, q, k, v, cu_seqlens));
   const int64_t T = q.dim(0), H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(o, "o", DType::kF32, {T, H, D}));
