@@ -40,6 +40,16 @@ absl::StatusOr<Tensor> ToHost(const Context& ctx, const Tensor& t) {
 #endif
 }
 
+absl::StatusOr<Tensor> AsF32(const Context& ctx, const Tensor& t) {
+  if (t.dtype() == DType::kF32) return t;
+#ifdef TANDEM_HAVE_CUDA
+  if (t.device() == Device::kCUDA) return kernels::cuda::ToF32(ctx, t);
+#endif
+  return absl::InvalidArgumentError(absl::StrCat("AsF32: expected f32, or bf16 on the GPU, got ",
+                                                 DTypeName(t.dtype()), " on ",
+                                                 DeviceName(t.device())));
+}
+
 absl::Status CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst) {
   const int64_t rows = src.dim(0), src_cols = src.dim(1);
   const int64_t width = rows == 0 ? 0 : dst.numel() / rows;

@@ -23,6 +23,14 @@ inline Tensor Buffer(const Context& ctx, Shape shape, DType dtype = DType::kF32)
   return Tensor::Empty(std::move(shape), dtype, ctx.device());
 }
 
+// The storage of activations that only enter GEMMs (the normalised stream, the SwiGLU product,
+// the attention outputs): f32 on the CPU; bf16 on the GPU, the value the GEMM would round them to
+// anyway (round to nearest even), which lets the pinned cuBLASLt path take them.
+inline DType GemmInputDType(const Context& ctx) { return OnCuda(ctx) ? DType::kBF16 : DType::kF32; }
+
+// `t` as f32 on its own device: t itself when it is f32, else an exact widening copy (GPU).
+absl::StatusOr<Tensor> AsF32(const Context& ctx, const Tensor& t);
+
 // `t` (a host tensor) on ctx's device: t itself on a CPU context, else a device copy.
 absl::StatusOr<Tensor> ToContextDevice(const Context& ctx, const Tensor& t);
 // `t` on the host: t itself when it is a host tensor, else a host copy (complete on return).

@@ -48,9 +48,9 @@ absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w
                     SwigluActivations* acts) {
   const int64_t T = h.dim(0);
   const int64_t I = gate_w.dim(0);
-  Tensor gate = F32(ctx, {T, I});  // [T, I]
-  Tensor up = F32(ctx, {T, I});    // [T, I]
-  Tensor act = F32(ctx, {T, I});   // [T, I]
+  Tensor gate = F32(ctx, {T, I});                         // [T, I]
+  Tensor up = F32(ctx, {T, I});                           // [T, I]
+  Tensor act = Buffer(ctx, {T, I}, GemmInputDType(ctx));  // [T, I]
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, gate_w, gate));
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, up_w, up));
   TANDEM_RETURN_IF_ERROR(kernels::SwigluFwd(ctx, gate, up, act));
@@ -125,7 +125,7 @@ absl::Status LinearAttentionOutput(const Context& ctx, const ModelConfig& config
   TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, o.Reshape({T, HD}));  // [T, H·D]
   kernels::GroupRmsNormGateParams gp{config.group_norm_size,
                                      static_cast<float>(config.rms_norm_eps)};
-  Tensor y = F32(ctx, {T, HD});                           // [T, H·D]
+  Tensor y = Buffer(ctx, {T, HD}, GemmInputDType(ctx));   // [T, H·D]
   Tensor y_rstd = F32(ctx, {T, config.group_norm_size});  // [T, groups]
   TANDEM_RETURN_IF_ERROR(kernels::GroupRmsNormGateFwd(ctx, gp, o_flat, gate, w.g_norm, y, y_rstd));
   if (acts != nullptr) {
@@ -184,8 +184,8 @@ absl::Status SoftmaxAttentionBlock(const Context& ctx, const ModelConfig& config
   const int64_t D = config.head_dim;
   TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w,
                                               seqs.positions, h, acts, KvCacheDType(ctx.device())));
-  Tensor o = F32(ctx, {T, H, D});  // [T, H, D]
-  Tensor lse = F32(ctx, {T, H});   // [T, H]
+  Tensor o = Buffer(ctx, {T, H, D}, GemmInputDType(ctx));  // [T, H, D], enters the dense GEMM
+  Tensor lse = F32(ctx, {T, H});                           // [T, H]
   TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionFwd(ctx, SoftmaxParams(config), qkv.q, qkv.k,
                                                       qkv.v, seqs.cu_seqlens, o, lse));
   if (acts != nullptr) {
@@ -210,8 +210,9 @@ absl::Status MoeBlock(const Context& ctx, const ModelConfig& config, const Layer
   const int64_t T = h.dim(0);
   const int64_t E = config.num_experts;
   const int64_t K = config.num_experts_per_tok;
-  Tensor logits = F32(ctx, {T, E});  // [T, E], fp32 router
-  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.router, logits));
+  Tensor logits = F32(ctx, {T, E});  // [T, E], fp32 router on the f32 (widened) stream
+  TANDEM_ASSIGN_OR_RETURN(Tensor h32, AsF32(ctx, h));
+  TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h32, w.router, logits));
 
   kernels::MoeRouteParams rp;
   rp.num_experts = E;

@@ -17,6 +17,7 @@
 #include "kernels/softmax_attention/softmax_attention.h"
 #include "model/activations.h"
 #include "model/config.h"
+#include "model/device_ops.h"
 #include "model/hybrid_model.h"
 #include "model/weights.h"
 
@@ -37,11 +38,12 @@ struct ResidualStream {
   Tensor rstd;   // [T]
   bool delta_pending = false;
 
-  // Buffers on ctx's device (x, delta, h [T, Dm] f32, rstd [T] f32).
+  // Buffers on ctx's device: x, delta [T, Dm] and rstd [T] f32; h [T, Dm] in GemmInputDType (it
+  // only enters GEMMs; the router widens it back to f32).
   static ResidualStream Allocate(const Context& ctx, int64_t T, int64_t Dm) {
     const Device dev = ctx.device();
     return {Tensor::Empty({T, Dm}, DType::kF32, dev), Tensor::Empty({T, Dm}, DType::kF32, dev),
-            Tensor::Empty({T, Dm}, DType::kF32, dev), Tensor::Empty({T}, DType::kF32, dev)};
+            Tensor::Empty({T, Dm}, GemmInputDType(ctx), dev), Tensor::Empty({T}, DType::kF32, dev)};
   }
   absl::Status Norm(const Context& ctx, const Tensor& w, float eps) {
     if (!delta_pending) return kernels::RmsNormFwd(ctx, x, w, eps, h, rstd);

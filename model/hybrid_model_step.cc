@@ -182,7 +182,7 @@ absl::Status SoftmaxStep(const Context& ctx, const ModelConfig& config, const La
   const int64_t kv_width = config.num_key_value_heads * D;
   TANDEM_RETURN_IF_ERROR(CopyRows(ctx, qkv.k, Iota(0, T), layer.k, L.kv_row, kv_width));
   TANDEM_RETURN_IF_ERROR(CopyRows(ctx, qkv.v, Iota(0, T), layer.v, L.kv_row, kv_width));
-  Tensor o = F32(ctx, {T, H, D});  // [T, H, D]
+  Tensor o = Buffer(ctx, {T, H, D}, internal::GemmInputDType(ctx));  // [T, H, D]
   TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionDecode(ctx, SoftmaxParams(config), qkv.q, layer.k,
                                                          layer.v, L.block_tables, L.seq_lens, o));
   return SoftmaxAttentionOutput(ctx, config, w, o, out);
