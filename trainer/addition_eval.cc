@@ -117,7 +117,7 @@ absl::StatusOr<std::vector<PromptResponse>> HeldOutAdditionProblems(
 }
 
 absl::StatusOr<ExactMatch> AdditionExactMatch(const Context& ctx, const model::HybridModel& model,
-                                              const CharTokenizer& tokenizer,
+                                              const model::Tokenizer& tokenizer,
                                               std::span<const PromptResponse> problems) {
   std::vector<std::vector<int32_t>> prompts, answers;
   std::vector<int64_t> max_new;

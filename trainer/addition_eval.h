@@ -11,8 +11,8 @@
 #include "absl/status/statusor.h"
 #include "kernels/core/context.h"
 #include "model/hybrid_model.h"
+#include "model/tokenizer.h"
 #include "trainer/addition_task.h"
-#include "trainer/char_tokenizer.h"
 
 namespace tandem::trainer {
 
@@ -41,7 +41,7 @@ struct ExactMatch {
 // Greedy-decodes BOS + prompt and counts the problems whose output is exactly the response's
 // tokens followed by EOS (at most that many tokens are generated).
 absl::StatusOr<ExactMatch> AdditionExactMatch(const Context& ctx, const model::HybridModel& model,
-                                              const CharTokenizer& tokenizer,
+                                              const model::Tokenizer& tokenizer,
                                               std::span<const PromptResponse> problems);
 
 }  // namespace tandem::trainer

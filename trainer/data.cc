@@ -25,7 +25,7 @@ absl::StatusOr<std::string> StringField(const nlohmann::json& row, const std::st
 
 absl::StatusOr<std::vector<int32_t>> EncodeField(const nlohmann::json& row,
                                                  const std::string& where, const char* field,
-                                                 const Tokenizer* tokenizer) {
+                                                 const model::Tokenizer* tokenizer) {
   TANDEM_ASSIGN_OR_RETURN(std::string text, StringField(row, where, field));
   if (tokenizer == nullptr) return FieldError(where, field, "text rows need a tokenizer");
   auto ids = tokenizer->Encode(text);
@@ -76,8 +76,18 @@ void Append(Example& ex, const std::vector<int32_t>& ids, uint8_t mask) {
 
 }  // namespace
 
+absl::StatusOr<model::CharTokenizer> MakeCharTokenizer(const std::string& alphabet) {
+  std::string chars = alphabet;
+  if (chars.empty()) {
+    for (char c = 0x20; c <= 0x7E; ++c) chars.push_back(c);
+  }
+  return model::CharTokenizer::Create(chars,
+                                      {{"<pad>", 0}, {"<eos>", 1}, {"<bos>", 2}, {"<unk>", 3}});
+}
+
 absl::StatusOr<Example> ParseExample(const nlohmann::json& row, const std::string& where,
-                                     const Tokenizer* tokenizer, const JsonlOptions& options) {
+                                     const model::Tokenizer* tokenizer,
+                                     const JsonlOptions& options) {
   if (!row.is_object()) return absl::InvalidArgumentError(where + ": expected a JSON object");
   if (row.contains("input_ids")) return ParseIds(row, where, options);
   Example ex;
@@ -103,7 +113,8 @@ absl::StatusOr<Example> ParseExample(const nlohmann::json& row, const std::strin
   return ex;
 }
 
-absl::StatusOr<std::vector<Example>> ReadJsonl(const std::string& path, const Tokenizer* tokenizer,
+absl::StatusOr<std::vector<Example>> ReadJsonl(const std::string& path,
+                                               const model::Tokenizer* tokenizer,
                                                const JsonlOptions& options) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));

@@ -10,10 +10,17 @@
 
 #include "absl/status/statusor.h"
 #include "model/hybrid_model.h"
+#include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "trainer/char_tokenizer.h"
 
 namespace tandem::trainer {
+
+// The trainer's character tokenizer: model::CharTokenizer ("tandem_char", model/tokenizer.h) with
+// the specials 0 <pad>, 1 <eos>, 2 <bos>, 3 <unk>, then id 4 + i for alphabet[i]. "" = printable
+// ASCII 0x20..0x7E (95 characters, vocab 99); a smaller alphabet (e.g. "0123456789+=") fits tiny
+// models (vocab 16). The special ids match configs/models/tiny-* (pad_token_id 0, eos_token_id 1).
+// REQUIRES (else InvalidArgument naming the byte): distinct printable-ASCII, \t or \n bytes.
+absl::StatusOr<model::CharTokenizer> MakeCharTokenizer(const std::string& alphabet);
 
 // One training sequence. loss_mask[t] = 1 when token t is a target (its log-prob is trained).
 struct Example {
@@ -33,11 +40,13 @@ struct JsonlOptions {
 //   {"input_ids": [int], "loss_mask": [0|1]?}      as given; no mask = every token a target
 // Text rows need `tokenizer` (may be null for input_ids-only files). Any bad line is
 // InvalidArgument "<path>:<line>: field '<name>': <what was expected>".
-absl::StatusOr<std::vector<Example>> ReadJsonl(const std::string& path, const Tokenizer* tokenizer,
+absl::StatusOr<std::vector<Example>> ReadJsonl(const std::string& path,
+                                               const model::Tokenizer* tokenizer,
                                                const JsonlOptions& options = {});
 // The same for one parsed row; `where` prefixes errors (e.g. "file.jsonl:12").
 absl::StatusOr<Example> ParseExample(const nlohmann::json& row, const std::string& where,
-                                     const Tokenizer* tokenizer, const JsonlOptions& options);
+                                     const model::Tokenizer* tokenizer,
+                                     const JsonlOptions& options);
 
 // A packed micro-batch in the model's layout (model::ForwardInput). For sequence b spanning
 // [cu_seqlens[b], cu_seqlens[b+1]): targets[t] = tokens[t+1] where loss_mask of t+1 is set, else

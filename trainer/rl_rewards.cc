@@ -48,7 +48,7 @@ absl::StatusOr<rewards::RewardFunction*> RlRewarder::For(const std::string& data
 
 absl::StatusOr<std::vector<ScoredResponse>> RlRewarder::Score(
     std::span<const RlPrompt* const> rows, const std::vector<std::vector<int32_t>>& responses,
-    const Tokenizer& tokenizer) {
+    const model::Tokenizer& tokenizer) {
   // Group the samples by reward function so each function scores one batch.
   std::map<rewards::RewardFunction*, std::vector<size_t>> by_function;
   for (size_t i = 0; i < rows.size(); ++i) {

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/tokenizer.h"
 #include "rewards/reward.h"
-#include "trainer/char_tokenizer.h"
 #include "trainer/rl_config.h"
 #include "trainer/rl_data.h"
 
@@ -35,7 +35,7 @@ class RlRewarder {
   // Fails only for a configuration error (unknown reward, bad options).
   absl::StatusOr<std::vector<ScoredResponse>> Score(
       std::span<const RlPrompt* const> rows, const std::vector<std::vector<int32_t>>& responses,
-      const Tokenizer& tokenizer);
+      const model::Tokenizer& tokenizer);
 
  private:
   RlRewarder(RlRunConfig::Reward config, bool reverse_digits)

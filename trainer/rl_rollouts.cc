@@ -17,7 +17,7 @@ constexpr int64_t kMaxReissues = 8;
 }  // namespace
 
 RlRolloutDriver::RlRolloutDriver(RolloutPool& pool, const RlRunConfig& config,
-                                 const Tokenizer& tokenizer, std::span<const RlPrompt> rows,
+                                 const model::Tokenizer& tokenizer, std::span<const RlPrompt> rows,
                                  int64_t max_staleness)
     : pool_(pool),
       config_(config),

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "trainer/char_tokenizer.h"
+#include "model/tokenizer.h"
 #include "trainer/rl_config.h"
 #include "trainer/rl_data.h"
 #include "trainer/rl_step.h"
@@ -32,7 +32,7 @@ class RlRolloutDriver {
  public:
   // `rows` (the training set) must outlive the driver. max_staleness: the largest accepted
   // trainer version − token version (0 in sync mode).
-  RlRolloutDriver(RolloutPool& pool, const RlRunConfig& config, const Tokenizer& tokenizer,
+  RlRolloutDriver(RolloutPool& pool, const RlRunConfig& config, const model::Tokenizer& tokenizer,
                   std::span<const RlPrompt> rows, int64_t max_staleness);
 
   // Submits one request per row, ids "s<step>-g<j>", seeds from (trainer.seed, step, j).
@@ -60,7 +60,7 @@ class RlRolloutDriver {
 
   RolloutPool& pool_;
   const RlRunConfig& config_;
-  const Tokenizer& tokenizer_;
+  const model::Tokenizer& tokenizer_;
   std::span<const RlPrompt> rows_;
   int64_t max_staleness_;
   std::map<int64_t, StepRequests> steps_;

@@ -54,13 +54,9 @@ absl::Status SetUpTrainer(TrainerState& state, Collective* collective, int64_t n
   const int64_t threads =
       num_threads > 0 ? num_threads : std::max(1u, std::thread::hardware_concurrency());
   state.ctx.emplace(Context::Cpu(static_cast<int>(threads)));
-  if (tokenizer.alphabet.empty()) {
-    state.tokenizer.emplace();
-  } else {
-    absl::StatusOr<CharTokenizer> tok = CharTokenizer::FromAlphabet(tokenizer.alphabet);
-    TANDEM_RETURN_IF_ERROR(WithField("tokenizer.alphabet", tok.status()));
-    state.tokenizer.emplace(*std::move(tok));
-  }
+  absl::StatusOr<model::CharTokenizer> tok = MakeCharTokenizer(tokenizer.alphabet);
+  TANDEM_RETURN_IF_ERROR(WithField("tokenizer.alphabet", tok.status()));
+  state.tokenizer.emplace(*std::move(tok));
   TANDEM_RETURN_IF_ERROR(BuildModel(state, model));
   state.checkpoint_root = checkpoint.dir.empty()
                               ? (std::filesystem::path(output_dir) / "checkpoints").string()

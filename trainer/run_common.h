@@ -12,8 +12,8 @@
 #include "absl/status/statusor.h"
 #include "kernels/core/context.h"
 #include "model/hybrid_model.h"
+#include "model/tokenizer.h"
 #include "model/weights.h"
-#include "trainer/char_tokenizer.h"
 #include "trainer/checkpoint.h"
 #include "trainer/collectives.h"
 #include "trainer/data.h"
@@ -26,7 +26,7 @@ struct TrainerState {
   std::unique_ptr<Collective> owned_collective;  // the local one when none was given
   Collective* collective = nullptr;
   std::optional<Context> ctx;
-  std::optional<CharTokenizer> tokenizer;
+  std::optional<model::CharTokenizer> tokenizer;  // tokenizer.alphabet (MakeCharTokenizer)
   std::optional<model::HybridModel> model;
   std::optional<AdamW> optimizer;
   model::ModelWeights grads;  // scratch, the model's shapes

@@ -10,7 +10,6 @@
 
 #include "gtest/gtest.h"
 #include "trainer/addition_task.h"
-#include "trainer/char_tokenizer.h"
 
 namespace tandem::trainer {
 namespace {
@@ -22,13 +21,17 @@ std::string TempFile(const std::string& name, const std::string& content) {
 }
 
 TEST(CharTokenizerTest, RoundTripAndErrors) {
-  CharTokenizer tok;
+  model::CharTokenizer tok = *MakeCharTokenizer("");
   EXPECT_EQ(tok.vocab_size(), 99);
+  EXPECT_EQ(tok.pad_id(), 0);
+  EXPECT_EQ(tok.eos_id(), 1);
+  EXPECT_EQ(tok.bos_id(), 2);
+  EXPECT_EQ(tok.SpecialId("<unk>"), 3);
   auto ids = tok.Encode("Hi 7+8=15~");
   ASSERT_TRUE(ids.ok());
-  EXPECT_EQ((*ids)[0], CharTokenizer::kFirstChar + ('H' - 0x20));
+  EXPECT_EQ((*ids)[0], 4 + ('H' - 0x20));  // the first character is id 4
   EXPECT_EQ(*tok.Decode(*ids), "Hi 7+8=15~");
-  std::vector<int32_t> with_specials = {CharTokenizer::kBos, (*ids)[0], CharTokenizer::kEos};
+  std::vector<int32_t> with_specials = {tok.bos_id(), (*ids)[0], tok.eos_id()};
   EXPECT_EQ(*tok.Decode(with_specials), "H");
   auto bad = tok.Encode("tab\there");
   ASSERT_FALSE(bad.ok());
@@ -36,17 +39,17 @@ TEST(CharTokenizerTest, RoundTripAndErrors) {
   EXPECT_FALSE(tok.Decode({99}).ok());
   EXPECT_FALSE(tok.Decode({-1}).ok());
 
-  auto small = CharTokenizer::FromAlphabet(kAdditionAlphabet);
+  auto small = MakeCharTokenizer(kAdditionAlphabet);
   ASSERT_TRUE(small.ok());
   EXPECT_EQ(small->vocab_size(), 16);
   EXPECT_EQ(*small->Encode("10+2="), (std::vector<int32_t>{5, 4, 14, 6, 15}));
   EXPECT_FALSE(small->Encode("1-2").ok());
-  EXPECT_FALSE(CharTokenizer::FromAlphabet("aba").ok());
-  EXPECT_FALSE(CharTokenizer::FromAlphabet("").ok());
+  EXPECT_FALSE(MakeCharTokenizer("aba").ok());
+  EXPECT_FALSE(MakeCharTokenizer("a\x01").ok());
 }
 
 TEST(JsonlTest, EveryRowForm) {
-  CharTokenizer tok = *CharTokenizer::FromAlphabet("abc+=");
+  model::CharTokenizer tok = *MakeCharTokenizer("abc+=");
   const std::string path = TempFile("rows.jsonl",
                                     "{\"text\": \"ab\"}\n"
                                     "\n"
@@ -65,7 +68,7 @@ TEST(JsonlTest, EveryRowForm) {
 }
 
 TEST(JsonlTest, BadLinesNameFileLineAndField) {
-  CharTokenizer tok;
+  model::CharTokenizer tok = *MakeCharTokenizer("");
   struct Case {
     std::string line, expect;
   } cases[] = {
@@ -179,7 +182,7 @@ TEST(AdditionTaskTest, CorrectDeterministicAndPrefixStable) {
   // Written rows read back through the JSONL reader with the task's alphabet.
   const std::string path = TempFile("add.jsonl", "");
   ASSERT_TRUE(WriteJsonl(path, *prefix).ok());
-  CharTokenizer tok = *CharTokenizer::FromAlphabet(kAdditionAlphabet);
+  model::CharTokenizer tok = *MakeCharTokenizer(kAdditionAlphabet);
   auto ex = ReadJsonl(path, &tok);
   ASSERT_TRUE(ex.ok()) << ex.status();
   ASSERT_EQ(ex->size(), 50u);
