@@ -8,6 +8,23 @@
 namespace tandem::trainer {
 namespace {
 
+void AddRolloutFields(RlRunConfig::Rollout& r, std::vector<ConfigField>& fields) {
+  fields.insert(fields.end(), {
+                                  {"rollout.backend", &r.backend},
+                                  {"rollout.workers", &r.workers},
+                                  {"rollout.addresses", &r.addresses},
+                                  {"rollout.mode", &r.mode},
+                                  {"rollout.max_staleness", &r.max_staleness},
+                                  {"rollout.threads_per_worker", &r.threads_per_worker},
+                                  {"rollout.memory_mb", &r.memory_mb},
+                                  {"rollout.max_sequences", &r.max_sequences},
+                                  {"rollout.max_step_tokens", &r.max_step_tokens},
+                                  {"rollout.request_timeout_s", &r.request_timeout_s},
+                                  {"rollout.max_attempts", &r.max_attempts},
+                                  {"rollout.server_binary", &r.server_binary},
+                              });
+}
+
 std::vector<ConfigField> Fields(RlRunConfig& c) {
   std::vector<ConfigField> fields;
   AddFields(c.model, fields);
@@ -37,19 +54,8 @@ std::vector<ConfigField> Fields(RlRunConfig& c) {
                     {"grpo.max_tokens_per_micro_batch", &c.grpo.max_tokens_per_micro_batch},
                     {"reward.function", &c.reward.function},
                     {"reward.options", &c.reward.options},
-                    {"rollout.backend", &c.rollout.backend},
-                    {"rollout.workers", &c.rollout.workers},
-                    {"rollout.addresses", &c.rollout.addresses},
-                    {"rollout.mode", &c.rollout.mode},
-                    {"rollout.max_staleness", &c.rollout.max_staleness},
-                    {"rollout.threads_per_worker", &c.rollout.threads_per_worker},
-                    {"rollout.memory_mb", &c.rollout.memory_mb},
-                    {"rollout.max_sequences", &c.rollout.max_sequences},
-                    {"rollout.max_step_tokens", &c.rollout.max_step_tokens},
-                    {"rollout.request_timeout_s", &c.rollout.request_timeout_s},
-                    {"rollout.max_attempts", &c.rollout.max_attempts},
-                    {"rollout.server_binary", &c.rollout.server_binary},
                 });
+  AddRolloutFields(c.rollout, fields);
   AddFields(c.optim, fields);
   fields.insert(fields.end(),
                 {
