@@ -207,6 +207,13 @@ void RunContext(const Options& o, const Context& ctx, const model::HybridModel& 
   const int64_t num_blocks = B * per_seq;
   const int64_t bytes = num_blocks * model::InferenceCache::BytesPerBlock(config, Device::kCUDA) +
                         B * model::InferenceCache::BytesPerSlot(config);
+  // Tensors free into the device's memory pool, which keeps the memory: hand it back to the
+  // driver first so the free figure counts it.
+  cudaDeviceSynchronize();
+  cudaMemPool_t pool = nullptr;
+  if (cudaDeviceGetDefaultMemPool(&pool, ctx.cuda_device()) == cudaSuccess) {
+    cudaMemPoolTrimTo(pool, 0);
+  }
   size_t free_bytes = 0, total_bytes = 0;
   cudaMemGetInfo(&free_bytes, &total_bytes);
   const int64_t reserve = int64_t{8} << 30;  // activations of a 4096-token step, workspaces

@@ -8,11 +8,31 @@
 
 #ifdef TANDEM_HAVE_CUDA
 #include <cuda_runtime.h>
+
+#include <cstdint>
+#include <mutex>
+#include <set>
 #endif
 
 namespace tandem {
 namespace {
 constexpr size_t kCpuAlignment = 64;
+
+#ifdef TANDEM_HAVE_CUDA
+// Sets the current device's default memory pool to keep what is freed (once per device).
+void KeepFreedCudaMemory() {
+  static std::mutex mu;
+  static std::set<int> done;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!done.insert(device).second) return;
+  cudaMemPool_t pool = nullptr;
+  if (cudaDeviceGetDefaultMemPool(&pool, device) != cudaSuccess) return;
+  uint64_t keep_all = UINT64_MAX;
+  cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all);
+}
+#endif
 
 std::shared_ptr<void> Allocate(size_t nbytes, Device device) {
   size_t padded = (nbytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
@@ -23,9 +43,14 @@ std::shared_ptr<void> Allocate(size_t nbytes, Device device) {
     return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
   }
 #ifdef TANDEM_HAVE_CUDA
+  // Stream-ordered on the legacy default stream, which orders itself with every blocking stream:
+  // cudaFree would synchronise the whole device on every temporary a kernel call drops, and the
+  // model drops hundreds per step. The pool keeps freed memory for reuse instead of returning it
+  // to the driver at each synchronisation.
+  KeepFreedCudaMemory();
   void* p = nullptr;
-  if (cudaMalloc(&p, padded) != cudaSuccess) throw std::bad_alloc();
-  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+  if (cudaMallocAsync(&p, padded, /*stream=*/nullptr) != cudaSuccess) throw std::bad_alloc();
+  return std::shared_ptr<void>(p, [](void* q) { cudaFreeAsync(q, /*stream=*/nullptr); });
 #else
   throw std::runtime_error("Tensor: CUDA memory requested but Tandem was built without CUDA");
 #endif
