@@ -1,15 +1,15 @@
 // CUDA chunked linear attention: argument checks, the chunk list, the decay-power tables, and
-// dispatch. bf16 q, k, v run the tensor-core kernels (linear_fwd_scan.cuh, linear_fwd_output.cuh,
-// linear_fwd_decode.cuh), f32 inputs the CUDA-core kernels (linear_attention_f32.cuh); forward and
-// decode of one input dtype share their device pieces, so chunked prefill followed by decode
-// returns the one-pass forward's bits. No reduction is split across threads, so the packing, the
-// batch and the launch shape never change a bit.
+// dispatch. bf16 q, k, v run the tensor-core forward in two launches — the state scan
+// (linear_fwd_scan.cuh) writing bf16 chunk-start states to per-context scratch, then the output
+// kernel (linear_fwd_output.cuh) — and decode (linear_fwd_decode.cuh); f32 inputs run the CUDA-core
+// kernels (linear_attention_f32.cuh). Forward and decode of one input dtype share their device
+// pieces, so chunked prefill followed by decode returns the one-pass forward's bits. No reduction
+// is split across threads, so the packing, the batch and the launch shape never change a bit.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -23,7 +23,6 @@
 #include "kernels/linear_attention/linear_attention_cuda.h"
 #include "kernels/linear_attention/linear_attention_f32.cuh"
 #include "kernels/linear_attention/linear_fwd_decode.cuh"
-#include "kernels/linear_attention/linear_fwd_fused.cuh"
 #include "kernels/linear_attention/linear_fwd_output.cuh"
 #include "kernels/linear_attention/linear_fwd_scan.cuh"
 #include "kernels/linear_attention/linear_fwd_timing.cuh"
@@ -220,13 +219,6 @@ absl::StatusOr<ScratchView> PrepareScratch(const Context& ctx, const std::vector
                      base + list_bytes};
 }
 
-// TANDEM_LINEAR_FWD=two_phase selects the two-launch bf16 forward (scan writing bf16 chunk-start
-// states, then the output kernel) instead of the fused one; both give the same bits.
-bool TwoPhaseForward() {
-  const char* v = std::getenv("TANDEM_LINEAR_FWD");
-  return v != nullptr && std::strcmp(v, "two_phase") == 0;
-}
-
 // A decay-power table uploaded for this call only, freed stream-ordered.
 struct OwnedPowers {
   cudaStream_t stream;
@@ -242,10 +234,9 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
                        const Tensor& initial_state, Tensor& o, Tensor& chunk_states,
                        Tensor& boundary_state) {
   const int64_t h = p.num_heads, d = p.head_dim, nc = items.size();
-  const bool two_phase = TwoPhaseForward();
-  TANDEM_ASSIGN_OR_RETURN(
-      const ScratchView view,
-      PrepareScratch(ctx, items, seq_chunk, two_phase ? nc * h * d * d * sizeof(bf16) : 0));
+  // Work space: the bf16 chunk-start states the scan writes and the output kernel reads.
+  TANDEM_ASSIGN_OR_RETURN(const ScratchView view,
+                          PrepareScratch(ctx, items, seq_chunk, nc * h * d * d * sizeof(bf16)));
   linear::TcFwdArgs a{static_cast<int>(h), p.scale,       Bf16Data(q), Bf16Data(k),
                       Bf16Data(v),         ToFloatPtr(o), pow};
   a.items = view.items;
@@ -253,15 +244,11 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
   a.init = initial_state.defined() ? initial_state.data<float>() : nullptr;
   a.boundary = boundary_state.defined() ? boundary_state.data<float>() : nullptr;
   a.states = chunk_states.defined() ? chunk_states.data<float>() : nullptr;
-  a.sb = two_phase ? static_cast<bf16*>(view.work) : nullptr;
+  a.sb = static_cast<bf16*>(view.work);
   const int batch = static_cast<int>(seq_chunk.size()) - 1;
   const cudaStream_t stream = StreamOf(ctx);
   TANDEM_CUDA_RETURN_IF_ERROR(ForHeadDim(d, [&](auto dim) {
-    constexpr int kD = decltype(dim)::value;
-    if (two_phase) {
-      return linear::LaunchForwardTc<kD>(stream, a, batch, static_cast<int>(nc));
-    }
-    return linear::LaunchFusedTc<kD>(stream, a, batch);
+    return linear::LaunchForwardTc<decltype(dim)::value>(stream, a, batch, static_cast<int>(nc));
   }));
   return absl::OkStatus();
 }

@@ -2,7 +2,7 @@
 // of linear_attention.h (same shapes and contract rule 3), with fp32 state.
 //
 // bf16 q, k, v run on tensor cores (mma.sync m16n8k16, fp32 accumulate) in two launches: (1) the
-// scan, per (sequence, head, 32x64 state tile), walks the chunks in order — each chunk's boundary
+// scan, per (sequence, head, 32x32 state tile), walks the chunks in order — each chunk's boundary
 // sum Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j by mma, then S ← λ^C·S + sum in fp32 — and writes every
 // chunk-start state as bf16 to scratch (and in fp32 to chunk_states when asked); (2) the output
 // kernel, per (chunk, head), o = s·(λ^{i+1}·q·bf16(S) + Σ_j bf16(λ^{i−j} q·k_j)·v_j) from that

@@ -36,7 +36,7 @@ struct TcLayout {
 
 // Shared memory of one (chunk, head) for OutputTile: q, k [kC, kLdr]; v [kC, ldv]; s [kD, lds] =
 // bf16(S) row-major; p [kC, kLdp]; pw [kC + 1] the decay powers. Carve lays out full-width v and
-// s (ldv = lds = kLdr); the fused forward points v and s at column slices with narrower strides.
+// s (ldv = lds = kLdr), which the output kernel and decode use.
 template <int kD>
 struct TcSmem {
   using L = TcLayout<kD>;
