@@ -341,22 +341,39 @@ absl::StatusOr<Tensor> MmaOperand(const Context& ctx, const Tensor& t) {
 
 }  // namespace
 
+bool SoftmaxAttentionBwdWgmmaAvailable(int64_t head_dim) {
+  return head_dim == 128 && SoftmaxAttentionUsesWgmma(head_dim);
+}
+
 bool SoftmaxAttentionBwdUsesWgmma(int64_t head_dim) {
   static const bool on = [] {
     const char* env = std::getenv("TANDEM_ATTENTION_BWD_WGMMA");
-    return env == nullptr || std::strcmp(env, "0") != 0;
+    return env != nullptr && std::strcmp(env, "1") == 0;
   }();
-  return head_dim == 128 && on && SoftmaxAttentionUsesWgmma(head_dim);
+  return on && SoftmaxAttentionBwdWgmmaAvailable(head_dim);
 }
 
 absl::Status SoftmaxAttentionBwd(const Context& ctx, const SoftmaxAttentionParams& p,
                                  const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, const Tensor& o, const Tensor& lse,
                                  const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv) {
+  return SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel::kDefault, ctx, p, q, k, v,
+                                       cu_seqlens, o, lse, d_o, dq, dk, dv);
+}
+
+absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, const Context& ctx,
+                                           const SoftmaxAttentionParams& p, const Tensor& q,
+                                           const Tensor& k, const Tensor& v,
+                                           const Tensor& cu_seqlens, const Tensor& o,
+                                           const Tensor& lse, const Tensor& d_o, Tensor& dq,
+                                           Tensor& dk, Tensor& dv) {
   TANDEM_RETURN_IF_ERROR(internal::CheckParams(p));
   const int64_t H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   TANDEM_CHECK_ARG(SoftmaxAttentionBwdHeadDimSupported(D),
                    "p.head_dim: the CUDA backward takes 32, 64 or 128, got ", D);
+  TANDEM_CHECK_ARG(
+      kernel != SoftmaxAttentionBwdKernel::kWgmma || SoftmaxAttentionBwdWgmmaAvailable(D),
+      "kernel: the wgmma backward needs head_dim 128 on an sm_90a build and device, got ", D);
   TANDEM_RETURN_IF_ERROR(ExpectFloat(q, "q", {-1, H, D}));
   const int64_t T = q.dim(0);
   TANDEM_RETURN_IF_ERROR(ExpectFloat(k, "k", {T, Hkv, D}));
@@ -375,7 +392,9 @@ absl::Status SoftmaxAttentionBwd(const Context& ctx, const SoftmaxAttentionParam
   TANDEM_ASSIGN_OR_RETURN(Tensor k16, MmaOperand(ctx, k));
   TANDEM_ASSIGN_OR_RETURN(Tensor v16, MmaOperand(ctx, v));
   TANDEM_ASSIGN_OR_RETURN(Tensor do16, MmaOperand(ctx, d_o));
-  const bool wgmma = SoftmaxAttentionBwdUsesWgmma(D);
+  const bool wgmma =
+      kernel == SoftmaxAttentionBwdKernel::kWgmma ||
+      (kernel == SoftmaxAttentionBwdKernel::kDefault && SoftmaxAttentionBwdUsesWgmma(D));
   const std::vector<WorkItem> items =
       wgmma ? std::vector<WorkItem>{} : MakeItems(cu, static_cast<int>(H), static_cast<int>(Hkv));
   const cudaStream_t stream = StreamOf(ctx);

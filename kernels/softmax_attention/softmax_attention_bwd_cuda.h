@@ -22,12 +22,17 @@ inline bool SoftmaxAttentionBwdHeadDimSupported(int64_t d) {
   return d == 32 || d == 64 || d == 128;
 }
 
-// True when the backward at this head dim runs the sm_90a wgmma kernel (FlashAttention-3 style,
-// D = 128 only): where SoftmaxAttentionUsesWgmma(head_dim) holds and TANDEM_ATTENTION_BWD_WGMMA is
-// not set to 0 in the environment (read once; the mma.sync kernel then runs, for comparisons).
-// Its sums are as deterministic (dq: key tiles of 128 ascending; dk, dv: the group's heads
-// ascending, each a fixed wgmma chain) but ordered differently, so its bits differ from the
-// mma.sync kernel's.
+// The two backward kernels. kMmaSync: FlashAttention-2 style mma.sync (every supported head dim).
+// kWgmma: the sm_90a wgmma kernel (FlashAttention-3 style, D = 128 only, where
+// SoftmaxAttentionBwdWgmmaAvailable). Both are deterministic (dq: key tiles ascending; dk, dv:
+// the group's heads ascending), but their tile sizes and wgmma chains differ, so their bits do.
+enum class SoftmaxAttentionBwdKernel { kDefault, kMmaSync, kWgmma };
+
+// True when the wgmma backward can run here: head_dim 128 and SoftmaxAttentionUsesWgmma(128).
+bool SoftmaxAttentionBwdWgmmaAvailable(int64_t head_dim);
+
+// True when SoftmaxAttentionBwd (kDefault) runs the wgmma kernel at this head dim: it is available
+// and TANDEM_ATTENTION_BWD_WGMMA=1 is in the environment (read once). Otherwise mma.sync runs.
 bool SoftmaxAttentionBwdUsesWgmma(int64_t head_dim);
 
 // q [T, H, D], k, v [T, Hkv, D], o, d_o [T, H, D]: bf16 or f32 on the GPU (each its own dtype).
@@ -38,5 +43,14 @@ absl::Status SoftmaxAttentionBwd(const Context& ctx, const SoftmaxAttentionParam
                                  const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, const Tensor& o, const Tensor& lse,
                                  const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv);
+
+// The same with the kernel chosen by the caller (tests and benchmarks compare both): kWgmma where
+// it is not available is an InvalidArgument error.
+absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, const Context& ctx,
+                                           const SoftmaxAttentionParams& p, const Tensor& q,
+                                           const Tensor& k, const Tensor& v,
+                                           const Tensor& cu_seqlens, const Tensor& o,
+                                           const Tensor& lse, const Tensor& d_o, Tensor& dq,
+                                           Tensor& dk, Tensor& dv);
 
 }  // namespace tandem::kernels::cuda

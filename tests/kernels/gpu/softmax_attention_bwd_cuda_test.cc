@@ -3,7 +3,8 @@
 // head dims 128, 64, 32) within a per-element bound derived from the bf16 rounding of P and dS;
 // the contract's bitwise promises (two runs equal; a sequence alone equals its rows in a pack;
 // f32 operands equal their bf16 copies; bf16 gradients are the f32 ones rounded once); and
-// argument errors (checked without a GPU too).
+// argument errors (checked without a GPU too). Every check runs on both backward kernels (mma.sync,
+// and wgmma at D = 128 where the device has it), each chosen explicitly.
 #include "kernels/softmax_attention/softmax_attention_bwd_cuda.h"
 
 #include <algorithm>
@@ -81,16 +82,29 @@ Grads CpuBackward(const Problem& pr) {
           std::vector<float>(dv.data<float>(), dv.data<float>() + dv.numel())};
 }
 
-// GPU backward with q, k, v, d_o stored as `in` and the gradients as `out`; o and lse f32.
-Grads GpuBackward(const Problem& pr, DType in, DType out) {
+using Kernel = cuda::SoftmaxAttentionBwdKernel;
+
+const char* KernelName(Kernel k) { return k == Kernel::kWgmma ? "wgmma" : "mma.sync"; }
+
+// The kernels that can run this head dim here.
+std::vector<Kernel> KernelsFor(int64_t d) {
+  std::vector<Kernel> out = {Kernel::kMmaSync};
+  if (cuda::SoftmaxAttentionBwdWgmmaAvailable(d)) out.push_back(Kernel::kWgmma);
+  return out;
+}
+
+// GPU backward on `kernel` with q, k, v, d_o stored as `in` and the gradients as `out`; o and lse
+// f32.
+Grads GpuBackward(const Problem& pr, DType in, DType out, Kernel kernel) {
   const int64_t t = pr.t(), h = pr.p.num_heads, hkv = pr.p.num_kv_heads, d = pr.p.head_dim;
   Tensor dq = Tensor::Empty({t, h, d}, out, Device::kCUDA);
   Tensor dk = Tensor::Empty({t, hkv, d}, out, Device::kCUDA);
   Tensor dv = Tensor::Empty({t, hkv, d}, out, Device::kCUDA);
-  const absl::Status s = cuda::SoftmaxAttentionBwd(
-      GpuTestContext(), pr.p, ToDevice(pr.q, {t, h, d}, in), ToDevice(pr.k, {t, hkv, d}, in),
-      ToDevice(pr.v, {t, hkv, d}, in), HostI32(pr.cu), ToDevice(pr.o, {t, h, d}),
-      ToDevice(pr.lse, {t, h}), ToDevice(pr.d_o, {t, h, d}, in), dq, dk, dv);
+  const absl::Status s = cuda::SoftmaxAttentionBwdWithKernel(
+      kernel, GpuTestContext(), pr.p, ToDevice(pr.q, {t, h, d}, in),
+      ToDevice(pr.k, {t, hkv, d}, in), ToDevice(pr.v, {t, hkv, d}, in), HostI32(pr.cu),
+      ToDevice(pr.o, {t, h, d}), ToDevice(pr.lse, {t, h}), ToDevice(pr.d_o, {t, h, d}, in), dq, dk,
+      dv);
   EXPECT_TRUE(s.ok()) << s;
   if (!s.ok()) return {};
   return {ToHostFloats(dq), ToHostFloats(dk), ToHostFloats(dv)};
@@ -185,37 +199,57 @@ TEST(SoftmaxAttentionBwdCudaTest, MatchesCpu) {
     const int64_t t = pr.t(), h = pr.p.num_heads, hkv = pr.p.num_kv_heads, d = pr.p.head_dim;
     SCOPED_TRACE(::testing::Message() << "T=" << t << " H=" << h << " Hkv=" << hkv << " D=" << d);
     const Grads want = CpuBackward(pr), bound = Bounds(pr);
-    const Grads got = GpuBackward(pr, DType::kBF16, DType::kF32);
-    EXPECT_TRUE(Close(got.dq, want.dq, bound.dq, {t, h, d})) << "dq";
-    EXPECT_TRUE(Close(got.dk, want.dk, bound.dk, {t, hkv, d})) << "dk";
-    EXPECT_TRUE(Close(got.dv, want.dv, bound.dv, {t, hkv, d})) << "dv";
-    // f32 operands are rounded to bf16 (exactly, here) before the mmas: the same bits.
-    const Grads f32_in = GpuBackward(pr, DType::kF32, DType::kF32);
-    EXPECT_TRUE(BitwiseEqual(f32_in.dq, got.dq)) << "dq, f32 operands";
-    EXPECT_TRUE(BitwiseEqual(f32_in.dk, got.dk)) << "dk, f32 operands";
-    EXPECT_TRUE(BitwiseEqual(f32_in.dv, got.dv)) << "dv, f32 operands";
-    // bf16 gradients: the f32 results rounded once.
-    const Grads bf16_out = GpuBackward(pr, DType::kBF16, DType::kBF16);
-    EXPECT_TRUE(BitwiseEqual(bf16_out.dq, RoundedToBf16(got.dq))) << "dq, bf16";
-    EXPECT_TRUE(BitwiseEqual(bf16_out.dk, RoundedToBf16(got.dk))) << "dk, bf16";
-    EXPECT_TRUE(BitwiseEqual(bf16_out.dv, RoundedToBf16(got.dv))) << "dv, bf16";
+    for (Kernel kernel : KernelsFor(d)) {
+      SCOPED_TRACE(KernelName(kernel));
+      const Grads got = GpuBackward(pr, DType::kBF16, DType::kF32, kernel);
+      EXPECT_TRUE(Close(got.dq, want.dq, bound.dq, {t, h, d})) << "dq";
+      EXPECT_TRUE(Close(got.dk, want.dk, bound.dk, {t, hkv, d})) << "dk";
+      EXPECT_TRUE(Close(got.dv, want.dv, bound.dv, {t, hkv, d})) << "dv";
+      // f32 operands are rounded to bf16 (exactly, here) before the mmas: the same bits.
+      const Grads f32_in = GpuBackward(pr, DType::kF32, DType::kF32, kernel);
+      EXPECT_TRUE(BitwiseEqual(f32_in.dq, got.dq)) << "dq, f32 operands";
+      EXPECT_TRUE(BitwiseEqual(f32_in.dk, got.dk)) << "dk, f32 operands";
+      EXPECT_TRUE(BitwiseEqual(f32_in.dv, got.dv)) << "dv, f32 operands";
+      // bf16 gradients: the f32 results rounded once.
+      const Grads bf16_out = GpuBackward(pr, DType::kBF16, DType::kBF16, kernel);
+      EXPECT_TRUE(BitwiseEqual(bf16_out.dq, RoundedToBf16(got.dq))) << "dq, bf16";
+      EXPECT_TRUE(BitwiseEqual(bf16_out.dk, RoundedToBf16(got.dk))) << "dk, bf16";
+      EXPECT_TRUE(BitwiseEqual(bf16_out.dv, RoundedToBf16(got.dv))) << "dv, bf16";
+    }
   }
 }
 
 TEST(SoftmaxAttentionBwdCudaTest, RunsAreBitwiseEqual) {
   TANDEM_SKIP_WITHOUT_GPU();
   const Problem pr = MakeProblem(8, 2, 128, {300, 1030, 5}, 4);
-  const Grads a = GpuBackward(pr, DType::kBF16, DType::kF32);
-  const Grads b = GpuBackward(pr, DType::kBF16, DType::kF32);
-  EXPECT_TRUE(BitwiseEqual(a.dq, b.dq)) << "dq";
-  EXPECT_TRUE(BitwiseEqual(a.dk, b.dk)) << "dk";
-  EXPECT_TRUE(BitwiseEqual(a.dv, b.dv)) << "dv";
+  for (Kernel kernel : KernelsFor(128)) {
+    SCOPED_TRACE(KernelName(kernel));
+    const Grads a = GpuBackward(pr, DType::kBF16, DType::kF32, kernel);
+    const Grads b = GpuBackward(pr, DType::kBF16, DType::kF32, kernel);
+    EXPECT_TRUE(BitwiseEqual(a.dq, b.dq)) << "dq";
+    EXPECT_TRUE(BitwiseEqual(a.dk, b.dk)) << "dk";
+    EXPECT_TRUE(BitwiseEqual(a.dv, b.dv)) << "dv";
+  }
+}
+
+// The default kernel is mma.sync unless TANDEM_ATTENTION_BWD_WGMMA=1: the public entry point gives
+// the bits of the kernel it claims to run.
+TEST(SoftmaxAttentionBwdCudaTest, DefaultIsTheClaimedKernel) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const Problem pr = MakeProblem(4, 1, 128, {200, 65}, 8);
+  const Kernel claimed =
+      cuda::SoftmaxAttentionBwdUsesWgmma(128) ? Kernel::kWgmma : Kernel::kMmaSync;
+  const Grads def = GpuBackward(pr, DType::kBF16, DType::kF32, Kernel::kDefault);
+  const Grads want = GpuBackward(pr, DType::kBF16, DType::kF32, claimed);
+  EXPECT_TRUE(BitwiseEqual(def.dq, want.dq)) << "dq";
+  EXPECT_TRUE(BitwiseEqual(def.dk, want.dk)) << "dk";
+  EXPECT_TRUE(BitwiseEqual(def.dv, want.dv)) << "dv";
 }
 
 // A sequence's gradients do not depend on what it is packed with (D = 64: the mma.sync kernel;
-// D = 128: the wgmma kernel on sm_90a, whose ordered running sums live in per-pack tile counters).
-void ExpectPackedEqualsAlone(const Problem& packed) {
-  const Grads pg = GpuBackward(packed, DType::kBF16, DType::kF32);
+// D = 128: both, the wgmma kernel's ordered running sums living in per-pack tile counters).
+void ExpectPackedEqualsAlone(const Problem& packed, Kernel kernel) {
+  const Grads pg = GpuBackward(packed, DType::kBF16, DType::kF32, kernel);
   const int64_t hd = packed.p.num_heads * packed.p.head_dim;
   const int64_t kvd = packed.p.num_kv_heads * packed.p.head_dim, h = packed.p.num_heads;
   for (size_t b = 0; b + 1 < packed.cu.size(); ++b) {
@@ -228,7 +262,7 @@ void ExpectPackedEqualsAlone(const Problem& packed) {
     alone.cu = {0, static_cast<int32_t>(r1 - r0)};
     alone.q = rows(packed.q, hd), alone.d_o = rows(packed.d_o, hd), alone.o = rows(packed.o, hd);
     alone.k = rows(packed.k, kvd), alone.v = rows(packed.v, kvd), alone.lse = rows(packed.lse, h);
-    const Grads ag = GpuBackward(alone, DType::kBF16, DType::kF32);
+    const Grads ag = GpuBackward(alone, DType::kBF16, DType::kF32, kernel);
     EXPECT_TRUE(BitwiseEqual(ag.dq, rows(pg.dq, hd))) << "dq";
     EXPECT_TRUE(BitwiseEqual(ag.dk, rows(pg.dk, kvd))) << "dk";
     EXPECT_TRUE(BitwiseEqual(ag.dv, rows(pg.dv, kvd))) << "dv";
@@ -237,14 +271,16 @@ void ExpectPackedEqualsAlone(const Problem& packed) {
 
 TEST(SoftmaxAttentionBwdCudaTest, PackedRowsEqualAloneBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
-  ::testing::Test::RecordProperty("wgmma_d128", cuda::SoftmaxAttentionBwdUsesWgmma(128) ? 1 : 0);
+  ::testing::Test::RecordProperty("wgmma_d128",
+                                  cuda::SoftmaxAttentionBwdWgmmaAvailable(128) ? 1 : 0);
   {
     SCOPED_TRACE("D=64");
-    ExpectPackedEqualsAlone(MakeProblem(8, 4, 64, {70, 1030, 1, 200}, 5));  // GQA 2
+    ExpectPackedEqualsAlone(MakeProblem(8, 4, 64, {70, 1030, 1, 200}, 5), Kernel::kMmaSync);
   }
-  {
-    SCOPED_TRACE("D=128");
-    ExpectPackedEqualsAlone(MakeProblem(8, 2, 128, {70, 1030, 1, 129, 256}, 6));  // GQA 4
+  const Problem d128 = MakeProblem(8, 2, 128, {70, 1030, 1, 129, 256}, 6);  // GQA 4
+  for (Kernel kernel : KernelsFor(128)) {
+    SCOPED_TRACE(::testing::Message() << "D=128 " << KernelName(kernel));
+    ExpectPackedEqualsAlone(d128, kernel);
   }
 }
 
@@ -271,6 +307,16 @@ TEST(SoftmaxAttentionBwdCudaTest, RejectsBadArguments) {
   EXPECT_NE(s.message().find("lse"), absl::string_view::npos) << s;
   s = call({4, 3, 64, 0.1f}, dev({5, 4}, DType::kF32), {0, 5});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  // The wgmma kernel takes D = 128 only, whatever the device.
+  Tensor dq = dev({5, 4, 64}, DType::kF32), dk = dev({5, 2, 64}, DType::kF32);
+  Tensor dv = dev({5, 2, 64}, DType::kF32);
+  s = cuda::SoftmaxAttentionBwdWithKernel(
+      Kernel::kWgmma, ctx, {4, 2, 64, 0.1f}, dev({5, 4, 64}, DType::kBF16),
+      dev({5, 2, 64}, DType::kBF16), dev({5, 2, 64}, DType::kBF16), HostI32({0, 5}),
+      dev({5, 4, 64}, DType::kBF16), dev({5, 4}, DType::kF32), dev({5, 4, 64}, DType::kBF16), dq,
+      dk, dv);
+  EXPECT_EQ(s.message(),
+            "kernel: the wgmma backward needs head_dim 128 on an sm_90a build and device, got 64");
 }
 
 }  // namespace
