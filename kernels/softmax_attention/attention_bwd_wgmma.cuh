@@ -30,7 +30,7 @@ inline constexpr int kWgStagesBwd = 3;
 
 struct WgArgs {
   BwdArgs base;
-  float* dq_acc;  // [T, H, D] f32 running dQ partials (dq itself when that is f32)
+  float* dq_acc;  // [H, q tiles of all sequences, 8192] f32 running dQ sums, fragment order
   float* dk_acc;  // [T, Hkv, D] f32 running dK partials (dk itself when f32)
   float* dv_acc;
   int* dq_count;  // [H, q tiles of all sequences]: key tiles added so far
@@ -47,13 +47,16 @@ struct WgItem {
 };
 
 // Shared memory (from a 1024-aligned base): K and V (two 64-key swizzled subtiles each), dSᵀ (two
-// 64-key subtiles), kWgStagesBwd stages of Q and dO, then lse2 and δ per stage.
+// 64-key subtiles), kWgStagesBwd stages of Q and dO, lse2 and δ per stage, then the previous
+// step's dQ partial (each thread's 8 float4 at c·256 + thread), added while the next step's score
+// wgmmas run.
 struct WgBwdSmem {
   static constexpr int kSub = 64 * 128 * 2;  // a 64-row × 128-dim swizzled bf16 tile
   static constexpr int kDsSub = 64 * 128;    // 64 keys × 64 queries bf16
   static constexpr int kStreamOff = 4 * kSub + 2 * kDsSub;
   static constexpr int kVecOff = kStreamOff + kWgStagesBwd * 2 * kSub;
-  static constexpr size_t kBytes = 1024 + kVecOff + kWgStagesBwd * 2 * kWgQRows * 4;
+  static constexpr int kDqOff = kVecOff + kWgStagesBwd * 2 * kWgQRows * 4;
+  static constexpr size_t kBytes = 1024 + kDqOff + kWgQRows * 128 * 4;
   static __device__ unsigned char* K(unsigned char* b, int w) { return b + w * kSub; }
   static __device__ unsigned char* V(unsigned char* b, int w) { return b + (2 + w) * kSub; }
   static __device__ unsigned char* Ds(unsigned char* b, int w) { return b + 4 * kSub + w * kDsSub; }
@@ -67,7 +70,12 @@ struct WgBwdSmem {
     return reinterpret_cast<float*>(b + kVecOff) + 2 * s * kWgQRows;
   }
   static __device__ float* Delta(unsigned char* b, int s) { return Lse(b, s) + kWgQRows; }
+  static __device__ float4* DqStage(unsigned char* b) {
+    return reinterpret_cast<float4*>(b + kDqOff);
+  }
 };
+static_assert(WgBwdSmem::kDqOff % 16 == 0, "float4 dQ staging");
+static_assert(WgBwdSmem::kBytes + 1024 <= 227 * 1024, "dynamic + static smem of one block");
 
 // d (+)= A·B, 64 rows × 64 columns × 16 k, both operands from smem descriptors; kTransA/B: the
 // operand is stored M- / N-major. d starts from its register values (scale-d = 1).
@@ -113,11 +121,11 @@ __device__ __forceinline__ void LoadSwTile(unsigned char* dst, const bf16* src, 
   }
 }
 
-// Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ for the warpgroup's 64 keys × the step's 64 queries, k over d
-// ascending from zero.
-__device__ __forceinline__ void ScoresWg(const unsigned char* ks, const unsigned char* vs,
-                                         const unsigned char* qs, const unsigned char* dos,
-                                         float (&st)[8][4], float (&dpt)[8][4]) {
+// Issues Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ for the warpgroup's 64 keys × the step's 64 queries, k over d
+// ascending from zero; st and dpt are valid after WgWait<0>.
+__device__ __forceinline__ void IssueScoresWg(const unsigned char* ks, const unsigned char* vs,
+                                              const unsigned char* qs, const unsigned char* dos,
+                                              float (&st)[8][4], float (&dpt)[8][4]) {
   using attention_mma::KDesc;
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
@@ -130,9 +138,6 @@ __device__ __forceinline__ void ScoresWg(const unsigned char* ks, const unsigned
 #pragma unroll
   for (int kk = 0; kk < 8; ++kk) WgmmaSsN64<0, 0>(dpt, KDesc(vs, kk), KDesc(dos, kk));
   attention_mma::WgCommit();
-  attention_mma::WgWait<0>();
-  attention_mma::FenceRegs(st);
-  attention_mma::FenceRegs(dpt);
 }
 
 // dSᵀ (bf16 A fragments of this warp's 16 keys) into the warpgroup's swizzled dS subtile, rows =

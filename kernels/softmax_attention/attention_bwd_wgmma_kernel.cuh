@@ -1,7 +1,8 @@
 // Internal to the attention backward (include from softmax_attention_bwd.cu only): the sm_90a
 // wgmma backward kernel at D = 128 (building blocks in attention_bwd_wgmma.cuh). A block takes an
 // item by ticket, loads its 128 keys of K and V, walks the query tiles from the diagonal on, and
-// per tile adds dV, dK in registers and its dQ partial to the tile's running sum in key-tile order.
+// per tile adds dV, dK in registers and (one step later) its dQ partial to the tile's running sum
+// in key-tile order.
 // At the end the block adds its dK, dV to the kv head's running sums in query-head order. The last
 // contributor of each sum scales and stores the gradient in its own dtype.
 #pragma once
@@ -37,33 +38,50 @@ __device__ __forceinline__ void ProbsWg(float (&st)[8][4], float (&dpt)[8][4], i
   }
 }
 
-// Adds this block's dQ partial of query tile qt (the warpgroup's 64 dims) to the tile's running
-// sum after key tiles 0 .. j − 1 did; key tile qt / 2, the tile's last, stores dq·scale.
+// This thread's dQ partial into the staging smem in fragment order. Each thread reads back only
+// its own slots (AddDqOrdered), so no barrier orders the two.
+__device__ __forceinline__ void StageDq(const float (&dq)[8][4], float4* stage) {
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    stage[c * kWgThreads + threadIdx.x] = make_float4(dq[c][0], dq[c][1], dq[c][2], dq[c][3]);
+  }
+}
+
+// Adds the staged dQ partial of query tile qt to the tile's running sum after key tiles 0 .. j − 1
+// did; key tile qt / 2, the tile's last, stores dq·scale. The running sums are kept in the
+// staging's fragment order, so a warp reads and writes 512 contiguous bytes per access.
 __device__ __forceinline__ void AddDqOrdered(const WgArgs& a, const WgItem& it, int qt,
-                                             const float (&dq)[8][4]) {
+                                             const float4* stage) {
   const int wg = threadIdx.x / 128, wi = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4, j = it.k_tile, last = qt / 2;
-  int* cnt = a.dq_count + int64_t{it.head} * a.q_tiles_total + it.q_tile_base + qt;
+  const int tile = it.head * a.q_tiles_total + it.q_tile_base + qt;
+  int* cnt = a.dq_count + tile;
   if (threadIdx.x == 0) WaitCount(cnt, j);
   __syncthreads();
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int q = qt * kWgQRows + 16 * wi + g + 8 * r;
-    if (q >= it.seq_len) continue;
-    const int64_t row = (int64_t{it.seq_start + q} * a.base.h + it.head) * 128 + 64 * wg + 2 * t4;
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-      const int64_t off = row + 8 * n;
-      float x = dq[n][2 * r], y = dq[n][2 * r + 1];
-      if (j > 0) {
-        const float2 prev = __ldcg(reinterpret_cast<const float2*>(a.dq_acc + off));
-        x = __fadd_rn(prev.x, x), y = __fadd_rn(prev.y, y);
+  for (int c = 0; c < 8; ++c) {
+    const int at = c * kWgThreads + threadIdx.x;
+    float4* acc = reinterpret_cast<float4*>(a.dq_acc) + int64_t{tile} * (kWgQRows * 128 / 4) + at;
+    float4 x = stage[at];
+    if (j > 0) {
+      const float4 prev = __ldcg(acc);
+      x.x = __fadd_rn(prev.x, x.x), x.y = __fadd_rn(prev.y, x.y);
+      x.z = __fadd_rn(prev.z, x.z), x.w = __fadd_rn(prev.w, x.w);
+    }
+    if (j != last) {
+      __stcg(acc, x);
+    } else {
+      // Offsets fit in 32 bits (the entry point checks T·H·D < 2³¹). Rows q0 (.x, .y), q0 + 8.
+      const int q0 = qt * kWgQRows + 16 * wi + g;
+      const int row0 = ((it.seq_start + q0) * a.base.h + it.head) * 128 + 64 * wg + 2 * t4;
+      const int row1 = row0 + 8 * a.base.h * 128;
+      if (q0 < it.seq_len) {
+        a.base.dq.Store(row0 + 8 * c, __fmul_rn(x.x, a.base.scale));
+        a.base.dq.Store(row0 + 8 * c + 1, __fmul_rn(x.y, a.base.scale));
       }
-      if (j == last) {
-        a.base.dq.Store(off, __fmul_rn(x, a.base.scale));
-        a.base.dq.Store(off + 1, __fmul_rn(y, a.base.scale));
-      } else {
-        __stcg(reinterpret_cast<float2*>(a.dq_acc + off), make_float2(x, y));
+      if (q0 + 8 < it.seq_len) {
+        a.base.dq.Store(row1 + 8 * c, __fmul_rn(x.z, a.base.scale));
+        a.base.dq.Store(row1 + 8 * c + 1, __fmul_rn(x.w, a.base.scale));
       }
     }
   }
@@ -118,8 +136,9 @@ __device__ __forceinline__ void StoreDkDvOrdered(const WgArgs& a, const WgItem& 
   }
 }
 
-// One query tile (step `step`, smem stage `stage`): scores, P and dS, dV/dK wgmmas, dS to smem,
-// dQ = dS·K for the warpgroup's 64 dims, then the ordered dQ add.
+// One query tile (step `step`, smem stage `stage`): the score wgmmas, and while they run the
+// previous step's ordered dQ add (so a predecessor's late release costs no tensor-core time); then
+// P and dS, dV/dK wgmmas, dS to smem, dQ = dS·K for the warpgroup's 64 dims into the staging.
 __device__ __forceinline__ void StepWg(const WgArgs& a, const WgItem& it, unsigned char* sm,
                                        int stage, int step, float (&dk)[16][4],
                                        float (&dv)[16][4]) {
@@ -129,7 +148,11 @@ __device__ __forceinline__ void StepWg(const WgArgs& a, const WgItem& it, unsign
   const int qt = 2 * it.k_tile + step, i0 = qt * kWgQRows;
   const unsigned char *qs = S::Q(sm, stage), *dos = S::Do(sm, stage);
   float st[8][4], dpt[8][4];
-  ScoresWg(S::K(sm, wg), S::V(sm, wg), qs, dos, st, dpt);
+  IssueScoresWg(S::K(sm, wg), S::V(sm, wg), qs, dos, st, dpt);
+  if (step > 0) AddDqOrdered(a, it, qt - 1, S::DqStage(sm));
+  attention_mma::WgWait<0>();
+  attention_mma::FenceRegs(st);
+  attention_mma::FenceRegs(dpt);
   uint32_t pa[4][4], dsa[4][4];
   ProbsWg(st, dpt, it.k_tile * kWgKeys + 64 * wg + 16 * wi, i0, it.seq_len, S::Lse(sm, stage),
           S::Delta(sm, stage), a.base.scale_log2, pa, dsa);
@@ -141,7 +164,7 @@ __device__ __forceinline__ void StepWg(const WgArgs& a, const WgItem& it, unsign
   attention_mma::WgCommit();
   StoreDsT(dsa, S::Ds(sm, wg));
   attention_mma::FenceProxyAsync();
-  __syncthreads();  // both warpgroups' dSᵀ in smem
+  __syncthreads();  // both warpgroups' dSᵀ in smem (the loop's barrier frees them again)
   float dq[8][4];
 #pragma unroll
   for (int n = 0; n < 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
@@ -156,7 +179,7 @@ __device__ __forceinline__ void StepWg(const WgArgs& a, const WgItem& it, unsign
   attention_mma::FenceRegs(dq);
   attention_mma::FenceRegs(dk);
   attention_mma::FenceRegs(dv);
-  AddDqOrdered(a, it, qt, dq);  // its barrier also frees the dS subtiles for the next step
+  StageDq(dq, S::DqStage(sm));
 }
 
 // Q, dO, lse2 and δ of query tile 2·k_tile + step into stage `stage`.
@@ -210,6 +233,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) BwdWgmmaKernel(WgArgs a, const 
     CpAsyncCommit();
     StepWg(a, it, sm, s % kWgStagesBwd, s, dk, dv);
   }
+  AddDqOrdered(a, it, 2 * it.k_tile + steps - 1, WgBwdSmem::DqStage(sm));
   StoreDkDvOrdered(a, it, dk, dv);
 }
 

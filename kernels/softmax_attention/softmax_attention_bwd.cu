@@ -264,10 +264,10 @@ absl::Status LaunchWgmmaBwd(const Context& ctx, const BwdArgs& base,
   const std::vector<WgItem> items = MakeWgItems(cu, base.h, &q_tiles, &k_tiles);
   if (items.empty()) return absl::OkStatus();
   const cudaStream_t stream = StreamOf(ctx);
-  const size_t q_bytes = sizeof(float) * base.t * base.h * 128;
+  // dQ running sums always in scratch, per (head, 64-row query tile) in fragment order.
+  const size_t q_bytes = sizeof(float) * base.h * q_tiles * kWgQRows * 128;
   const size_t kv_bytes = sizeof(float) * base.t * base.hkv * 128;
-  const bool dq_in = SumsInPlace(base.dq), dk_in = SumsInPlace(base.dk),
-             dv_in = SumsInPlace(base.dv);
+  const bool dq_in = false, dk_in = SumsInPlace(base.dk), dv_in = SumsInPlace(base.dv);
   const size_t count_bytes =
       sizeof(int) * (size_t{1} + int64_t{base.h} * q_tiles + int64_t{base.hkv} * k_tiles);
   const size_t item_off = (dq_in ? 0 : q_bytes) + (dk_in ? 0 : kv_bytes) + (dv_in ? 0 : kv_bytes);
