@@ -237,6 +237,49 @@ __device__ __forceinline__ void AttendTileMma(const uint32_t (&qf)[kD / 16][4], 
   AccumulatePv<kD>(pa, vs, st.acc);
 }
 
+// The decode's half-tile pieces (32 keys of K or V in smem, stride kLd): ScoreHalf fills s[4h ..
+// 4h + 3] (keys 32h .. 32h + 31) and AccumulatePvHalf takes the k steps kk = 2h, 2h + 1. Every
+// score and output element sees exactly the mma sequence of ScoreTile / AccumulatePv (each s[n]
+// starts at zero and takes d ascending; acc takes kk = 0, 1 from half 0, then 2, 3 from half 1), so
+// ScoreHalf<0>, ScoreHalf<1>, SoftmaxTile, AccumulatePvHalf<0>, AccumulatePvHalf<1> is
+// AttendTileMma bit for bit; only the smem each step needs is smaller, which lets decode keep more
+// loads in flight.
+template <int kD, int h>
+__device__ __forceinline__ void ScoreHalf(const uint32_t (&qf)[kD / 16][4], const bf16* ks_half,
+                                          float (&s)[8][4]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int n = 4 * h; n < 4 * h + 4; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) {
+#pragma unroll
+    for (int np = 2 * h; np < 2 * h + 2; ++np) {
+      uint32_t b[4];
+      LdMatrixX4(b, ks_half + ((np - 2 * h) * 16 + (lane & 7) + ((lane >> 4) << 3)) * kLd<kD> +
+                        kk * 16 + ((lane >> 3) & 1) * 8);
+      Mma(s[2 * np], qf[kk], b[0], b[1]);
+      Mma(s[2 * np + 1], qf[kk], b[2], b[3]);
+    }
+  }
+}
+template <int kD, int h>
+__device__ __forceinline__ void AccumulatePvHalf(const uint32_t (&pa)[4][4], const bf16* vs_half,
+                                                 float (&acc)[kD / 8][4]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int kk = 2 * h; kk < 2 * h + 2; ++kk) {
+#pragma unroll
+    for (int dp = 0; dp < kD / 16; ++dp) {
+      uint32_t b[4];
+      LdMatrixX4Trans(b, vs_half +
+                             ((kk - 2 * h) * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd<kD> +
+                             dp * 16 + (lane >> 4) * 8);
+      Mma(acc[2 * dp], pa[kk], b[0], b[1]);
+      Mma(acc[2 * dp + 1], pa[kk], b[2], b[3]);
+    }
+  }
+}
+
 // The split merge, element by element (any layout): the running total (empty: m = −inf, l = 0,
 // acc = 0) and a split's partial become
 //   m' = max(m, m_p);  x' = x·2^(m − m') + x_p·2^(m_p − m')  for x = l and each acc element.

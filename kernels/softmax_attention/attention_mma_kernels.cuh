@@ -1,9 +1,9 @@
 // Internal to kernels/softmax_attention (included by softmax_attention.cu only): the tensor-core
 // kernels for bf16 q/k/v. Forward: one block of 8 warps per 128 flat query rows (position-major,
 // then the kv head's group of query heads) of one sequence and kv head, K/V tiles double-buffered
-// with cp.async, tiles and splits walked in ascending order. Decode: one warp per (split, 16 heads
-// of a kv head's group, sequence) over the paged cache, partials merged in order by a second
-// kernel. Both fold tiles with AttendTileMma and merge splits with MergeWeightsOf/MergeValue.
+// with cp.async, tiles and splits walked in ascending order; tiles folded with AttendTileMma and
+// splits merged with MergeWeightsOf/MergeValue. The paged decode (same routines) is in
+// attention_mma_decode.cuh.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -38,7 +38,6 @@ struct Smem {
   static constexpr size_t kFwdBytes =
       kKvBytes + std::max(size_t{kFwdRows} * kLd<kD> * sizeof(bf16),
                           size_t{kTotalFloats} * kFwdThreads * sizeof(float));
-  static constexpr size_t kDecodeBytes = kKvBytes + size_t{kWarpRows} * kLd<kD> * sizeof(bf16);
   __device__ static bf16* K(unsigned char* base, int stage) {
     return reinterpret_cast<bf16*>(base) + (2 * stage) * kTileElems;
   }
@@ -196,96 +195,6 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
   }
 }
 
-struct DecodeArgs {
-  Dims dm;
-  const bf16 *q, *k_cache, *v_cache;
-  FloatPtr o;
-  const int32_t* block_tables;
-  const int32_t* seq_lens;
-  int max_blocks, max_splits, row_blocks;  // row_blocks: m16 tiles per kv head's group
-  float* partial;                          // [B, H, max_splits, kD + 2]: acc, then m, l
-};
-
-// One warp: block (split, kv head · row_blocks + row block, sequence). The query at position
-// seq_len − 1 for up to 16 heads of the group (zero rows pad the m16 tile), over the split's tiles.
-template <int kD>
-__global__ void __launch_bounds__(32) DecodeSplitKernel(DecodeArgs a) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  const int split = blockIdx.x, g = blockIdx.y / a.row_blocks, b = blockIdx.z;
-  const int head0 = (blockIdx.y % a.row_blocks) * kWarpRows;  // first head of the group here
-  const int lane = threadIdx.x;
-  const int pos = a.seq_lens[b] - 1, s0 = split * kSplit;
-  if (s0 > pos) return;  // uniform over the block
-  const Dims& dm = a.dm;
-  bf16* qs = Smem<kD>::Q(smem);
-  for (int idx = lane; idx < kWarpRows * (kD / 8); idx += 32) {
-    const int r = idx / (kD / 8), c = (idx % (kD / 8)) * 8;
-    const bool ok = head0 + r < dm.group;
-    const int64_t row = int64_t{b} * dm.h + g * dm.group + head0 + r;
-    CpAsync16(qs + r * kLd<kD> + c, ok ? a.q + row * kD + c : a.q, ok);
-  }
-  CpAsyncCommit();
-  const int num_tiles = (min(pos, s0 + kSplit - 1) - s0) / kTile + 1;
-  const int32_t* table = a.block_tables + int64_t{b} * a.max_blocks;
-  const int64_t slot_ld = int64_t{dm.hkv} * kD;
-  const bf16* kb = a.k_cache + int64_t{g} * kD;
-  const bf16* vb = a.v_cache + int64_t{g} * kD;
-  uint32_t qf[kD / 16][4];
-  WarpState<kD> st;
-  st.Reset();
-  const auto load = [&](int stage, int i) {
-    const int t0 = s0 + i * kTile, valid = min(kTile, pos + 1 - t0);
-    const int64_t block = table[t0 / kTile];
-    const auto row = [=](int j) { return (block * kTile + j) * slot_ld; };
-    LoadTileAsync<kD>(kb, valid, row, Smem<kD>::K(smem, stage), 32);
-    LoadTileAsync<kD>(vb, valid, row, Smem<kD>::V(smem, stage), 32);
-  };
-  const auto compute = [&](int stage, int i) {
-    if (i == 0) LoadQFragments<kD>(qs, qf);
-    const int n = min(kTile, pos + 1 - (s0 + i * kTile));
-    const int lim[2] = {n, n};
-    AttendTile<kD>(qf, Smem<kD>::K(smem, stage), Smem<kD>::V(smem, stage), lim, n == kTile,
-                   dm.scale_log2, st);
-  };
-  TilePipeline(num_tiles, load, compute);
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = head0 + lane / 4 + 8 * i;
-    if (r >= dm.group) continue;
-    float* out =
-        a.partial + ((int64_t{b} * dm.h + g * dm.group + r) * a.max_splits + split) * (kD + 2);
-#pragma unroll
-    for (int n = 0; n < kD / 8; ++n) {
-      out[n * 8 + 2 * (lane % 4)] = st.acc[n][2 * i];
-      out[n * 8 + 2 * (lane % 4) + 1] = st.acc[n][2 * i + 1];
-    }
-    if (lane % 4 == 0) out[kD] = st.m[i], out[kD + 1] = st.l[i];
-  }
-}
-
-// One warp per (sequence, head): the splits' partials merged in ascending order, then o = acc / l.
-template <int kD>
-__global__ void DecodeMergeKernel(DecodeArgs a, int num_rows) {
-  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= num_rows) return;
-  const int num_splits = (a.seq_lens[row / a.dm.h] - 1) / kSplit + 1;
-  constexpr int kPer = kD / 32;
-  float m = -INFINITY, l = 0.0f, acc[kPer];
-#pragma unroll
-  for (int i = 0; i < kPer; ++i) acc[i] = 0.0f;
-  for (int s = 0; s < num_splits; ++s) {
-    const float* in = a.partial + (int64_t{row} * a.max_splits + s) * (kD + 2);
-    const MergeWeights w = MergeWeightsOf(m, in[kD]);
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) acc[i] = MergeValue(acc[i], in[lane + 32 * i], w);
-    l = MergeValue(l, in[kD + 1], w);
-    m = w.m;
-  }
-#pragma unroll
-  for (int i = 0; i < kPer; ++i)
-    a.o.Store(int64_t{row} * kD + lane + 32 * i, FinalOutput(acc[i], l));
-}
-
 template <typename Kernel>
 cudaError_t SetSmem(Kernel kernel, size_t bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -299,20 +208,6 @@ cudaError_t LaunchFwd(cudaStream_t stream, const Dims& dm, const bf16* q, const 
   if (e != cudaSuccess) return e;
   FwdKernel<kD>
       <<<num_items, kFwdThreads, Smem<kD>::kFwdBytes, stream>>>(dm, q, k, v, o, lse, items);
-  return cudaGetLastError();
-}
-
-template <int kD>
-cudaError_t LaunchDecode(cudaStream_t stream, const DecodeArgs& a, int batch) {
-  cudaError_t e = SetSmem(&DecodeSplitKernel<kD>, Smem<kD>::kDecodeBytes);
-  if (e != cudaSuccess) return e;
-  DecodeSplitKernel<kD>
-      <<<dim3(a.max_splits, a.dm.hkv * a.row_blocks, batch), 32, Smem<kD>::kDecodeBytes, stream>>>(
-          a);
-  if ((e = cudaGetLastError()) != cudaSuccess) return e;
-  constexpr int kMergeThreads = 128;
-  const int rows = batch * a.dm.h, per_block = kMergeThreads / 32;
-  DecodeMergeKernel<kD><<<(rows + per_block - 1) / per_block, kMergeThreads, 0, stream>>>(a, rows);
   return cudaGetLastError();
 }
 

@@ -18,6 +18,7 @@
 #include "kernels/core/cuda_util.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/softmax_attention/attention_internal.h"
+#include "kernels/softmax_attention/attention_mma_decode.cuh"
 #include "kernels/softmax_attention/attention_mma_kernels.cuh"
 #include "kernels/softmax_attention/attention_simt_kernels.cuh"
 #include "kernels/softmax_attention/attention_wgmma_kernels.cuh"
