@@ -2,18 +2,18 @@
 // of linear_attention.h (same shapes and contract rule 3), with fp32 state.
 //
 // bf16 q, k, v run on tensor cores (mma.sync m16n8k16, fp32 accumulate) in two launches: (1) the
-// scan, per (sequence, head, 32x32 state tile), walks the chunks in order — each chunk's boundary
-// sum Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j by mma, then S ← λ^C·S + sum in fp32 — and writes every
-// chunk-start state as bf16 to scratch (and in fp32 to chunk_states when asked); (2) the output
-// kernel, per (chunk, head), o = s·(λ^{i+1}·q·bf16(S) + Σ_j bf16(λ^{i−j} q·k_j)·v_j) from that
-// state. Decode keeps the boundary state and the open chunk's k, v and calls the same warp
-// routines (linear_attention_mma.cuh) for its one row, placed where the forward has it, and for
-// the boundary when the chunk fills, so chunked
-// prefill followed by decode returns the one-pass forward's bits. The three bf16 roundings (scaled
-// k, decayed scores, S in q·S) are the only precision given up against the CPU; the GPU test
-// derives its tolerance from them. f32 q, k, v take fp32 CUDA-core kernels (the CPU's arithmetic).
-// The decay powers pow[n] = exp(−n·x_h) are computed on the host by LinearAttentionDecayPowers
-// (the CPU's table) and uploaded.
+// scan, per (sequence, head, 32x32 state tile), walks the chunks in order, four at a time — their
+// boundary sums Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j by mma, then S ← λ^C·S + sum in fp32 chunk by
+// chunk — and writes every chunk-start state as bf16 to scratch (and in fp32 to chunk_states when
+// asked); (2) the output kernel, per (chunk, head), o = s·(λ^{i+1}·q·bf16(S) + Σ_j bf16(λ^{i−j}
+// q·k_j)·v_j) from that state. Decode keeps the boundary state and the open chunk's k, v, splits
+// each (sequence, head) over blocks by state columns, and calls the same warp routines
+// (linear_attention_mma.cuh) for its one row, placed where the forward has it, and for the boundary
+// when the chunk fills, so chunked prefill followed by decode returns the one-pass forward's bits.
+// The three bf16 roundings (scaled k, decayed scores, S in q·S) are the only precision given up
+// against the CPU; the GPU test derives its tolerance from them. f32 q, k, v take fp32 CUDA-core
+// kernels (the CPU's arithmetic). The decay powers pow[n] = exp(−n·x_h) are computed on the host by
+// LinearAttentionDecayPowers (the CPU's table) and uploaded.
 #pragma once
 
 #include "absl/status/status.h"
