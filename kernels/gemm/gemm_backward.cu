@@ -27,18 +27,16 @@ using internal::Pinned;
 
 constexpr int kHeuristicResults = 32;
 constexpr int64_t kReferenceSize = 4096;  // M for GemmNN, K (one full chunk) for GemmTN
-// GemmTN chunk products kept at once (a bound on the scratch; the sum order does not depend on it).
-constexpr int64_t kChunkScratchBytes = int64_t{256} << 20;
+// GemmNN slices (rows) when a call needs workspace.
+constexpr int64_t kSliceBytes = int64_t{64} << 20;
 constexpr int64_t kTnProbeK[] = {1, 2, 3, 8, 17, 37, 100, 1000, 2048, 4095, kGemmTnChunk};
-constexpr int kTnProbeBatch[] = {2, 3, 4, 8, 16};
 
-// One cuBLASLt problem: trans_a == GemmTN; batch 0 = a plain call, writing c (ld ldc, c dtype);
-// batch >= 1 = `batch` consecutive chunks of k rows, writing f32 products [batch, m, n].
+// One cuBLASLt call: trans_a == GemmTN; the output D (= C when accumulating) has dtype d_dtype
+// and leading dimension ldd: c itself, or the fp32 workspace product (ldd = WsLd(n)).
 struct Problem {
   bool tn = false;
-  int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
-  DType c_dtype = DType::kF32;
-  int batch = 0;
+  int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldd = 0;
+  DType d_dtype = DType::kF32;
 };
 
 struct Descs {
@@ -50,15 +48,6 @@ struct Descs {
   cublasLtMatrixLayout_t c() { return &c_storage; }  // our c as [N, M] column-major
 };
 
-absl::Status SetBatch(cublasLtMatrixLayout_t l, int batch, int64_t stride) {
-  const int32_t count = batch;
-  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                             &count, sizeof(count)));
-  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutSetAttribute(
-      l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
-  return absl::OkStatus();
-}
-
 absl::Status InitDescs(const Problem& q, Descs& d) {
   TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulDescInit(d.op(), CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = q.tn ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -66,17 +55,11 @@ absl::Status InitDescs(const Problem& q, Descs& d) {
                                                            &trans_a, sizeof(trans_a)));
   TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(d.op(), CUBLASLT_MATMUL_DESC_TRANSB,
                                                            &trans_b, sizeof(trans_b)));
-  const bool parts = q.batch > 0;
-  const cudaDataType_t ct = !parts && q.c_dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cudaDataType_t dt = q.d_dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_32F;
   TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutInit(d.a(), CUDA_R_16BF, q.n, q.k, q.ldb));
   TANDEM_LT_RETURN_IF_ERROR(q.tn ? cublasLtMatrixLayoutInit(d.b(), CUDA_R_16BF, q.m, q.k, q.lda)
                                  : cublasLtMatrixLayoutInit(d.b(), CUDA_R_16BF, q.k, q.m, q.lda));
-  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutInit(d.c(), ct, q.n, q.m, parts ? q.n : q.ldc));
-  if (parts) {
-    TANDEM_RETURN_IF_ERROR(SetBatch(d.a(), q.batch, kGemmTnChunk * q.ldb));
-    TANDEM_RETURN_IF_ERROR(SetBatch(d.b(), q.batch, kGemmTnChunk * q.lda));
-    TANDEM_RETURN_IF_ERROR(SetBatch(d.c(), q.batch, q.m * q.n));
-  }
+  TANDEM_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutInit(d.c(), dt, q.n, q.m, q.ldd));
   return absl::OkStatus();
 }
 
@@ -89,29 +72,34 @@ bool Valid(LtState& st, const Problem& q, const cublasLtMatmulAlgo_t& algo) {
          result.workspaceSize <= internal::kLtWorkspaceBytes;
 }
 
-// The problem for the call `g` (a already bf16) at the varying size `size` (M for NN, K for TN).
-Problem ProblemOf(bool tn, const GemmBackwardArgs& g, int64_t size, int batch) {
-  Problem q{tn, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.c_dtype, batch};
+// Leading dimension of an fp32 product in the workspace: rows 32-byte aligned.
+int64_t WsLd(int64_t n) { return (n + 7) / 8 * 8; }
+
+// GemmTN writes fp32 always: straight into an f32 c, or into the workspace sum.
+bool TnDirect(const GemmBackwardArgs& g) { return g.c_dtype == DType::kF32; }
+
+// The problem for the call `g` (a already bf16) at the varying size `size` (M for NN, K for TN),
+// writing c (`into_c`) or the fp32 workspace product.
+Problem ProblemOf(bool tn, const GemmBackwardArgs& g, int64_t size, bool into_c) {
+  Problem q{tn, g.m, g.n, g.k, g.lda, g.ldb, WsLd(g.n), DType::kF32};
+  if (into_c) q.ldd = g.ldc, q.d_dtype = tn ? DType::kF32 : g.c_dtype;
   (tn ? q.k : q.m) = size;
   return q;
 }
 
-// GemmNN: every probe M, plain calls. GemmTN: the chunk products at every probe K and batch count,
-// and plain calls into c at every probe K when c is f32 (the one-chunk shortcut).
+// Every probe size, for each output the key's calls can write (GemmTN with an f32 c: c or the
+// workspace sum, the latter when accumulating over more than one chunk).
 bool ValidEverywhere(LtState& st, bool tn, const GemmBackwardArgs& g,
                      const cublasLtMatmulAlgo_t& algo) {
   if (!tn) {
     for (int64_t m : kGemmLtProbeM) {
-      if (!Valid(st, ProblemOf(false, g, m, 0), algo)) return false;
+      if (!Valid(st, ProblemOf(false, g, m, true), algo)) return false;
     }
     return true;
   }
   for (int64_t k : kTnProbeK) {
-    if (!Valid(st, ProblemOf(true, g, k, 1), algo)) return false;
-    if (g.c_dtype == DType::kF32 && !Valid(st, ProblemOf(true, g, k, 0), algo)) return false;
-  }
-  for (int batch : kTnProbeBatch) {
-    if (!Valid(st, ProblemOf(true, g, kGemmTnChunk, batch), algo)) return false;
+    if (!Valid(st, ProblemOf(true, g, k, false), algo)) return false;
+    if (TnDirect(g) && !Valid(st, ProblemOf(true, g, k, true), algo)) return false;
   }
   return true;
 }
@@ -132,7 +120,7 @@ absl::Status Pin(LtState& st, bool tn, const GemmBackwardArgs& g, Pinned& p) {
   p.why = Ineligible(tn, g);
   if (!p.why.empty()) return absl::OkStatus();
   Descs d;
-  TANDEM_RETURN_IF_ERROR(InitDescs(ProblemOf(tn, g, kReferenceSize, tn ? 1 : 0), d));
+  TANDEM_RETURN_IF_ERROR(InitDescs(ProblemOf(tn, g, kReferenceSize, !tn || TnDirect(g)), d));
   cublasLtMatmulHeuristicResult_t results[kHeuristicResults];
   TANDEM_ASSIGN_OR_RETURN(const int found, internal::LtHeuristic(st, d.op(), d.a(), d.b(), d.c(),
                                                                  results, kHeuristicResults));
@@ -166,80 +154,114 @@ absl::StatusOr<std::shared_ptr<Pinned>> PinnedFor(LtState& st, bool tn, const Ge
   return p;
 }
 
-// AlgoCheck for the size a call actually uses, once per (size, batch); never switches algorithms.
+// AlgoCheck for the size a call actually uses, once per (size, output ld); never switches
+// algorithms.
 absl::Status CheckOnce(LtState& st, Pinned& p, const Problem& q) {
   std::lock_guard<std::mutex> lock(st.mu);
-  const std::pair<int64_t, int64_t> key{q.tn ? q.k : q.m, q.batch};
-  if (p.checked_kb.count(key)) return absl::OkStatus();
+  const std::pair<int64_t, int64_t> key{q.tn ? q.k : q.m, q.ldd};
+  if (p.checked_size_ld.count(key)) return absl::OkStatus();
   if (!Valid(st, q, p.algo)) {
     return absl::FailedPreconditionError(
         absl::StrCat(q.tn ? "GemmTN" : "GemmNN", ": the algorithm pinned for this shape (",
-                     p.description, ") is not valid at ", q.tn ? "K=" : "M=", key.first, " batch ",
-                     q.batch, "; refusing to switch algorithms within a shape"));
+                     p.description, ") is not valid at ", q.tn ? "K=" : "M=", key.first,
+                     " (output ld ", q.ldd, "); refusing to switch algorithms within a shape"));
   }
-  p.checked_kb.insert(key);
+  p.checked_size_ld.insert(key);
   return absl::OkStatus();
 }
 
-// One cublasLtMatmul: c (+)= product (batch 0), or the products of q.batch chunks into `out`.
+// One cublasLtMatmul: out = product, or out = product + out (`add`: beta = 1, one rounding).
 absl::Status Matmul(LtState& st, Pinned& p, const Problem& q, const void* a, const void* b,
-                    void* out, bool accumulate, cudaStream_t stream) {
+                    void* out, bool add, cudaStream_t stream) {
   TANDEM_RETURN_IF_ERROR(CheckOnce(st, p, q));
   Descs d;
   TANDEM_RETURN_IF_ERROR(InitDescs(q, d));
-  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  const float alpha = 1.0f, beta = add ? 1.0f : 0.0f;
   TANDEM_LT_RETURN_IF_ERROR(cublasLtMatmul(st.handle, d.op(), &alpha, b, d.a(), a, d.b(), &beta,
                                            out, d.c(), out, d.c(), &p.algo, st.workspace,
                                            internal::kLtWorkspaceBytes, stream));
   return absl::OkStatus();
 }
 
-// GemmTN over consecutive chunks of kGemmTnChunk tokens: groups of chunk products (one batched
-// call for the full chunks, one plain call for a short last chunk) summed in ascending order.
-absl::Status RunTnChunks(LtState& st, Pinned& p, const GemmBackwardArgs& g, float* scratch,
-                         int64_t group, cudaStream_t s) {
-  const int64_t chunks = (g.k + kGemmTnChunk - 1) / kGemmTnChunk, full = g.k / kGemmTnChunk;
-  const int64_t slot = g.m * g.n;
-  float* parts = scratch + slot;  // scratch: [sum, group products]
-  const auto a_at = [&](int64_t chunk) {
-    return static_cast<const uint16_t*>(g.a) + chunk * kGemmTnChunk * g.lda;
-  };
-  const auto b_at = [&](int64_t chunk) {
-    return static_cast<const uint16_t*>(g.b) + chunk * kGemmTnChunk * g.ldb;
-  };
-  for (int64_t c0 = 0; c0 < chunks; c0 += group) {
-    const int64_t c1 = std::min(chunks, c0 + group), full_end = std::min(c1, full);
-    if (full_end > c0) {
-      const Problem q = ProblemOf(true, g, kGemmTnChunk, static_cast<int>(full_end - c0));
-      TANDEM_RETURN_IF_ERROR(Matmul(st, p, q, a_at(c0), b_at(c0), parts, false, s));
-    }
-    if (full_end < c1) {  // the short last chunk
-      const Problem q = ProblemOf(true, g, g.k - full * kGemmTnChunk, 1);
-      TANDEM_RETURN_IF_ERROR(
-          Matmul(st, p, q, a_at(full), b_at(full), parts + (full_end - c0) * slot, false, s));
-    }
-    internal::ChunkSum sum;
-    sum.parts = parts, sum.count = static_cast<int>(c1 - c0), sum.sum = scratch;
-    sum.first = c0 == 0, sum.last = c1 == chunks;
-    sum.m = g.m, sum.n = g.n, sum.c = g.c, sum.ldc = g.ldc, sum.accumulate = g.accumulate;
-    TANDEM_CUDA_RETURN_IF_ERROR(internal::LaunchSumChunks(s, sum, g.c_dtype));
+const uint16_t* Bf16At(const void* p, int64_t offset) {
+  return static_cast<const uint16_t*>(p) + offset;
+}
+
+// GemmTN over consecutive chunks of kGemmTnChunk tokens (the last one shorter): chunk 0's product
+// starts the fp32 sum, chunk j > 0 adds its product through beta = 1 (sum = P_j + sum, one
+// rounding), in ascending order. The sum is c itself (f32 c, and not accumulating over several
+// chunks) or the workspace, which then goes into c once: c (+)= sum. `a32`: the f32 a, if any,
+// rounded chunk by chunk into the workspace.
+absl::Status RunTn(LtState& st, Pinned& p, internal::Workspace& ws, const GemmBackwardArgs& g,
+                   const float* a32, int64_t lda32, cudaStream_t s) {
+  const int64_t chunks = (g.k + kGemmTnChunk - 1) / kGemmTnChunk, lds = WsLd(g.n);
+  const bool direct = TnDirect(g) && (!g.accumulate || chunks == 1);
+  const int64_t sum_bytes = direct ? 0 : g.m * lds * int64_t{sizeof(float)};
+  const int64_t copy_bytes = a32 != nullptr ? std::min(g.k, kGemmTnChunk) * g.lda * 2 : 0;
+  char* w = nullptr;
+  if (sum_bytes + copy_bytes > 0) {
+    TANDEM_CUDA_RETURN_IF_ERROR(internal::Reserve(ws, sum_bytes + copy_bytes, s, &w));
   }
+  float* sum = direct ? static_cast<float*>(g.c) : reinterpret_cast<float*>(w);
+  for (int64_t j = 0; j < chunks; ++j) {
+    const int64_t k0 = j * kGemmTnChunk, kj = std::min(kGemmTnChunk, g.k - k0);
+    const void* a =
+        a32 == nullptr ? static_cast<const void*>(Bf16At(g.a, k0 * g.lda)) : w + sum_bytes;
+    if (a32 != nullptr) {
+      TANDEM_CUDA_RETURN_IF_ERROR(
+          internal::LaunchRoundToBf16(s, a32 + k0 * lda32, lda32, w + sum_bytes, g.lda, kj, g.m));
+    }
+    TANDEM_RETURN_IF_ERROR(Matmul(st, p, ProblemOf(true, g, kj, direct), a, Bf16At(g.b, k0 * g.ldb),
+                                  sum, j > 0 || (direct && g.accumulate), s));
+  }
+  if (direct) return absl::OkStatus();
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      internal::LaunchAddInto(s, sum, lds, g.m, g.n, g.c, g.ldc, g.c_dtype, g.accumulate));
   return absl::OkStatus();
 }
 
-absl::Status RunTn(LtState& st, Pinned& p, const GemmBackwardArgs& g, cudaStream_t s) {
-  if (g.k <= kGemmTnChunk && g.c_dtype == DType::kF32) {
-    return Matmul(st, p, ProblemOf(true, g, g.k, 0), g.a, g.b, g.c, g.accumulate, s);
+// Rows per GemmNN slice when a call needs workspace: a power of two (>= 64) within kSliceBytes.
+int64_t SliceRows(int64_t row_bytes, int64_t m) {
+  int64_t rows = 64;
+  while (rows < m && 2 * rows * row_bytes <= kSliceBytes) rows *= 2;
+  return std::min(rows, m);
+}
+
+// GemmNN: one call into c, or (f32 a rounded into the workspace; bf16 c accumulated through an
+// fp32 product, as cuBLASLt's bf16 epilogue with beta = 1 does not add once) slices of rows.
+// Rows do not depend on M, so slicing leaves every bit as one call. `p`: for an accumulating
+// bf16 c, the pin of the f32 product's key (f32 c, ldc = WsLd(n)).
+absl::Status RunNn(LtState& st, Pinned& p, internal::Workspace& ws, const GemmBackwardArgs& g,
+                   const float* a32, int64_t lda32, cudaStream_t s) {
+  const bool via_f32 = g.c_dtype == DType::kBF16 && g.accumulate;
+  if (a32 == nullptr && !via_f32) {
+    return Matmul(st, p, ProblemOf(false, g, g.m, true), g.a, g.b, g.c, g.accumulate, s);
   }
-  const int64_t chunks = (g.k + kGemmTnChunk - 1) / kGemmTnChunk;
-  const int64_t slot_bytes = g.m * g.n * int64_t{sizeof(float)};
-  const int64_t group = std::clamp<int64_t>(kChunkScratchBytes / slot_bytes - 1, 1, chunks);
-  float* scratch = nullptr;
-  TANDEM_CUDA_RETURN_IF_ERROR(
-      cudaMallocAsync(reinterpret_cast<void**>(&scratch), (group + 1) * slot_bytes, s));
-  const absl::Status status = RunTnChunks(st, p, g, scratch, group, s);
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(scratch, s));
-  return status;
+  GemmBackwardArgs f = g;  // what cuBLASLt writes
+  if (via_f32) f.c_dtype = DType::kF32, f.ldc = WsLd(g.n), f.accumulate = false;
+  const int64_t prod_row = via_f32 ? f.ldc * int64_t{sizeof(float)} : 0;
+  const int64_t row_bytes = prod_row + (a32 != nullptr ? g.lda * 2 : 0);
+  const int64_t rows = SliceRows(row_bytes, g.m);
+  char* w = nullptr;
+  TANDEM_CUDA_RETURN_IF_ERROR(internal::Reserve(ws, rows * row_bytes, s, &w));
+  char* copy = w + rows * prod_row;
+  const int64_t c_size = g.c_dtype == DType::kBF16 ? 2 : 4;
+  for (int64_t r0 = 0; r0 < g.m; r0 += rows) {
+    const int64_t mr = std::min(rows, g.m - r0);
+    if (a32 != nullptr) {
+      TANDEM_CUDA_RETURN_IF_ERROR(
+          internal::LaunchRoundToBf16(s, a32 + r0 * lda32, lda32, copy, g.lda, mr, g.k));
+    }
+    const void* a = a32 != nullptr ? static_cast<const void*>(copy) : Bf16At(g.a, r0 * g.lda);
+    char* c = static_cast<char*>(g.c) + r0 * g.ldc * c_size;
+    TANDEM_RETURN_IF_ERROR(Matmul(st, p, ProblemOf(false, f, mr, true), a, g.b,
+                                  via_f32 ? static_cast<void*>(w) : c, f.accumulate, s));
+    if (via_f32) {
+      TANDEM_CUDA_RETURN_IF_ERROR(internal::LaunchAddInto(
+          s, reinterpret_cast<const float*>(w), f.ldc, mr, g.n, c, g.ldc, g.c_dtype, true));
+    }
+  }
+  return absl::OkStatus();
 }
 
 bool IsFloating(DType t) { return t == DType::kF32 || t == DType::kBF16; }
@@ -290,6 +312,12 @@ absl::Status Run(const Context& ctx, bool tn, const GemmBackwardArgs& args) {
   const cudaStream_t s = StreamOf(ctx);
   LtState* st = nullptr;
   TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<Pinned> p, PinnedOf(ctx, tn, args, &st));
+  const GemmBackwardArgs g = LtArgs(tn, args);
+  if (p->cublaslt && !tn && g.c_dtype == DType::kBF16 && g.accumulate && g.k > 0) {
+    GemmBackwardArgs f = g;  // the fp32 product's key
+    f.c_dtype = DType::kF32, f.ldc = WsLd(g.n);
+    TANDEM_ASSIGN_OR_RETURN(p, PinnedFor(*st, false, f));
+  }
   if (!p->cublaslt || args.k == 0) {  // K = 0: c = 0, or c unchanged up to c + 0
     TANDEM_CUDA_RETURN_IF_ERROR(internal::LaunchGemmBackwardFallback(s, args, tn));
     return absl::OkStatus();
@@ -299,20 +327,10 @@ absl::Status Run(const Context& ctx, bool tn, const GemmBackwardArgs& args) {
                    "a: the cuBLASLt path needs a 16-byte aligned pointer");
   TANDEM_CHECK_ARG(aligned16(args.b), "b: the cuBLASLt path needs a 16-byte aligned pointer");
   TANDEM_CHECK_ARG(aligned16(args.c), "c: the cuBLASLt path needs a 16-byte aligned pointer");
-  GemmBackwardArgs g = LtArgs(tn, args);
-  void* copy = nullptr;
-  if (g.a == nullptr) {  // round the f32 a into a bf16 copy
-    const int64_t rows = tn ? g.k : g.m, cols = tn ? g.m : g.k;
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&copy, rows * g.lda * 2, s));
-    TANDEM_CUDA_RETURN_IF_ERROR(internal::LaunchRoundToBf16(s, static_cast<const float*>(args.a),
-                                                            args.lda, copy, g.lda, rows, cols));
-    g.a = copy;
-  }
-  const absl::Status status =
-      tn ? RunTn(*st, *p, g, s)
-         : Matmul(*st, *p, ProblemOf(false, g, g.m, 0), g.a, g.b, g.c, g.accumulate, s);
-  if (copy != nullptr) TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(copy, s));
-  return status;
+  const float* a32 = g.a == nullptr ? static_cast<const float*>(args.a) : nullptr;
+  internal::Workspace& ws = internal::WorkspaceOf(ctx);
+  std::lock_guard<std::mutex> lock(ws.mu);
+  return tn ? RunTn(*st, *p, ws, g, a32, args.lda, s) : RunNn(*st, *p, ws, g, a32, args.lda, s);
 }
 
 absl::StatusOr<GemmBackwardArgs> TensorArgs(bool tn, const Tensor& a, const Tensor& b, Tensor& c,

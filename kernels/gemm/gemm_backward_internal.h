@@ -5,7 +5,9 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <mutex>
 
+#include "kernels/core/context.h"
 #include "kernels/gemm/gemm_cuda.h"
 
 namespace tandem::kernels::cuda::internal {
@@ -19,18 +21,25 @@ cudaError_t LaunchGemmBackwardFallback(cudaStream_t stream, const GemmBackwardAr
 cudaError_t LaunchRoundToBf16(cudaStream_t stream, const float* src, int64_t ld_src, void* dst,
                               int64_t ld_dst, int64_t rows, int64_t cols);
 
-// One group of GemmTN chunk products, [count, m, n] f32 in `parts`, added in ascending order onto
-// the running `sum` [m, n] (or starting it, when `first`); the `last` group writes c (+)= sum.
-struct ChunkSum {
-  const float* parts = nullptr;
-  int count = 0;
-  float* sum = nullptr;
-  bool first = false, last = false;
-  int64_t m = 0, n = 0;
-  void* c = nullptr;
-  int64_t ldc = 0;
-  bool accumulate = false;
+// c[r, col] (+)= s[r, col] for r < m, col < n: one fp32 add when `accumulate`, then one rounding
+// to c's dtype (f32 or bf16). The last step of the calls that compute an fp32 product in the
+// workspace (GemmTN's running chunk sum, GemmNN's product for an accumulating bf16 c).
+cudaError_t LaunchAddInto(cudaStream_t stream, const float* s, int64_t lds, int64_t m, int64_t n,
+                          void* c, int64_t ldc, DType c_dtype, bool accumulate);
+
+// The per-context device scratch of GemmNN / GemmTN (fp32 products and sums, bf16 copies of an
+// f32 a), ctx.Resource("gemm_backward_workspace"), kept between calls. A call holds `mu` from its
+// first use of the buffer to its last launch, so calls from several host threads on one context
+// never interleave on it; all uses are ordered on the context's stream.
+struct Workspace {
+  std::mutex mu;
+  void* ptr = nullptr;
+  int64_t bytes = 0;
+  ~Workspace();
 };
-cudaError_t LaunchSumChunks(cudaStream_t stream, const ChunkSum& s, DType c_dtype);
+Workspace& WorkspaceOf(const Context& ctx);
+// *out = at least `bytes` of workspace (caller holds ws.mu); growing frees the old buffer and
+// allocates the new one in stream order on `stream`.
+cudaError_t Reserve(Workspace& ws, int64_t bytes, cudaStream_t stream, char** out);
 
 }  // namespace tandem::kernels::cuda::internal

@@ -1,10 +1,11 @@
 // Device kernels behind cuda::GemmNN / cuda::GemmTN (gemm_backward.cu): the tiled fp32 fallback
 // GEMM (one FMA chain per element over k ascending from 0, the CPU GEMM's arithmetic), the
-// rounding of an f32 operand into a bf16 copy, and the ordered sum of GemmTN's chunk products.
+// rounding of an f32 operand into a bf16 copy, and the final c (+)= fp32 product step.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 
 #include "kernels/gemm/gemm_backward_internal.h"
 
@@ -93,34 +94,34 @@ cudaError_t LaunchFallback(cudaStream_t stream, const GemmBackwardArgs& g, bool 
   return cudaGetLastError();
 }
 
-__global__ void RoundKernel(const float* src, int64_t ld_src, __nv_bfloat16* dst, int64_t ld_dst,
-                            int64_t rows, int64_t cols) {
-  const int64_t total = rows * cols;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = i / cols, col = i % cols;
-    dst[r * ld_dst + col] = __float2bfloat16_rn(src[r * ld_src + col]);
-  }
+// Row-wise kernels: blockIdx.y strides over rows, x over columns (no 64-bit index division).
+constexpr int kRowThreads = 256;
+
+dim3 RowGrid(int64_t rows, int64_t cols) {
+  const int64_t x = (cols + kRowThreads - 1) / kRowThreads;
+  return dim3(static_cast<unsigned>(x < 65535 ? (x > 0 ? x : 1) : 65535),
+              static_cast<unsigned>(rows < 65535 ? (rows > 0 ? rows : 1) : 65535));
 }
 
-template <typename TC>
-__global__ void SumChunksKernel(const ChunkSum s) {
-  const int64_t total = s.m * s.n;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    float v = s.first ? s.parts[i] : __fadd_rn(s.sum[i], s.parts[i]);
-    for (int p = 1; p < s.count; ++p) v = __fadd_rn(v, s.parts[p * s.m * s.n + i]);
-    if (s.last) {
-      Store(static_cast<TC*>(s.c), (i / s.n) * s.ldc + i % s.n, v, s.accumulate);
-    } else {
-      s.sum[i] = v;
+__global__ void RoundKernel(const float* src, int64_t ld_src, __nv_bfloat16* dst, int64_t ld_dst,
+                            int64_t rows, int64_t cols) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    for (int64_t col = blockIdx.x * int64_t{kRowThreads} + threadIdx.x; col < cols;
+         col += int64_t{gridDim.x} * kRowThreads) {
+      dst[r * ld_dst + col] = __float2bfloat16_rn(src[r * ld_src + col]);
     }
   }
 }
 
-unsigned GridFor(int64_t total) {
-  const int64_t blocks = (total + 255) / 256;
-  return static_cast<unsigned>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
+template <typename TC>
+__global__ void AddIntoKernel(const float* s, int64_t lds, int64_t m, int64_t n, TC* c, int64_t ldc,
+                              bool accumulate) {
+  for (int64_t r = blockIdx.y; r < m; r += gridDim.y) {
+    for (int64_t col = blockIdx.x * int64_t{kRowThreads} + threadIdx.x; col < n;
+         col += int64_t{gridDim.x} * kRowThreads) {
+      Store(c, r * ldc + col, s[r * lds + col], accumulate);
+    }
+  }
 }
 
 }  // namespace
@@ -140,18 +141,55 @@ cudaError_t LaunchGemmBackwardFallback(cudaStream_t stream, const GemmBackwardAr
 
 cudaError_t LaunchRoundToBf16(cudaStream_t stream, const float* src, int64_t ld_src, void* dst,
                               int64_t ld_dst, int64_t rows, int64_t cols) {
-  RoundKernel<<<GridFor(rows * cols), 256, 0, stream>>>(
+  RoundKernel<<<RowGrid(rows, cols), kRowThreads, 0, stream>>>(
       src, ld_src, static_cast<__nv_bfloat16*>(dst), ld_dst, rows, cols);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSumChunks(cudaStream_t stream, const ChunkSum& s, DType c_dtype) {
+cudaError_t LaunchAddInto(cudaStream_t stream, const float* s, int64_t lds, int64_t m, int64_t n,
+                          void* c, int64_t ldc, DType c_dtype, bool accumulate) {
+  const dim3 grid = RowGrid(m, n);
   if (c_dtype == DType::kBF16) {
-    SumChunksKernel<__nv_bfloat16><<<GridFor(s.m * s.n), 256, 0, stream>>>(s);
+    AddIntoKernel<<<grid, kRowThreads, 0, stream>>>(s, lds, m, n, static_cast<__nv_bfloat16*>(c),
+                                                    ldc, accumulate);
   } else {
-    SumChunksKernel<float><<<GridFor(s.m * s.n), 256, 0, stream>>>(s);
+    AddIntoKernel<<<grid, kRowThreads, 0, stream>>>(s, lds, m, n, static_cast<float*>(c), ldc,
+                                                    accumulate);
   }
   return cudaGetLastError();
+}
+
+Workspace::~Workspace() {
+  int device = 0;  // after the CUDA runtime has unloaded (a static context), exit frees it
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  if (ptr != nullptr) cudaFree(ptr);
+}
+
+Workspace& WorkspaceOf(const Context& ctx) {
+  auto slot = ctx.Resource("gemm_backward_workspace", [] {
+    return std::static_pointer_cast<void>(std::make_shared<Workspace>());
+  });
+  return *static_cast<Workspace*>(slot.get());  // the context's resources keep it alive
+}
+
+cudaError_t Reserve(Workspace& ws, int64_t bytes, cudaStream_t stream, char** out) {
+  constexpr int64_t kGrain = int64_t{16} << 20;
+  if (bytes > ws.bytes) {
+    if (ws.ptr != nullptr) {
+      const cudaError_t e = cudaFreeAsync(ws.ptr, stream);
+      if (e != cudaSuccess) return e;
+    }
+    ws.ptr = nullptr, ws.bytes = 0;
+    const int64_t size = (bytes + kGrain - 1) / kGrain * kGrain;
+    const cudaError_t e = cudaMallocAsync(&ws.ptr, size, stream);
+    if (e != cudaSuccess) return e;
+    ws.bytes = size;
+  }
+  *out = static_cast<char*>(ws.ptr);
+  return cudaSuccess;
 }
 
 }  // namespace tandem::kernels::cuda::internal

@@ -33,8 +33,9 @@ struct Pinned {
   bool cublaslt = false;
   cublasLtMatmulAlgo_t algo{};
   std::string description, why, rule;
-  std::set<int64_t> checked_m;                       // M values AlgoCheck accepted
-  std::set<std::pair<int64_t, int64_t>> checked_kb;  // (K, batch count) pairs AlgoCheck accepted
+  std::set<int64_t> checked_m;  // M values AlgoCheck accepted
+  // GemmNN / GemmTN: (M or K, leading dimension of the output) pairs AlgoCheck accepted.
+  std::set<std::pair<int64_t, int64_t>> checked_size_ld;
 };
 
 // GemmNT: (N, K, lda, ldb, ldc, a dtype, b dtype, c dtype).

@@ -98,11 +98,18 @@ absl::StatusOr<GemmPinnedInfo> GemmNTPinnedInfo(const Context& ctx, const GemmNT
 //             bf16-rounded (or f32) values: bit for bit the CPU GEMM of kernels/gemm/gemm.h.
 // Deterministic everywhere (no atomics, no data-independent split-K). GemmNN rows are
 // batch-invariant on both paths. GemmTN on cuBLASLt splits the K tokens into consecutive chunks of
-// kGemmTnChunk (the last one shorter), computes each chunk's product P_j with the pinned algorithm
-// into an fp32 buffer, and sums result = (..((P_0 + P_1) + P_2) ..) in ascending chunk order; with
-// K <= kGemmTnChunk and c f32 the one product goes straight into c. The chunking starts at the
-// call's first token, so a token range split differently across calls (micro-batches accumulated
-// with `accumulate`) agrees within fp32 rounding of the different association, not bitwise.
+// kGemmTnChunk (the last one shorter) and runs the pinned algorithm once per chunk into one fp32
+// sum: chunk 0 writes its product P_0, chunk j > 0 adds P_j through beta = 1 (one fp32 rounding),
+// so result = (..((P_0 + P_1) + P_2) ..) in ascending chunk order. The sum lives in c itself (c
+// f32 and not `accumulate` over several chunks) or in a per-context fp32 workspace, which then
+// goes into c in one pass (c (+)= sum, one rounding to c's dtype). GemmNN with a bf16 c and
+// `accumulate` runs the product into the fp32 workspace with the algorithm pinned for the f32-c
+// key, then c = bf16(c + product) (cuBLASLt's bf16 epilogue with beta = 1 rounds more than once).
+// The workspace (ctx.Resource("gemm_backward_workspace")) is kept and reused between calls; it
+// also holds the bf16 copy of an f32 a, by chunk (TN) or by slice of rows (NN). The chunking
+// starts at the call's first token, so a token range split differently across calls
+// (micro-batches accumulated with `accumulate`) agrees within fp32 rounding of the different
+// association, not bitwise.
 inline constexpr int64_t kGemmTnChunk = 4096;
 
 // Raw form: a [m, k] (GemmNN) or [k, m] (GemmTN) with row stride lda; b [k, n] with row stride

@@ -1,7 +1,8 @@
 // Tests for cuda::GemmNN and cuda::GemmTN (the backward layouts): agreement with the CPU GEMM on
 // bf16-rounded inputs within the fp32 summation-order bound, bitwise agreement on the fallback
-// path (same FMA chain as the CPU), `accumulate`, determinism, GemmNN row batch invariance, GemmTN
-// across its token chunks and split token ranges, and the kernels::GemmNN/TN dispatch.
+// path (same FMA chain as the CPU), `accumulate` (c added once), an f32 a, determinism, GemmNN row
+// batch invariance, GemmTN across its token chunks and split token ranges, and the
+// kernels::GemmNN/TN dispatch.
 #include <cmath>
 #include <iostream>
 #include <string>
@@ -179,7 +180,43 @@ TEST(GemmBackwardCudaTest, AccumulateAddsCOnceAfterTheSum) {
         // c0 + product rounded once, to fp32 or to bf16.
         opt.rtol = ct == DType::kF32 ? std::ldexp(1.0, -24) : std::ldexp(1.0, -8);
         opt.max_nmse = ct == DType::kF32 ? 1e-12 : 1e-5;
-        EXPECT_TRUE(AllClose(ToHostFloats(acc), want, opt));
+        const std::vector<float> got = ToHostFloats(acc);
+        EXPECT_TRUE(AllClose(got, want, opt));
+        if (ct == DType::kBF16) {
+          // A bf16 c takes the same fp32 product (N % 8 == 0: the same pinned algorithm as the f32
+          // call above) plus c once, rounded once: bit for bit bf16(fp32(c0 + product)).
+          std::vector<float> once(c0.size());
+          for (size_t i = 0; i < once.size(); ++i) once[i] = c0[i] + product[i];
+          EXPECT_TRUE(BitwiseEqual(got, RoundedToBf16(once), {s.m, s.n}));
+        }
+      }
+    }
+  }
+}
+
+// An f32 a on the cuBLASLt path is rounded into a bf16 copy in the workspace (per token chunk for
+// TN, per slice of rows for NN): bit for bit the call with the bf16-rounded a, for every c dtype
+// and `accumulate`. TN K = 9000: three chunks, each rounded into the same buffer in turn.
+TEST(GemmBackwardCudaTest, F32AMatchesTheBf16RoundedA) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  for (bool tn : {false, true}) {
+    const Shape3 s = tn ? Shape3{128, 64, 9000} : Shape3{300, 256, 1024};
+    const std::vector<float> a = RandomVector(s.m * s.k, 71);
+    Tensor a32 = ToDevice(a, AShape(tn, s), DType::kF32);
+    Tensor a16 = ToDevice(a, AShape(tn, s), DType::kBF16);
+    Tensor b = ToDevice(RandomVector(s.k * s.n, 72), {s.k, s.n}, DType::kBF16);
+    const std::vector<float> c0 = RoundedToBf16(RandomVector(s.m * s.n, 73, -4.0f, 4.0f));
+    for (DType ct : {DType::kF32, DType::kBF16}) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << (tn ? "TN" : "NN") << " c " << DTypeName(ct)
+                                          << (accumulate ? " accumulate" : ""));
+        Tensor c1 = ToDevice(c0, {s.m, s.n}, ct), c2 = ToDevice(c0, {s.m, s.n}, ct);
+        bool lt = false;
+        std::cout << "[ path     ] f32 a: " << PathOf(tn, a32, b, c1, &lt) << "\n";
+        EXPECT_TRUE(lt);
+        TANDEM_ASSERT_OK(RunGpu(tn, a32, b, c1, accumulate));
+        TANDEM_ASSERT_OK(RunGpu(tn, a16, b, c2, accumulate));
+        EXPECT_TRUE(BitwiseEqual(ToHostFloats(c1), ToHostFloats(c2), {s.m, s.n}));
       }
     }
   }
