@@ -336,7 +336,9 @@ def run_anchors(args, notes, header):
     rows = []
     quick = args.quick
     print("[anchor] softmax (SDPA)", flush=True)
-    rows += softmax_anchors(torch, timer, [4096] if quick else [4096, 8192, 16384, 32768],
+    softmax_t = args.softmax_t or ([4096] if quick else [4096, 8192, 16384, 32768])
+    linear_t = args.linear_t or ([4096] if quick else [4096, 8192, 16384, 32768, 65536])
+    rows += softmax_anchors(torch, timer, softmax_t,
                             [4096] if quick else [4096, 32768], [64] if quick else [64, 256],
                             notes)
     try:
@@ -348,7 +350,7 @@ def run_anchors(args, notes, header):
                      "scripts/gpu/anchor.sh)")
         return rows
     print("[anchor] linear (fla)", flush=True)
-    rows += linear_anchors(torch, timer, [4096] if quick else [4096, 8192, 16384, 32768, 65536],
+    rows += linear_anchors(torch, timer, linear_t,
                            [64] if quick else [64, 256], notes)
     return rows
 
@@ -422,6 +424,8 @@ def main():
     p.add_argument("--flush-l2", action="store_true", help="evict L2 before each anchor run")
     p.add_argument("--bench-timeout", type=int, default=300)
     p.add_argument("--quick", action="store_true", help="one shape per anchor")
+    p.add_argument("--softmax-t", type=int, nargs="+", help="softmax fwd/fwd+bwd lengths")
+    p.add_argument("--linear-t", type=int, nargs="+", help="linear fwd/fwd+bwd lengths")
     p.add_argument("--skip-ours", action="store_true")
     p.add_argument("--skip-anchors", action="store_true")
     p.add_argument("--self-test", action="store_true", help="check parsing/table logic, exit")
