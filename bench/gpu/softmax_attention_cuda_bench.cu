@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/core/context.h"
@@ -105,25 +106,40 @@ std::string CsvLine(const char* name, int64_t t, int64_t batch, double ms, doubl
 }
 
 void SoftmaxForward(const Context& ctx, std::vector<std::string>& csv) {
+  namespace cu_ns = tandem::kernels::cuda;
+  using Kernel = cu_ns::SoftmaxAttentionFwdKernel;
   const tandem::kernels::SoftmaxAttentionParams p{kH, kHkv, kD, 1.0f / std::sqrt(128.0f)};
+  // Every forward kernel that runs here; the csv line is the default's.
+  const std::pair<Kernel, const char*> all[] = {{Kernel::kDefault, "default"},
+                                                {Kernel::kMmaSync, "mma.sync"},
+                                                {Kernel::kWgmma, "wgmma"},
+                                                {Kernel::kWgmmaV2, "wgmma-v2"}};
+  std::vector<std::pair<Kernel, const char*>> kernels;
+  for (const auto& kn : all) {
+    if (cu_ns::SoftmaxAttentionFwdKernelAvailable(kn.first, kD)) kernels.push_back(kn);
+  }
   std::printf(
       "\nsoftmax attention forward, causal, one sequence, H=%ld Hkv=%ld D=%ld, bf16 q/k/v/o, "
-      "f32 lse (%s; TANDEM_ATTENTION_WGMMA=0 selects mma.sync)\n%8s | %10s %9s\n",
-      (long)kH, (long)kHkv, (long)kD,
-      tandem::kernels::cuda::SoftmaxAttentionUsesWgmma(kD) ? "wgmma" : "mma.sync", "T", "ms",
-      "TFLOP/s");
+      "f32 lse (default: %s; TANDEM_ATTENTION_WGMMA=0 selects mma.sync)\n%8s | %10s %10s %9s\n",
+      (long)kH, (long)kHkv, (long)kD, cu_ns::SoftmaxAttentionUsesWgmma(kD) ? "wgmma" : "mma.sync",
+      "T", "kernel", "ms", "TFLOP/s");
   for (int64_t t : {4096, 8192, 16384, 32768}) {
     Tensor q = RandomBf16({t, kH, kD}, 1), k = RandomBf16({t, kHkv, kD}, 2);
     Tensor v = RandomBf16({t, kHkv, kD}, 3);
     Tensor o = Tensor::Empty({t, kH, kD}, DType::kBF16, Device::kCUDA);
     Tensor lse = Tensor::Empty({t, kH}, DType::kF32, Device::kCUDA);
     const Tensor cu = HostI32({0, static_cast<int32_t>(t)});
-    const double ms = MedianMs(
-        [&] { CHECK_OK(tandem::kernels::cuda::SoftmaxAttentionFwd(ctx, p, q, k, v, cu, o, lse)); });
-    const double flop = 4.0 * kD * kH * (t * static_cast<double>(t) / 2.0);  // as anchor_compare
-    const double tflops = flop / ms * 1e-9;
-    std::printf("%8ld | %10.3f %9.1f\n", (long)t, ms, tflops);
-    if (t != 8192) csv.push_back(CsvLine("softmax_fwd", t, 1, ms, tflops, "TFLOP/s"));
+    for (const auto& [kernel, name] : kernels) {
+      const double ms = MedianMs([&] {
+        CHECK_OK(cu_ns::SoftmaxAttentionFwdWithKernel(kernel, ctx, p, q, k, v, cu, o, lse));
+      });
+      const double flop = 4.0 * kD * kH * (t * static_cast<double>(t) / 2.0);  // as anchor_compare
+      const double tflops = flop / ms * 1e-9;
+      std::printf("%8ld | %10s %10.3f %9.1f\n", (long)t, name, ms, tflops);
+      if (kernel == Kernel::kDefault && t != 8192) {
+        csv.push_back(CsvLine("softmax_fwd", t, 1, ms, tflops, "TFLOP/s"));
+      }
+    }
   }
 }
 

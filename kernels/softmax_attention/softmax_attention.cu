@@ -23,6 +23,7 @@
 #include "kernels/softmax_attention/attention_simt_kernels.cuh"
 #include "kernels/softmax_attention/attention_wgmma_kernels.cuh"
 #include "kernels/softmax_attention/attention_wgmma_probe.h"
+#include "kernels/softmax_attention/attention_wgmma_v2_kernels.cuh"
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 
 namespace tandem::kernels::cuda {
@@ -116,9 +117,28 @@ cudaError_t ForHeadDim(int d, Fn&& fn) {
 
 }  // namespace
 
+bool SoftmaxAttentionFwdKernelAvailable(SoftmaxAttentionFwdKernel kernel, int64_t head_dim) {
+  switch (kernel) {
+    case SoftmaxAttentionFwdKernel::kWgmma:
+    case SoftmaxAttentionFwdKernel::kWgmmaV2:
+      return SoftmaxAttentionUsesWgmma(head_dim);
+    default:
+      return true;
+  }
+}
+
 absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParams& p,
                                  const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, Tensor& o, Tensor& lse) {
+  return SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel::kDefault, ctx, p, q, k, v,
+                                       cu_seqlens, o, lse);
+}
+
+absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, const Context& ctx,
+                                           const SoftmaxAttentionParams& p, const Tensor& q,
+                                           const Tensor& k, const Tensor& v,
+                                           const Tensor& cu_seqlens, Tensor& o, Tensor& lse) {
+  using Kernel = SoftmaxAttentionFwdKernel;
   TANDEM_RETURN_IF_ERROR(CheckDims(p));
   const int64_t H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   TANDEM_RETURN_IF_ERROR(ExpectFloat(q, "q", {-1, H, D}));
@@ -129,8 +149,12 @@ absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParam
   if (lse.defined()) {
     TANDEM_RETURN_IF_ERROR(ExpectTensor(lse, "lse", DType::kF32, {T, H}, Device::kCUDA));
   }
+  TANDEM_CHECK_ARG(SoftmaxAttentionFwdKernelAvailable(kernel, D),
+                   "kernel: the chosen wgmma forward is not available at head_dim ", D);
   TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> cu, HostSeqlens(ctx, cu_seqlens, T));
   TANDEM_ASSIGN_OR_RETURN(const bool mma, UseTensorCores({{&q, "q"}, {&k, "k"}, {&v, "v"}}));
+  TANDEM_CHECK_ARG(mma || kernel == Kernel::kDefault,
+                   "kernel: the tensor-core forwards take bf16 q, k and v");
   const int group = static_cast<int>(H / Hkv);
   const std::vector<FwdItem> items = FwdItems(
       cu, static_cast<int>(Hkv), group, mma ? attention_mma::kFwdRows : attention_simt::kFwdRows);
@@ -144,21 +168,29 @@ absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParam
       cudaMemcpyAsync(dev_items, items.data(), bytes, cudaMemcpyHostToDevice, stream));
   float* lse_ptr = lse.defined() ? lse.data<float>() : nullptr;
   const int num_items = static_cast<int>(items.size());
+  // kDefault takes the wgmma kernel where it runs (and falls back when its tensor maps cannot be
+  // built); an explicit wgmma kernel reports that instead.
+  const bool wgmma = kernel == Kernel::kWgmma || kernel == Kernel::kWgmmaV2 ||
+                     (kernel == Kernel::kDefault && SoftmaxAttentionUsesWgmma(D));
   const cudaError_t launched = ForHeadDim(static_cast<int>(D), [&](auto d) {
     constexpr int kD = decltype(d)::value;
     if (mma) {
       using attention_mma::bf16;
+      const bf16 *qp = q.data<bf16>(), *kp = k.data<bf16>(), *vp = v.data<bf16>();
       if constexpr (kD != 32) {
-        if (SoftmaxAttentionUsesWgmma(kD)) {  // same bits as LaunchFwd, faster
-          const cudaError_t e = attention_mma::LaunchFwdWgmma<kD>(
-              stream, MmaDims(p), q.data<bf16>(), k.data<bf16>(), v.data<bf16>(), ToFloatPtr(o),
-              lse_ptr, dev_items, num_items, T);
-          if (e != cudaErrorNotSupported) return e;
+        if (wgmma) {  // same bits as LaunchFwd, faster
+          const cudaError_t e =
+              kernel == Kernel::kWgmmaV2
+                  ? attention_mma::LaunchFwdWgmmaV2<kD>(stream, MmaDims(p), qp, kp, vp,
+                                                        ToFloatPtr(o), lse_ptr, dev_items,
+                                                        num_items, T)
+                  : attention_mma::LaunchFwdWgmma<kD>(stream, MmaDims(p), qp, kp, vp, ToFloatPtr(o),
+                                                      lse_ptr, dev_items, num_items, T);
+          if (e != cudaErrorNotSupported || kernel != Kernel::kDefault) return e;
         }
       }
-      return attention_mma::LaunchFwd<kD>(stream, MmaDims(p), q.data<bf16>(), k.data<bf16>(),
-                                          v.data<bf16>(), ToFloatPtr(o), lse_ptr, dev_items,
-                                          num_items);
+      return attention_mma::LaunchFwd<kD>(stream, MmaDims(p), qp, kp, vp, ToFloatPtr(o), lse_ptr,
+                                          dev_items, num_items);
     }
     return attention_simt::LaunchFwd<kD>(stream, SimtDims(p), ToFloatPtr(q), ToFloatPtr(k),
                                          ToFloatPtr(v), ToFloatPtr(o), lse_ptr, dev_items,

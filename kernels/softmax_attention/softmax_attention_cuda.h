@@ -29,6 +29,25 @@ absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParam
                                  const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& cu_seqlens, Tensor& o, Tensor& lse);
 
+// The forward kernels for bf16 q/k/v. kMmaSync: the mma.sync kernel (every supported head dim).
+// kWgmma: the sm_90a warp-specialised wgmma kernel; kWgmmaV2: the same with the two consumer
+// warpgroups taking turns at the tensor cores (head dims 64 and 128, where
+// SoftmaxAttentionFwdKernelAvailable). All of them give the same bits (decode == forward holds
+// for each). kDefault: what SoftmaxAttentionFwd runs (kWgmma where available, else kMmaSync; f32
+// operands: the CUDA-core kernel).
+enum class SoftmaxAttentionFwdKernel { kDefault, kMmaSync, kWgmma, kWgmmaV2 };
+
+// True when `kernel` can run here at this head dim (kDefault, kMmaSync: always; the wgmma ones:
+// SoftmaxAttentionUsesWgmma(head_dim)).
+bool SoftmaxAttentionFwdKernelAvailable(SoftmaxAttentionFwdKernel kernel, int64_t head_dim);
+
+// SoftmaxAttentionFwd with the kernel chosen by the caller (tests and benchmarks compare them):
+// any kernel but kDefault needs bf16 q, k and v, and must be available (else InvalidArgument).
+absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, const Context& ctx,
+                                           const SoftmaxAttentionParams& p, const Tensor& q,
+                                           const Tensor& k, const Tensor& v,
+                                           const Tensor& cu_seqlens, Tensor& o, Tensor& lse);
+
 // q [B, H, D] bf16 or f32; k_cache, v_cache [num_blocks, kAttentionKvTile, Hkv, D] bf16 or f32;
 // block_tables [B, max_blocks] i32; seq_lens [B] i32 (1 ≤ seq_lens[b] ≤ max_blocks·tile, every
 // listed block in range: not checked, they stay on the GPU); o [B, H, D] f32 or bf16. All on the

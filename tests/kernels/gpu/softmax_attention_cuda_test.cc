@@ -2,8 +2,9 @@
 // cores): forward against the CPU kernel on the same bf16-representable inputs (packed sequences,
 // splits of kAttentionSplitLength, GQA groups, head dims 32/64/128), the contract's bitwise
 // promises on the GPU (paged decode at position t == forward row t through a shuffled block table
-// whose unused slots hold NaN; a sequence packed with others == alone), and argument errors
-// (checked without a GPU too).
+// whose unused slots hold NaN; a sequence packed with others == alone; every bf16 forward kernel
+// (mma.sync, wgmma, wgmma v2) gives the same bits), each checked for every forward kernel that
+// runs here, and argument errors (checked without a GPU too).
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -30,6 +32,30 @@ using testing::RandomVector;
 using testing::RoundedToBf16;
 using testing::ToDevice;
 using testing::ToHostFloats;
+using Kernel = cuda::SoftmaxAttentionFwdKernel;
+
+const char* KernelName(Kernel k) {
+  switch (k) {
+    case Kernel::kDefault:
+      return "default";
+    case Kernel::kMmaSync:
+      return "mma.sync";
+    case Kernel::kWgmma:
+      return "wgmma";
+    case Kernel::kWgmmaV2:
+      return "wgmma v2";
+  }
+  return "?";
+}
+
+// The forward kernels that run here at head dim d (for bf16 operands).
+std::vector<Kernel> Kernels(int64_t d) {
+  std::vector<Kernel> ks;
+  for (Kernel k : {Kernel::kDefault, Kernel::kMmaSync, Kernel::kWgmma, Kernel::kWgmmaV2}) {
+    if (cuda::SoftmaxAttentionFwdKernelAvailable(k, d)) ks.push_back(k);
+  }
+  return ks;
+}
 
 struct Problem {
   SoftmaxAttentionParams p;
@@ -59,15 +85,15 @@ Tensor HostI32(const std::vector<int32_t>& v) {
 // GPU forward (q, k, v in `in` storage: bf16 takes the tensor cores, f32 the CUDA cores); returns
 // o (as floats, in o_dtype storage) and lse.
 void GpuForward(const Problem& pr, DType o_dtype, std::vector<float>* o, std::vector<float>* lse,
-                DType in = DType::kBF16) {
+                DType in = DType::kBF16, Kernel kernel = Kernel::kDefault) {
   const int64_t t = pr.t(), h = pr.p.num_heads, hkv = pr.p.num_kv_heads, d = pr.p.head_dim;
   Tensor q = ToDevice(pr.q, {t, h, d}, in);
   Tensor k = ToDevice(pr.k, {t, hkv, d}, in);
   Tensor v = ToDevice(pr.v, {t, hkv, d}, in);
   Tensor od = Tensor::Empty({t, h, d}, o_dtype, Device::kCUDA);
   Tensor lsed = Tensor::Empty({t, h}, DType::kF32, Device::kCUDA);
-  absl::Status s =
-      cuda::SoftmaxAttentionFwd(GpuTestContext(), pr.p, q, k, v, HostI32(pr.cu), od, lsed);
+  absl::Status s = cuda::SoftmaxAttentionFwdWithKernel(kernel, GpuTestContext(), pr.p, q, k, v,
+                                                       HostI32(pr.cu), od, lsed);
   ASSERT_TRUE(s.ok()) << s;
   *o = ToHostFloats(od);
   *lse = ToHostFloats(lsed);
@@ -88,10 +114,13 @@ TEST(SoftmaxAttentionCudaTest, ForwardMatchesCpu) {
                                     Tensor::FromVector(pr.k, {t, hkv, d}),
                                     Tensor::FromVector(pr.v, {t, hkv, d}), HostI32(pr.cu), o, lse)
                     .ok());
-    for (DType in : {DType::kBF16, DType::kF32}) {
-      SCOPED_TRACE(::testing::Message() << "inputs " << DTypeName(in));
+    std::vector<std::pair<DType, Kernel>> runs = {{DType::kF32, Kernel::kDefault}};
+    for (Kernel kernel : Kernels(d)) runs.push_back({DType::kBF16, kernel});
+    for (const auto& [in, kernel] : runs) {
+      SCOPED_TRACE(::testing::Message()
+                   << "inputs " << DTypeName(in) << ", kernel " << KernelName(kernel));
       std::vector<float> go, glse;
-      GpuForward(pr, DType::kF32, &go, &glse, in);
+      GpuForward(pr, DType::kF32, &go, &glse, in, kernel);
       // Both paths: two fp32 evaluations in different orders (and exp vs exp2): outputs are
       // convex combinations of |v| < 1 whose sums over <= 1300 keys drift by ~sqrt(n)·2^-24 each;
       // lse is O(10).
@@ -115,7 +144,7 @@ TEST(SoftmaxAttentionCudaTest, ForwardMatchesCpu) {
       EXPECT_TRUE(AllClose(glse, testing::ToDouble(testing::Floats(lse)), opt));
       // bf16 o: the f32 result rounded once.
       std::vector<float> bo, blse;
-      GpuForward(pr, DType::kBF16, &bo, &blse, in);
+      GpuForward(pr, DType::kBF16, &bo, &blse, in, kernel);
       EXPECT_TRUE(BitwiseEqual(bo, RoundedToBf16(go)));
       EXPECT_TRUE(BitwiseEqual(blse, glse));
     }
@@ -123,9 +152,9 @@ TEST(SoftmaxAttentionCudaTest, ForwardMatchesCpu) {
 }
 
 // Each sequence of `packed` run alone gives its packed rows of o and lse, bitwise.
-void ExpectPackedEqualsAlone(const Problem& packed, DType in) {
+void ExpectPackedEqualsAlone(const Problem& packed, DType in, Kernel kernel = Kernel::kDefault) {
   std::vector<float> o_packed, lse_packed;
-  GpuForward(packed, DType::kF32, &o_packed, &lse_packed, in);
+  GpuForward(packed, DType::kF32, &o_packed, &lse_packed, in, kernel);
   const int64_t h = packed.p.num_heads, hd = h * packed.p.head_dim;
   const int64_t kvd = packed.p.num_kv_heads * packed.p.head_dim;
   for (size_t b = 0; b + 1 < packed.cu.size(); ++b) {
@@ -137,7 +166,7 @@ void ExpectPackedEqualsAlone(const Problem& packed, DType in) {
     alone.k.assign(packed.k.begin() + r0 * kvd, packed.k.begin() + r1 * kvd);
     alone.v.assign(packed.v.begin() + r0 * kvd, packed.v.begin() + r1 * kvd);
     std::vector<float> o, lse;
-    GpuForward(alone, DType::kF32, &o, &lse, in);
+    GpuForward(alone, DType::kF32, &o, &lse, in, kernel);
     EXPECT_TRUE(BitwiseEqual(o, {o_packed.data() + r0 * hd, static_cast<size_t>((r1 - r0) * hd)}));
     EXPECT_TRUE(
         BitwiseEqual(lse, {lse_packed.data() + r0 * h, static_cast<size_t>((r1 - r0) * h)}));
@@ -154,19 +183,41 @@ TEST(SoftmaxAttentionCudaTest, PackedRowsEqualAloneBitwise) {
 // 3) positions, splits end mid-block, and a row's bits must not notice.
 TEST(SoftmaxAttentionCudaTest, TensorCoreForwardPackedEqualsAloneBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
-  {
-    SCOPED_TRACE("D=128, H=16, Hkv=4");
-    ExpectPackedEqualsAlone(MakeProblem(16, 4, 128, {70, 1100, 3, 33}, 8), DType::kBF16);
+  for (Kernel kernel : Kernels(128)) {
+    SCOPED_TRACE(::testing::Message() << "D=128, H=16, Hkv=4, kernel " << KernelName(kernel));
+    ExpectPackedEqualsAlone(MakeProblem(16, 4, 128, {70, 1100, 3, 33}, 8), DType::kBF16, kernel);
   }
-  {
-    SCOPED_TRACE("D=64, H=6, Hkv=2");
-    ExpectPackedEqualsAlone(MakeProblem(6, 2, 64, {5, 1300, 1, 200}, 9), DType::kBF16);
+  for (Kernel kernel : Kernels(64)) {
+    SCOPED_TRACE(::testing::Message() << "D=64, H=6, Hkv=2, kernel " << KernelName(kernel));
+    ExpectPackedEqualsAlone(MakeProblem(6, 2, 64, {5, 1300, 1, 200}, 9), DType::kBF16, kernel);
+  }
+}
+
+// Every bf16 forward kernel gives the mma.sync kernel's bits (o f32 and lse): long sequences
+// (several splits, tiles every row sees whole next to masked ones), a 128-row block's two
+// warpgroups at different tile counts, group 3 straddling warps.
+TEST(SoftmaxAttentionCudaTest, ForwardKernelsAgreeBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const Problem problems[] = {MakeProblem(16, 4, 128, {2500, 37, 1}, 11),
+                              MakeProblem(6, 2, 64, {1500, 100}, 12)};
+  for (const Problem& pr : problems) {
+    const int64_t d = pr.p.head_dim;
+    std::vector<float> o_ref, lse_ref;
+    GpuForward(pr, DType::kF32, &o_ref, &lse_ref, DType::kBF16, Kernel::kMmaSync);
+    for (Kernel kernel : Kernels(d)) {
+      SCOPED_TRACE(::testing::Message() << "D=" << d << ", kernel " << KernelName(kernel));
+      std::vector<float> o, lse;
+      GpuForward(pr, DType::kF32, &o, &lse, DType::kBF16, kernel);
+      EXPECT_TRUE(BitwiseEqual(o, o_ref));
+      EXPECT_TRUE(BitwiseEqual(lse, lse_ref));
+    }
   }
 }
 
 // Decode of the query at position t over a shuffled paged cache == forward row t, bitwise, with
 // operands in `in` storage (bf16: both on tensor cores; f32: both on CUDA cores).
-void ExpectDecodeEqualsForwardRow(int64_t h, int64_t hkv, int64_t d, DType in) {
+void ExpectDecodeEqualsForwardRow(int64_t h, int64_t hkv, int64_t d, DType in,
+                                  Kernel kernel = Kernel::kDefault) {
   const int64_t kLen = 1100, tile = kAttentionKvTile;
   const Problem pr = MakeProblem(h, hkv, d, {static_cast<int32_t>(kLen)}, 5);
   const std::vector<int32_t> positions = {0, 63, 64, 1023, 1024, 1025, 1099};
@@ -200,7 +251,7 @@ void ExpectDecodeEqualsForwardRow(int64_t h, int64_t hkv, int64_t d, DType in) {
   for (DType ot : {DType::kF32, DType::kBF16}) {
     SCOPED_TRACE(::testing::Message() << "o " << DTypeName(ot));
     std::vector<float> o_fwd, lse_fwd;
-    GpuForward(pr, ot, &o_fwd, &lse_fwd, in);
+    GpuForward(pr, ot, &o_fwd, &lse_fwd, in, kernel);
     Tensor o = Tensor::Empty({batch, h, d}, ot, Device::kCUDA);
     TANDEM_ASSERT_OK(
         cuda::SoftmaxAttentionDecode(GpuTestContext(), pr.p, q, k_cache, v_cache, tables, lens, o));
@@ -216,17 +267,21 @@ void ExpectDecodeEqualsForwardRow(int64_t h, int64_t hkv, int64_t d, DType in) {
 
 TEST(SoftmaxAttentionCudaTest, DecodeEqualsForwardRowBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
-  {
-    SCOPED_TRACE("tensor cores, D=128, group 4");
-    ExpectDecodeEqualsForwardRow(8, 2, 128, DType::kBF16);
+  for (Kernel kernel : Kernels(128)) {
+    SCOPED_TRACE(::testing::Message() << "tensor cores, D=128, group 4, " << KernelName(kernel));
+    ExpectDecodeEqualsForwardRow(8, 2, 128, DType::kBF16, kernel);
   }
-  {
-    SCOPED_TRACE("tensor cores, D=64, group 3 (forward warps straddle positions)");
-    ExpectDecodeEqualsForwardRow(6, 2, 64, DType::kBF16);
+  for (Kernel kernel : Kernels(64)) {
+    SCOPED_TRACE(::testing::Message()
+                 << "tensor cores, D=64, group 3 (forward warps straddle positions), "
+                 << KernelName(kernel));
+    ExpectDecodeEqualsForwardRow(6, 2, 64, DType::kBF16, kernel);
   }
-  {
-    SCOPED_TRACE("tensor cores, D=32, group 20 (two m16 row blocks per kv head in decode)");
-    ExpectDecodeEqualsForwardRow(40, 2, 32, DType::kBF16);
+  for (Kernel kernel : Kernels(32)) {
+    SCOPED_TRACE(::testing::Message()
+                 << "tensor cores, D=32, group 20 (two m16 row blocks per kv head in decode), "
+                 << KernelName(kernel));
+    ExpectDecodeEqualsForwardRow(40, 2, 32, DType::kBF16, kernel);
   }
   {
     SCOPED_TRACE("CUDA cores (f32 operands), D=128, group 4");
@@ -264,6 +319,17 @@ TEST(SoftmaxAttentionCudaTest, RejectsBadArguments) {
   s = cuda::SoftmaxAttentionFwd(ctx, p, dev({5, 4, 64}, DType::kBF16), dev_at(0x1008, {5, 2, 64}),
                                 dev({5, 2, 64}, DType::kBF16), HostI32({0, 5}), o, lse);
   EXPECT_EQ(s.message(), "k: bf16 data must be 16-byte aligned");
+  // An explicit tensor-core kernel needs bf16 operands; the wgmma ones head dim 64 or 128.
+  s = cuda::SoftmaxAttentionFwdWithKernel(Kernel::kMmaSync, ctx, p, dev({5, 4, 64}, DType::kF32),
+                                          dev({5, 2, 64}, DType::kF32),
+                                          dev({5, 2, 64}, DType::kF32), HostI32({0, 5}), o, lse);
+  EXPECT_EQ(s.message(), "kernel: the tensor-core forwards take bf16 q, k and v");
+  p.head_dim = 32;
+  o = dev({5, 4, 32}, DType::kF32);
+  s = cuda::SoftmaxAttentionFwdWithKernel(Kernel::kWgmmaV2, ctx, p, dev({5, 4, 32}, DType::kBF16),
+                                          dev({5, 2, 32}, DType::kBF16),
+                                          dev({5, 2, 32}, DType::kBF16), HostI32({0, 5}), o, lse);
+  EXPECT_EQ(s.message(), "kernel: the chosen wgmma forward is not available at head_dim 32");
 }
 
 }  // namespace
