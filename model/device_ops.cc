@@ -99,4 +99,85 @@ absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<i
   return absl::OkStatus();
 }
 
+absl::Status ScatterColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst) {
+  const int64_t rows = src.dim(0), dst_cols = dst.dim(1);
+  const int64_t width = rows == 0 ? 0 : src.numel() / rows;
+  TANDEM_CHECK_ARG(src.dtype() == DType::kF32 && dst.dtype() == DType::kF32 && dst.dim(0) == rows &&
+                       col >= 0 && col + width <= dst_cols && src.device() == dst.device(),
+                   "ScatterColumns: ", ShapeString(src.shape()), " into columns [", col, ", ",
+                   col + width, ") of ", ShapeString(dst.shape()));
+  if (rows == 0 || width == 0) return absl::OkStatus();
+  if (OnCuda(ctx)) {
+#ifdef TANDEM_HAVE_CUDA
+    return cuda::ScatterColumns(ctx, src, col, dst);
+#else
+    return NoCuda("ScatterColumns");
+#endif
+  }
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+  ctx.ParallelFor(rows, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      std::memcpy(d + t * dst_cols + col, s + t * width, width * sizeof(float));
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status AddInto(const Context& ctx, const Tensor& delta, Tensor& dx) {
+  TANDEM_CHECK_ARG(delta.dtype() == DType::kF32 && dx.dtype() == DType::kF32 &&
+                       delta.shape() == dx.shape() && delta.device() == dx.device(),
+                   "AddInto: ", ShapeString(delta.shape()), " into ", ShapeString(dx.shape()));
+  if (dx.numel() == 0) return absl::OkStatus();
+  if (OnCuda(ctx)) {
+#ifdef TANDEM_HAVE_CUDA
+    return cuda::AddInto(ctx, delta, dx);
+#else
+    return NoCuda("AddInto");
+#endif
+  }
+  const int64_t cols = dx.numel() / dx.dim(0);
+  const float* d = delta.data<float>();
+  float* x = dx.data<float>();
+  ctx.ParallelFor(dx.dim(0), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin * cols; i < end * cols; ++i) x[i] += d[i];
+  });
+  return absl::OkStatus();
+}
+
+absl::Status ScaleInPlace(const Context& ctx, Tensor& t, float scale) {
+  TANDEM_CHECK_ARG(t.dtype() == DType::kF32, "ScaleInPlace: expected f32, got ",
+                   DTypeName(t.dtype()));
+  if (t.numel() == 0) return absl::OkStatus();
+  if (t.device() == Device::kCUDA) {
+#ifdef TANDEM_HAVE_CUDA
+    return cuda::ScaleInPlace(ctx, t, scale);
+#else
+    return NoCuda("ScaleInPlace");
+#endif
+  }
+  float* d = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) d[i] *= scale;
+  return absl::OkStatus();
+}
+
+absl::Status CastInto(const Context& ctx, const Tensor& src, Tensor& dst) {
+  TANDEM_CHECK_ARG(
+      src.dtype() == DType::kF32 && src.shape() == dst.shape() && src.device() == dst.device() &&
+          (dst.dtype() == DType::kF32 || dst.dtype() == DType::kBF16),
+      "CastInto: f32 ", ShapeString(src.shape()), " on ", DeviceName(src.device()), " into ",
+      DTypeName(dst.dtype()), " ", ShapeString(dst.shape()), " on ", DeviceName(dst.device()));
+  if (src.numel() == 0) return absl::OkStatus();
+  if (src.device() == Device::kCUDA) {
+#ifdef TANDEM_HAVE_CUDA
+    return cuda::CastInto(ctx, src, dst);
+#else
+    return NoCuda("CastInto");
+#endif
+  }
+  TANDEM_CHECK_ARG(dst.dtype() == DType::kF32, "CastInto: the CPU path writes f32 only");
+  std::memcpy(dst.raw_data(), src.raw_data(), src.nbytes());
+  return absl::OkStatus();
+}
+
 }  // namespace tandem::model::internal

@@ -1,7 +1,8 @@
 // The CUDA halves of the model's data movement (device_ops.h): a strided column copy (splitting the
 // fused qkv projection, optionally rounding to bf16 for the KV cache) and an indexed row copy
 // (cache writes, slot gathers/scatters, last-row picks). One launch per call; the row indices
-// travel in one small upload.
+// travel in one small upload. For the training pass: the column scatter back into the qkv
+// gradient, elementwise add and scale, and the master → compute weight cast.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -50,6 +51,51 @@ void LaunchCopyRows(const void* src, void* dst, const int64_t* rows, int64_t n, 
   CopyRowsKernel<Unit><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
       static_cast<const Unit*>(src), static_cast<Unit*>(dst), rows, n,
       row_bytes / static_cast<int64_t>(sizeof(Unit)));
+}
+
+// One block per row t: dst[t, col + j] = src[t, j], j < width (the inverse of CopyColumns).
+__global__ void ScatterColumnsKernel(const float* __restrict__ src, int64_t width,
+                                     float* __restrict__ dst, int64_t dst_cols, int64_t col) {
+  const int64_t t = blockIdx.x;
+  const float* s = src + t * width;
+  float* d = dst + t * dst_cols + col;
+  for (int64_t j = threadIdx.x; j < width; j += kThreads) d[j] = s[j];
+}
+
+// Grid-stride elementwise kernels: one correctly rounded fp32 operation per element, as the CPU.
+__global__ void AddIntoKernel(const float* __restrict__ delta, float* __restrict__ x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * kThreads) {
+    x[i] = __fadd_rn(x[i], delta[i]);
+  }
+}
+
+__global__ void ScaleKernel(float* __restrict__ x, float scale, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * kThreads) {
+    x[i] = __fmul_rn(x[i], scale);
+  }
+}
+
+// FloatToBf16 (kernels/core/bf16.h) bit for bit: round to nearest even, NaNs kept quiet with
+// their payload (the hardware conversion would canonicalise them), so the compute weights cast
+// here from the GPU master are the bits UploadWeights casts on the host.
+__global__ void CastToBf16Kernel(const float* __restrict__ src, uint16_t* __restrict__ dst,
+                                 int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * kThreads) {
+    const uint32_t bits = __float_as_uint(src[i]);
+    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) {
+      dst[i] = static_cast<uint16_t>((bits >> 16) | 0x0040u);
+    } else {
+      dst[i] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    }
+  }
+}
+
+unsigned ElementwiseBlocks(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 8192 ? blocks : 8192);
 }
 
 }  // namespace
@@ -110,6 +156,48 @@ absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<i
   }
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   // rows_dev is freed on return; cudaFree waits for the launch above to finish with it.
+  return absl::OkStatus();
+}
+
+absl::Status ScatterColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst) {
+  TANDEM_CHECK_ARG(src.device() == Device::kCUDA && dst.device() == Device::kCUDA,
+                   "ScatterColumns: both tensors must be on the GPU");
+  const int64_t rows = src.dim(0);
+  ScatterColumnsKernel<<<static_cast<unsigned>(rows), kThreads, 0, kernels::cuda::StreamOf(ctx)>>>(
+      src.data<float>(), src.numel() / rows, dst.data<float>(), dst.dim(1), col);
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status AddInto(const Context& ctx, const Tensor& delta, Tensor& dx) {
+  TANDEM_CHECK_ARG(delta.device() == Device::kCUDA && dx.device() == Device::kCUDA,
+                   "AddInto: both tensors must be on the GPU");
+  const int64_t n = dx.numel();
+  AddIntoKernel<<<ElementwiseBlocks(n), kThreads, 0, kernels::cuda::StreamOf(ctx)>>>(
+      delta.data<float>(), dx.data<float>(), n);
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status ScaleInPlace(const Context& ctx, Tensor& t, float scale) {
+  const int64_t n = t.numel();
+  ScaleKernel<<<ElementwiseBlocks(n), kThreads, 0, kernels::cuda::StreamOf(ctx)>>>(t.data<float>(),
+                                                                                   scale, n);
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status CastInto(const Context& ctx, const Tensor& src, Tensor& dst) {
+  const int64_t n = src.numel();
+  const cudaStream_t stream = kernels::cuda::StreamOf(ctx);
+  if (dst.dtype() == DType::kF32) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), src.nbytes(),
+                                                cudaMemcpyDeviceToDevice, stream));
+    return absl::OkStatus();
+  }
+  CastToBf16Kernel<<<ElementwiseBlocks(n), kThreads, 0, stream>>>(
+      src.data<float>(), static_cast<uint16_t*>(dst.raw_data()), n);
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 

@@ -46,12 +46,29 @@ absl::Status CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Ten
 absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<int64_t>& src_rows,
                       Tensor& dst, const std::vector<int64_t>& dst_rows, int64_t width);
 
+// The training pass's elementwise pieces (CPU and GPU do the same single fp32 operation per
+// element, so the GPU results are the CPU's bits):
+//   ScatterColumns: columns [col, col + w) of dst [T, Ch] = src [T, ...] f32 (the inverse of
+//                   CopyColumns: the fused qkv projection's gradient), w = src.numel() / T.
+//   AddInto:        dx [T, ...] += delta (same shape), f32.
+//   ScaleInPlace:   t *= scale, f32 (the gradient clip).
+//   CastInto:       dst = src f32 of one shape, dst f32 (copy) or bf16 (round to nearest even,
+//                   NaNs quiet: FloatToBf16's bits). On the CPU only an f32 dst is accepted.
+absl::Status ScatterColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst);
+absl::Status AddInto(const Context& ctx, const Tensor& delta, Tensor& dx);
+absl::Status ScaleInPlace(const Context& ctx, Tensor& t, float scale);
+absl::Status CastInto(const Context& ctx, const Tensor& src, Tensor& dst);
+
 #ifdef TANDEM_HAVE_CUDA
 namespace cuda {
-// The CUDA halves of CopyColumns and CopyRows (device_ops.cu).
+// The CUDA halves of the functions above (device_ops.cu); arguments already checked.
 absl::Status CopyColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst);
 absl::Status CopyRows(const Context& ctx, const Tensor& src, const std::vector<int64_t>& src_rows,
                       Tensor& dst, const std::vector<int64_t>& dst_rows, int64_t width);
+absl::Status ScatterColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst);
+absl::Status AddInto(const Context& ctx, const Tensor& delta, Tensor& dx);
+absl::Status ScaleInPlace(const Context& ctx, Tensor& t, float scale);
+absl::Status CastInto(const Context& ctx, const Tensor& src, Tensor& dst);
 }  // namespace cuda
 #endif
 

@@ -15,29 +15,25 @@
 #include "kernels/gemm/gemm.h"
 #include "kernels/lm_head_logprob/lm_head_logprob.h"
 #include "kernels/rms_norm/rms_norm.h"
+#include "model/device_ops.h"
+#include "model/device_weights.h"
 #include "model/hybrid_model_backward_blocks.h"
 #include "model/hybrid_model_blocks.h"
 
 namespace tandem::model {
 namespace {
 
+using internal::AddInto;
+using internal::Buffer;
 using internal::PackedSequences;
+using internal::ToContextDevice;
 
 // The LM head backward recomputes the logits over at most this many elements at a time. The chunk
 // depends only on T and V, so the order d lm_head sums its rows in is fixed.
 constexpr int64_t kLmHeadChunkElements = int64_t{1} << 22;
 
-Tensor F32(Shape shape) { return Tensor::Empty(std::move(shape), DType::kF32); }
-
-// dx [T, Dm] += delta [T, Dm], elementwise.
-void AddInto(const Context& ctx, const Tensor& delta, Tensor& dx) {
-  const int64_t cols = dx.dim(1);
-  const float* d = delta.data<float>();
-  float* x = dx.data<float>();
-  ctx.ParallelFor(dx.dim(0), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin * cols; i < end * cols; ++i) x[i] += d[i];
-  });
-}
+// An f32 buffer on ctx's device.
+Tensor F32(const Context& ctx, Shape shape) { return Buffer(ctx, std::move(shape)); }
 
 // Backward of logprob = log_softmax(h · lm_headᵀ / temperature)[target] over row chunks: the logits
 // and their log-sum-exp are recomputed by the forward's kernels (the same bits), dh [T, Dm] is
@@ -47,18 +43,21 @@ absl::Status LmHeadBwd(const Context& ctx, const Tensor& lm_head, const Tensor& 
                        Tensor& g_lm_head) {
   const int64_t T = h.dim(0);
   const int64_t V = lm_head.dim(0);
-  Tensor kernel_targets = Tensor::Empty({T}, DType::kI32);  // [T], −1 → 0 for the kernels
-  Tensor dlp = F32({T});                                    // [T], 0 where the target is −1
+  // Targets and dlogprob are host tensors; the kernels' copies go to ctx's device.
+  Tensor host_targets = Tensor::Empty({T}, DType::kI32);  // [T], −1 → 0 for the kernels
+  Tensor host_dlp = Tensor::Empty({T}, DType::kF32);      // [T], 0 where the target is −1
   for (int64_t t = 0; t < T; ++t) {
     const int32_t target = targets.data<int32_t>()[t];
-    kernel_targets.data<int32_t>()[t] = std::max(target, 0);
-    dlp.data<float>()[t] = target < 0 ? 0.0f : dlogprob.data<float>()[t];
+    host_targets.data<int32_t>()[t] = std::max(target, 0);
+    host_dlp.data<float>()[t] = target < 0 ? 0.0f : dlogprob.data<float>()[t];
   }
+  TANDEM_ASSIGN_OR_RETURN(const Tensor kernel_targets, ToContextDevice(ctx, host_targets));
+  TANDEM_ASSIGN_OR_RETURN(const Tensor dlp, ToContextDevice(ctx, host_dlp));
   const int64_t chunk = std::clamp<int64_t>(kLmHeadChunkElements / V, 1, T);
-  Tensor logits = F32({chunk, V});   // [chunk, V]
-  Tensor dlogits = F32({chunk, V});  // [chunk, V]
-  Tensor logprob = F32({chunk});     // [chunk]
-  Tensor lse = F32({chunk});         // [chunk]
+  Tensor logits = F32(ctx, {chunk, V});   // [chunk, V]
+  Tensor dlogits = F32(ctx, {chunk, V});  // [chunk, V]
+  Tensor logprob = F32(ctx, {chunk});     // [chunk]
+  Tensor lse = F32(ctx, {chunk});         // [chunk]
   for (int64_t r0 = 0; r0 < T; r0 += chunk) {
     const int64_t r1 = std::min(T, r0 + chunk);
     const Tensor h_rows = h.Rows(r0, r1);                    // [r1 − r0, Dm]
@@ -93,7 +92,7 @@ absl::Status LayerBwd(const Context& ctx, const ModelConfig& config, int64_t lay
   }
   TANDEM_RETURN_IF_ERROR(kernels::RmsNormBwd(ctx, a.x_mid, w.post_attention_layernorm, a.rstd_ffn,
                                              dh, dtmp, g.post_attention_layernorm));
-  AddInto(ctx, dtmp, dx);
+  TANDEM_RETURN_IF_ERROR(AddInto(ctx, dtmp, dx));
 
   // x_mid = x + Attn(RmsNorm(x))
   if (config.layer_types[layer] == LayerType::kLinear) {
@@ -105,8 +104,7 @@ absl::Status LayerBwd(const Context& ctx, const ModelConfig& config, int64_t lay
   }
   TANDEM_RETURN_IF_ERROR(
       kernels::RmsNormBwd(ctx, a.x, w.input_layernorm, a.rstd_attn, dh, dtmp, g.input_layernorm));
-  AddInto(ctx, dtmp, dx);
-  return absl::OkStatus();
+  return AddInto(ctx, dtmp, dx);
 }
 
 // `grads` must have the parameter tensors of `weights`, with the same shapes.
@@ -134,9 +132,9 @@ absl::Status CheckGradShapes(const ModelWeights& weights, ModelWeights& grads) {
                       {weights.lm_head.dim(0), weights.lm_head.dim(1)});
 }
 
-absl::Status CheckBackwardArgs(const HybridModel& model, const ForwardInput& input,
-                               const ForwardActivations& acts, const Tensor& dlogprob,
-                               ModelWeights& grads) {
+absl::Status CheckBackwardArgs(const Context& ctx, const HybridModel& model,
+                               const ForwardInput& input, const ForwardActivations& acts,
+                               const Tensor& dlogprob, ModelWeights& grads) {
   const int64_t T = input.tokens.dim(0);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(dlogprob, "dlogprob", DType::kF32, {T}));
   TANDEM_CHECK_ARG(acts.logprob.defined() && acts.logprob.dim(0) == T,
@@ -144,7 +142,13 @@ absl::Status CheckBackwardArgs(const HybridModel& model, const ForwardInput& inp
   TANDEM_CHECK_ARG(
       T == 0 || static_cast<int64_t>(acts.layers.size()) == model.config().num_hidden_layers,
       "acts: ", acts.layers.size(), " layers, expected ", model.config().num_hidden_layers);
-  return CheckGradShapes(model.weights(), grads);
+  TANDEM_RETURN_IF_ERROR(CheckGradShapes(model.weights(), grads));
+  // Gradients and weights live where the context runs (AllocateGradients gives such grads).
+  TANDEM_CHECK_ARG(
+      WeightsDevice(model.weights()) == ctx.device() && grads.embed.device() == ctx.device(),
+      "weights / grads: on ", DeviceName(WeightsDevice(model.weights())), " / ",
+      DeviceName(grads.embed.device()), " but the context is ", DeviceName(ctx.device()));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -161,15 +165,15 @@ absl::StatusOr<ForwardActivations> TrainingForward(const Context& ctx, const Hyb
 
 absl::Status Backward(const Context& ctx, const HybridModel& model, const ForwardInput& input,
                       const ForwardActivations& acts, const Tensor& dlogprob, ModelWeights& grads) {
-  TANDEM_RETURN_IF_ERROR(CheckBackwardArgs(model, input, acts, dlogprob, grads));
+  TANDEM_RETURN_IF_ERROR(CheckBackwardArgs(ctx, model, input, acts, dlogprob, grads));
   const ModelConfig& config = model.config();
   const ModelWeights& weights = model.weights();
   const int64_t T = input.tokens.dim(0);
   if (T == 0) return absl::OkStatus();
   const PackedSequences seqs{input.cu_seqlens, acts.positions};
-  Tensor dx = F32({T, config.hidden_size});    // [T, Dm] d loss / d residual stream
-  Tensor dh = F32({T, config.hidden_size});    // [T, Dm] d loss / d a norm's output
-  Tensor dtmp = F32({T, config.hidden_size});  // [T, Dm] a norm's d input, before the add
+  Tensor dx = F32(ctx, {T, config.hidden_size});    // [T, Dm] d loss / d residual stream
+  Tensor dh = F32(ctx, {T, config.hidden_size});    // [T, Dm] d loss / d a norm's output
+  Tensor dtmp = F32(ctx, {T, config.hidden_size});  // [T, Dm] a norm's d input, before the add
 
   TANDEM_RETURN_IF_ERROR(LmHeadBwd(ctx, weights.lm_head, acts.h_final, input.targets,
                                    input.temperature, dlogprob, dh, grads.lm_head));

@@ -2,6 +2,9 @@
 // its intermediate tensors kept) and the backward pass written by hand in reverse order, llm.c
 // style (DESIGN.md §4, §5). The trainer owns the losses: it passes d loss / d logprob[t] and gets
 // the gradient of every parameter.
+// On a CUDA context (weights from UploadWeights or CastMasterInto, grads from AllocateGradients on
+// the GPU) the activations and gradients stay on the GPU; the inputs (tokens, offsets, targets,
+// dlogprob) and the returned log-probs are host tensors on both devices.
 #pragma once
 
 #include "absl/status/status.h"
@@ -29,12 +32,16 @@ absl::StatusOr<ForwardActivations> TrainingForward(const Context& ctx, const Hyb
                                                    const BackwardOptions& options = {});
 
 // Accumulates (+=) into `grads` the gradient of L = Σ_t dlogprob[t] · logprob[t] with respect to
-// every parameter of `model`. dlogprob [T] f32 (positions whose target is −1 are ignored).
+// every parameter of `model`. dlogprob [T] f32 on the host (positions whose target is −1 are
+// ignored).
 // REQUIRES: `acts` came from TrainingForward(ctx', model, input, ...) with the same weights and
-// input; `grads` has the shapes of model.weights() (AllocateWeights(config) gives zeroed ones).
+// input; `grads` has the shapes of model.weights(), f32 on ctx's device (AllocateGradients(ctx,
+// config) gives zeroed ones).
 // The expert bias gets no gradient (it is set by the load-balancing rule). fp32 throughout;
 // every weight gradient is a sum over tokens in a fixed order (kernels/ contracts), so the result
-// is bitwise independent of the thread count and of BackwardOptions.
+// is bitwise independent of the thread count and of BackwardOptions. On the GPU every op's CUDA
+// backward is deterministic too (no atomics in sums), so two runs give the same bits; GPU and CPU
+// gradients agree to the bf16 rounding of the GPU's GEMM and attention operands.
 absl::Status Backward(const Context& ctx, const HybridModel& model, const ForwardInput& input,
                       const ForwardActivations& acts, const Tensor& dlogprob, ModelWeights& grads);
 

@@ -6,7 +6,6 @@
 #include "model/hybrid_model_backward_blocks.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "kernels/core/status_macros.h"
 #include "kernels/gemm/gemm.h"
@@ -17,6 +16,7 @@
 #include "kernels/qk_norm_rope/qk_norm_rope.h"
 #include "kernels/softmax_attention/softmax_attention.h"
 #include "kernels/swiglu/swiglu.h"
+#include "model/device_ops.h"
 
 namespace tandem::model::internal {
 namespace {
@@ -24,21 +24,8 @@ namespace {
 using kernels::GemmNN;
 using kernels::GemmTN;
 
-Tensor F32(Shape shape) { return Tensor::Empty(std::move(shape), DType::kF32); }
-
-// Columns [col, col + n·D) of dst [T, Ch] = src [T, n, D]: the inverse of the forward's split of
-// the fused qkv projection.
-void ScatterColumns(const Context& ctx, const Tensor& src, int64_t col, Tensor& dst) {
-  const int64_t dst_cols = dst.dim(1);
-  const int64_t width = src.numel() / src.dim(0);
-  const float* s = src.data<float>();
-  float* d = dst.data<float>();
-  ctx.ParallelFor(src.dim(0), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      std::memcpy(d + t * dst_cols + col, s + t * width, width * sizeof(float));
-    }
-  });
-}
+// An f32 buffer on ctx's device.
+Tensor F32(const Context& ctx, Shape shape) { return Buffer(ctx, std::move(shape)); }
 
 // The forward's attention scale s = D^-1/2, rounded once from double.
 float AttentionScale(int64_t head_dim) {
@@ -65,16 +52,16 @@ absl::Status QkvBwd(const Context& ctx, const ModelConfig& config, const LayerWe
   const int64_t Hkv = dk.dim(1);
   const int64_t D = dq.dim(2);
   const kernels::QkNormRopeParams p = NormRopeParams(config);
-  Tensor dq_raw = F32({T, H, D});    // [T, H, D]
-  Tensor dk_raw = F32({T, Hkv, D});  // [T, Hkv, D]
+  Tensor dq_raw = F32(ctx, {T, H, D});    // [T, H, D]
+  Tensor dk_raw = F32(ctx, {T, Hkv, D});  // [T, Hkv, D]
   TANDEM_RETURN_IF_ERROR(kernels::QkNormRopeBwd(ctx, p, a.q_raw, w.query_layernorm, seqs.positions,
                                                 a.q_rstd, dq, dq_raw, g.query_layernorm));
   TANDEM_RETURN_IF_ERROR(kernels::QkNormRopeBwd(ctx, p, a.k_raw, w.key_layernorm, seqs.positions,
                                                 a.k_rstd, dk, dk_raw, g.key_layernorm));
-  Tensor dqkv = F32({T, (H + 2 * Hkv) * D});  // [T, (H + 2·Hkv)·D]
-  ScatterColumns(ctx, dq_raw, 0, dqkv);
-  ScatterColumns(ctx, dk_raw, H * D, dqkv);
-  ScatterColumns(ctx, dv, (H + Hkv) * D, dqkv);
+  Tensor dqkv = F32(ctx, {T, (H + 2 * Hkv) * D});  // [T, (H + 2·Hkv)·D]
+  TANDEM_RETURN_IF_ERROR(ScatterColumns(ctx, dq_raw, 0, dqkv));
+  TANDEM_RETURN_IF_ERROR(ScatterColumns(ctx, dk_raw, H * D, dqkv));
+  TANDEM_RETURN_IF_ERROR(ScatterColumns(ctx, dv, (H + Hkv) * D, dqkv));
   TANDEM_RETURN_IF_ERROR(GemmTN(ctx, dqkv, h, g.qkv, /*accumulate=*/true));
   return GemmNN(ctx, dqkv, w.qkv, dh, accumulate);
 }
@@ -87,9 +74,9 @@ absl::Status SwigluMlpBwd(const Context& ctx, const Tensor& gate_w, const Tensor
                           Tensor& g_up, Tensor& g_down) {
   const int64_t T = h.dim(0);
   const int64_t I = gate_w.dim(0);
-  Tensor dact = F32({T, I});   // [T, I]
-  Tensor dgate = F32({T, I});  // [T, I]
-  Tensor dup = F32({T, I});    // [T, I]
+  Tensor dact = F32(ctx, {T, I});   // [T, I]
+  Tensor dgate = F32(ctx, {T, I});  // [T, I]
+  Tensor dup = F32(ctx, {T, I});    // [T, I]
   TANDEM_RETURN_IF_ERROR(GemmNN(ctx, dout, down_w, dact));
   TANDEM_RETURN_IF_ERROR(GemmTN(ctx, dout, a.act, g_down, /*accumulate=*/true));
   TANDEM_RETURN_IF_ERROR(kernels::SwigluBwd(ctx, a.gate, a.up, dact, dgate, dup));
@@ -109,15 +96,15 @@ absl::Status LinearAttentionBlockBwd(const Context& ctx, const ModelConfig& conf
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
   // out = y · denseᵀ
-  Tensor dy = F32({T, H * D});  // [T, H·D]
+  Tensor dy = F32(ctx, {T, H * D});  // [T, H·D]
   TANDEM_RETURN_IF_ERROR(GemmNN(ctx, dout, w.dense, dy));
   TANDEM_RETURN_IF_ERROR(GemmTN(ctx, dout, a.y, g.dense, /*accumulate=*/true));
 
   // y = GroupRmsNorm(o) · g_norm · sigmoid(gate), gate = h · g_projᵀ
   TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, a.o.Reshape({T, H * D}));   // [T, H·D]
-  Tensor d_o = F32({T, H, D});                                       // [T, H, D]
+  Tensor d_o = F32(ctx, {T, H, D});                                  // [T, H, D]
   TANDEM_ASSIGN_OR_RETURN(Tensor do_flat, d_o.Reshape({T, H * D}));  // [T, H·D]
-  Tensor dgate = F32({T, H * D});                                    // [T, H·D]
+  Tensor dgate = F32(ctx, {T, H * D});                               // [T, H·D]
   kernels::GroupRmsNormGateParams gp{config.group_norm_size,
                                      static_cast<float>(config.rms_norm_eps)};
   TANDEM_RETURN_IF_ERROR(kernels::GroupRmsNormGateBwd(ctx, gp, o_flat, a.gate, w.g_norm, a.y_rstd,
@@ -128,9 +115,9 @@ absl::Status LinearAttentionBlockBwd(const Context& ctx, const ModelConfig& conf
   // o = LinearAttention(q, k, v), from the saved chunk-start states.
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer), {H});  // [H]
   kernels::LinearAttentionParams p{H, D, AttentionScale(D)};
-  Tensor dq = F32({T, H, D});  // [T, H, D]
-  Tensor dk = F32({T, H, D});  // [T, H, D]
-  Tensor dv = F32({T, H, D});  // [T, H, D]
+  Tensor dq = F32(ctx, {T, H, D});  // [T, H, D]
+  Tensor dk = F32(ctx, {T, H, D});  // [T, H, D]
+  Tensor dv = F32(ctx, {T, H, D});  // [T, H, D]
   Tensor no_d_initial_state;
   TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionBwd(ctx, p, a.q, a.k, a.v, decay, seqs.cu_seqlens,
                                                      a.chunk_states, d_o, dq, dk, dv,
@@ -148,15 +135,15 @@ absl::Status SoftmaxAttentionBlockBwd(const Context& ctx, const ModelConfig& con
   const int64_t D = config.head_dim;
   // out = o · denseᵀ
   TANDEM_ASSIGN_OR_RETURN(Tensor o_flat, a.o.Reshape({T, H * D}));   // [T, H·D]
-  Tensor d_o = F32({T, H, D});                                       // [T, H, D]
+  Tensor d_o = F32(ctx, {T, H, D});                                  // [T, H, D]
   TANDEM_ASSIGN_OR_RETURN(Tensor do_flat, d_o.Reshape({T, H * D}));  // [T, H·D]
   TANDEM_RETURN_IF_ERROR(GemmNN(ctx, dout, w.dense, do_flat));
   TANDEM_RETURN_IF_ERROR(GemmTN(ctx, dout, o_flat, g.dense, /*accumulate=*/true));
 
   kernels::SoftmaxAttentionParams p{H, Hkv, D, AttentionScale(D)};
-  Tensor dq = F32({T, H, D});    // [T, H, D]
-  Tensor dk = F32({T, Hkv, D});  // [T, Hkv, D]
-  Tensor dv = F32({T, Hkv, D});  // [T, Hkv, D]
+  Tensor dq = F32(ctx, {T, H, D});    // [T, H, D]
+  Tensor dk = F32(ctx, {T, Hkv, D});  // [T, Hkv, D]
+  Tensor dv = F32(ctx, {T, Hkv, D});  // [T, Hkv, D]
   TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionBwd(ctx, p, a.q, a.k, a.v, seqs.cu_seqlens, a.o,
                                                       a.lse, d_o, dq, dk, dv));
   return QkvBwd(ctx, config, w, seqs, h, a, dq, dk, dv, dh, /*accumulate=*/false, g);
@@ -176,7 +163,7 @@ absl::Status MoeBlockBwd(const Context& ctx, const ModelConfig& config, const La
   const int64_t E = config.num_experts;
   const int64_t K = config.num_experts_per_tok;
   // Routed experts: out = Σ_k w_k · expert_k(h).
-  Tensor dtopk_weight = F32({T, K});  // [T, K]
+  Tensor dtopk_weight = F32(ctx, {T, K});  // [T, K]
   TANDEM_RETURN_IF_ERROR(kernels::MoeExpertsBwd(ctx, h, a.topk_idx, a.topk_weight, w.experts,
                                                 a.experts, dout, dh, dtopk_weight, g.experts));
 
@@ -188,10 +175,13 @@ absl::Status MoeBlockBwd(const Context& ctx, const ModelConfig& config, const La
   rp.topk_group = config.topk_group;
   rp.routed_scaling_factor = static_cast<float>(config.routed_scaling_factor);
   rp.norm_topk_prob = config.norm_topk_prob;
-  Tensor dlogits = F32({T, E});  // [T, E]
+  Tensor dlogits = F32(ctx, {T, E});  // [T, E]
   TANDEM_RETURN_IF_ERROR(
       kernels::MoeRouteBwd(ctx, rp, a.scores, a.topk_idx, dtopk_weight, dlogits));
-  TANDEM_RETURN_IF_ERROR(GemmTN(ctx, dlogits, h, g.router, /*accumulate=*/true));
+  // The fp32 router's gradient reads the stream as the forward's router did: widened back to f32
+  // where it is stored in bf16 (GPU), so both GEMMs below are all-fp32.
+  TANDEM_ASSIGN_OR_RETURN(Tensor h32, AsF32(ctx, h));
+  TANDEM_RETURN_IF_ERROR(GemmTN(ctx, dlogits, h32, g.router, /*accumulate=*/true));
   TANDEM_RETURN_IF_ERROR(GemmNN(ctx, dlogits, w.router, dh, /*accumulate=*/true));
 
   // Shared expert, added last in the forward.
