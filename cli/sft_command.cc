@@ -1,5 +1,6 @@
-// `tandem sft --config FILE [key=value ...]`: supervised fine-tuning with trainer::RunSft. Under
-// `mpirun -np P` every process is one data-parallel rank (MPI collective); otherwise one process.
+// `tandem sft --config FILE [--device cpu|cuda] [key=value ...]`: supervised fine-tuning with
+// trainer::RunSft. Under `mpirun -np P` every process is one data-parallel rank (MPI collective);
+// otherwise one process. --device cuda trains on GPU 0 (one process only for now).
 // Rank 0 draws a progress line on a TTY (step, loss, tokens/s, ETA, rewritten in place) or prints
 // a plain line every trainer.log_every steps, and prints a JSON summary on stdout at the end.
 #include <chrono>
@@ -24,6 +25,7 @@ constexpr char kCommand[] = "sft";
 struct SftOptions {
   RunCommandOptions run;
   trainer::SftEvalOptions eval;
+  std::string device = "cpu";  // --device
 };
 
 // Rank 0's view of progress: tokens/s of the latest step, ETA from the mean wall time per step
@@ -71,6 +73,7 @@ void RunSftCommand(const SftOptions& opt) {
 
   trainer::SftLoopOptions loop;
   loop.collective = collective.get();
+  loop.device = opt.device == "cuda" ? Device::kCUDA : Device::kCPU;
   loop.eval = opt.eval;
   loop.max_steps_this_run = opt.run.max_steps_this_run;
   if (rank0) loop.on_step = [&](const trainer::SftStepMetrics& m) { progress.Update(m); };
@@ -85,6 +88,7 @@ void RunSftCommand(const SftOptions& opt) {
     summary["final_exact_match"] = *result->final_exact_match;
   }
   if (!result->steps.empty()) summary["final_loss"] = result->steps.back().loss;
+  summary["device"] = opt.device;
   std::printf("%s\n", summary.dump().c_str());
 }
 
@@ -99,6 +103,11 @@ void AddSftCommand(CLI::App& app) {
                   "held-out exact match every N steps (addition task); 0 = at the end, -1 = off")
       ->capture_default_str();
   cmd->add_option("--eval-examples", opt->eval.examples, "held-out problems per evaluation")
+      ->capture_default_str();
+  cmd->add_option("--device", opt->device,
+                  "cpu, or cuda: one process on GPU 0 (fp32 master, gradients and AdamW on the "
+                  "GPU; several ranks need the NCCL collective, not built yet)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->callback([opt] { RunSftCommand(*opt); });
 }

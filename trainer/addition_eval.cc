@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/core/contract.h"
 #include "kernels/core/status_macros.h"
+#include "model/device_ops.h"
 #include "model/hybrid_model_step.h"
 #include "model/inference_cache.h"
 
@@ -34,8 +35,9 @@ absl::Status DecodeGroup(const Context& ctx, const model::HybridModel& model,
     max_len = std::max<int64_t>(max_len, prompts[i].size() + max_new[i]);
   }
   const int64_t blocks_per_seq = (max_len + kAttentionKvTile - 1) / kAttentionKvTile;
-  TANDEM_ASSIGN_OR_RETURN(model::InferenceCache cache,
-                          model::InferenceCache::Create(model.config(), n * blocks_per_seq, n));
+  TANDEM_ASSIGN_OR_RETURN(
+      model::InferenceCache cache,
+      model::InferenceCache::Create(model.config(), n * blocks_per_seq, n, ctx.device()));
   std::vector<model::StepSequence> live;  // this step's batch
   std::vector<int64_t> live_index;        // prompt index of each entry of `live`
   for (int64_t i = begin; i < end; ++i) {
@@ -52,7 +54,9 @@ absl::Status DecodeGroup(const Context& ctx, const model::HybridModel& model,
   }
   const int64_t V = model.config().vocab_size;
   while (!live.empty()) {
-    TANDEM_ASSIGN_OR_RETURN(Tensor logits, model::ForwardStep(ctx, model, live, cache));  // [B, V]
+    TANDEM_ASSIGN_OR_RETURN(Tensor step_logits, model::ForwardStep(ctx, model, live, cache));
+    // [B, V] on the host (a copy when the step ran on the GPU).
+    TANDEM_ASSIGN_OR_RETURN(const Tensor logits, model::internal::ToHost(ctx, step_logits));
     std::vector<model::StepSequence> next;
     std::vector<int64_t> next_index;
     for (size_t b = 0; b < live.size(); ++b) {

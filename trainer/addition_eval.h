@@ -1,7 +1,8 @@
 // Held-out evaluation of the addition task: greedy decoding from "a+b=" and exact match of the
 // answer digits and the end token. Decoding runs model::ForwardStep over an InferenceCache (prefill
 // the prompt, then one token per step), whose logits are bitwise those HybridModel::Forward gives
-// over the whole prefix, so the evaluation sees exactly the model the trainer trains.
+// over the whole prefix, so the evaluation sees exactly the model the trainer trains. On a CUDA
+// context the model and the cache are on the GPU and only the logits come back to the host.
 #pragma once
 
 #include <cstdint>

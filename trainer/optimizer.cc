@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/adamw/adamw.h"
 #include "kernels/core/status_macros.h"
+#include "model/device_ops.h"
 
 namespace tandem::trainer {
 namespace {
@@ -23,6 +24,33 @@ std::vector<NamedTensor> Collect(model::ModelWeights& w) {
   std::vector<NamedTensor> out;
   w.ForEachParameter([&](const std::string& name, Tensor& t) { out.push_back({name, t}); });
   return out;
+}
+
+// GlobalGradNorm for gradients on either device: GPU tensors are copied to the host and summed
+// there by the same kernels::SumOfSquares, so the norm has the CPU's summation order and bits.
+absl::StatusOr<double> GradNormOnAnyDevice(const Context& ctx, const model::ModelWeights& grads) {
+  if (grads.embed.device() == Device::kCPU) return GlobalGradNorm(grads);
+  double sum = 0;
+  absl::Status status;
+  grads.ForEachParameter([&](const std::string& name, const Tensor& g) {
+    if (!status.ok() || !IsGradientTrained(name)) return;
+    absl::StatusOr<Tensor> host = model::internal::ToHost(ctx, g);
+    if (!host.ok()) {
+      status = host.status();
+      return;
+    }
+    sum += kernels::SumOfSquares(*host);
+  });
+  TANDEM_RETURN_IF_ERROR(status);
+  return std::sqrt(sum);
+}
+
+// g *= scale on the gradient's device (one fp32 multiply per element, as on the CPU).
+absl::Status ScaleGradient(const Context& ctx, Tensor& g, float scale) {
+  if (g.device() == Device::kCUDA) return model::internal::ScaleInPlace(ctx, g, scale);
+  float* d = g.data<float>();
+  for (int64_t i = 0; i < g.numel(); ++i) d[i] *= scale;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -91,7 +119,7 @@ absl::StatusOr<StepStats> AdamW::Step(const Context& ctx, model::ModelWeights& w
   }
   StepStats stats;
   stats.lr = LearningRate(schedule_, state_.step);
-  stats.grad_norm = GlobalGradNorm(grads);
+  TANDEM_ASSIGN_OR_RETURN(stats.grad_norm, GradNormOnAnyDevice(ctx, grads));
   if (!std::isfinite(stats.grad_norm)) {
     stats.skipped = true;
     return stats;
@@ -99,10 +127,7 @@ absl::StatusOr<StepStats> AdamW::Step(const Context& ctx, model::ModelWeights& w
   if (options_.max_grad_norm > 0 && stats.grad_norm > options_.max_grad_norm) {
     stats.clip_scale = options_.max_grad_norm / (stats.grad_norm + 1e-6);
     const float scale = static_cast<float>(stats.clip_scale);
-    for (NamedTensor& t : g) {
-      float* d = t.tensor.data<float>();
-      for (int64_t i = 0; i < t.tensor.numel(); ++i) d[i] *= scale;
-    }
+    for (NamedTensor& t : g) TANDEM_RETURN_IF_ERROR(ScaleGradient(ctx, t.tensor, scale));
   }
   kernels::AdamWParams params;
   params.lr = static_cast<float>(stats.lr);

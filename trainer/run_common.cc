@@ -10,9 +10,28 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/core/status_macros.h"
 #include "model/config.h"
+#include "model/device_weights.h"
+#include "model/hybrid_model_backward_weights.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/core/cuda_util.h"
+#endif
 
 namespace tandem::trainer {
 namespace {
+
+// The GPU half of BuildModel: the fp32 master uploaded as is, the compute weights cast from the
+// same host values (UploadWeights; CastMasterInto gives the same bits after every update), and
+// zeroed fp32 gradients, all on the GPU.
+absl::Status PlaceOnGpu(TrainerState& state, const model::ModelConfig& config,
+                        const model::ModelWeights& host) {
+  const Context& ctx = *state.ctx;
+  TANDEM_ASSIGN_OR_RETURN(state.master, model::CopyWeightsF32(ctx, config, host, Device::kCUDA));
+  TANDEM_ASSIGN_OR_RETURN(model::ModelWeights compute, model::UploadWeights(ctx, config, host));
+  TANDEM_ASSIGN_OR_RETURN(state.grads, model::AllocateGradients(ctx, config));
+  state.model.emplace(config, std::move(compute));
+  return absl::OkStatus();
+}
 
 absl::Status BuildModel(TrainerState& state, const ModelSection& m) {
   absl::StatusOr<model::ModelConfig> config = model::LoadModelConfig(m.config);
@@ -31,8 +50,45 @@ absl::Status BuildModel(TrainerState& state, const ModelSection& m) {
     TANDEM_RETURN_IF_ERROR(WithField("model.init", loaded.status()));
     weights = *std::move(loaded);
   }
-  state.grads = model::AllocateWeights(*config);
-  state.model.emplace(*config, std::move(weights));
+  if (!state.on_gpu()) {
+    state.grads = model::AllocateWeights(*config);
+    state.model.emplace(*config, std::move(weights));
+    return absl::OkStatus();
+  }
+  return PlaceOnGpu(state, *config, weights);
+}
+
+// A context for `device`: a CPU pool, or GPU 0 (with a host pool for host-side work) for a
+// single process.
+absl::Status MakeContext(TrainerState& state, int64_t threads, Device device) {
+  if (device == Device::kCPU) {
+    state.ctx.emplace(Context::Cpu(static_cast<int>(threads)));
+    return absl::OkStatus();
+  }
+  if (state.collective->Size() > 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--device cuda: ", state.collective->Size(), " ranks, but data parallel training on ",
+        "several GPUs needs the NCCL collective, which is not built yet; run one process ",
+        "(one GPU) or train on the CPU"));
+  }
+#ifdef TANDEM_HAVE_CUDA
+  if (!kernels::cuda::CudaAvailable()) {
+    return absl::FailedPreconditionError("--device cuda: no usable CUDA device on this machine");
+  }
+  state.ctx.emplace(Context::Cuda(0, nullptr, static_cast<int>(threads)));
+  return absl::OkStatus();
+#else
+  return absl::FailedPreconditionError(
+      "--device cuda: this tandem was built without CUDA (configure with -DTANDEM_CUDA=ON)");
+#endif
+}
+
+// AdamW's moments moved to `device` (the GPU trainer keeps them next to its master).
+absl::Status MomentsToDevice(TrainerState& state, Device device) {
+  OptimizerState& o = state.optimizer->state();
+  const model::ModelConfig& config = state.model->config();
+  TANDEM_ASSIGN_OR_RETURN(o.m, model::CopyWeightsF32(*state.ctx, config, o.m, device));
+  TANDEM_ASSIGN_OR_RETURN(o.v, model::CopyWeightsF32(*state.ctx, config, o.v, device));
   return absl::OkStatus();
 }
 
@@ -45,7 +101,8 @@ absl::Status WithField(const char* field, const absl::Status& s) {
 
 absl::Status SetUpTrainer(TrainerState& state, Collective* collective, int64_t num_threads,
                           const TokenizerSection& tokenizer, const ModelSection& model,
-                          const CheckpointSection& checkpoint, const std::string& output_dir) {
+                          const CheckpointSection& checkpoint, const std::string& output_dir,
+                          Device device) {
   state.collective = collective;
   if (state.collective == nullptr) {
     state.owned_collective = MakeLocalCollective();
@@ -53,7 +110,8 @@ absl::Status SetUpTrainer(TrainerState& state, Collective* collective, int64_t n
   }
   const int64_t threads =
       num_threads > 0 ? num_threads : std::max(1u, std::thread::hardware_concurrency());
-  state.ctx.emplace(Context::Cpu(static_cast<int>(threads)));
+  state.device = device;
+  TANDEM_RETURN_IF_ERROR(MakeContext(state, threads, device));
   absl::StatusOr<model::CharTokenizer> tok = MakeCharTokenizer(tokenizer.alphabet);
   TANDEM_RETURN_IF_ERROR(WithField("tokenizer.alphabet", tok.status()));
   state.tokenizer.emplace(*std::move(tok));
@@ -72,6 +130,7 @@ absl::Status BuildOptimizer(TrainerState& state, const OptimSection& o, int64_t 
   absl::StatusOr<AdamW> adam = AdamW::Create(state.model->config(), adamw, schedule);
   TANDEM_RETURN_IF_ERROR(WithField("optim", adam.status()));
   state.optimizer.emplace(*std::move(adam));
+  if (state.on_gpu()) return MomentsToDevice(state, Device::kCUDA);
   return absl::OkStatus();
 }
 
@@ -83,8 +142,13 @@ absl::Status LoadResumePoint(TrainerState& state, const std::string& dir,
                                                       " holds a different model config than ",
                                                       "model.config (", model_config, ")"));
   }
-  state.model.emplace(std::move(ckpt.config), std::move(ckpt.weights));
   state.optimizer->state() = std::move(ckpt.optimizer);
+  if (state.on_gpu()) {
+    TANDEM_RETURN_IF_ERROR(PlaceOnGpu(state, ckpt.config, ckpt.weights));
+    TANDEM_RETURN_IF_ERROR(MomentsToDevice(state, Device::kCUDA));
+  } else {
+    state.model.emplace(std::move(ckpt.config), std::move(ckpt.weights));
+  }
   TANDEM_RETURN_IF_ERROR(
       WithField("checkpoint.resume", state.loader->Restore(ckpt.loop.data_cursor)));
   state.step = ckpt.loop.step;
@@ -92,10 +156,36 @@ absl::Status LoadResumePoint(TrainerState& state, const std::string& dir,
   return absl::OkStatus();
 }
 
+namespace {
+
+// The GPU trainer's checkpoint: host copies of the fp32 master and of AdamW's moments.
+absl::Status SaveFromGpu(TrainerState& state, int64_t keep_last,
+                         const std::function<void(CheckpointContents&)>& fill) {
+  const model::ModelConfig& config = state.model->config();
+  TANDEM_ASSIGN_OR_RETURN(model::ModelWeights weights, HostMasterWeights(state));
+  const OptimizerState& o = state.optimizer->state();
+  OptimizerState host{o.step, {}, {}};
+  TANDEM_ASSIGN_OR_RETURN(host.m, model::CopyWeightsF32(*state.ctx, config, o.m, Device::kCPU));
+  TANDEM_ASSIGN_OR_RETURN(host.v, model::CopyWeightsF32(*state.ctx, config, o.v, Device::kCPU));
+  CheckpointContents contents;
+  contents.config = &config;
+  contents.weights = &weights;
+  contents.optimizer = &host;
+  contents.loop.step = state.step;
+  fill(contents);
+  CheckpointOptions options;
+  options.keep_last = keep_last;
+  return SaveTrainingCheckpoint(state.checkpoint_root, state.step, contents, options).status();
+}
+
+}  // namespace
+
 absl::Status SaveCheckpointFromRank0(TrainerState& state, int64_t keep_last,
                                      const std::function<void(CheckpointContents&)>& fill) {
   absl::Status status;
-  if (state.collective->Rank() == 0) {
+  if (state.collective->Rank() == 0 && state.on_gpu()) {
+    status = SaveFromGpu(state, keep_last, fill);
+  } else if (state.collective->Rank() == 0) {
     CheckpointContents contents;
     contents.config = &state.model->config();
     contents.weights = &state.model->weights();
@@ -132,6 +222,11 @@ model::ModelWeights CopyModelWeights(const model::ModelConfig& config,
     std::copy_n(t.data<float>(), t.numel(), dst[i++].data<float>());
   });
   return copy;
+}
+
+absl::StatusOr<model::ModelWeights> HostMasterWeights(TrainerState& state) {
+  if (!state.on_gpu()) return CopyModelWeights(state.model->config(), state.model->weights());
+  return model::CopyWeightsF32(*state.ctx, state.model->config(), state.master, Device::kCPU);
 }
 
 }  // namespace tandem::trainer

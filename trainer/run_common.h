@@ -22,6 +22,10 @@
 
 namespace tandem::trainer {
 
+// On the CPU the model's fp32 weights are the master weights the optimizer updates. On the GPU
+// (device kCUDA, one process) the fp32 master, the gradients and AdamW's moments live on the GPU,
+// and the model holds the compute cast of the master (bf16 matrices; CastMasterInto after every
+// update); checkpoints are written from a host copy of the master.
 struct TrainerState {
   std::unique_ptr<Collective> owned_collective;  // the local one when none was given
   Collective* collective = nullptr;
@@ -29,29 +33,42 @@ struct TrainerState {
   std::optional<model::CharTokenizer> tokenizer;  // tokenizer.alphabet (MakeCharTokenizer)
   std::optional<model::HybridModel> model;
   std::optional<AdamW> optimizer;
-  model::ModelWeights grads;  // scratch, the model's shapes
+  model::ModelWeights grads;   // scratch, the model's shapes (f32 on ctx's device)
+  model::ModelWeights master;  // GPU only: the fp32 master weights on the GPU
+  Device device = Device::kCPU;
   std::optional<DataLoader> loader;
   int64_t step = 0;  // optimizer steps completed
   std::string checkpoint_root;
   std::string last_checkpoint;
+
+  bool on_gpu() const { return device == Device::kCUDA; }
+  // The fp32 weights the optimizer updates: `master` on the GPU, the model's own on the CPU.
+  model::ModelWeights& master_weights() { return on_gpu() ? master : model->weights(); }
+  // Where the step functions take the master (SftStepOptions::master): null on the CPU.
+  model::ModelWeights* separate_master() { return on_gpu() ? &master : nullptr; }
 };
 
 // `s` with its message prefixed by the config field it came from: "model.config: ...".
 absl::Status WithField(const char* field, const absl::Status& s);
 
-// The collective (`collective`, or a local one when null), a CPU context of `num_threads` threads
-// (0 = all hardware threads), the tokenizer, the model (model.init) with its gradient scratch,
-// and the checkpoint root. Errors name the config field.
+// The collective (`collective`, or a local one when null), a context on `device` (CPU: a pool
+// of `num_threads` threads, 0 = all hardware threads; CUDA: GPU 0 with such a host pool), the
+// tokenizer, the model (model.init) with its gradient scratch (and on the GPU its fp32 master),
+// and the checkpoint root. Errors name the config field. On CUDA with more than one rank:
+// FailedPrecondition (data parallel over GPUs needs the NCCL collective, not built yet).
 absl::Status SetUpTrainer(TrainerState& state, Collective* collective, int64_t num_threads,
                           const TokenizerSection& tokenizer, const ModelSection& model,
-                          const CheckpointSection& checkpoint, const std::string& output_dir);
+                          const CheckpointSection& checkpoint, const std::string& output_dir,
+                          Device device = Device::kCPU);
 // The same from a run config (SftRunConfig, RlRunConfig).
 template <class RunConfig>
-absl::Status SetUpTrainer(TrainerState& state, Collective* collective, const RunConfig& c) {
+absl::Status SetUpTrainer(TrainerState& state, Collective* collective, const RunConfig& c,
+                          Device device = Device::kCPU) {
   return SetUpTrainer(state, collective, c.trainer.num_threads, c.tokenizer, c.model, c.checkpoint,
-                      c.trainer.output_dir);
+                      c.trainer.output_dir, device);
 }
-// AdamW for the model, with the learning-rate schedule over `total_steps`.
+// AdamW for the model, with the learning-rate schedule over `total_steps` (moments on the
+// trainer's device).
 absl::Status BuildOptimizer(TrainerState& state, const OptimSection& optim, int64_t total_steps);
 
 // Loads a step-<N> checkpoint: weights (expert biases included), AdamW moments and step, the loop
@@ -73,5 +90,7 @@ bool DueAt(int64_t step, int64_t stop, int64_t every);
 // Owned copies of `weights` (CPU f32).
 model::ModelWeights CopyModelWeights(const model::ModelConfig& config,
                                      const model::ModelWeights& weights);
+// Owned host f32 copies of the trainer's master weights (from the GPU when it trains there).
+absl::StatusOr<model::ModelWeights> HostMasterWeights(TrainerState& state);
 
 }  // namespace tandem::trainer

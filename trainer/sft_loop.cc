@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<SftRun>> SetUp(const SftRunConfig& config,
   auto run = std::make_unique<SftRun>();
   run->config = &config;
   run->options = options;
-  TANDEM_RETURN_IF_ERROR(SetUpTrainer(*run, options.collective, config));
+  TANDEM_RETURN_IF_ERROR(SetUpTrainer(*run, options.collective, config, options.device));
   TANDEM_RETURN_IF_ERROR(LoadData(*run));
   TANDEM_RETURN_IF_ERROR(BuildOptimizer(*run, config.optim, config.trainer.total_steps));
   return run;
@@ -142,6 +142,7 @@ absl::StatusOr<SftStepMetrics> TrainOneStep(SftRun& run) {
                                        run.collective->Size(), c.data.max_tokens_per_micro_batch));
   SftStepOptions step_options;
   step_options.expert_bias_update_rate = c.optim.expert_bias_update_rate;
+  step_options.master = run.separate_master();
   TANDEM_ASSIGN_OR_RETURN(SftStepResult out,
                           SftTrainStep(*run.ctx, *run.collective, *run.model, *run.optimizer,
                                        run.grads, batch, step_options));
@@ -191,7 +192,7 @@ absl::StatusOr<SftResult> RunSft(const SftRunConfig& config, const SftLoopOption
   }
   result.final_step = run->step;
   result.last_checkpoint = run->last_checkpoint;
-  result.weights = CopyModelWeights(run->model->config(), run->model->weights());
+  TANDEM_ASSIGN_OR_RETURN(result.weights, HostMasterWeights(*run));
   return result;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/core/tensor.h"
 #include "model/weights.h"
 #include "trainer/collectives.h"
 #include "trainer/run_config.h"
@@ -41,6 +42,9 @@ struct SftStepMetrics {
 struct SftLoopOptions {
   // The data-parallel group; null = a single process (MakeLocalCollective).
   Collective* collective = nullptr;
+  // Where the model trains: the CPU, or GPU 0 (one process: fp32 master, gradients and AdamW on
+  // the GPU, bf16 compute weights cast from the master; checkpoints from a host copy).
+  Device device = Device::kCPU;
   SftEvalOptions eval;
   // > 0: stop after this many steps of this invocation (a checkpoint is written at the stop), as a
   // preempted job would; the schedule still runs to trainer.total_steps on resume.

@@ -65,8 +65,9 @@ absl::StatusOr<SftStepResult> SftTrainStep(const Context& ctx, Collective& colle
   TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(&loss, 1));
   result.loss = loss;
 
-  TANDEM_ASSIGN_OR_RETURN(result.optimizer, ApplyUpdate(ctx, collective, model, optimizer, grads,
-                                                        loads, options.expert_bias_update_rate));
+  TANDEM_ASSIGN_OR_RETURN(result.optimizer,
+                          ApplyUpdate(ctx, collective, model, optimizer, grads, loads,
+                                      options.expert_bias_update_rate, options.master));
   return result;
 }
 

@@ -38,6 +38,9 @@ absl::StatusOr<RankBatch> ShardAndPack(std::span<const Example> examples,
 
 struct SftStepOptions {
   double expert_bias_update_rate = 0.0;  // aux-loss-free balancing step; 0 = off
+  // The fp32 master weights the update goes to when they are not the model's own: on the GPU
+  // (ApplyUpdate's `master`). Null: the model's host fp32 weights.
+  model::ModelWeights* master = nullptr;
 };
 
 struct SftStepResult {

@@ -45,9 +45,13 @@ absl::StatusOr<MicroBatchPass> ForwardBackward(const Context& ctx, model::Hybrid
 // The end of a step (a collective call): grads = Σ_ranks grads (AllReduceGradients, rank order);
 // AdamW::Step (clip, update); then, when expert_bias_update_rate > 0 and the optimizer did not
 // skip the step, `loads` summed over ranks (one int64 all-reduce) and UpdateExpertBiases.
+// `master` null: the model's own fp32 weights are updated (CPU). Non-null (GPU): the update goes
+// to *master (fp32 on ctx's device) and the model's compute weights are then cast from it
+// (model::CastMasterInto), so they are the bits UploadWeights would give from the master.
 absl::StatusOr<StepStats> ApplyUpdate(const Context& ctx, Collective& collective,
                                       model::HybridModel& model, AdamW& optimizer,
                                       model::ModelWeights& grads, ExpertLoads& loads,
-                                      double expert_bias_update_rate);
+                                      double expert_bias_update_rate,
+                                      model::ModelWeights* master = nullptr);
 
 }  // namespace tandem::trainer
