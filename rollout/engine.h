@@ -108,7 +108,8 @@ class Engine {
 
   // Installs `weights` (same shapes as the current ones) as `version`, applied between steps as
   // `mode` says. A newer update replaces one still pending.
-  absl::Status UpdateWeights(int64_t version, model::ModelWeights weights, WeightUpdateMode mode);
+  absl::Status UpdateWeights(int64_t version, const model::ModelWeights& weights,
+                             WeightUpdateMode mode);
   int64_t weight_version() const { return weight_version_; }
   bool update_pending() const { return pending_update_.has_value(); }
 

@@ -23,7 +23,7 @@ std::vector<std::pair<std::string, Shape>> Signature(const model::ModelWeights& 
 
 }  // namespace
 
-absl::Status Engine::UpdateWeights(int64_t version, model::ModelWeights weights,
+absl::Status Engine::UpdateWeights(int64_t version, const model::ModelWeights& weights,
                                    WeightUpdateMode mode) {
   const auto want = Signature(model_.weights());
   const auto got = Signature(weights);
