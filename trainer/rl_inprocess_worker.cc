@@ -70,7 +70,7 @@ void InProcessWorker::TakeCommands() {
     updates.swap(updates_);
   }
   for (Update* u : updates) {
-    absl::Status s = engine_->UpdateWeights(u->version, std::move(u->weights), u->mode);
+    absl::Status s = engine_->UpdateWeights(u->version, u->weights, u->mode);
     std::lock_guard<std::mutex> lock(mu_);
     u->status = s;
     u->accepted = true;

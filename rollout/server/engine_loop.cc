@@ -226,7 +226,7 @@ void EngineLoop::Execute(Command command) {
     (void)engine_->Cancel(it->second);  // NotFound only for a collected request: nothing to do
   } else if (command.swap) {
     SwapCommand& swap = *command.swap;
-    absl::Status s = engine_->UpdateWeights(swap.version, std::move(swap.weights), swap.mode);
+    absl::Status s = engine_->UpdateWeights(swap.version, swap.weights, swap.mode);
     if (!s.ok()) {
       swap.done(s);
       return;
