@@ -21,82 +21,22 @@
 #include <cublas_v2.h>
 #endif
 
+#include "bench/gpu/bench_util.cuh"
 #include "kernels/core/context.h"
 #include "kernels/gemm/gemm_cuda.h"
 
-namespace {
-
-#define CHECK_CUDA(expr)                                                                          \
-  do {                                                                                            \
-    cudaError_t e_ = (expr);                                                                      \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-// Deterministic values in [-1, 1) from a hash of the index.
-__global__ void FillKernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-    p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
-  }
-}
-
-// Median of >= 10 timed runs after a warm-up.
-template <typename Fn>
-double TimeMs(Fn&& fn, bool quick) {
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  fn();
-  CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<float> times(quick ? 10 : 25);
-  for (float& t : times) {
-    CHECK_CUDA(cudaEventRecord(start));
-    fn();
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-  }
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
-// Largest |x - y| relative to the largest |y|.
-double MaxRelDiff(const float* x, const float* y, int64_t n) {
-  std::vector<float> hx(n), hy(n);
-  CHECK_CUDA(cudaMemcpy(hx.data(), x, n * sizeof(float), cudaMemcpyDeviceToHost));
-  CHECK_CUDA(cudaMemcpy(hy.data(), y, n * sizeof(float), cudaMemcpyDeviceToHost));
-  double diff = 0.0, scale = 1e-30;
-  for (int64_t i = 0; i < n; ++i) {
-    diff = std::max(diff, static_cast<double>(std::fabs(hx[i] - hy[i])));
-    scale = std::max(scale, static_cast<double>(std::fabs(hy[i])));
-  }
-  return diff / scale;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   namespace cu = tandem::kernels::cuda;
-  bool quick = false, csv = false;
-  for (int i = 1; i < argc; ++i) {
-    quick = quick || std::strcmp(argv[i], "--quick") == 0;
-    csv = csv || std::strcmp(argv[i], "--csv") == 0;
-  }
+  const bool quick = tandem::bench::HasFlag(argc, argv, "--quick");
+  const bool csv = tandem::bench::HasFlag(argc, argv, "--csv");
+  // Median of >= 10 timed runs after one warm-up (and a device sync).
+  const tandem::bench::Timing timing{/*warmups=*/1, /*runs=*/quick ? 10 : 25,
+                                     /*sync_after_warmup=*/true, /*check_last_error=*/false};
   const int64_t ts[] = {4096, 8192, 16384};
   const int64_t weights[][2] = {{6144, 2048}, {3072, 2048}, {2048, 2048}, {5120, 2048},
                                 {2048, 5120}, {512, 2048},  {2048, 512}};  // [out, in]
   const int64_t max_t = ts[2], max_dim = 6144;
-  cudaDeviceProp prop;
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s, %d SMs; GemmTN token chunk %ld\n", prop.name, prop.multiProcessorCount,
-              (long)cu::kGemmTnChunk);
+  tandem::bench::PrintDevice("; GemmTN token chunk " + std::to_string((long)cu::kGemmTnChunk));
   __nv_bfloat16 *dy, *x, *w;
   float *c, *c_ref;
   CHECK_CUDA(cudaMalloc(&dy, max_t * max_dim * sizeof(__nv_bfloat16)));
@@ -104,9 +44,9 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMalloc(&w, max_dim * max_dim * sizeof(__nv_bfloat16)));
   CHECK_CUDA(cudaMalloc(&c, max_t * max_dim * sizeof(float)));
   CHECK_CUDA(cudaMalloc(&c_ref, max_t * max_dim * sizeof(float)));
-  FillKernel<<<1024, 256>>>(dy, max_t * max_dim, 1);
-  FillKernel<<<1024, 256>>>(x, max_t * max_dim, 2);
-  FillKernel<<<1024, 256>>>(w, max_dim * max_dim, 3);
+  tandem::bench::FillBf16(dy, max_t * max_dim, 1);
+  tandem::bench::FillBf16(x, max_t * max_dim, 2);
+  tandem::bench::FillBf16(w, max_dim * max_dim, 3);
 #ifdef TANDEM_HAVE_CUBLAS
   cublasHandle_t handle;
   if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) return 1;
@@ -137,7 +77,7 @@ int main(int argc, char** argv) {
                        std::string(s.message()).c_str());
           return 1;
         }
-        const double ours = TimeMs([&] { (void)run(); }, quick);
+        const double ours = tandem::bench::MedianMs([&] { (void)run(); }, timing);
         const double flop = 2.0 * t * out * in;
         double ref = 0.0, rel = 0.0;
 #ifdef TANDEM_HAVE_CUBLAS
@@ -149,9 +89,9 @@ int main(int argc, char** argv) {
                        g.b, CUDA_R_16BF, g.ldb, g.a, CUDA_R_16BF, g.lda, &beta, c_ref, CUDA_R_32F,
                        g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         };
-        ref = TimeMs(cublas, quick);
+        ref = tandem::bench::MedianMs(cublas, timing);
         CHECK_CUDA(cudaDeviceSynchronize());
-        rel = MaxRelDiff(c, c_ref, g.m * g.n);
+        rel = tandem::bench::MaxRelDiff(c, c_ref, g.m * g.n);
 #endif
         std::printf("%3s %6ld %6ld %6ld | %9.4f %8.1f | %9.4f %8.1f | %6.2f | %8.1e\n",
                     tn ? "TN" : "NN", (long)t, (long)out, (long)in, ours, flop / ours * 1e-9, ref,

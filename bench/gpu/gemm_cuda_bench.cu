@@ -20,29 +20,11 @@
 #include <cublas_v2.h>
 #endif
 
+#include "bench/gpu/bench_util.cuh"
 #include "kernels/core/context.h"
 #include "kernels/gemm/gemm_cuda.h"
 
 namespace {
-
-#define CHECK_CUDA(expr)                                                                          \
-  do {                                                                                            \
-    cudaError_t e_ = (expr);                                                                      \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-// Deterministic values in [-1, 1) from a hash of the index.
-__global__ void FillKernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-    p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
-  }
-}
 
 template <typename Fn>
 double TimeMs(Fn&& fn, bool quick) {
@@ -69,38 +51,20 @@ double TimeMs(Fn&& fn, bool quick) {
   return total / iters;
 }
 
-// Largest |x - y| relative to the largest |y|.
-double MaxRelDiff(const float* x, const float* y, int64_t n) {
-  std::vector<float> hx(n), hy(n);
-  CHECK_CUDA(cudaMemcpy(hx.data(), x, n * sizeof(float), cudaMemcpyDeviceToHost));
-  CHECK_CUDA(cudaMemcpy(hy.data(), y, n * sizeof(float), cudaMemcpyDeviceToHost));
-  double diff = 0.0, scale = 1e-30;
-  for (int64_t i = 0; i < n; ++i) {
-    diff = std::max(diff, static_cast<double>(std::fabs(hx[i] - hy[i])));
-    scale = std::max(scale, static_cast<double>(std::fabs(hy[i])));
-  }
-  return diff / scale;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, csv = false;
-  for (int i = 1; i < argc; ++i) {
-    quick = quick || std::strcmp(argv[i], "--quick") == 0;
-    csv = csv || std::strcmp(argv[i], "--csv") == 0;
-  }
+  const bool quick = tandem::bench::HasFlag(argc, argv, "--quick");
+  const bool csv = tandem::bench::HasFlag(argc, argv, "--csv");
   const int64_t ms[] = {1, 64, 1024, 4096, 16384};
   // Ring-mini-linear-2.0 weights: linear-attention fused qkv, softmax qkv, g_proj / dense,
   // layer-0 MLP gate/up and down, shared expert gate/up and down.
   const int64_t nks[][2] = {{6144, 2048}, {3072, 2048}, {2048, 2048}, {5120, 2048},
                             {2048, 5120}, {512, 2048},  {2048, 512}};
   std::vector<std::string> csv_lines;
-  cudaDeviceProp prop;
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s, %d SMs; tile %dx%dx%d for every M\n", prop.name,
-              prop.multiProcessorCount, tandem::kernels::cuda::kGemmTileM,
-              tandem::kernels::cuda::kGemmTileN, tandem::kernels::cuda::kGemmTileK);
+  tandem::bench::PrintDevice("; tile " + std::to_string(tandem::kernels::cuda::kGemmTileM) + "x" +
+                             std::to_string(tandem::kernels::cuda::kGemmTileN) + "x" +
+                             std::to_string(tandem::kernels::cuda::kGemmTileK) + " for every M");
 #ifdef TANDEM_HAVE_CUBLAS
   cublasHandle_t handle;
   if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) return 1;
@@ -117,8 +81,8 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMalloc(&b, n * k * sizeof(__nv_bfloat16)));
     CHECK_CUDA(cudaMalloc(&c, max_m * n * sizeof(float)));
     CHECK_CUDA(cudaMalloc(&c_ref, max_m * n * sizeof(float)));
-    FillKernel<<<1024, 256>>>(a, max_m * k, 1);
-    FillKernel<<<1024, 256>>>(b, n * k, 2);
+    tandem::bench::FillBf16(a, max_m * k, 1);
+    tandem::bench::FillBf16(b, n * k, 2);
     float* c_lt;
     CHECK_CUDA(cudaMalloc(&c_lt, max_m * n * sizeof(float)));
     {
@@ -161,8 +125,8 @@ int main(int argc, char** argv) {
       };
       ref = TimeMs(cublas, quick);
       CHECK_CUDA(cudaDeviceSynchronize());
-      rel = MaxRelDiff(c, c_ref, m * n);
-      rel_lt = MaxRelDiff(c_lt, c_ref, m * n);
+      rel = tandem::bench::MaxRelDiff(c, c_ref, m * n);
+      rel_lt = tandem::bench::MaxRelDiff(c_lt, c_ref, m * n);
 #endif
       std::printf(
           "%6ld %6ld %6ld | %9.4f %8.1f | %9.4f %8.1f | %9.4f %8.1f | %6.2f %6.2f | %8.1e %8.1e\n",

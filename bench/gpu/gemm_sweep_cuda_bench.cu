@@ -23,19 +23,12 @@
 #include <utility>
 #include <vector>
 
+#include "bench/gpu/bench_util.cuh"
 #include "kernels/core/context.h"
 #include "kernels/gemm/gemm_cuda.h"
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                          \
-  do {                                                                                            \
-    cudaError_t e_ = (expr);                                                                      \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
 #define CHECK_LT(expr)                                                                           \
   do {                                                                                           \
     cublasStatus_t s_ = (expr);                                                                  \
@@ -52,15 +45,6 @@ constexpr int64_t kDecodeM[] = {1, 8, 16, 32, 64};
 constexpr int64_t kHeuristicM[] = {4096, 1024, 2048};  // 4096 first: its first pick is today's pin
 constexpr size_t kMaxCandidates = 48;
 constexpr double kWallBudgetS = 100.0;  // stop timing new candidates past this
-
-__global__ void FillKernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-    p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
-  }
-}
 
 // Counts differing 32-bit words (bench-only; the atomics order nothing that matters).
 __global__ void MismatchKernel(const uint32_t* x, const uint32_t* y, int64_t words,
@@ -469,8 +453,8 @@ int main(int argc, char** argv) {
       __nv_bfloat16 *a, *b;
       CHECK_CUDA(cudaMalloc(&a, kMaxM * k * sizeof(__nv_bfloat16)));
       CHECK_CUDA(cudaMalloc(&b, n * k * sizeof(__nv_bfloat16)));
-      FillKernel<<<1024, 256>>>(a, kMaxM * k, 1);
-      FillKernel<<<1024, 256>>>(b, n * k, 2);
+      tandem::bench::FillBf16(a, kMaxM * k, 1);
+      tandem::bench::FillBf16(b, n * k, 2);
       const size_t c_bytes = kMaxM * n * sizeof(float);
       CHECK_CUDA(cudaMalloc(&buf.full, c_bytes));
       CHECK_CUDA(cudaMalloc(&buf.slice, c_bytes));

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu/bench_util.cuh"
 #include "kernels/core/context.h"
 #include "kernels/core/contract.h"
 #include "kernels/core/cuda_util.h"
@@ -27,64 +28,10 @@ using tandem::Context;
 using tandem::Device;
 using tandem::DType;
 using tandem::Tensor;
-
-#define CHECK_OK(expr)                                                                            \
-  do {                                                                                            \
-    const absl::Status s_ = (expr);                                                               \
-    if (!s_.ok()) {                                                                               \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, std::string(s_.message()).c_str()); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-// Deterministic bf16 values in [-1, 1) from a hash of the index.
-__global__ void FillKernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-    p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
-  }
-}
-
-Tensor RandomBf16(tandem::Shape shape, uint32_t seed) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kBF16, Device::kCUDA);
-  FillKernel<<<1024, 256>>>(static_cast<__nv_bfloat16*>(t.raw_data()), t.numel(), seed);
-  return t;
-}
-
-Tensor HostI32(const std::vector<int32_t>& v) {
-  Tensor t = Tensor::Empty({static_cast<int64_t>(v.size())}, DType::kI32);
-  std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(int32_t));
-  return t;
-}
-
-// Median milliseconds of fn over `runs` individually timed calls, after two warm-up calls.
-template <typename Fn>
-double MedianMs(Fn&& fn, int runs) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  fn();
-  fn();
-  std::vector<float> ms(runs);
-  for (float& m : ms) {
-    cudaEventRecord(start);
-    fn();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    cudaEventElapsedTime(&m, start, stop);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e));
-    std::exit(1);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[runs / 2];
-}
+using tandem::bench::HostI32;
+using tandem::bench::MedianMs;
+using tandem::bench::RandomBf16;
+namespace bench = tandem::bench;
 
 constexpr int64_t kH = 16, kD = 128;
 
@@ -94,7 +41,7 @@ void Run(const Context& ctx, bool quick, bool csv) {
   std::vector<float> x(kH);
   for (int64_t i = 0; i < kH; ++i) x[i] = std::exp2(-8.0f * (i + 1) / kH);
   const Tensor decay = Tensor::FromVector(x, {kH});
-  const int runs = quick ? 10 : 30;
+  const bench::Timing timing{/*warmups=*/2, /*runs=*/quick ? 10 : 30};
   std::printf(
       "linear attention fwd (saving chunk states) + bwd, one sequence, H=%ld D=%ld, bf16 "
       "q/k/v/do/o/grads, fp32 state\n%8s | %9s %9s %11s %9s | %9s %9s\n",
@@ -122,15 +69,16 @@ void Run(const Context& ctx, bool quick, bool csv) {
       CHECK_OK(cuda::LinearAttentionBwdPhases(ctx, p, q, k, v, decay, cu, states, d_o, dq, dk, dv,
                                               none, phases));
     };
-    const double fwd_ms = MedianMs(fwd, runs), bwd_ms = MedianMs(bwd, runs);
-    const double scan_ms = MedianMs([&] { bwd_phase(cuda::kLinearAttentionBwdScan); }, runs);
-    const double grads_ms = MedianMs([&] { bwd_phase(cuda::kLinearAttentionBwdChunkGrads); }, runs);
+    const double fwd_ms = MedianMs(fwd, timing), bwd_ms = MedianMs(bwd, timing);
+    const double scan_ms = MedianMs([&] { bwd_phase(cuda::kLinearAttentionBwdScan); }, timing);
+    const double grads_ms =
+        MedianMs([&] { bwd_phase(cuda::kLinearAttentionBwdChunkGrads); }, timing);
     const double both_ms = MedianMs(
         [&] {
           fwd();
           bwd();
         },
-        runs);
+        timing);
     // Causal flop convention of the anchors: 4·T²/2·H·D forward, 2.5x that backward.
     const double flop = 3.5 * 4.0 * (t * static_cast<double>(t) / 2.0) * kH * kD;
     std::printf("%8ld | %9.3f %9.3f %11.3f %9.1f | %9.3f %9.3f\n", (long)t, fwd_ms, bwd_ms, both_ms,
@@ -147,17 +95,9 @@ void Run(const Context& ctx, bool quick, bool csv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, csv = false;
-  for (int i = 1; i < argc; ++i) {
-    quick |= std::strcmp(argv[i], "--quick") == 0;
-    csv |= std::strcmp(argv[i], "--csv") == 0;
-  }
-  cudaDeviceProp prop;
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-    std::fprintf(stderr, "no CUDA device\n");
-    return 1;
-  }
-  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  const bool quick = bench::HasFlag(argc, argv, "--quick");
+  const bool csv = bench::HasFlag(argc, argv, "--csv");
+  bench::PrintDevice();
   const Context ctx = Context::Cuda(0, nullptr);
   Run(ctx, quick, csv);
   return 0;

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/gpu/bench_util.cuh"
 #include "kernels/core/context.h"
 #include "kernels/core/contract.h"
 #include "kernels/core/cuda_util.h"
@@ -31,65 +32,11 @@ using tandem::Context;
 using tandem::Device;
 using tandem::DType;
 using tandem::Tensor;
+using tandem::bench::HostI32;
+using tandem::bench::MedianMs;
+using tandem::bench::RandomBf16;
+namespace bench = tandem::bench;
 namespace cuda = tandem::kernels::cuda;
-
-#define CHECK_OK(expr)                                                                            \
-  do {                                                                                            \
-    const absl::Status s_ = (expr);                                                               \
-    if (!s_.ok()) {                                                                               \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, std::string(s_.message()).c_str()); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-// Deterministic bf16 values in [-1, 1) from a hash of the index.
-__global__ void FillKernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-    p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
-  }
-}
-
-Tensor RandomBf16(tandem::Shape shape, uint32_t seed) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kBF16, Device::kCUDA);
-  FillKernel<<<1024, 256>>>(static_cast<__nv_bfloat16*>(t.raw_data()), t.numel(), seed);
-  return t;
-}
-
-Tensor HostI32(const std::vector<int32_t>& v) {
-  Tensor t = Tensor::Empty({static_cast<int64_t>(v.size())}, DType::kI32);
-  std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(int32_t));
-  return t;
-}
-
-// Median milliseconds of fn over `runs` individually timed calls, after two warm-up calls.
-template <typename Fn>
-double MedianMs(Fn&& fn, int runs) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  fn();
-  fn();
-  std::vector<float> ms(runs);
-  for (float& m : ms) {
-    cudaEventRecord(start);
-    fn();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    cudaEventElapsedTime(&m, start, stop);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e));
-    std::exit(1);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[runs / 2];
-}
 
 // Median milliseconds of the scan and of the output kernel of fn (one tensor-core forward).
 template <typename Fn>
@@ -125,7 +72,7 @@ Tensor RingDecay() {
   return Tensor::FromVector(x, {kH});
 }
 
-void Forward(const Context& ctx, int runs, bool csv) {
+void Forward(const Context& ctx, const bench::Timing& timing, bool csv) {
   const tandem::kernels::LinearAttentionParams p{kH, kD, 1.0f / std::sqrt(128.0f)};
   const Tensor decay = RingDecay();
   std::printf(
@@ -151,16 +98,16 @@ void Forward(const Context& ctx, int runs, bool csv) {
     auto fwd_states = [&] {
       CHECK_OK(cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, o, states, final_state));
     };
-    const double ms = MedianMs(fwd, runs);
-    const std::pair<double, double> phases = PhaseMs(fwd, runs);
-    const double ms_states = MedianMs(fwd_states, runs);
-    const std::pair<double, double> phases_states = PhaseMs(fwd_states, runs);
+    const double ms = MedianMs(fwd, timing);
+    const std::pair<double, double> phases = PhaseMs(fwd, timing.runs);
+    const double ms_states = MedianMs(fwd_states, timing);
+    const std::pair<double, double> phases_states = PhaseMs(fwd_states, timing.runs);
     const double ms_f32 = MedianMs(
         [&] {
           CHECK_OK(
               cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, of, none, final_state));
         },
-        runs);
+        timing);
     std::printf("%8ld | %10.4f %8.1f %9.4f %9.4f | %11.4f %9.4f %9.4f | %10.4f\n", (long)t, ms,
                 t / ms * 1e-3, phases.first, phases.second, ms_states, phases_states.first,
                 phases_states.second, ms_f32);
@@ -172,7 +119,7 @@ void Forward(const Context& ctx, int runs, bool csv) {
 
 // One decode step per call; a run of C steps (one chunk: C − 1 plain steps and one that advances
 // the state) is timed and divided by C, so the figure is the mean step.
-void Decode(const Context& ctx, int runs, bool csv) {
+void Decode(const Context& ctx, const bench::Timing& timing, bool csv) {
   const tandem::kernels::LinearAttentionParams p{kH, kD, 1.0f / std::sqrt(128.0f)};
   const Tensor decay = RingDecay();
   std::printf(
@@ -193,7 +140,7 @@ void Decode(const Context& ctx, int runs, bool csv) {
                                                                    ok, ov, open_len, o));
                             }
                           },
-                          runs) /
+                          timing) /
                       kC;
     const double tbs = 4.0 * b * kH * kD * kD / ms * 1e-9;  // the state, read once per step
     // Also what a step moves on average: the state, the open chunk's fp32 k, v rows before the
@@ -208,20 +155,12 @@ void Decode(const Context& ctx, int runs, bool csv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, csv = false;
-  for (int i = 1; i < argc; ++i) {
-    quick |= std::strcmp(argv[i], "--quick") == 0;
-    csv |= std::strcmp(argv[i], "--csv") == 0;
-  }
-  cudaDeviceProp prop;
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-    std::fprintf(stderr, "no CUDA device\n");
-    return 1;
-  }
-  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  const bool quick = bench::HasFlag(argc, argv, "--quick");
+  const bool csv = bench::HasFlag(argc, argv, "--csv");
+  bench::PrintDevice();
   const Context ctx = Context::Cuda(0, nullptr);
-  const int runs = quick ? 10 : 30;
-  Forward(ctx, runs, csv);
-  Decode(ctx, runs, csv);
+  const bench::Timing timing{/*warmups=*/2, /*runs=*/quick ? 10 : 30};
+  Forward(ctx, timing, csv);
+  Decode(ctx, timing, csv);
   return 0;
 }

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu/bench_util.cuh"
 #include "kernels/core/context.h"
 #include "kernels/core/contract.h"
 #include "kernels/core/cuda_util.h"
@@ -37,15 +38,6 @@ using tandem::Device;
 using tandem::DType;
 using tandem::Tensor;
 namespace model = tandem::model;
-
-#define CHECK_OK(expr)                                                                            \
-  do {                                                                                            \
-    const absl::Status s_ = (expr);                                                               \
-    if (!s_.ok()) {                                                                               \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, std::string(s_.message()).c_str()); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
 
 struct Options {
   bool csv = false;

@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "bench/gpu/bench_util.cuh"
 #include "kernels/core/bf16.h"
 #include "kernels/core/context.h"
 #include "kernels/core/cuda_util.h"
@@ -51,26 +52,12 @@ Tensor RandomBf16(const Context& ctx, Shape shape, float scale, uint64_t seed) {
   return Upload(ctx, h);
 }
 
+// Median of 10 timed runs after one warm-up.
 template <typename Fn>
 double MedianMs(Fn&& fn) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  fn();  // warm-up
-  std::vector<float> ms;
-  for (int i = 0; i < 10; ++i) {
-    cudaEventRecord(start);
-    fn();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float m = 0;
-    cudaEventElapsedTime(&m, start, stop);
-    ms.push_back(m);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return tandem::bench::MedianMs(fn, tandem::bench::Timing{/*warmups=*/1, /*runs=*/10,
+                                                           /*sync_after_warmup=*/false,
+                                                           /*check_last_error=*/false});
 }
 
 void Report(const char* name, int64_t t, double ms, double flops, bool csv) {
@@ -121,7 +108,7 @@ void Run(const Context& ctx, const MoeExpertsWeights& w, int64_t t, bool backwar
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool csv = argc > 1 && std::strcmp(argv[1], "--csv") == 0;
+  const bool csv = tandem::bench::HasFlag(argc, argv, "--csv");
   if (!cuda::CudaAvailable()) {
     std::printf("no CUDA device\n");
     return 0;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu/bench_util.cuh"
 #include "kernels/core/context.h"
 #include "kernels/core/cuda_util.h"
 #include "kernels/softmax_attention/softmax_attention_bwd_cuda.h"
@@ -27,78 +28,18 @@ using tandem::Context;
 using tandem::Device;
 using tandem::DType;
 using tandem::Tensor;
-
-#define CHECK_OK(expr)                                                                            \
-  do {                                                                                            \
-    const absl::Status s_ = (expr);                                                               \
-    if (!s_.ok()) {                                                                               \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, std::string(s_.message()).c_str()); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-// Deterministic bf16 values in [-1, 1) from a hash of the index.
-__global__ void FillKernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-    p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
-  }
-}
-
-Tensor RandomBf16(tandem::Shape shape, uint32_t seed) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kBF16, Device::kCUDA);
-  FillKernel<<<1024, 256>>>(static_cast<__nv_bfloat16*>(t.raw_data()), t.numel(), seed);
-  return t;
-}
-
-Tensor HostI32(const std::vector<int32_t>& v) {
-  Tensor t = Tensor::Empty({static_cast<int64_t>(v.size())}, DType::kI32);
-  std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(int32_t));
-  return t;
-}
-
-// Median milliseconds of fn over >= 10 timed calls (two warm-up calls first).
-template <typename Fn>
-double MedianMs(Fn&& fn) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  fn();
-  fn();
-  std::vector<float> ms;
-  for (int i = 0; i < 15; ++i) {
-    cudaEventRecord(start);
-    fn();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float once = 0.0f;
-    cudaEventElapsedTime(&once, start, stop);
-    ms.push_back(once);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e));
-    std::exit(1);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using tandem::bench::HostI32;
+using tandem::bench::MedianMs;
+using tandem::bench::RandomBf16;
+namespace bench = tandem::bench;
 
 constexpr int64_t kH = 16, kHkv = 4, kD = 128;
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool csv = argc > 1 && std::strcmp(argv[1], "--csv") == 0;
-  cudaDeviceProp prop;
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-    std::fprintf(stderr, "no CUDA device\n");
-    return 1;
-  }
+  const bool csv = bench::HasFlag(argc, argv, "--csv");
+  const cudaDeviceProp prop = bench::DeviceOrExit();
   namespace cuda = tandem::kernels::cuda;
   const bool wg_available = cuda::SoftmaxAttentionBwdWgmmaAvailable(kD);
   std::printf("%s (default backward: %s)\n", prop.name,
