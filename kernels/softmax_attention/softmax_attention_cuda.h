@@ -33,7 +33,7 @@ absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParam
 // kWgmma: the sm_90a warp-specialised wgmma kernel; kWgmmaV2: the same with the two consumer
 // warpgroups taking turns at the tensor cores (head dims 64 and 128, where
 // SoftmaxAttentionFwdKernelAvailable). All of them give the same bits (decode == forward holds
-// for each). kDefault: what SoftmaxAttentionFwd runs (kWgmma where available, else kMmaSync; f32
+// for each). kDefault: what SoftmaxAttentionFwd runs (kWgmmaV2 where available, else kMmaSync; f32
 // operands: the CUDA-core kernel).
 enum class SoftmaxAttentionFwdKernel { kDefault, kMmaSync, kWgmma, kWgmmaV2 };
 
