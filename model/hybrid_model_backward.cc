@@ -129,7 +129,7 @@ absl::Status CheckGradShapes(const ModelWeights& weights, ModelWeights& grads) {
   TANDEM_RETURN_IF_ERROR(status);
   TANDEM_CHECK_ARG(i == want.size(), "grads: ", i, " tensors, expected ", want.size());
   return ExpectTensor(grads.lm_head, "grads.lm_head", DType::kF32,
-                      {weights.lm_head.dim(0), weights.lm_head.dim(1)});
+                      {weights.lm_head.dim(0), weights.lm_head.dim(1)}, weights.lm_head.device());
 }
 
 absl::Status CheckBackwardArgs(const Context& ctx, const HybridModel& model,
