@@ -201,6 +201,7 @@ __device__ __forceinline__ void LoadStep(const WgArgs& a, const WgItem& it, unsi
 }
 
 __global__ void __launch_bounds__(kWgThreads, 1) BwdWgmmaKernel(WgArgs a, const WgItem* items) {
+#if TANDEM_WGMMA_DEVICE  // sm_90a code only; the host never launches it elsewhere
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   __shared__ int ticket;
   unsigned char* sm = smem_raw + ((1024u - (SmemAddr(smem_raw) & 1023u)) & 1023u);
@@ -235,6 +236,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) BwdWgmmaKernel(WgArgs a, const 
   }
   AddDqOrdered(a, it, 2 * it.k_tile + steps - 1, WgBwdSmem::DqStage(sm));
   StoreDkDvOrdered(a, it, dk, dv);
+#else
+  __trap();
+#endif
 }
 
 }  // namespace tandem::kernels::cuda::attention_bwd

@@ -63,6 +63,8 @@ __device__ __forceinline__ void FenceProxyAsync() {
 }
 
 // mbarrier (shared::cta) primitives for the producer/consumer ring of the forward.
+// (try_wait.parity and expect_tx are sm_90 PTX: only the sm_90a code has them.)
+#if TANDEM_WGMMA_DEVICE
 __device__ __forceinline__ void MbarInit(uint64_t* bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count)
                : "memory");
@@ -100,6 +102,20 @@ __device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
+// Makes the mbarrier inits visible to the async proxy (the bulk tensor copies).
+__device__ __forceinline__ void FenceMbarrierInit() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+#else
+__device__ __forceinline__ void MbarInit(uint64_t*, int) {}
+__device__ __forceinline__ void MbarArrive(uint64_t*) {}
+__device__ __forceinline__ void MbarArriveIf(uint64_t*, bool) {}
+__device__ __forceinline__ void MbarArriveExpectTx(uint64_t*, uint32_t) {}
+__device__ __forceinline__ void CpAsyncMbarArrive(uint64_t*) {}
+__device__ __forceinline__ void MbarWait(uint64_t*, uint32_t) {}
+__device__ __forceinline__ void FenceMbarrierInit() {}
+#endif
+
 // Bulk tensor copy of box {c0, c1, c2} of the tensor map `map` (a __grid_constant__ parameter)
 // into smem at dst, completing `bar`'s transactions.
 __device__ __forceinline__ void TmaLoad3d(void* dst, const void* map, int c0, int c1, int c2,

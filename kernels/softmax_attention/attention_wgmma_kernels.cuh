@@ -207,6 +207,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     FwdWgmmaKernel(Dims dm, const bf16* q, const bf16* k, const bf16* v, FloatPtr o, float* lse,
                    const FwdItem* items, const __grid_constant__ CUtensorMap tmk,
                    const __grid_constant__ CUtensorMap tmv) {
+#if TANDEM_WGMMA_DEVICE  // sm_90a code only; the host never launches it elsewhere
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   __shared__ uint64_t bars[2 * kWgStages];
   unsigned char* smem = smem_raw + ((1024u - (SmemAddr(smem_raw) & 1023u)) & 1023u);
@@ -220,7 +221,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       MbarInit(&b.full[s], 1);
       MbarInit(&b.empty[s], kFwdWarps);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    FenceMbarrierInit();
     FenceProxyAsync();
   }
   __syncthreads();  // the only block-wide barrier
@@ -275,6 +276,9 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     }
     if (lse != nullptr && lane % 4 == 0) lse[row] = Lse(st.m[i], st.l[i]);
   }
+#else
+  __trap();
+#endif
 }
 
 // The driver's cuTensorMapEncodeTiled through the runtime (no -lcuda); null when unavailable.

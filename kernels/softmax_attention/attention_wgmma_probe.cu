@@ -48,6 +48,7 @@ template <int kD>
 __global__ void __launch_bounds__(kThreads)
     ProbeKernel(const bf16* q, const bf16* k, const bf16* p, const bf16* v, const float* c,
                 float* s_wg, float* s_mma, float* o_wg, float* o_mma) {
+#if TANDEM_WGMMA_DEVICE  // sm_90a code only; the host never launches it elsewhere
   using namespace attention_mma;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* sm = smem_raw + ((1024u - (SmemAddr(smem_raw) & 1023u)) & 1023u);
@@ -98,6 +99,9 @@ __global__ void __launch_bounds__(kThreads)
   init();
   AccumulatePvWg<kD>(pf, vsw, acc);
   StoreFragments(acc, o_wg);
+#else
+  __trap();
+#endif
 }
 
 template <int kD>

@@ -129,6 +129,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     FwdWgmmaV2Kernel(Dims dm, const bf16* q, const bf16* k, const bf16* v, FloatPtr o, float* lse,
                      const FwdItem* items, const __grid_constant__ CUtensorMap tmk,
                      const __grid_constant__ CUtensorMap tmv) {
+#if TANDEM_WGMMA_DEVICE  // sm_90a code only; the host never launches it elsewhere
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   __shared__ uint64_t bars[2 * kWgStages];
   unsigned char* smem = smem_raw + ((1024u - (SmemAddr(smem_raw) & 1023u)) & 1023u);
@@ -142,7 +143,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       MbarInit(&b.full[s], 1);
       MbarInit(&b.empty[s], kFwdWarps);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    FenceMbarrierInit();
     FenceProxyAsync();
   }
   __syncthreads();  // the only block-wide barrier
@@ -199,6 +200,9 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     }
     if (lse != nullptr && lane % 4 == 0) lse[row] = Lse(st.m[i], st.l[i]);
   }
+#else
+  __trap();
+#endif
 }
 
 // cudaErrorNotSupported when the tensor maps cannot be built.
