@@ -107,8 +107,9 @@ absl::Status LayerBwd(const Context& ctx, const ModelConfig& config, int64_t lay
   return AddInto(ctx, dtmp, dx);
 }
 
-// `grads` must have the parameter tensors of `weights`, with the same shapes.
-absl::Status CheckGradShapes(const ModelWeights& weights, ModelWeights& grads) {
+// `grads` must have the parameter tensors of `weights`, with the same shapes, as f32 on `device`
+// (where the backward runs).
+absl::Status CheckGradShapes(const ModelWeights& weights, ModelWeights& grads, Device device) {
   TANDEM_CHECK_ARG(grads.layers.size() == weights.layers.size(), "grads: ", grads.layers.size(),
                    " layers, expected ", weights.layers.size());
   std::vector<std::pair<std::string, Shape>> want;
@@ -119,17 +120,18 @@ absl::Status CheckGradShapes(const ModelWeights& weights, ModelWeights& grads) {
   grads.ForEachParameter([&](const std::string& name, const Tensor& t) {
     if (!status.ok()) return;
     if (i >= want.size() || want[i].first != name || !t.defined() || t.dtype() != DType::kF32 ||
-        t.shape() != want[i].second) {
+        t.shape() != want[i].second || t.device() != device) {
       status = absl::InvalidArgumentError(
           absl::StrCat("grads: tensor '", name, "' does not match the weights (expected f32 ",
-                       i < want.size() ? ShapeString(want[i].second) : "nothing", ")"));
+                       i < want.size() ? ShapeString(want[i].second) : "nothing", " on ",
+                       DeviceName(device), ")"));
     }
     ++i;
   });
   TANDEM_RETURN_IF_ERROR(status);
   TANDEM_CHECK_ARG(i == want.size(), "grads: ", i, " tensors, expected ", want.size());
   return ExpectTensor(grads.lm_head, "grads.lm_head", DType::kF32,
-                      {weights.lm_head.dim(0), weights.lm_head.dim(1)}, weights.lm_head.device());
+                      {weights.lm_head.dim(0), weights.lm_head.dim(1)}, device);
 }
 
 absl::Status CheckBackwardArgs(const Context& ctx, const HybridModel& model,
@@ -142,13 +144,11 @@ absl::Status CheckBackwardArgs(const Context& ctx, const HybridModel& model,
   TANDEM_CHECK_ARG(
       T == 0 || static_cast<int64_t>(acts.layers.size()) == model.config().num_hidden_layers,
       "acts: ", acts.layers.size(), " layers, expected ", model.config().num_hidden_layers);
-  TANDEM_RETURN_IF_ERROR(CheckGradShapes(model.weights(), grads));
-  // Gradients and weights live where the context runs (AllocateGradients gives such grads).
-  TANDEM_CHECK_ARG(
-      WeightsDevice(model.weights()) == ctx.device() && grads.embed.device() == ctx.device(),
-      "weights / grads: on ", DeviceName(WeightsDevice(model.weights())), " / ",
-      DeviceName(grads.embed.device()), " but the context is ", DeviceName(ctx.device()));
-  return absl::OkStatus();
+  // Weights and gradients live where the context runs (AllocateGradients gives such grads).
+  TANDEM_CHECK_ARG(WeightsDevice(model.weights()) == ctx.device(), "weights: on ",
+                   DeviceName(WeightsDevice(model.weights())), " but the context is ",
+                   DeviceName(ctx.device()));
+  return CheckGradShapes(model.weights(), grads, ctx.device());
 }
 
 }  // namespace
