@@ -55,10 +55,8 @@ void SoftmaxForward(const Context& ctx, std::vector<std::string>& csv) {
   using Kernel = cu_ns::SoftmaxAttentionFwdKernel;
   const tandem::kernels::SoftmaxAttentionParams p{kH, kHkv, kD, 1.0f / std::sqrt(128.0f)};
   // Every forward kernel that runs here; the csv line is the default's.
-  const std::pair<Kernel, const char*> all[] = {{Kernel::kDefault, "default"},
-                                                {Kernel::kMmaSync, "mma.sync"},
-                                                {Kernel::kWgmma, "wgmma"},
-                                                {Kernel::kWgmmaV2, "wgmma-v2"}};
+  const std::pair<Kernel, const char*> all[] = {
+      {Kernel::kDefault, "default"}, {Kernel::kMmaSync, "mma.sync"}, {Kernel::kWgmma, "wgmma"}};
   std::vector<std::pair<Kernel, const char*>> kernels;
   for (const auto& kn : all) {
     if (cu_ns::SoftmaxAttentionFwdKernelAvailable(kn.first, kD)) kernels.push_back(kn);
@@ -66,9 +64,8 @@ void SoftmaxForward(const Context& ctx, std::vector<std::string>& csv) {
   std::printf(
       "\nsoftmax attention forward, causal, one sequence, H=%ld Hkv=%ld D=%ld, bf16 q/k/v/o, "
       "f32 lse (default: %s; TANDEM_ATTENTION_WGMMA=0 selects mma.sync)\n%8s | %10s %10s %9s\n",
-      (long)kH, (long)kHkv, (long)kD,
-      cu_ns::SoftmaxAttentionUsesWgmma(kD) ? "wgmma-v2" : "mma.sync", "T", "kernel", "ms",
-      "TFLOP/s");
+      (long)kH, (long)kHkv, (long)kD, cu_ns::SoftmaxAttentionUsesWgmma(kD) ? "wgmma" : "mma.sync",
+      "T", "kernel", "ms", "TFLOP/s");
   for (int64_t t : {4096, 8192, 16384, 32768}) {
     Tensor q = RandomBf16({t, kH, kD}, 1), k = RandomBf16({t, kHkv, kD}, 2);
     Tensor v = RandomBf16({t, kHkv, kD}, 3);

@@ -1,12 +1,14 @@
 // Internal to kernels/softmax_attention (included by softmax_attention.cu only): the sm_90a forward
-// for bf16 q/k/v at head dims 64 and 128, warp-specialised. One block per 128 flat query rows (the
-// same work items, rows and split/merge walk as attention_mma_kernels.cuh's FwdKernel): a producer
-// warp fills a four-stage K/V ring in the swizzled layout wgmma reads (bulk tensor copies for full
-// tiles, zero-filling cp.async for a sequence's last partial tile) behind mbarrier full/empty
-// barriers; two consumer warpgroups of 64 rows each issue Q·Kᵀ of tile j + 1 and P·V of tile j − 1
-// on the tensor cores while they run the softmax of tile j. Each row's operations and their order
-// are AttendTileMma's (SoftmaxScores, RescalePack, the wgmma rows == mma.sync rows), so decode ==
-// forward bitwise still holds (softmax_attention_wgmma_cuda_test checks the instruction half).
+// for bf16 q/k/v at head dims 64 and 128 (SoftmaxAttentionFwdKernel::kWgmma), warp-specialised.
+// One block per 128 flat query rows (the same work items, rows and split/merge walk as
+// attention_mma_kernels.cuh's FwdKernel): a producer warp fills a four-stage K/V ring in the
+// swizzled layout wgmma reads (bulk tensor copies for full tiles, zero-filling cp.async for a
+// sequence's last partial tile) behind mbarrier full/empty barriers; two consumer warpgroups of 64
+// rows each issue Q·Kᵀ of tile j + 1 with P·V of tile j, taking turns at the tensor cores (two
+// named barriers, FlashAttention-3's ping-pong) so one group's softmax runs under the other's
+// products. Each row's operations and their order are AttendTileMma's (SoftmaxScores,
+// RescalePack, the wgmma rows == mma.sync rows), so decode == forward bitwise still holds
+// (softmax_attention_wgmma_cuda_test checks the instruction half).
 #pragma once
 
 #include <cuda.h>
@@ -16,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/softmax_attention/attention_mma_kernels.cuh"
 #include "kernels/softmax_attention/attention_wgmma.cuh"
@@ -131,72 +134,115 @@ __device__ __forceinline__ void ReleaseTile(const WsBlock& b, int i) {
   MbarArriveIf(&b.empty[i % kWgStages], threadIdx.x % 32 == 0);
 }
 
-// The consumer warpgroups' walk over the block's tiles, pipelined per warpgroup: the softmax of
-// tile j + 1 runs while P·V of tile j is in flight. A row's operations keep AttendTileMma's order
-// (scores, SoftmaxScores, then acc·α after the previous P·V and RescalePack, then P·V); a split's
-// merge and the next reset come after all of its P·V. The warpgroup attends tiles [0, n_att)
-// (later ones hold no key its rows see) and only releases the others; splits reset and merge at
-// the same tiles as FwdKernel.
+// Named barriers 1 and 2 (0 is __syncthreads): "warpgroup 0 / 1 may issue"; both warpgroups'
+// 256 threads take part in each (128 sync, 128 arrive).
+__device__ __forceinline__ void TurnWait(int wg) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(1 + wg), "n"(kFwdThreads) : "memory");
+}
+// On the threads with `pred`, without a branch (none around in-flight wgmma registers).
+__device__ __forceinline__ void TurnPassIf(int wg, bool pred) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p bar.arrive %0, %1;\n}\n" ::"r"(2 - wg),
+               "n"(kFwdThreads), "r"(static_cast<int>(pred))
+               : "memory");
+}
+
+// The consumer warpgroup's walk over the block's tiles, pipelined: the softmax of tile j + 1 runs
+// while P·V of tile j is in flight. A row's operations keep AttendTileMma's order (scores,
+// SoftmaxScores, then acc·α after the previous P·V and RescalePack, then P·V); a split's merge and
+// the next reset come after all of its P·V. The warpgroup attends tiles [0, n_att) (later ones hold
+// no key its rows see) and only releases the others; splits reset and merge at the same tiles as
+// FwdKernel. Tiles [0, n_full) are seen whole by every row of the warpgroup and skip the causal
+// mask (the same bits as lim = 64). Turns: both warpgroups run num_tiles + 1 issue slots (the
+// first tile's scores, then one per tile, empty where nothing is issued), each: wait for the turn,
+// issue, pass the turn. Warpgroup 1 passes once before its first slot and not after its last, so
+// every barrier phase gets 128 waiting and 128 arriving threads.
 template <int kD>
 __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* smem,
                                              float scale_log2, const uint32_t (&qf)[kD / 16][4],
-                                             const int (&pos)[2], int n_att, float* tot,
-                                             WarpState<kD>& st) {
+                                             const int (&pos)[2], int n_att, int n_full, int wg,
+                                             float* tot, WarpState<kD>& st) {
   float s[8][4], alpha[2];
   uint32_t pa[4][4];
-  const auto softmax = [&](int i) {  // s holds tile i's finished scores
+  const auto softmax = [&](int i, auto mask) {  // s holds tile i's finished scores
     const int a = i * kTile;
     const int lim[2] = {max(0, min(kTile, pos[0] + 1 - a)), max(0, min(kTile, pos[1] + 1 - a))};
-    // The masked variant for every warp: a row seeing the whole tile has lim = 64, the same bits
-    // as the unmasked one, and no per-warp branch sits among the in-flight wgmma registers.
-    SoftmaxScores<kD, true>(s, lim, scale_log2, st, alpha);
+    SoftmaxScores<kD, decltype(mask)::value>(s, lim, scale_log2, st, alpha);
   };
-  if (n_att > 0) {
+  const auto softmax_any = [&](int i) {  // outside any in-flight wgmma
+    if (i < n_full) {
+      softmax(i, std::false_type());
+    } else {
+      softmax(i, std::true_type());
+    }
+  };
+  const auto pass = [&](bool last) { TurnPassIf(wg, !(wg == 1 && last)); };
+  TurnPassIf(wg, wg == 1);
+  TurnWait(wg);
+  if (n_att > 0) {  // straight-line from the wgmmas to their wait
     st.Reset();
     IssueScores<kD>(b, smem, 0, qf, s);
+    pass(false);  // b.num_tiles >= 1
     WgWait<0>();
     FenceRegs(s);
-    softmax(0);
+  } else {
+    pass(false);
   }
+  if (n_att > 0) softmax_any(0);
   for (int j = 0; j < b.num_tiles; ++j) {
     const int a = j * kTile;
-    if (a % kSplit == 0 && j >= n_att) st.Reset();  // attended split starts reset before softmax
+    if (a % kSplit == 0 && j >= n_att) st.Reset();
     const bool split_end = (a + kTile) % kSplit == 0 || j + 1 == b.num_tiles;
-    const bool next = j + 1 < n_att;
+    const bool next = j + 1 < n_att, last = j + 1 == b.num_tiles;
     if (j < n_att) {
       RescalePack<kD>(s, alpha, st.acc, pa);
-      FenceRegs(st.acc);  // acc·α and P are written before any wgmma fence below
+      FenceRegs(st.acc);
       FenceRegs(pa);
-      // Each case is straight-line code from its first wgmma to its last wait, so the compiler
-      // sees which accumulators are in flight where.
-      if (next && !split_end) {  // steady state: softmax of tile j + 1 under P·V of tile j
+      // Each case is straight-line code from its first wgmma to its last wait.
+      if (next && !split_end && j + 1 < n_full) {
+        TurnWait(wg);
         IssueScores<kD>(b, smem, j + 1, qf, s);
         IssuePv<kD>(smem, j, pa, st.acc);
-        WgWait<1>();  // Q·Kᵀ of tile j + 1 (committed before P·V of tile j)
+        pass(last);
+        WgWait<1>();
         FenceRegs(s);
-        softmax(j + 1);
+        softmax(j + 1, std::false_type());
         WgWait<0>();
-      } else if (next) {  // tile j ends a split: the next tile's softmax waits for the merge
+      } else if (next && !split_end) {
+        TurnWait(wg);
         IssueScores<kD>(b, smem, j + 1, qf, s);
         IssuePv<kD>(smem, j, pa, st.acc);
+        pass(last);
+        WgWait<1>();
+        FenceRegs(s);
+        softmax(j + 1, std::true_type());
+        WgWait<0>();
+      } else if (next) {
+        TurnWait(wg);
+        IssueScores<kD>(b, smem, j + 1, qf, s);
+        IssuePv<kD>(smem, j, pa, st.acc);
+        pass(last);
         WgWait<0>();
         FenceRegs(s);
       } else {
+        TurnWait(wg);
         IssuePv<kD>(smem, j, pa, st.acc);
+        pass(last);
         WgWait<0>();
       }
       FenceRegs(st.acc);
       FenceRegs(pa);
       ReleaseTile(b, j);
     } else {
+      TurnWait(wg);
+      pass(last);
       MbarWait(&b.full[j % kWgStages], (j / kWgStages) & 1);
       ReleaseTile(b, j);
     }
     if (split_end) {
-      MergeSplitForward<kD>(st, tot, a / kSplit * kSplit, pos, j + 1 == b.num_tiles);
-      if (next) {  // tile j + 1 starts the next split
+      MergeSplitForward<kD>(st, tot, a / kSplit * kSplit, pos, last);
+      if (next) {
         st.Reset();
-        softmax(j + 1);
+        softmax_any(j + 1);
       }
     }
   }
@@ -262,9 +308,13 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   const bool wg_live = wg * kWgRows < live_rows;  // uniform over the warpgroup
   const int wg_pos_hi = (it.row0 + min(wg * kWgRows + kWgRows, live_rows) - 1) / dm.group;
   const int n_att = wg_live ? min(b.num_tiles, wg_pos_hi / kTile + 1) : 0;
+  // Tile i is seen whole by every row when all 64 rows are live and the lowest position
+  // (it.row0 + 64wg) / group reaches its last key: (i + 1)·kTile <= pos_lo + 1.
+  const bool wg_all_live = wg * kWgRows + kWgRows <= live_rows;
+  const int n_full = wg_all_live ? ((it.row0 + wg * kWgRows) / dm.group + 1) / kTile : 0;
   float* tot = reinterpret_cast<float*>(WgSmem<kD>::Q(smem)) + ct;  // after the Q rows are read
   WarpState<kD> st;
-  ConsumeTiles<kD>(b, smem, dm.scale_log2, qf, pos, n_att, tot, st);
+  ConsumeTiles<kD>(b, smem, dm.scale_log2, qf, pos, n_att, n_full, wg, tot, st);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     if (pos[i] < 0) continue;
@@ -310,7 +360,7 @@ inline bool KvTensorMap(CUtensorMap* map, const bf16* base, int64_t t, int hkv, 
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// cudaErrorNotSupported when the tensor maps cannot be built (the caller runs FwdKernel instead).
+// cudaErrorNotSupported when the tensor maps cannot be built (kDefault then runs FwdKernel).
 template <int kD>
 cudaError_t LaunchFwdWgmma(cudaStream_t stream, const Dims& dm, const bf16* q, const bf16* k,
                            const bf16* v, FloatPtr o, float* lse, const FwdItem* items,

@@ -23,7 +23,6 @@
 #include "kernels/softmax_attention/attention_simt_kernels.cuh"
 #include "kernels/softmax_attention/attention_wgmma_kernels.cuh"
 #include "kernels/softmax_attention/attention_wgmma_probe.h"
-#include "kernels/softmax_attention/attention_wgmma_v2_kernels.cuh"
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 
 namespace tandem::kernels::cuda {
@@ -120,7 +119,6 @@ cudaError_t ForHeadDim(int d, Fn&& fn) {
 bool SoftmaxAttentionFwdKernelAvailable(SoftmaxAttentionFwdKernel kernel, int64_t head_dim) {
   switch (kernel) {
     case SoftmaxAttentionFwdKernel::kWgmma:
-    case SoftmaxAttentionFwdKernel::kWgmmaV2:
       return SoftmaxAttentionUsesWgmma(head_dim);
     default:
       return true;
@@ -168,11 +166,10 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
       cudaMemcpyAsync(dev_items, items.data(), bytes, cudaMemcpyHostToDevice, stream));
   float* lse_ptr = lse.defined() ? lse.data<float>() : nullptr;
   const int num_items = static_cast<int>(items.size());
-  // kDefault takes the ping-pong wgmma kernel (V2: 1.1-1.2x V1 on the H200, same bits) where it
-  // runs, and falls back when its tensor maps cannot be built; an explicit wgmma kernel reports
-  // that instead.
-  const bool wgmma = kernel == Kernel::kWgmma || kernel == Kernel::kWgmmaV2 ||
-                     (kernel == Kernel::kDefault && SoftmaxAttentionUsesWgmma(D));
+  // kDefault takes the wgmma kernel where it runs, and falls back when its tensor maps cannot be
+  // built; an explicit kWgmma reports that instead.
+  const bool wgmma =
+      kernel == Kernel::kWgmma || (kernel == Kernel::kDefault && SoftmaxAttentionUsesWgmma(D));
   const cudaError_t launched = ForHeadDim(static_cast<int>(D), [&](auto d) {
     constexpr int kD = decltype(d)::value;
     if (mma) {
@@ -180,13 +177,8 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
       const bf16 *qp = q.data<bf16>(), *kp = k.data<bf16>(), *vp = v.data<bf16>();
       if constexpr (kD != 32) {
         if (wgmma) {  // same bits as LaunchFwd, faster
-          const cudaError_t e =
-              kernel == Kernel::kWgmmaV2 || kernel == Kernel::kDefault
-                  ? attention_mma::LaunchFwdWgmmaV2<kD>(stream, MmaDims(p), qp, kp, vp,
-                                                        ToFloatPtr(o), lse_ptr, dev_items,
-                                                        num_items, T)
-                  : attention_mma::LaunchFwdWgmma<kD>(stream, MmaDims(p), qp, kp, vp, ToFloatPtr(o),
-                                                      lse_ptr, dev_items, num_items, T);
+          const cudaError_t e = attention_mma::LaunchFwdWgmma<kD>(
+              stream, MmaDims(p), qp, kp, vp, ToFloatPtr(o), lse_ptr, dev_items, num_items, T);
           if (e != cudaErrorNotSupported || kernel != Kernel::kDefault) return e;
         }
       }

@@ -30,14 +30,13 @@ absl::Status SoftmaxAttentionFwd(const Context& ctx, const SoftmaxAttentionParam
                                  const Tensor& cu_seqlens, Tensor& o, Tensor& lse);
 
 // The forward kernels for bf16 q/k/v. kMmaSync: the mma.sync kernel (every supported head dim).
-// kWgmma: the sm_90a warp-specialised wgmma kernel; kWgmmaV2: the same with the two consumer
-// warpgroups taking turns at the tensor cores (head dims 64 and 128, where
-// SoftmaxAttentionFwdKernelAvailable). All of them give the same bits (decode == forward holds
-// for each). kDefault: what SoftmaxAttentionFwd runs (kWgmmaV2 where available, else kMmaSync; f32
-// operands: the CUDA-core kernel).
-enum class SoftmaxAttentionFwdKernel { kDefault, kMmaSync, kWgmma, kWgmmaV2 };
+// kWgmma: the sm_90a warp-specialised wgmma kernel, its two consumer warpgroups taking turns at
+// the tensor cores (head dims 64 and 128, where SoftmaxAttentionFwdKernelAvailable). Both give
+// the same bits (decode == forward holds for each). kDefault: what SoftmaxAttentionFwd runs
+// (kWgmma where available, else kMmaSync; f32 operands: the CUDA-core kernel).
+enum class SoftmaxAttentionFwdKernel { kDefault, kMmaSync, kWgmma };
 
-// True when `kernel` can run here at this head dim (kDefault, kMmaSync: always; the wgmma ones:
+// True when `kernel` can run here at this head dim (kDefault, kMmaSync: always; kWgmma:
 // SoftmaxAttentionUsesWgmma(head_dim)).
 bool SoftmaxAttentionFwdKernelAvailable(SoftmaxAttentionFwdKernel kernel, int64_t head_dim);
 

@@ -3,7 +3,7 @@
 // splits of kAttentionSplitLength, GQA groups, head dims 32/64/128), the contract's bitwise
 // promises on the GPU (paged decode at position t == forward row t through a shuffled block table
 // whose unused slots hold NaN; a sequence packed with others == alone; every bf16 forward kernel
-// (mma.sync, wgmma, wgmma v2) gives the same bits), each checked for every forward kernel that
+// (mma.sync, wgmma) gives the same bits), each checked for every forward kernel that
 // runs here, and argument errors (checked without a GPU too).
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 
@@ -42,8 +42,6 @@ const char* KernelName(Kernel k) {
       return "mma.sync";
     case Kernel::kWgmma:
       return "wgmma";
-    case Kernel::kWgmmaV2:
-      return "wgmma v2";
   }
   return "?";
 }
@@ -51,7 +49,7 @@ const char* KernelName(Kernel k) {
 // The forward kernels that run here at head dim d (for bf16 operands).
 std::vector<Kernel> Kernels(int64_t d) {
   std::vector<Kernel> ks;
-  for (Kernel k : {Kernel::kDefault, Kernel::kMmaSync, Kernel::kWgmma, Kernel::kWgmmaV2}) {
+  for (Kernel k : {Kernel::kDefault, Kernel::kMmaSync, Kernel::kWgmma}) {
     if (cuda::SoftmaxAttentionFwdKernelAvailable(k, d)) ks.push_back(k);
   }
   return ks;
@@ -326,7 +324,7 @@ TEST(SoftmaxAttentionCudaTest, RejectsBadArguments) {
   EXPECT_EQ(s.message(), "kernel: the tensor-core forwards take bf16 q, k and v");
   p.head_dim = 32;
   o = dev({5, 4, 32}, DType::kF32);
-  s = cuda::SoftmaxAttentionFwdWithKernel(Kernel::kWgmmaV2, ctx, p, dev({5, 4, 32}, DType::kBF16),
+  s = cuda::SoftmaxAttentionFwdWithKernel(Kernel::kWgmma, ctx, p, dev({5, 4, 32}, DType::kBF16),
                                           dev({5, 2, 32}, DType::kBF16),
                                           dev({5, 2, 32}, DType::kBF16), HostI32({0, 5}), o, lse);
   EXPECT_EQ(s.message(), "kernel: the chosen wgmma forward is not available at head_dim 32");
