@@ -22,6 +22,7 @@
 #include "kernels/core/status_macros.h"
 #include "kernels/linear_attention/linear_attention_cuda.h"
 #include "kernels/linear_attention/linear_attention_f32.cuh"
+#include "kernels/linear_attention/linear_chunk_list.h"
 #include "kernels/linear_attention/linear_fwd_decode.cuh"
 #include "kernels/linear_attention/linear_fwd_output.cuh"
 #include "kernels/linear_attention/linear_fwd_scan.cuh"
@@ -126,33 +127,6 @@ absl::Status CheckAndUploadPowers(const Context& ctx, const LinearAttentionParam
   *owned = true;
   TANDEM_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(*pow, table.data(), bytes, cudaMemcpyHostToDevice, stream));
-  return absl::OkStatus();
-}
-
-// cu_seqlens on the host, checked, and the chunk list (sequence by sequence).
-absl::Status MakeChunks(const Context& ctx, const Tensor& cu_seqlens, int64_t t,
-                        std::vector<ChunkItem>* items, std::vector<int>* seq_chunk) {
-  TANDEM_RETURN_IF_ERROR(
-      ExpectTensor(cu_seqlens, "cu_seqlens", DType::kI32, {-1}, cu_seqlens.device()));
-  Tensor host = cu_seqlens;
-  if (cu_seqlens.device() == Device::kCUDA) {
-    TANDEM_ASSIGN_OR_RETURN(host, CopyToHost(ctx, cu_seqlens));
-  }
-  const int32_t* cu = host.data<int32_t>();
-  const int64_t n = host.numel();
-  TANDEM_CHECK_ARG(n >= 2, "cu_seqlens: needs B + 1 >= 2 entries, got ", n);
-  TANDEM_CHECK_ARG(cu[0] == 0, "cu_seqlens[0]: must be 0, got ", cu[0]);
-  TANDEM_CHECK_ARG(cu[n - 1] == t, "cu_seqlens[", n - 1, "]: must equal T = ", t, ", got ",
-                   cu[n - 1]);
-  seq_chunk->assign(1, 0);
-  for (int64_t b = 0; b + 1 < n; ++b) {
-    TANDEM_CHECK_ARG(cu[b + 1] >= cu[b], "cu_seqlens: must be non-decreasing, but cu_seqlens[",
-                     b + 1, "] = ", cu[b + 1], " < ", cu[b]);
-    for (int c0 = cu[b]; c0 < cu[b + 1]; c0 += kC) {
-      items->push_back({c0, std::min(kC, cu[b + 1] - c0), static_cast<int>(items->size())});
-    }
-    seq_chunk->push_back(static_cast<int>(items->size()));
-  }
   return absl::OkStatus();
 }
 
