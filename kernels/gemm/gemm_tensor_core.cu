@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/core/mma_sync.cuh"
 #include "kernels/gemm/gemm_cuda_internal.h"
 
 namespace tandem::kernels::cuda::internal {
@@ -26,44 +27,13 @@ constexpr size_t kSmemBytes = size_t{kStages} * kStageElems * sizeof(uint16_t);
 static_assert(kBM == kBN, "A and B tiles share one loader layout");
 static_assert(kBM * kChunksPerRow % kThreads == 0, "every thread loads whole chunks");
 
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte asynchronous copy; src_bytes = 0 writes zeros (rows or k past the edge). The "memory"
-// clobbers keep the compiler from moving shared-memory traffic across these statements.
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SmemAddr(smem))
-               : "memory");
-}
-
-// d += a · b for one 16x8 tile over 16 k (bf16 in, fp32 accumulate).
-__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo at the lower address
-  return *reinterpret_cast<uint32_t*>(&v);
-}
+using mma::CpAsync16;
+using mma::CpAsyncCommit;
+using mma::CpAsyncWait;
+using mma::LdMatrixX4;
+using mma::Mma;
+using mma::PackBf16;
+using mma::SmemAddr;
 
 // Moves one operand tile ([128 rows, 32 k] of a row-major [rows, K] matrix) into shared memory as
 // bf16. bf16 with 16-byte aligned rows goes by cp.async; anything else (f32 input, odd strides)

@@ -10,44 +10,19 @@
 #include <cstdint>
 
 #include "kernels/core/cuda_device.cuh"
+#include "kernels/core/mma_sync.cuh"
 
 namespace tandem::kernels::cuda::linear_bwd {
 
 using bf16 = __nv_bfloat16;
 
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-template <bool kTrans>
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const bf16* smem) {
-  if constexpr (kTrans) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(SmemAddr(smem))
-                 : "memory");
-  } else {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(SmemAddr(smem))
-                 : "memory");
-  }
-}
-
-// d += a · b for one 16x8 tile over 16 k (bf16 in, fp32 accumulate).
-__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo at the lower address
-  return *reinterpret_cast<uint32_t*>(&v);
-}
+using mma::CpAsync16;
+using mma::CpAsyncCommit;
+using mma::CpAsyncWait;
+using mma::LdMatrixX4;
+using mma::Mma;
+using mma::PackBf16;
+using mma::SmemAddr;
 
 // Element offset of (row, col) in a bf16 tile with kW elements a row, stored unpadded with the
 // 16-byte units of each row XOR-swizzled, so that the 8 consecutive rows (from a multiple of 8)
@@ -154,19 +129,6 @@ __device__ void StageRows(FloatPtr src, int64_t row0, int ld, int head, int n, i
     const uint4 x = r < n ? Load8(src, (row0 + r) * ld + int64_t{head} * kD + e) : uint4{};
     *reinterpret_cast<uint4*>(dst + SwzOff<kD>(r, e)) = x;
   }
-}
-
-// 16-byte asynchronous copy; valid = false writes zeros. The "memory" clobbers keep the compiler
-// from moving shared-memory traffic across these statements.
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 // StageRows, by cp.async when the source is bf16 (the caller commits and waits); f32 sources are

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "kernels/core/mma_sync.cuh"
+
 namespace tandem::kernels::cuda::moe {
 
 inline constexpr int kGemmThreads = 256;  // 8 warps
@@ -18,43 +20,12 @@ inline constexpr int kGemmBN = 128;       // output columns per CTA
 inline constexpr int kGemmBK = 32;        // k per pipeline stage
 inline constexpr int kGemmStages = 4;
 
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte asynchronous copy; valid = false writes zeros and reads nothing.
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-template <bool kTrans>
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem) {
-  if constexpr (kTrans) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(SmemAddr(smem))
-                 : "memory");
-  } else {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(SmemAddr(smem))
-                 : "memory");
-  }
-}
-// d += a · b for one 16x8 tile over 16 k (bf16 in, fp32 accumulate): GemmNT's instruction.
-__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using mma::CpAsync16;
+using mma::CpAsyncCommit;
+using mma::CpAsyncWait;
+using mma::LdMatrixX4;
+using mma::Mma;
+using mma::SmemAddr;
 
 // One operand's tile of kRows rows (M or N) by kGemmBK k in shared memory. k-contiguous:
 // [kRows][kBK + 8]; transposed: [kBK][kRows + 8]. Both paddings keep ldmatrix conflict-free.
