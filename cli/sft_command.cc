@@ -1,6 +1,7 @@
 // `tandem sft --config FILE [--device cpu|cuda] [key=value ...]`: supervised fine-tuning with
 // trainer::RunSft. Under `mpirun -np P` every process is one data-parallel rank (MPI collective);
-// otherwise one process. --device cuda trains on GPU 0 (one process only for now).
+// otherwise one process. --device cuda trains on the GPU: one GPU per rank under mpirun/srun,
+// gradients summed through NCCL in rank order.
 // Rank 0 draws a progress line on a TTY (step, loss, tokens/s, ETA, rewritten in place) or prints
 // a plain line every trainer.log_every steps, and prints a JSON summary on stdout at the end.
 #include <chrono>
@@ -105,8 +106,8 @@ void AddSftCommand(CLI::App& app) {
   cmd->add_option("--eval-examples", opt->eval.examples, "held-out problems per evaluation")
       ->capture_default_str();
   cmd->add_option("--device", opt->device,
-                  "cpu, or cuda: one process on GPU 0 (fp32 master, gradients and AdamW on the "
-                  "GPU; several ranks need the NCCL collective, not built yet)")
+                  "cpu, or cuda: fp32 master, gradients and AdamW on the GPU; under mpirun one "
+                  "GPU per rank (the rank's index on its host), gradients summed through NCCL")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->callback([opt] { RunSftCommand(*opt); });

@@ -32,6 +32,22 @@ if(NOT TANDEM_CUDA STREQUAL "OFF")
   endif()
 endif()
 
+# NCCL (the trainer's GPU data parallelism): with CUDA, when nccl.h and libnccl are found (the
+# CUDA toolkit's directories, the system's, or NCCL_ROOT). TANDEM_NCCL=OFF leaves it out.
+option(TANDEM_NCCL "Build NCCL data parallelism for the GPU trainer (when NCCL is found)" ON)
+set(TANDEM_HAVE_NCCL OFF)
+if(TANDEM_HAVE_CUDA AND TANDEM_NCCL)
+  find_path(TANDEM_NCCL_INCLUDE_DIR nccl.h
+            HINTS $ENV{NCCL_ROOT}/include ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(TANDEM_NCCL_LIBRARY nccl
+               HINTS $ENV{NCCL_ROOT}/lib ${CUDAToolkit_LIBRARY_DIR})
+  if(TANDEM_NCCL_INCLUDE_DIR AND TANDEM_NCCL_LIBRARY)
+    set(TANDEM_HAVE_NCCL ON)
+  else()
+    message(STATUS "Tandem: NCCL not found; the GPU trainer runs on one GPU only")
+  endif()
+endif()
+
 if(TANDEM_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -1,6 +1,10 @@
 // The single-process Collective, and the bucketed gradient all-reduce shared by every backend.
 #include "trainer/collectives.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -49,9 +53,44 @@ absl::Status ReduceBucket(Collective& collective, std::vector<Tensor*>& bucket,
   return absl::OkStatus();
 }
 
+// Device gradients: each tensor reduced where it lies (no host round trip).
+absl::Status AllReduceInPlace(Collective& collective, std::vector<Tensor>& tensors) {
+  for (Tensor& t : tensors) {
+    TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(t.data<float>(), t.numel()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::unique_ptr<Collective> MakeLocalCollective() { return std::make_unique<LocalCollective>(); }
+
+#ifndef TANDEM_HAVE_NCCL
+bool HaveNccl() { return false; }
+absl::StatusOr<std::unique_ptr<Collective>> MakeNcclCollective(Collective&, void*,
+                                                               const NcclCollectiveOptions&) {
+  return absl::UnimplementedError(
+      "NCCL collective: this build has no NCCL (it needs CUDA and NCCL's nccl.h / libnccl)");
+}
+#endif
+
+absl::StatusOr<int> LocalRank(Collective& host) {
+  char name[HOST_NAME_MAX + 1] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) {
+    return absl::InternalError(absl::StrCat("LocalRank: gethostname failed: ", strerror(errno)));
+  }
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a of the host name
+  for (const char* c = name; *c != '\0'; ++c) {
+    hash = (hash ^ static_cast<unsigned char>(*c)) * 1099511628211ull;
+  }
+  // Every rank's hash in its own slot; the others are 0, so the integer sum is exact.
+  std::vector<int64_t> hashes(host.Size(), 0);
+  hashes[host.Rank()] = static_cast<int64_t>(hash);
+  TANDEM_RETURN_IF_ERROR(host.AllReduceSum(hashes.data(), host.Size()));
+  int local = 0;
+  for (int r = 0; r < host.Rank(); ++r) local += hashes[r] == hashes[host.Rank()];
+  return local;
+}
 
 #ifndef TANDEM_HAVE_MPI
 bool HaveMpi() { return false; }
@@ -70,10 +109,16 @@ absl::Status AllReduceGradients(Collective& collective, model::ModelWeights& gra
       status = absl::InvalidArgumentError(
           absl::StrCat("gradient ", name, ": expected f32, got ", DTypeName(t.dtype())));
     }
+    if (status.ok() && !tensors.empty() && t.device() != tensors.front().device()) {
+      status = absl::InvalidArgumentError(
+          absl::StrCat("gradient ", name, ": expected on ", DeviceName(tensors.front().device()),
+                       " like the gradients before it, got ", DeviceName(t.device())));
+    }
     tensors.push_back(t);
   });
   TANDEM_RETURN_IF_ERROR(status);
-  if (collective.Size() == 1) return absl::OkStatus();
+  if (collective.Size() == 1 || tensors.empty()) return absl::OkStatus();
+  if (tensors.front().device() == Device::kCUDA) return AllReduceInPlace(collective, tensors);
   std::vector<float> flat(bucket_elements);
   std::vector<Tensor*> bucket;
   int64_t filled = 0;

@@ -1,9 +1,10 @@
 // Collective: the data-parallel communication the trainer needs (all-reduce, broadcast, barrier)
-// behind one interface, with a single-process implementation and an MPI one (Open MPI, CPU).
-// The float all-reduce is deterministic by construction, whatever algorithm the MPI library
-// picks: every element is summed in rank order 0..P−1 by exactly one rank, so every rank ends
-// with the same bits and the result is the rank-ordered fp32 sum. Only collectives_mpi.cc
-// includes mpi.h.
+// behind one interface, with a single-process implementation, an MPI one (Open MPI, host memory)
+// and an NCCL one for GPU ranks (device memory through NCCL, host memory through MPI).
+// The float all-reduce is deterministic by construction, whatever algorithm the library picks:
+// every element is summed in rank order 0..P−1 by exactly one rank, so every rank ends with the
+// same bits and the result is the rank-ordered fp32 sum — the same bits from MPI and from NCCL.
+// Only collectives_mpi.cc includes mpi.h; only collectives_nccl.cc includes nccl.h.
 #pragma once
 
 #include <cstdint>
@@ -50,9 +51,30 @@ absl::StatusOr<std::unique_ptr<Collective>> MakeMpiCollective(
 // True when this binary was built with MPI support.
 bool HaveMpi();
 
+// This rank's index among the ranks on its host (ranks are grouped by host name through
+// `host`), e.g. for picking its GPU. A collective call.
+absl::StatusOr<int> LocalRank(Collective& host);
+
+// The GPU data-parallel collective of one rank: buffers in device memory go through an NCCL
+// communicator on `cuda_stream` (a cudaStream_t, null = the default stream; results are complete
+// when a call returns), host buffers, Barrier and the communicator's bootstrap (rank 0's
+// ncclUniqueId) through `host`, which must outlive it and have the same ranks. The caller has
+// made this rank's GPU current (cudaSetDevice); two ranks on one GPU are refused by NCCL.
+// Unimplemented when built without NCCL. A collective call.
+struct NcclCollectiveOptions {
+  // Elements per all-reduce round; bounds the device scratch to about 3 × chunk floats.
+  int64_t chunk_elements = int64_t{1} << 22;
+};
+absl::StatusOr<std::unique_ptr<Collective>> MakeNcclCollective(
+    Collective& host, void* cuda_stream, const NcclCollectiveOptions& options = {});
+
+// True when this binary was built with NCCL support.
+bool HaveNccl();
+
 // Sums every gradient tensor over the ranks, in ForEachParameter order, through flat buckets of
 // at most bucket_elements floats (elementwise sums do not depend on the bucketing). The result is
 // the SUM: with a token-mean loss normalised by the global token count it is the batch gradient.
+// Gradients in device memory are reduced tensor by tensor in place (the NCCL collective).
 absl::Status AllReduceGradients(Collective& collective, model::ModelWeights& grads,
                                 int64_t bucket_elements = int64_t{1} << 22);
 

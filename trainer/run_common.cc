@@ -58,24 +58,43 @@ absl::Status BuildModel(TrainerState& state, const ModelSection& m) {
   return PlaceOnGpu(state, *config, weights);
 }
 
-// A context for `device`: a CPU pool, or GPU 0 (with a host pool for host-side work) for a
-// single process.
+#ifdef TANDEM_HAVE_CUDA
+// This rank's GPU: its index among the ranks on its host, modulo the GPUs it can see (one
+// process per GPU; with one visible GPU per process, as Slurm's --gpus-per-task gives, that one).
+absl::StatusOr<int> RankGpu(Collective& collective) {
+  if (collective.Size() == 1) return 0;
+  TANDEM_ASSIGN_OR_RETURN(const int local, LocalRank(collective));
+  int count = 0;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
+  return local % count;
+}
+#endif
+
+// A context for `device`: a CPU pool, or this rank's GPU (with a host pool); several GPU ranks
+// also get the NCCL collective.
 absl::Status MakeContext(TrainerState& state, int64_t threads, Device device) {
   if (device == Device::kCPU) {
     state.ctx.emplace(Context::Cpu(static_cast<int>(threads)));
     return absl::OkStatus();
   }
-  if (state.collective->Size() > 1) {
+  const int ranks = state.collective->Size();
+  if (ranks > 1 && !HaveNccl()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "--device cuda: ", state.collective->Size(), " ranks, but data parallel training on ",
-        "several GPUs needs the NCCL collective, which is not built yet; run one process ",
-        "(one GPU) or train on the CPU"));
+        "--device cuda: ", ranks, " ranks, but this tandem was built without NCCL, which data ",
+        "parallel training on several GPUs needs; run one process (one GPU) or train on the CPU"));
   }
 #ifdef TANDEM_HAVE_CUDA
   if (!kernels::cuda::CudaAvailable()) {
     return absl::FailedPreconditionError("--device cuda: no usable CUDA device on this machine");
   }
-  state.ctx.emplace(Context::Cuda(0, nullptr, static_cast<int>(threads)));
+  TANDEM_ASSIGN_OR_RETURN(const int gpu, RankGpu(*state.collective));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(gpu));
+  state.ctx.emplace(Context::Cuda(gpu, nullptr, static_cast<int>(threads)));
+  if (ranks > 1) {
+    TANDEM_ASSIGN_OR_RETURN(state.device_collective,
+                            MakeNcclCollective(*state.collective, state.ctx->cuda_stream()));
+    state.collective = state.device_collective.get();
+  }
   return absl::OkStatus();
 #else
   return absl::FailedPreconditionError(

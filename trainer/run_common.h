@@ -23,11 +23,13 @@
 namespace tandem::trainer {
 
 // On the CPU the model's fp32 weights are the master weights the optimizer updates. On the GPU
-// (device kCUDA, one process) the fp32 master, the gradients and AdamW's moments live on the GPU,
-// and the model holds the compute cast of the master (bf16 matrices; CastMasterInto after every
-// update); checkpoints are written from a host copy of the master.
+// (device kCUDA, one GPU per rank) the fp32 master, the gradients and AdamW's moments live on the
+// GPU, and the model holds the compute cast of the master (bf16 matrices; CastMasterInto after
+// every update); checkpoints are written from a host copy of the master.
 struct TrainerState {
   std::unique_ptr<Collective> owned_collective;  // the local one when none was given
+  // GPU ranks: the NCCL collective over the given (host) one; `collective` then points to it.
+  std::unique_ptr<Collective> device_collective;
   Collective* collective = nullptr;
   std::optional<Context> ctx;
   std::optional<model::CharTokenizer> tokenizer;  // tokenizer.alphabet (MakeCharTokenizer)
@@ -52,10 +54,12 @@ struct TrainerState {
 absl::Status WithField(const char* field, const absl::Status& s);
 
 // The collective (`collective`, or a local one when null), a context on `device` (CPU: a pool
-// of `num_threads` threads, 0 = all hardware threads; CUDA: GPU 0 with such a host pool), the
+// of `num_threads` threads, 0 = all hardware threads; CUDA: one GPU with such a host pool), the
 // tokenizer, the model (model.init) with its gradient scratch (and on the GPU its fp32 master),
-// and the checkpoint root. Errors name the config field. On CUDA with more than one rank:
-// FailedPrecondition (data parallel over GPUs needs the NCCL collective, not built yet).
+// and the checkpoint root. Errors name the config field. On CUDA with several ranks each rank
+// takes the GPU of its index among its host's ranks (modulo the visible GPUs) and the
+// gradients are reduced through NCCL (MakeNcclCollective over `collective`); FailedPrecondition
+// when built without NCCL.
 absl::Status SetUpTrainer(TrainerState& state, Collective* collective, int64_t num_threads,
                           const TokenizerSection& tokenizer, const ModelSection& model,
                           const CheckpointSection& checkpoint, const std::string& output_dir,

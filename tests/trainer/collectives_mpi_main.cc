@@ -1,126 +1,13 @@
-// Run under `mpirun -np P` (ctest: collectives_mpi_test, P = 2). Checks that the MPI all-reduce
-// gives every rank the same bits, equal to the fp32 sum in rank order 0..P−1, across chunk
-// boundaries and for awkward sizes; the int64 sum, broadcast and barrier; and the bucketed
-// gradient all-reduce over a tiny model. Exits non-zero on any mismatch.
+// Run under `mpirun -np P` (ctest: collectives_mpi_test, P = 2 and 3): the checks of
+// collectives_checks.h on the MPI collective with host buffers. Exits non-zero on any mismatch.
 #include <cstdio>
-#include <cstring>
-#include <string>
-#include <vector>
 
-#include "model/config.h"
-#include "tests/testing/compare.h"
+#include "tests/trainer/collectives_checks.h"
 #include "trainer/collectives.h"
-
-namespace tandem::trainer {
-namespace {
-
-int failures = 0;
-
-void Check(bool ok, int rank, const std::string& what) {
-  if (ok) return;
-  ++failures;
-  std::fprintf(stderr, "rank %d: FAILED %s\n", rank, what.c_str());
-}
-
-uint64_t Fnv1a(const void* data, size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
-// The rank's input and the expected rank-ordered sum.
-std::vector<float> Input(int64_t n, int rank) { return testing::RandomVector(n, 1000 * rank + n); }
-std::vector<float> Expected(int64_t n, int size) {
-  std::vector<float> sum = Input(n, 0);
-  for (int r = 1; r < size; ++r) {
-    std::vector<float> x = Input(n, r);
-    for (int64_t i = 0; i < n; ++i) sum[i] += x[i];
-  }
-  return sum;
-}
-
-// All ranks agree on `hash` (rank 0's value is broadcast and compared).
-bool SameOnAllRanks(Collective& c, uint64_t hash) {
-  uint64_t root = hash;
-  if (!c.Broadcast(&root, sizeof(root), 0).ok()) return false;
-  int64_t differs = root != hash;
-  if (!c.AllReduceSum(&differs, 1).ok()) return false;
-  return differs == 0;
-}
-
-void CheckFloatSums(Collective& c) {
-  for (int64_t n : {0, 1, 3, 999, 1000, 2503, 100003}) {
-    std::vector<float> x = Input(n, c.Rank());
-    absl::Status s = c.AllReduceSum(x.data(), n);
-    Check(s.ok(), c.Rank(), "AllReduceSum: " + s.ToString());
-    const std::vector<float> want = Expected(n, c.Size());
-    const auto eq = testing::BitwiseEqual(x, want);
-    Check(static_cast<bool>(eq), c.Rank(),
-          "rank-ordered sum, n=" + std::to_string(n) + ": " + eq.message());
-    Check(SameOnAllRanks(c, Fnv1a(x.data(), x.size() * sizeof(float))), c.Rank(),
-          "identical bits on all ranks, n=" + std::to_string(n));
-  }
-}
-
-void CheckIntsBroadcastBarrier(Collective& c) {
-  std::vector<int64_t> counts(5000);
-  for (size_t i = 0; i < counts.size(); ++i) counts[i] = (int64_t{1} << 40) + i * (c.Rank() + 1);
-  Check(c.AllReduceSum(counts.data(), counts.size()).ok(), c.Rank(), "int64 AllReduceSum");
-  const int64_t p = c.Size();
-  bool ok = true;
-  for (size_t i = 0; i < counts.size(); ++i) {
-    ok &= counts[i] == p * (int64_t{1} << 40) + static_cast<int64_t>(i) * p * (p + 1) / 2;
-  }
-  Check(ok, c.Rank(), "int64 sums");
-  std::string text = c.Rank() == 1 ? "from rank one" : "?????????????";
-  Check(c.Broadcast(text.data(), text.size(), 1).ok() && text == "from rank one", c.Rank(),
-        "Broadcast from rank 1");
-  Check(!c.Broadcast(text.data(), 1, c.Size()).ok(), c.Rank(), "Broadcast rejects a bad root");
-  Check(c.Barrier().ok(), c.Rank(), "Barrier");
-}
-
-void CheckGradients(Collective& c) {
-  auto config = model::LoadModelConfig("configs/models/tiny-hybrid.json");
-  Check(config.ok(), c.Rank(), "tiny config: " + config.status().ToString());
-  if (!config.ok()) return;
-  model::ModelWeights small = model::AllocateWeights(*config);
-  model::ModelWeights big = model::AllocateWeights(*config);
-  std::vector<std::vector<float>> want;
-  uint64_t k = 0;
-  auto fill = [&](model::ModelWeights& w) {
-    k = 0;
-    w.ForEachParameter([&](const std::string&, Tensor& t) {
-      std::vector<float> x = Input(t.numel() + 7 * k++, c.Rank());
-      std::memcpy(t.data<float>(), x.data(), t.nbytes());
-    });
-  };
-  fill(small);
-  fill(big);
-  small.ForEachParameter([&](const std::string&, const Tensor& t) {
-    std::vector<float> e = Expected(t.numel() + 7 * want.size(), c.Size());
-    e.resize(t.numel());
-    want.push_back(e);
-  });
-  Check(AllReduceGradients(c, small, /*bucket_elements=*/3000).ok(), c.Rank(), "grads (small)");
-  Check(AllReduceGradients(c, big, /*bucket_elements=*/int64_t{1} << 24).ok(), c.Rank(), "grads");
-  size_t i = 0;
-  big.ForEachParameter([&](const std::string& name, const Tensor& t) {
-    Check(static_cast<bool>(testing::BitwiseEqual(testing::Floats(t), want[i++])), c.Rank(),
-          "gradient " + name + " = rank-ordered sum");
-  });
-  i = 0;
-  small.ForEachParameter([&](const std::string& name, const Tensor& t) {
-    Check(static_cast<bool>(testing::BitwiseEqual(testing::Floats(t), want[i++])), c.Rank(),
-          "gradient " + name + " independent of the bucket size");
-  });
-}
-
-}  // namespace
-}  // namespace tandem::trainer
 
 int main() {
   using namespace tandem::trainer;
+  using namespace tandem::trainer::testing;
   auto c = MakeMpiCollective({.chunk_elements = 1000});  // small chunks: many rounds
   if (!c.ok()) {
     std::fprintf(stderr, "MakeMpiCollective: %s\n", c.status().ToString().c_str());
@@ -128,9 +15,10 @@ int main() {
   }
   Collective& coll = **c;
   Check(coll.Size() >= 2, coll.Rank(), "expected at least 2 ranks");
-  CheckFloatSums(coll);
-  CheckIntsBroadcastBarrier(coll);
-  CheckGradients(coll);
+  const HostPlace host;
+  CheckFloatSums(coll, host);
+  CheckIntsBroadcastBarrier(coll, host);
+  CheckGradients(coll, host);
   std::printf("rank %d of %d: %s\n", coll.Rank(), coll.Size(), failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
 }

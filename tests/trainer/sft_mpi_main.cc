@@ -1,5 +1,7 @@
-// Run under `mpirun -np 2` (ctest: sft_mpi_test, label integration). Data-parallel SFT on 2 ranks
-// with b = 4 sequences each must match 1 rank with 2b = 8, the same global batch:
+// Run under `mpirun -np 2` (ctest: sft_mpi_test, label integration; with the argument `cuda`,
+// sft_nccl_test, label gpu: one GPU per rank, gradients through the NCCL collective, the model
+// config with GPU head sizes, exit 77 = skipped with fewer than 2 GPUs). Data-parallel SFT on 2
+// ranks with b = 4 sequences each must match 1 rank with 2b = 8, the same global batch:
 //  - the 2 ranks hold identical weight bits after every run (rank-ordered all-reduce, same AdamW);
 //  - the per-step token counts are equal, and losses and final weights agree within tolerances.
 // Why not bitwise: the loss is normalised by the global token count, so both runs compute the
@@ -20,6 +22,10 @@
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#ifdef TANDEM_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #include "tests/trainer/sft_test_util.h"
 #include "trainer/collectives.h"
@@ -76,19 +82,25 @@ std::string SharedTempDir(Collective& c) {
   return name;
 }
 
-SftRunConfig Config(const std::string& output_dir) {
-  return testing::SmallSftConfig(
-      output_dir, {"trainer.total_steps=5", "trainer.num_threads=1", "data.sequences_per_step=8"});
+SftRunConfig Config(const std::string& output_dir, Device device) {
+  std::vector<std::string> overrides = {"trainer.total_steps=5", "trainer.num_threads=1",
+                                        "data.sequences_per_step=8"};
+  // The GPU attention kernels take head_dim 32, 64 or 128 (the CPU config's is 8).
+  if (device == Device::kCUDA) {
+    overrides.push_back("model.config=configs/models/tiny-hybrid-addition-gpu.json");
+  }
+  return testing::SmallSftConfig(output_dir, overrides);
 }
 
-void Run(Collective& mpi) {
+void Run(Collective& mpi, Device device) {
   const int rank = mpi.Rank();
   const std::string dir = SharedTempDir(mpi);
   SftLoopOptions options;
   options.collective = &mpi;
+  options.device = device;
   options.eval.every_steps = 0;  // once, at the end, split over the ranks
   options.eval.examples = 21;
-  absl::StatusOr<SftResult> two = RunSft(Config(dir + "/two_ranks"), options);
+  absl::StatusOr<SftResult> two = RunSft(Config(dir + "/two_ranks", device), options);
   Check(two.ok(), rank, "2-rank RunSft: " + two.status().ToString());
   if (!two.ok()) return;
   Check(two->final_exact_match.has_value(), rank, "evaluated at the end");
@@ -100,7 +112,7 @@ void Run(Collective& mpi) {
   // leave a core busy-waiting in MPI while rank 0 works.
   options.collective = nullptr;
   absl::StatusOr<SftResult> one =
-      RunSft(Config(dir + "/one_rank_" + std::to_string(rank)), options);
+      RunSft(Config(dir + "/one_rank_" + std::to_string(rank), device), options);
   Check(one.ok(), rank, "1-rank RunSft: " + one.status().ToString());
   if (!one.ok()) return;
   Check(one->steps.size() == two->steps.size(), rank, "step counts");
@@ -132,7 +144,16 @@ void Run(Collective& mpi) {
 }  // namespace
 }  // namespace tandem::trainer
 
-int main() {
+// The number of CUDA devices this process sees (0 without CUDA).
+int GpuCount() {
+  int count = 0;
+#ifdef TANDEM_HAVE_CUDA
+  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+#endif
+  return count;
+}
+
+int main(int argc, char** argv) {
   using namespace tandem::trainer;
   absl::StatusOr<std::unique_ptr<Collective>> mpi = MakeMpiCollective();
   if (!mpi.ok()) {
@@ -143,7 +164,12 @@ int main() {
     std::fprintf(stderr, "run with mpirun -np 2 (got %d ranks)\n", (*mpi)->Size());
     return 1;
   }
-  Run(**mpi);
+  const bool cuda = argc > 1 && std::string(argv[1]) == "cuda";
+  if (cuda && GpuCount() < 2) {
+    if ((*mpi)->Rank() == 0) std::fprintf(stderr, "skipped: fewer than 2 GPUs\n");
+    return 77;
+  }
+  Run(**mpi, cuda ? tandem::Device::kCUDA : tandem::Device::kCPU);
   int64_t total = failures;
   if (!(*mpi)->AllReduceSum(&total, 1).ok()) return 1;
   if ((*mpi)->Rank() == 0) std::fprintf(stderr, total == 0 ? "PASSED\n" : "FAILED\n");
