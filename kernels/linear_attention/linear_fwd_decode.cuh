@@ -1,13 +1,13 @@
 // Internal to kernels/linear_attention (include from .cu files only): one decode step for bf16 q,
-// k, v. Each (sequence, head) is split over kSplit blocks by state / output column slices of kW
-// columns (its four blocks adjacent in the grid at D = 128, so the open chunk's keys they all
-// stage come from L2 after the first); a block holds 16 KB of fp32 state, ~40 KB of shared memory,
-// and issues all its state loads before anything waits on them. It stages bf16 of its state
-// slice, the open chunk's keys (all columns: the scores need them) and its slice of the values —
-// rows before open_len read, the new row i = open_len where the forward stages it, zeros for what
-// the forward masks — and runs the forward's routines on the row tile of i: ChunkP, then
-// OutputTile for its columns. When the chunk fills, it advances its state columns with
-// BoundaryTile and NextState, element for element the scan's arithmetic.
+// k, v. One block of eight warps per (sequence, head) puts all of its reads in flight before it
+// waits on any: the fp32 state by cp.async into a padded fp32 stage, the open chunk's k, v rows
+// before open_len (fp32, bf16 values) into registers. It stages them as the forward does — bf16
+// k, v, the new row i = open_len where the forward has it, zeros for what the forward masks — runs
+// ChunkP for the row tile of i while the state is still arriving, then each warp turns its own
+// rows of the stage into bf16(S) in place and OutputTile runs with the columns over the warps.
+// When the chunk fills, the block refetches the fp32 state and advances it with BoundaryTile and
+// NextState, element for element the scan's arithmetic. Only data movement differs from the
+// forward, so decode returns the forward's bits.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -16,6 +16,7 @@
 #include "kernels/core/cuda_device.cuh"
 #include "kernels/linear_attention/linear_attention_mma.cuh"
 #include "kernels/linear_attention/linear_fwd_output.cuh"
+#include "kernels/linear_attention/linear_fwd_scan.cuh"
 
 namespace tandem::kernels::cuda::linear {
 
@@ -33,31 +34,47 @@ __device__ __forceinline__ void StoreBf16x4(bf16* dst, float4 x) {
   *reinterpret_cast<uint2*>(dst) = make_uint2(Pack(x.x, x.y), Pack(x.z, x.w));
 }
 
-inline constexpr int kDecWarps = 4, kDecThreads = 32 * kDecWarps;
+// Four bf16 (8-byte aligned) widened exactly.
+__device__ __forceinline__ float4 Widen4(const bf16* p) {
+  const uint2 x = *reinterpret_cast<const uint2*>(p);
+  return make_float4(Lo(x.x), Hi(x.x), Lo(x.y), Hi(x.y));
+}
+
+inline constexpr int kDecWarps = 8, kDecThreads = 32 * kDecWarps;
 
 template <int kD>
 struct DecodeShape {
   using L = TcLayout<kD>;
-  static constexpr int kW = kD < 32 ? kD : 32;           // state / output columns per block
-  static constexpr int kSplit = kD / kW;                 // blocks per (sequence, head)
-  static constexpr int kLdw = kW + 8;                    // v and S slice stride
-  static constexpr int kS4 = kD * kW / 4 / kDecThreads;  // float4 state pieces per thread
-  static_assert(kW == 8 * kDecWarps && kS4 * 4 * kDecThreads == kD * kW, "one n-tile per warp");
-  // k [kC][kLdr], q [16][kLdr] (the row tile only), v [kC][kLdw], s [kD][kLdw], p [16][kLdp].
-  static constexpr size_t kBf16 = (kC + 16) * L::kLdr + kC * kLdw + kD * kLdw + 16 * L::kLdp;
-  static constexpr size_t kBytes = sizeof(bf16) * kBf16 + sizeof(float) * (kC + 4);
+  static constexpr int kQ = kD / 4;                  // float4 pieces per row
+  static constexpr int kS4 = kD * kQ / kDecThreads;  // state pieces per thread
+  static constexpr int kKv = kC * kQ / kDecThreads;  // open-chunk pieces per thread, of k and of v
+  static_assert(kS4 * kDecThreads == kD * kQ && kKv * kDecThreads == kC * kQ, "whole pieces");
+  // Piece p = threadIdx.x + kDecThreads·u lies in row p / kQ: a row's pieces belong to one warp.
+  static_assert(32 % kQ == 0, "rows within a warp");
+  // The fp32 stage [kD][kLdf]; bf16(S) overwrites it with stride kLds, so its row r starts where
+  // the stage's row r does (the rows never cross: a warp converts its own rows), and the 16 bytes
+  // of padding keep ldmatrix rows on distinct banks.
+  static constexpr int kLdf = kD + 4, kLds = 2 * kLdf;
+  static constexpr int kN = kD >= 128 ? kD / 64 : 1;  // OutputTile n-tiles per warp
+  static constexpr int kActive = kD / (8 * kN);       // warps with output columns
+  static_assert(kActive <= kDecWarps, "columns fit the warps");
+  // stage fp32 [kD][kLdf]; k, v [kC][kLdr]; q [16][kLdr] (the row tile only); p [16][kLdp]; pw.
+  static constexpr size_t kStage = size_t{kD} * kLdf;
+  static constexpr size_t kBf16 = 2 * kC * L::kLdr + 16 * L::kLdr + 16 * L::kLdp;
+  static constexpr size_t kBytes = sizeof(float) * (kStage + kC + 4) + sizeof(bf16) * kBf16;
 
   // The routines address q and p by chunk row (16m..16m+15); only that tile is stored, so their
-  // pointers are set 16m rows back, which stays inside the buffers before them (k before q, q, v
-  // and s before p: at least 48 rows of either stride).
+  // pointers are set 16m rows back (never dereferenced there; still inside the block's buffers).
   __device__ static TcSmem<kD> Carve(void* base, int m) {
     TcSmem<kD> s;
-    s.ldv = s.lds = kLdw;
-    s.k = static_cast<bf16*>(base);
-    bf16* q = s.k + kC * L::kLdr;
-    s.v = q + 16 * L::kLdr;
-    s.s = s.v + kC * kLdw;
-    bf16* p = s.s + kD * kLdw;
+    float* stage = static_cast<float*>(base);
+    s.s = reinterpret_cast<bf16*>(stage);
+    s.lds = kLds;
+    s.k = reinterpret_cast<bf16*>(stage + kStage);
+    s.v = s.k + kC * L::kLdr;
+    s.ldv = L::kLdr;
+    bf16* q = s.v + kC * L::kLdr;
+    bf16* p = q + 16 * L::kLdr;
     s.pw = reinterpret_cast<float*>(p + 16 * L::kLdp);
     s.q = q - 16 * m * L::kLdr;
     s.p = p - 16 * m * L::kLdp;
@@ -65,124 +82,156 @@ struct DecodeShape {
   }
 };
 
-// Rows 0 .. 16(m+1)−1 of the open chunk: k all columns, v columns c0 .. c0 + kW − 1 (row i the
-// new token's, whose columns c0.. are also appended to open_k, open_v by this block; rows past i
-// zeros), and the q row tile of rows 16m.. (only row i non-zero).
+// cp.async of the fp32 state [kD, kD] into the stage, one commit group.
 template <int kD>
-__device__ __forceinline__ void StageDecodeSlice(const TcDecodeArgs& a, const TcSmem<kD>& s,
-                                                 int seq, int head, int i, int c0) {
-  using L = TcLayout<kD>;
+__device__ __forceinline__ void IssueState(const float* state, float* stage) {
   using Sh = DecodeShape<kD>;
-  constexpr int kQ = kD / 4, kQw = Sh::kW / 4;  // 4-element pieces per row, per slice row
-  const int m = i / 16, ld = a.h * kD;
-  const int64_t row = (int64_t{seq} * a.h + head) * kD;
-  const int64_t open0 = int64_t{seq} * kC * ld + head * kD;
-  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  auto widen = [](const bf16* p) {
-    return make_float4(__bfloat162float(p[0]), __bfloat162float(p[1]), __bfloat162float(p[2]),
-                       __bfloat162float(p[3]));
-  };
-#pragma unroll 4
-  for (int idx = threadIdx.x; idx < 16 * (m + 1) * kQ; idx += kDecThreads) {
-    const int j = idx / kQ, c = 4 * (idx % kQ);
-    float4 x = zero;
-    if (j < i) {
-      x = *reinterpret_cast<const float4*>(a.open_k + open0 + j * ld + c);  // bf16 values, exact
-    } else if (j == i) {
-      x = widen(a.k + row + c);
-      if (c >= c0 && c < c0 + Sh::kW) {
-        *reinterpret_cast<float4*>(a.open_k + open0 + j * ld + c) = x;
-      }
-    }
-    StoreBf16x4(s.k + j * L::kLdr + c, x);
+#pragma unroll
+  for (int u = 0; u < Sh::kS4; ++u) {
+    const int piece = threadIdx.x + u * kDecThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
+    CpAsync16(stage + r * Sh::kLdf + c, state + r * kD + c);
   }
-#pragma unroll 4
-  for (int idx = threadIdx.x; idx < 16 * (m + 1) * kQw; idx += kDecThreads) {
-    const int j = idx / kQw, c = 4 * (idx % kQw);
-    float4 x = zero;
-    if (j < i) {
-      x = *reinterpret_cast<const float4*>(a.open_v + open0 + j * ld + c0 + c);
-    } else if (j == i) {
-      x = widen(a.v + row + c0 + c);
-      *reinterpret_cast<float4*>(a.open_v + open0 + j * ld + c0 + c) = x;
-    }
-    StoreBf16x4(s.v + j * Sh::kLdw + c, x);
+  CpAsyncCommit();
+}
+
+// Waits for this thread's state pieces and rewrites them as bf16(S) in place. The pieces a thread
+// reads are the ones it copied, and a row's pieces are one warp's, so the warp barrier between
+// the reads and the writes is the only ordering needed.
+template <int kD>
+__device__ __forceinline__ void ConvertState(float* stage) {
+  using Sh = DecodeShape<kD>;
+  CpAsyncWait<0>();
+  float4 x[Sh::kS4];
+#pragma unroll
+  for (int u = 0; u < Sh::kS4; ++u) {
+    const int piece = threadIdx.x + u * kDecThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
+    x[u] = *reinterpret_cast<const float4*>(stage + r * Sh::kLdf + c);
   }
-  for (int idx = threadIdx.x; idx < 16 * kQ; idx += kDecThreads) {
-    const int j = 16 * m + idx / kQ, c = 4 * (idx % kQ);
-    uint2 x = make_uint2(0u, 0u);
-    if (j == i) x = *reinterpret_cast<const uint2*>(a.q + row + c);
-    *reinterpret_cast<uint2*>(s.q + j * L::kLdr + c) = x;
+  __syncwarp();
+  bf16* s = reinterpret_cast<bf16*>(stage);
+#pragma unroll
+  for (int u = 0; u < Sh::kS4; ++u) {
+    const int piece = threadIdx.x + u * kDecThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
+    StoreBf16x4(s + r * Sh::kLds + c, x[u]);
   }
 }
 
-// S ← λ^C·S + (the chunk's boundary sum) for the block's columns c0.., 16 × 8 tiles over the warps.
+// Rows 0 .. 16(m+1)−1 of the open chunk's k, v (row i the new token's, which is also appended to
+// open_k, open_v; rows past i zeros), the q tile of rows 16m.. (only row i non-zero) and the decay
+// powers. Every global load is issued before the first store.
 template <int kD>
-__device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, float pow_c, float* state,
-                                              int c0) {
+__device__ __forceinline__ void StageOpenChunk(const TcDecodeArgs& a, const TcSmem<kD>& s, int seq,
+                                               int head, int i) {
   using L = TcLayout<kD>;
+  using Sh = DecodeShape<kD>;
+  constexpr int kQ = Sh::kQ;
+  const int tid = threadIdx.x, m = i / 16, rows = 16 * (m + 1), ld = a.h * kD;
+  const int64_t row = (int64_t{seq} * a.h + head) * kD;  // in q, k, v
+  const int64_t open0 = int64_t{seq} * kC * ld + head * kD;
+  float* open_k = a.open_k + open0;  // row j at j·ld
+  float* open_v = a.open_v + open0;
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  uint2 qx = make_uint2(0u, 0u);
+  if (tid < kQ) qx = *reinterpret_cast<const uint2*>(a.q + row + 4 * tid);
+  const float pwx = tid <= kC ? a.pow[head * (kC + 1) + tid] : 0.0f;
+  float4 kx[Sh::kKv], vx[Sh::kKv];
+#pragma unroll
+  for (int u = 0; u < Sh::kKv; ++u) {
+    const int piece = tid + u * kDecThreads, j = piece / kQ, c = 4 * (piece % kQ);
+    kx[u] = vx[u] = zero;
+    if (j < i) {
+      kx[u] = *reinterpret_cast<const float4*>(open_k + j * ld + c);  // bf16 values, exact
+      vx[u] = *reinterpret_cast<const float4*>(open_v + j * ld + c);
+    } else if (j == i) {
+      kx[u] = Widen4(a.k + row + c);
+      vx[u] = Widen4(a.v + row + c);
+    }
+  }
+  if (tid <= kC) s.pw[tid] = pwx;
+  for (int idx = tid; idx < 16 * kQ; idx += kDecThreads) {
+    const int r = 16 * m + idx / kQ;
+    if (r != i) *reinterpret_cast<uint2*>(s.q + r * L::kLdr + 4 * (idx % kQ)) = make_uint2(0u, 0u);
+  }
+  if (tid < kQ) *reinterpret_cast<uint2*>(s.q + i * L::kLdr + 4 * tid) = qx;
+#pragma unroll
+  for (int u = 0; u < Sh::kKv; ++u) {
+    const int piece = tid + u * kDecThreads, j = piece / kQ, c = 4 * (piece % kQ);
+    if (j == i) {
+      *reinterpret_cast<float4*>(open_k + j * ld + c) = kx[u];
+      *reinterpret_cast<float4*>(open_v + j * ld + c) = vx[u];
+    }
+    if (j < rows) {
+      StoreBf16x4(s.k + j * L::kLdr + c, kx[u]);
+      StoreBf16x4(s.v + j * L::kLdr + c, vx[u]);
+    }
+  }
+}
+
+// S ← λ^C·S + (the chunk's boundary sum), 16 × 16 tiles over the warps, the old S from the fp32
+// stage (refetched whole), the new S straight to global.
+template <int kD>
+__device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, const float* stage,
+                                              float* state) {
+  using L = TcLayout<kD>;
+  using Sh = DecodeShape<kD>;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   float ps[kC / 16][4];
   KeyScales(s.pw, ps);
-  constexpr int kNt = DecodeShape<kD>::kW / 8;
+  const float pow_c = s.pw[kC];
+  constexpr int kNt = kD / 16;
   for (int tile = warp; tile < (kD / 16) * kNt; tile += kDecWarps) {
     const int mi = tile / kNt, nt = tile % kNt;
-    float sum[1][4];
-    BoundaryTile<1>(s.k + 16 * mi, L::kLdr, s.v + 8 * nt, s.ldv, ps, sum);
+    float sum[2][4];
+    BoundaryTile<2>(s.k + 16 * mi, L::kLdr, s.v + 16 * nt, s.ldv, ps, sum);
 #pragma unroll
-    for (int e = 0; e < 4; e += 2) {
-      float2* p =
-          reinterpret_cast<float2*>(state + (16 * mi + g + 8 * (e / 2)) * kD + c0 + 8 * nt + 2 * t);
-      const float2 x = *p;
-      *p = make_float2(NextState(pow_c, x.x, sum[0][e]), NextState(pow_c, x.y, sum[0][e + 1]));
+    for (int n = 0; n < 2; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        const int r = 16 * mi + g + 8 * (e / 2), c = 16 * nt + 8 * n + 2 * t;
+        const float2 x = *reinterpret_cast<const float2*>(stage + r * Sh::kLdf + c);
+        *reinterpret_cast<float2*>(state + r * kD + c) =
+            make_float2(NextState(pow_c, x.x, sum[n][e]), NextState(pow_c, x.y, sum[n][e + 1]));
+      }
     }
   }
 }
 
-// Grid B·H·kSplit: columns c0 = kW·(blockIdx.x % kSplit) of one decode step of one (sequence,
-// head).
+// Grid B·H: one decode step of one (sequence, head).
 template <int kD>
-__global__ void __launch_bounds__(kDecThreads, 4) DecodeKernelTc(TcDecodeArgs a) {
+__global__ void __launch_bounds__(kDecThreads, 2) DecodeKernelTc(TcDecodeArgs a) {
   using Sh = DecodeShape<kD>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int sh = blockIdx.x / Sh::kSplit, c0 = blockIdx.x % Sh::kSplit * Sh::kW;
-  const int seq = sh / a.h, head = sh % a.h, i = a.open_len[seq], m = i / 16;
-  const TcSmem<kD> s = Sh::Carve(smem_raw, m);
-  const int warp = threadIdx.x / 32;
-  const int64_t row = int64_t{sh} * kD;  // in q, k, v, o
+  const int seq = blockIdx.x / a.h, head = blockIdx.x % a.h, warp = threadIdx.x / 32;
+  const int i = a.open_len[seq], m = i / 16;
+  const int64_t row = int64_t{blockIdx.x} * kD;  // in q, k, v, o
   float* state = a.state + row * kD;
-  constexpr int kQw = Sh::kW / 4;
-  float4 sv[Sh::kS4];
-#pragma unroll
-  for (int u = 0; u < Sh::kS4; ++u) {
-    const int piece = threadIdx.x + u * kDecThreads;
-    sv[u] = *reinterpret_cast<const float4*>(state + piece / kQw * kD + c0 + 4 * (piece % kQw));
-  }
-  StageDecodeSlice<kD>(a, s, seq, head, i, c0);
-  LoadPowers(a.pow, head, s.pw);
-#pragma unroll
-  for (int u = 0; u < Sh::kS4; ++u) {
-    const int piece = threadIdx.x + u * kDecThreads;
-    StoreBf16x4(s.s + piece / kQw * Sh::kLdw + 4 * (piece % kQw), sv[u]);
-  }
+  float* stage = reinterpret_cast<float*>(smem_raw);
+  IssueState<kD>(state, stage);  // needs no open_len: in flight while it arrives
+  const TcSmem<kD> s = Sh::Carve(smem_raw, m);
+  StageOpenChunk<kD>(a, s, seq, head, i);
   __syncthreads();
   ChunkP<kD>(s, m, warp, kDecWarps);
+  ConvertState<kD>(stage);
   __syncthreads();
-  OutputTile<kD, 1>(s, a.scale, m, 8 * warp, [&](int r, int b, float x0, float x1) {
-    if (r == i) Store2(a.o, row + c0 + b, x0, x1);
-  });
+  if (warp < Sh::kActive) {
+    OutputTile<kD, Sh::kN>(s, a.scale, m, warp * 8 * Sh::kN, [&](int r, int b, float x0, float x1) {
+      if (r == i) Store2(a.o, row + b, x0, x1);
+    });
+  }
   if (i + 1 < kC) return;  // uniform: the chunk is still open
-  DecodeAdvance<kD>(s, a.pow[head * (kC + 1) + kC], state, c0);
+  __syncthreads();         // bf16(S) read by every warp before the stage is refilled
+  IssueState<kD>(state, stage);
+  CpAsyncWait<0>();
+  __syncthreads();
+  DecodeAdvance<kD>(s, stage, state);
 }
 
 template <int kD>
 cudaError_t LaunchDecodeTc(cudaStream_t stream, const TcDecodeArgs& a, int batch) {
-  using Sh = DecodeShape<kD>;
-  constexpr int smem = static_cast<int>(Sh::kBytes);
+  constexpr int smem = static_cast<int>(DecodeShape<kD>::kBytes);
   const cudaError_t e = AllowSmem<&DecodeKernelTc<kD>>(smem);
   if (e != cudaSuccess) return e;
-  const unsigned blocks = static_cast<unsigned>(batch * a.h * Sh::kSplit);
-  DecodeKernelTc<kD><<<blocks, kDecThreads, smem, stream>>>(a);
+  DecodeKernelTc<kD><<<static_cast<unsigned>(batch * a.h), kDecThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
 

@@ -259,25 +259,29 @@ TEST(LinearAttentionCudaTest, BatchInvarianceBitwise) {
 
 // Two sequences of T tokens, prefilled with P0 and P1 tokens (not multiples of C), then decoded
 // token by token: together while both run, then the longer one alone (a batch-of-1 view). Decode
-// crosses the chunk boundaries at 64 and 128, so the boundary advance is checked too.
+// crosses the chunk boundaries at 64 and 128 with the open row at every offset of the chunk (every
+// row of every 16-row tile), so the boundary advance is checked too: through the outputs after it
+// and, at the end, the fp32 state itself against the one-pass forward's boundary state.
 void PrefillThenDecode(int64_t d, DType dtype) {
   SCOPED_TRACE(::testing::Message() << "D=" << d << (dtype == DType::kBF16 ? " bf16" : " f32"));
   const int64_t kT = 150, h = 2, hd = h * d;
   const int64_t prefix[2] = {21, 100};  // open chunks at rows 21 and 36: other row tiles
   const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
   const Tensor decay = Decays(h);
-  std::vector<float> q[2], k[2], v[2], full[2];
+  std::vector<float> q[2], k[2], v[2], full[2], boundary[2];
   Tensor none;
   for (int s = 0; s < 2; ++s) {
     q[s] = RoundedToBf16(RandomVector(kT * hd, 10 + s));
     k[s] = RoundedToBf16(RandomVector(kT * hd, 20 + s));
     v[s] = RoundedToBf16(RandomVector(kT * hd, 30 + s));
     Tensor o = Tensor::Empty({kT, h, d}, DType::kF32, Device::kCUDA);
+    Tensor last = Tensor::Empty({1, h, d, d}, DType::kF32, Device::kCUDA);  // S after 2 chunks
     TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(
         GpuTestContext(), p, ToDevice(q[s], {kT, h, d}, dtype), ToDevice(k[s], {kT, h, d}, dtype),
         ToDevice(v[s], {kT, h, d}, dtype), decay, HostI32({0, static_cast<int32_t>(kT)}), none, o,
-        none, none));
+        none, last));
     full[s] = ToHostFloats(o);
+    boundary[s] = ToHostFloats(last);
   }
   // Prefill both prefixes packed in one call; the trailing partial chunks seed open_k / open_v.
   const int64_t p0 = prefix[0], p1 = prefix[1];
@@ -329,12 +333,88 @@ void PrefillThenDecode(int64_t d, DType dtype) {
           << "sequence " << s << " position " << t;
     }
   }
+  // Both sequences advanced through position 127 by decode: the state is the forward's S_128.
+  const std::vector<float> decoded = ToHostFloats(state);
+  const size_t hdd = h * d * d;
+  for (int s = 0; s < 2; ++s) {
+    EXPECT_TRUE(BitwiseEqual({decoded.data() + s * hdd, hdd}, boundary[s], {h, d, d}))
+        << "state of sequence " << s;
+  }
 }
 
 TEST(LinearAttentionCudaTest, PrefillThenDecodeEqualsOnePassBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
   for (int64_t d : {32, 64, 128}) PrefillThenDecode(d, DType::kBF16);
   PrefillThenDecode(128, DType::kF32);
+}
+
+// One decode step of 64 sequences in one launch, each at its own open offset (29·s mod 64: all of
+// 0..63) after 0-2 full chunks, sequence 0 from an empty prompt: every output equals the one-pass
+// forward's at that position; the state equals that forward's boundary state where the chunk
+// filled and is untouched elsewhere (all bitwise).
+TEST(LinearAttentionCudaTest, MixedOffsetBatchDecodeEqualsOnePassBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const int64_t b = 64, h = 4, d = 128, hd = h * d, hdd = h * d * d;
+  const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
+  std::vector<int32_t> cu_prompt{0}, cu_full{0}, open_len(b);
+  for (int64_t s = 0; s < b; ++s) {
+    const int32_t n = static_cast<int32_t>(29 * s % kC + kC * (s % 3));
+    cu_prompt.push_back(cu_prompt.back() + n);
+    cu_full.push_back(cu_full.back() + n + 1);
+    open_len[s] = static_cast<int32_t>(n % kC);
+  }
+  const int64_t t = cu_full.back(), pt = cu_prompt.back();
+  const std::vector<float> q = RoundedToBf16(RandomVector(t * hd, 40));
+  const std::vector<float> k = RoundedToBf16(RandomVector(t * hd, 41));
+  const std::vector<float> v = RoundedToBf16(RandomVector(t * hd, 42));
+  auto rows = [&](const std::vector<float>& x, bool prompt) {  // prompts, or the new tokens
+    std::vector<float> out;
+    for (int64_t s = 0; s < b; ++s) {
+      const int64_t r0 = cu_full[s], n = cu_prompt[s + 1] - cu_prompt[s];
+      out.insert(out.end(), x.begin() + (prompt ? r0 : r0 + n) * hd,
+                 x.begin() + (r0 + n + (prompt ? 0 : 1)) * hd);
+    }
+    return out;
+  };
+  Tensor none, o_full = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
+  Tensor s_full = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
+  TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(
+      GpuTestContext(), p, ToDevice(q, {t, h, d}, DType::kBF16),
+      ToDevice(k, {t, h, d}, DType::kBF16), ToDevice(v, {t, h, d}, DType::kBF16), Decays(h),
+      HostI32(cu_full), none, o_full, none, s_full));
+  Tensor o_pre = Tensor::Empty({pt, h, d}, DType::kF32, Device::kCUDA);
+  Tensor state = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
+  TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(
+      GpuTestContext(), p, ToDevice(rows(q, true), {pt, h, d}, DType::kBF16),
+      ToDevice(rows(k, true), {pt, h, d}, DType::kBF16),
+      ToDevice(rows(v, true), {pt, h, d}, DType::kBF16), Decays(h), HostI32(cu_prompt), none, o_pre,
+      none, state));
+  const std::vector<float> prefilled = ToHostFloats(state);
+  std::vector<float> open_k(b * kC * hd, 0.0f), open_v(open_k.size(), 0.0f);
+  for (int64_t s = 0; s < b; ++s) {
+    const int64_t r = cu_full[s] + cu_prompt[s + 1] - cu_prompt[s] - open_len[s];
+    std::copy(k.begin() + r * hd, k.begin() + (r + open_len[s]) * hd, open_k.begin() + s * kC * hd);
+    std::copy(v.begin() + r * hd, v.begin() + (r + open_len[s]) * hd, open_v.begin() + s * kC * hd);
+  }
+  Tensor ok = ToDevice(open_k, {b, kC, h, d}), ov = ToDevice(open_v, {b, kC, h, d});
+  Tensor lens = *cuda::CopyToDevice(GpuTestContext(), HostI32(open_len));
+  Tensor o = Tensor::Empty({b, h, d}, DType::kF32, Device::kCUDA);
+  TANDEM_ASSERT_OK(cuda::LinearAttentionDecode(
+      GpuTestContext(), p, ToDevice(rows(q, false), {b, h, d}, DType::kBF16),
+      ToDevice(rows(k, false), {b, h, d}, DType::kBF16),
+      ToDevice(rows(v, false), {b, h, d}, DType::kBF16), Decays(h), state, ok, ov, lens, o));
+  const std::vector<float> got = ToHostFloats(o), full = ToHostFloats(o_full);
+  const std::vector<float> decoded = ToHostFloats(state), boundary = ToHostFloats(s_full);
+  for (int64_t s = 0; s < b; ++s) {
+    const int64_t at = cu_full[s + 1] - 1;
+    EXPECT_TRUE(BitwiseEqual({got.data() + s * hd, static_cast<size_t>(hd)},
+                             {full.data() + at * hd, static_cast<size_t>(hd)}, {h, d}))
+        << "sequence " << s << " open_len " << open_len[s];
+    const std::vector<float>& want = open_len[s] + 1 == kC ? boundary : prefilled;
+    EXPECT_TRUE(BitwiseEqual({decoded.data() + s * hdd, static_cast<size_t>(hdd)},
+                             {want.data() + s * hdd, static_cast<size_t>(hdd)}, {h, d, d}))
+        << "state of sequence " << s << " open_len " << open_len[s];
+  }
 }
 
 TEST(LinearAttentionCudaTest, RejectsBadArguments) {
