@@ -20,6 +20,7 @@
 #include "kernels/core/status_macros.h"
 #include "kernels/softmax_attention/attention_bwd_tiles.cuh"
 #include "kernels/softmax_attention/attention_bwd_wgmma_kernel.cuh"
+#include "kernels/softmax_attention/attention_bwd_wgmma_split.cuh"
 #include "kernels/softmax_attention/attention_internal.h"
 #include "kernels/softmax_attention/attention_wgmma_probe.h"
 #include "kernels/softmax_attention/softmax_attention_bwd_cuda.h"
@@ -224,6 +225,43 @@ cudaError_t LaunchBwd(cudaStream_t stream, const BwdArgs& a, const WorkItem* ite
   return cudaGetLastError();
 }
 
+// The split wgmma items: per sequence and 128-row tile, the kv heads' dK/dV items and the query
+// heads' dQ items, the most expensive first (cost in 128×64×128 wgmma products: four per dK/dV
+// step, three per dQ step). The order only schedules.
+std::vector<WorkItem> MakeSplitItems(const std::vector<int32_t>& cu, int h, int hkv) {
+  struct Costed {
+    int64_t cost;
+    WorkItem item;
+  };
+  std::vector<Costed> all;
+  const int group = h / hkv;
+  for (size_t b = 0; b + 1 < cu.size(); ++b) {
+    const int len = cu[b + 1] - cu[b], tiles = (len + 127) / 128, q64 = (len + 63) / 64;
+    for (int tile = 0; tile < tiles; ++tile) {
+      for (int g = 0; g < hkv; ++g) {
+        all.push_back({int64_t{4} * group * (q64 - 2 * tile), {kDkDv, cu[b], len, tile, g}});
+      }
+      for (int head = 0; head < h; ++head) {
+        all.push_back({int64_t{3} * std::min(2 * tile + 2, q64), {kDq, cu[b], len, tile, head}});
+      }
+    }
+  }
+  std::stable_sort(all.begin(), all.end(),
+                   [](const Costed& x, const Costed& y) { return x.cost > y.cost; });
+  std::vector<WorkItem> items(all.size());
+  for (size_t i = 0; i < all.size(); ++i) items[i] = all[i].item;
+  return items;
+}
+
+cudaError_t LaunchSplit(cudaStream_t stream, const BwdArgs& a, const WorkItem* items, int n) {
+  const cudaError_t attr =
+      cudaFuncSetAttribute(&BwdWgmmaSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(SplitSmem::kBytes));
+  if (attr != cudaSuccess) return attr;
+  BwdWgmmaSplitKernel<<<n, kSplitThreads, SplitSmem::kBytes, stream>>>(a, items);
+  return cudaGetLastError();
+}
+
 // The wgmma items: per sequence, 128-key tile and query head, the longest (most query tiles) first.
 // A stable sort keeps every item after the ones its ordered adds wait for: the same head's lower
 // key tiles (more query tiles) and the same key tile's lower heads (generated first).
@@ -345,12 +383,22 @@ bool SoftmaxAttentionBwdWgmmaAvailable(int64_t head_dim) {
   return head_dim == 128 && SoftmaxAttentionUsesWgmma(head_dim);
 }
 
-bool SoftmaxAttentionBwdUsesWgmma(int64_t head_dim) {
-  static const bool on = [] {
+SoftmaxAttentionBwdKernel SoftmaxAttentionBwdDefaultKernel(int64_t head_dim) {
+  static const SoftmaxAttentionBwdKernel env_kernel = [] {
     const char* env = std::getenv("TANDEM_ATTENTION_BWD_WGMMA");
-    return env != nullptr && std::strcmp(env, "1") == 0;
+    if (env != nullptr && std::strcmp(env, "1") == 0) return SoftmaxAttentionBwdKernel::kWgmma;
+    if (env != nullptr && std::strcmp(env, "2") == 0) return SoftmaxAttentionBwdKernel::kWgmmaSplit;
+    return SoftmaxAttentionBwdKernel::kMmaSync;
   }();
-  return on && SoftmaxAttentionBwdWgmmaAvailable(head_dim);
+  if (env_kernel != SoftmaxAttentionBwdKernel::kMmaSync &&
+      SoftmaxAttentionBwdWgmmaAvailable(head_dim)) {
+    return env_kernel;
+  }
+  return SoftmaxAttentionBwdKernel::kMmaSync;
+}
+
+bool SoftmaxAttentionBwdUsesWgmma(int64_t head_dim) {
+  return SoftmaxAttentionBwdDefaultKernel(head_dim) != SoftmaxAttentionBwdKernel::kMmaSync;
 }
 
 absl::Status SoftmaxAttentionBwd(const Context& ctx, const SoftmaxAttentionParams& p,
@@ -371,8 +419,10 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
   const int64_t H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   TANDEM_CHECK_ARG(SoftmaxAttentionBwdHeadDimSupported(D),
                    "p.head_dim: the CUDA backward takes 32, 64 or 128, got ", D);
+  const bool wgmma_kind = kernel == SoftmaxAttentionBwdKernel::kWgmma ||
+                          kernel == SoftmaxAttentionBwdKernel::kWgmmaSplit;
   TANDEM_CHECK_ARG(
-      kernel != SoftmaxAttentionBwdKernel::kWgmma || SoftmaxAttentionBwdWgmmaAvailable(D),
+      !wgmma_kind || SoftmaxAttentionBwdWgmmaAvailable(D),
       "kernel: the wgmma backward needs head_dim 128 on an sm_90a build and device, got ", D);
   TANDEM_RETURN_IF_ERROR(ExpectFloat(q, "q", {-1, H, D}));
   const int64_t T = q.dim(0);
@@ -392,11 +442,13 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
   TANDEM_ASSIGN_OR_RETURN(Tensor k16, MmaOperand(ctx, k));
   TANDEM_ASSIGN_OR_RETURN(Tensor v16, MmaOperand(ctx, v));
   TANDEM_ASSIGN_OR_RETURN(Tensor do16, MmaOperand(ctx, d_o));
-  const bool wgmma =
-      kernel == SoftmaxAttentionBwdKernel::kWgmma ||
-      (kernel == SoftmaxAttentionBwdKernel::kDefault && SoftmaxAttentionBwdUsesWgmma(D));
+  if (kernel == SoftmaxAttentionBwdKernel::kDefault) kernel = SoftmaxAttentionBwdDefaultKernel(D);
+  const bool wgmma = kernel == SoftmaxAttentionBwdKernel::kWgmma;
+  const bool split = kernel == SoftmaxAttentionBwdKernel::kWgmmaSplit;
   const std::vector<WorkItem> items =
-      wgmma ? std::vector<WorkItem>{} : MakeItems(cu, static_cast<int>(H), static_cast<int>(Hkv));
+      wgmma   ? std::vector<WorkItem>{}
+      : split ? MakeSplitItems(cu, static_cast<int>(H), static_cast<int>(Hkv))
+              : MakeItems(cu, static_cast<int>(H), static_cast<int>(Hkv));
   const cudaStream_t stream = StreamOf(ctx);
   // Scratch: lse2 and delta [H, T] each, then the work list.
   const size_t vec_bytes = sizeof(float) * T * H, item_bytes = items.size() * sizeof(WorkItem);
@@ -430,7 +482,8 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
   if (e == cudaSuccess && wgmma) wg_status = LaunchWgmmaBwd(ctx, a, cu);
   if (e == cudaSuccess && !items.empty()) {
     const int n = static_cast<int>(items.size());
-    e = D == 32   ? LaunchBwd<32>(stream, a, dev_items, n)
+    e = split     ? LaunchSplit(stream, a, dev_items, n)
+        : D == 32 ? LaunchBwd<32>(stream, a, dev_items, n)
         : D == 64 ? LaunchBwd<64>(stream, a, dev_items, n)
                   : LaunchBwd<128>(stream, a, dev_items, n);
   }

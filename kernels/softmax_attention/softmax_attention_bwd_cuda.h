@@ -22,17 +22,24 @@ inline bool SoftmaxAttentionBwdHeadDimSupported(int64_t d) {
   return d == 32 || d == 64 || d == 128;
 }
 
-// The two backward kernels. kMmaSync: FlashAttention-2 style mma.sync (every supported head dim).
+// The backward kernels. kMmaSync: FlashAttention-2 style mma.sync (every supported head dim).
 // kWgmma: the sm_90a wgmma kernel (FlashAttention-3 style, D = 128 only, where
-// SoftmaxAttentionBwdWgmmaAvailable). Both are deterministic (dq: key tiles ascending; dk, dv:
-// the group's heads ascending), but their tile sizes and wgmma chains differ, so their bits do.
-enum class SoftmaxAttentionBwdKernel { kDefault, kMmaSync, kWgmma };
+// SoftmaxAttentionBwdWgmmaAvailable), dQ summed through ordered hand-offs between key blocks.
+// kWgmmaSplit: sm_90a wgmma, D = 128 only, dK/dV blocks (no dQ) and dQ blocks (recomputing S and
+// dP) in one launch, no hand-off. All are deterministic (dq: key tiles ascending; dk, dv: the
+// group's heads ascending), but their tile sizes and wgmma chains differ, so their bits do.
+enum class SoftmaxAttentionBwdKernel { kDefault, kMmaSync, kWgmma, kWgmmaSplit };
 
-// True when the wgmma backward can run here: head_dim 128 and SoftmaxAttentionUsesWgmma(128).
+// True when the wgmma backwards (kWgmma, kWgmmaSplit) can run here: head_dim 128 and
+// SoftmaxAttentionUsesWgmma(128).
 bool SoftmaxAttentionBwdWgmmaAvailable(int64_t head_dim);
 
-// True when SoftmaxAttentionBwd (kDefault) runs the wgmma kernel at this head dim: it is available
-// and TANDEM_ATTENTION_BWD_WGMMA=1 is in the environment (read once). Otherwise mma.sync runs.
+// The kernel SoftmaxAttentionBwd (kDefault) runs at this head dim: kWgmma when
+// TANDEM_ATTENTION_BWD_WGMMA=1 and kWgmmaSplit when it is 2 (read once), where available;
+// otherwise kMmaSync.
+SoftmaxAttentionBwdKernel SoftmaxAttentionBwdDefaultKernel(int64_t head_dim);
+
+// True when SoftmaxAttentionBwdDefaultKernel(head_dim) is one of the wgmma kernels.
 bool SoftmaxAttentionBwdUsesWgmma(int64_t head_dim);
 
 // q [T, H, D], k, v [T, Hkv, D], o, d_o [T, H, D]: bf16 or f32 on the GPU (each its own dtype).

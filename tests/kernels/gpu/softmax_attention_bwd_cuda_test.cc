@@ -3,8 +3,9 @@
 // head dims 128, 64, 32) within a per-element bound derived from the bf16 rounding of P and dS;
 // the contract's bitwise promises (two runs equal; a sequence alone equals its rows in a pack;
 // f32 operands equal their bf16 copies; bf16 gradients are the f32 ones rounded once); and
-// argument errors (checked without a GPU too). Every check runs on both backward kernels (mma.sync,
-// and wgmma at D = 128 where the device has it), each chosen explicitly.
+// argument errors (checked without a GPU too). Every check runs on every backward kernel (mma.sync,
+// and the two wgmma kernels at D = 128 where the device has them), each chosen explicitly; the
+// split wgmma kernel is also held to the mma.sync kernel's results within the same bounds.
 #include "kernels/softmax_attention/softmax_attention_bwd_cuda.h"
 
 #include <algorithm>
@@ -84,12 +85,17 @@ Grads CpuBackward(const Problem& pr) {
 
 using Kernel = cuda::SoftmaxAttentionBwdKernel;
 
-const char* KernelName(Kernel k) { return k == Kernel::kWgmma ? "wgmma" : "mma.sync"; }
+const char* KernelName(Kernel k) {
+  return k == Kernel::kWgmma ? "wgmma" : k == Kernel::kWgmmaSplit ? "wgmma split" : "mma.sync";
+}
 
 // The kernels that can run this head dim here.
 std::vector<Kernel> KernelsFor(int64_t d) {
   std::vector<Kernel> out = {Kernel::kMmaSync};
-  if (cuda::SoftmaxAttentionBwdWgmmaAvailable(d)) out.push_back(Kernel::kWgmma);
+  if (cuda::SoftmaxAttentionBwdWgmmaAvailable(d)) {
+    out.push_back(Kernel::kWgmma);
+    out.push_back(Kernel::kWgmmaSplit);
+  }
   return out;
 }
 
@@ -219,6 +225,28 @@ TEST(SoftmaxAttentionBwdCudaTest, MatchesCpu) {
   }
 }
 
+// The split wgmma kernel against the mma.sync kernel (both within Bounds of the exact gradients;
+// their bf16 roundings of P and dS differ only where their fp32 scores do, far inside the bound),
+// on GQA 4 and GQA 1 with sequence ends inside and on the 64- and 128-row tile edges.
+TEST(SoftmaxAttentionBwdCudaTest, SplitMatchesMmaSync) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  if (!cuda::SoftmaxAttentionBwdWgmmaAvailable(128)) GTEST_SKIP() << "no sm_90a wgmma here";
+  const Problem problems[] = {
+      MakeProblem(4, 1, 128, {1, 63, 64, 65, 127, 128, 129, 700}, 11),
+      MakeProblem(2, 2, 128, {192, 2, 257}, 12),
+  };
+  for (const Problem& pr : problems) {
+    const int64_t t = pr.t(), h = pr.p.num_heads, hkv = pr.p.num_kv_heads, d = pr.p.head_dim;
+    SCOPED_TRACE(::testing::Message() << "T=" << t << " H=" << h << " Hkv=" << hkv);
+    const Grads bound = Bounds(pr);
+    const Grads mma = GpuBackward(pr, DType::kBF16, DType::kF32, Kernel::kMmaSync);
+    const Grads split = GpuBackward(pr, DType::kBF16, DType::kF32, Kernel::kWgmmaSplit);
+    EXPECT_TRUE(Close(split.dq, mma.dq, bound.dq, {t, h, d})) << "dq";
+    EXPECT_TRUE(Close(split.dk, mma.dk, bound.dk, {t, hkv, d})) << "dk";
+    EXPECT_TRUE(Close(split.dv, mma.dv, bound.dv, {t, hkv, d})) << "dv";
+  }
+}
+
 TEST(SoftmaxAttentionBwdCudaTest, RunsAreBitwiseEqual) {
   TANDEM_SKIP_WITHOUT_GPU();
   const Problem pr = MakeProblem(8, 2, 128, {300, 1030, 5}, 4);
@@ -232,13 +260,14 @@ TEST(SoftmaxAttentionBwdCudaTest, RunsAreBitwiseEqual) {
   }
 }
 
-// The default kernel is mma.sync unless TANDEM_ATTENTION_BWD_WGMMA=1: the public entry point gives
-// the bits of the kernel it claims to run.
+// The default kernel is mma.sync unless TANDEM_ATTENTION_BWD_WGMMA=1 (wgmma) or 2 (wgmma split):
+// the public entry point gives the bits of the kernel it claims to run.
 TEST(SoftmaxAttentionBwdCudaTest, DefaultIsTheClaimedKernel) {
   TANDEM_SKIP_WITHOUT_GPU();
   const Problem pr = MakeProblem(4, 1, 128, {200, 65}, 8);
-  const Kernel claimed =
-      cuda::SoftmaxAttentionBwdUsesWgmma(128) ? Kernel::kWgmma : Kernel::kMmaSync;
+  const Kernel claimed = cuda::SoftmaxAttentionBwdDefaultKernel(128);
+  EXPECT_NE(claimed, Kernel::kDefault);
+  EXPECT_EQ(cuda::SoftmaxAttentionBwdUsesWgmma(128), claimed != Kernel::kMmaSync);
   const Grads def = GpuBackward(pr, DType::kBF16, DType::kF32, Kernel::kDefault);
   const Grads want = GpuBackward(pr, DType::kBF16, DType::kF32, claimed);
   EXPECT_TRUE(BitwiseEqual(def.dq, want.dq)) << "dq";
@@ -247,7 +276,7 @@ TEST(SoftmaxAttentionBwdCudaTest, DefaultIsTheClaimedKernel) {
 }
 
 // A sequence's gradients do not depend on what it is packed with (D = 64: the mma.sync kernel;
-// D = 128: both, the wgmma kernel's ordered running sums living in per-pack tile counters).
+// D = 128: all three, the wgmma kernel's ordered running sums living in per-pack tile counters).
 void ExpectPackedEqualsAlone(const Problem& packed, Kernel kernel) {
   const Grads pg = GpuBackward(packed, DType::kBF16, DType::kF32, kernel);
   const int64_t hd = packed.p.num_heads * packed.p.head_dim;
@@ -307,16 +336,18 @@ TEST(SoftmaxAttentionBwdCudaTest, RejectsBadArguments) {
   EXPECT_NE(s.message().find("lse"), absl::string_view::npos) << s;
   s = call({4, 3, 64, 0.1f}, dev({5, 4}, DType::kF32), {0, 5});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  // The wgmma kernel takes D = 128 only, whatever the device.
+  // The wgmma kernels take D = 128 only, whatever the device.
   Tensor dq = dev({5, 4, 64}, DType::kF32), dk = dev({5, 2, 64}, DType::kF32);
   Tensor dv = dev({5, 2, 64}, DType::kF32);
-  s = cuda::SoftmaxAttentionBwdWithKernel(
-      Kernel::kWgmma, ctx, {4, 2, 64, 0.1f}, dev({5, 4, 64}, DType::kBF16),
-      dev({5, 2, 64}, DType::kBF16), dev({5, 2, 64}, DType::kBF16), HostI32({0, 5}),
-      dev({5, 4, 64}, DType::kBF16), dev({5, 4}, DType::kF32), dev({5, 4, 64}, DType::kBF16), dq,
-      dk, dv);
-  EXPECT_EQ(s.message(),
-            "kernel: the wgmma backward needs head_dim 128 on an sm_90a build and device, got 64");
+  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaSplit}) {
+    s = cuda::SoftmaxAttentionBwdWithKernel(
+        kernel, ctx, {4, 2, 64, 0.1f}, dev({5, 4, 64}, DType::kBF16), dev({5, 2, 64}, DType::kBF16),
+        dev({5, 2, 64}, DType::kBF16), HostI32({0, 5}), dev({5, 4, 64}, DType::kBF16),
+        dev({5, 4}, DType::kF32), dev({5, 4, 64}, DType::kBF16), dq, dk, dv);
+    EXPECT_EQ(s.message(),
+              "kernel: the wgmma backward needs head_dim 128 on an sm_90a build and device, got 64")
+        << KernelName(kernel);
+  }
 }
 
 }  // namespace
