@@ -61,8 +61,13 @@ absl::Status BuildModel(TrainerState& state, const ModelSection& m) {
 #ifdef TANDEM_HAVE_CUDA
 // This rank's GPU: its index among the ranks on its host, modulo the GPUs it can see (one
 // process per GPU; with one visible GPU per process, as Slurm's --gpus-per-task gives, that one).
+// A single process keeps the current device (0 unless the caller chose another).
 absl::StatusOr<int> RankGpu(Collective& collective) {
-  if (collective.Size() == 1) return 0;
+  if (collective.Size() == 1) {
+    int current = 0;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&current));
+    return current;
+  }
   TANDEM_ASSIGN_OR_RETURN(const int local, LocalRank(collective));
   int count = 0;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));

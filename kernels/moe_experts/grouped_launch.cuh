@@ -26,7 +26,8 @@ inline unsigned RowSlots(int64_t rows, int64_t experts, int tile_rows) {
 
 template <auto kKernel, size_t kSmem, typename Args>
 absl::Status LaunchTiles(const Context& ctx, dim3 grid, const Args& args) {
-  static const cudaError_t attr = cudaFuncSetAttribute(
+  // Per kernel and device, so on every launch (a process may use several GPUs).
+  const cudaError_t attr = cudaFuncSetAttribute(
       kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
   TANDEM_CUDA_RETURN_IF_ERROR(attr);
   kKernel<<<grid, kGemmThreads, kSmem, StreamOf(ctx)>>>(args);

@@ -384,11 +384,13 @@ bool SoftmaxAttentionBwdWgmmaAvailable(int64_t head_dim) {
 }
 
 SoftmaxAttentionBwdKernel SoftmaxAttentionBwdDefaultKernel(int64_t head_dim) {
+  // The split wgmma kernel measured 1.5–1.6x the mma.sync one on the H200 (docs/benchmarks.md);
+  // TANDEM_ATTENTION_BWD_WGMMA=0 picks mma.sync, =1 the hand-off wgmma kernel.
   static const SoftmaxAttentionBwdKernel env_kernel = [] {
     const char* env = std::getenv("TANDEM_ATTENTION_BWD_WGMMA");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return SoftmaxAttentionBwdKernel::kMmaSync;
     if (env != nullptr && std::strcmp(env, "1") == 0) return SoftmaxAttentionBwdKernel::kWgmma;
-    if (env != nullptr && std::strcmp(env, "2") == 0) return SoftmaxAttentionBwdKernel::kWgmmaSplit;
-    return SoftmaxAttentionBwdKernel::kMmaSync;
+    return SoftmaxAttentionBwdKernel::kWgmmaSplit;
   }();
   if (env_kernel != SoftmaxAttentionBwdKernel::kMmaSync &&
       SoftmaxAttentionBwdWgmmaAvailable(head_dim)) {

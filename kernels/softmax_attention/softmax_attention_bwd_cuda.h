@@ -34,9 +34,9 @@ enum class SoftmaxAttentionBwdKernel { kDefault, kMmaSync, kWgmma, kWgmmaSplit }
 // SoftmaxAttentionUsesWgmma(128).
 bool SoftmaxAttentionBwdWgmmaAvailable(int64_t head_dim);
 
-// The kernel SoftmaxAttentionBwd (kDefault) runs at this head dim: kWgmma when
-// TANDEM_ATTENTION_BWD_WGMMA=1 and kWgmmaSplit when it is 2 (read once), where available;
-// otherwise kMmaSync.
+// The kernel SoftmaxAttentionBwd (kDefault) runs at this head dim: kWgmmaSplit where available
+// (kWgmma when TANDEM_ATTENTION_BWD_WGMMA=1, kMmaSync when it is 0; read once); otherwise
+// kMmaSync.
 SoftmaxAttentionBwdKernel SoftmaxAttentionBwdDefaultKernel(int64_t head_dim);
 
 // True when SoftmaxAttentionBwdDefaultKernel(head_dim) is one of the wgmma kernels.

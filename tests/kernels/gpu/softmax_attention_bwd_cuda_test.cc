@@ -260,8 +260,9 @@ TEST(SoftmaxAttentionBwdCudaTest, RunsAreBitwiseEqual) {
   }
 }
 
-// The default kernel is mma.sync unless TANDEM_ATTENTION_BWD_WGMMA=1 (wgmma) or 2 (wgmma split):
-// the public entry point gives the bits of the kernel it claims to run.
+// The default kernel is the split wgmma one where it is available (TANDEM_ATTENTION_BWD_WGMMA=0:
+// mma.sync, 1: the hand-off wgmma kernel): the public entry point gives the bits of the kernel it
+// claims to run.
 TEST(SoftmaxAttentionBwdCudaTest, DefaultIsTheClaimedKernel) {
   TANDEM_SKIP_WITHOUT_GPU();
   const Problem pr = MakeProblem(4, 1, 128, {200, 65}, 8);
