@@ -6,8 +6,9 @@
 // boundary sums Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j by mma, then S ← λ^C·S + sum in fp32 chunk by
 // chunk — and writes every chunk-start state as bf16 to scratch (and in fp32 to chunk_states when
 // asked); (2) the output kernel, per (chunk, head), o = s·(λ^{i+1}·q·bf16(S) + Σ_j bf16(λ^{i−j}
-// q·k_j)·v_j) from that state. Decode keeps the boundary state and the open chunk's k, v, splits
-// each (sequence, head) over blocks by state columns, and calls the same warp routines
+// q·k_j)·v_j) from that state. Decode keeps the boundary state and the open chunk's k, v, runs one
+// block per (sequence, head) with every read (state, open rows) in flight before the first wait,
+// and calls the same warp routines
 // (linear_attention_mma.cuh) for its one row, placed where the forward has it, and for the boundary
 // when the chunk fills, so chunked prefill followed by decode returns the one-pass forward's bits.
 // The three bf16 roundings (scaled k, decayed scores, S in q·S) are the only precision given up
