@@ -24,7 +24,7 @@
 #include "model/config.h"
 #include "model/hybrid_model.h"
 #include "model/weights.h"
-#include "rollout/client/rollout_client.h"
+#include "proto/rollout_client.h"
 #include "rollout/engine.h"
 #include "rollout/server/rollout_server.h"
 #endif

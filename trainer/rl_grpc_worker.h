@@ -1,5 +1,5 @@
 // GrpcWorker: a RolloutWorker that is a rollout server process reached over gRPC
-// (rollout/client/rollout_client.h), and the embedded default's process management: spawn K
+// (proto/rollout_client.h), and the embedded default's process management: spawn K
 // `tandem rollout serve` processes on loopback (each picks a free port and reports it), wait until
 // each answers GetStatus, and stop them when the workers are destroyed.
 // Built only with TANDEM_SERVICES (TANDEM_HAVE_ROLLOUT_CLIENT).
@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "rollout/client/rollout_client.h"
+#include "proto/rollout_client.h"
 #include "trainer/rl_config.h"
 #include "trainer/rollout_pool.h"
 

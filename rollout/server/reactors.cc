@@ -16,7 +16,7 @@
 #include "kernels/core/logging.h"
 #include "kernels/core/status_macros.h"
 #include "model/weights_hash.h"
-#include "rollout/server/status.h"
+#include "proto/grpc_status.h"
 #include "rollout/server/weights_receiver.h"
 #include "rollout/server/wire.h"
 

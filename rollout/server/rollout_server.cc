@@ -14,7 +14,7 @@
 #include "model/weights_hash.h"
 #include "rollout/server/metrics_http.h"
 #include "rollout/server/reactors.h"
-#include "rollout/server/status.h"
+#include "proto/grpc_status.h"
 #include "rollout/server/wire.h"
 #include "tandem/v1/rollout.grpc.pb.h"
 

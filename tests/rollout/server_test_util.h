@@ -16,7 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "rollout/client/rollout_client.h"
+#include "proto/rollout_client.h"
 #include "rollout/server/rollout_server.h"
 #include "tandem/v1/rollout.grpc.pb.h"
 #include "tests/rollout/engine_test_util.h"

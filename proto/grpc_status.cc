@@ -1,5 +1,5 @@
 // absl::Status <-> grpc::Status: same code, message carried over.
-#include "rollout/server/status.h"
+#include "proto/grpc_status.h"
 
 #include <string>
 

@@ -1,5 +1,5 @@
 // RolloutClient: stream assembly for Generate, the chunked weight push, unary calls.
-#include "rollout/client/rollout_client.h"
+#include "proto/rollout_client.h"
 
 #include <grpcpp/grpcpp.h>
 
@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/weights_hash.h"
-#include "rollout/server/status.h"
+#include "proto/grpc_status.h"
 #include "tandem/v1/rollout.grpc.pb.h"
 
 namespace tandem::rollout {
