@@ -19,7 +19,6 @@
 #include "kernels/core/cuda_util.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/softmax_attention/attention_bwd_tiles.cuh"
-#include "kernels/softmax_attention/attention_bwd_wgmma_kernel.cuh"
 #include "kernels/softmax_attention/attention_bwd_wgmma_split.cuh"
 #include "kernels/softmax_attention/attention_internal.h"
 #include "kernels/softmax_attention/attention_wgmma_probe.h"
@@ -262,91 +261,6 @@ cudaError_t LaunchSplit(cudaStream_t stream, const BwdArgs& a, const WorkItem* i
   return cudaGetLastError();
 }
 
-// The wgmma items: per sequence, 128-key tile and query head, the longest (most query tiles) first.
-// A stable sort keeps every item after the ones its ordered adds wait for: the same head's lower
-// key tiles (more query tiles) and the same key tile's lower heads (generated first).
-std::vector<WgItem> MakeWgItems(const std::vector<int32_t>& cu, int h, int* q_tiles_total,
-                                int* k_tiles_total) {
-  struct Costed {
-    int cost;
-    WgItem item;
-  };
-  std::vector<Costed> all;
-  int q_base = 0, k_base = 0;
-  for (size_t b = 0; b + 1 < cu.size(); ++b) {
-    const int len = cu[b + 1] - cu[b];
-    const int q_tiles = (len + kWgQRows - 1) / kWgQRows, k_tiles = (len + kWgKeys - 1) / kWgKeys;
-    for (int j = 0; j < k_tiles; ++j) {
-      for (int head = 0; head < h; ++head) {
-        all.push_back({q_tiles - 2 * j, {cu[b], len, q_base, k_base, j, head}});
-      }
-    }
-    q_base += q_tiles, k_base += k_tiles;
-  }
-  *q_tiles_total = q_base, *k_tiles_total = k_base;
-  std::stable_sort(all.begin(), all.end(),
-                   [](const Costed& x, const Costed& y) { return x.cost > y.cost; });
-  std::vector<WgItem> items(all.size());
-  for (size_t i = 0; i < all.size(); ++i) items[i] = all[i].item;
-  return items;
-}
-
-// An f32 gradient with 8-byte aligned storage holds its own running sums; otherwise scratch does.
-bool SumsInPlace(const FloatPtr& g) { return !g.bf16 && reinterpret_cast<uintptr_t>(g.p) % 8 == 0; }
-
-// The wgmma pass after DeltaKernel: scratch for the running sums the outputs cannot hold, zeroed
-// counters and ticket, the item list; one launch.
-absl::Status LaunchWgmmaBwd(const Context& ctx, const BwdArgs& base,
-                            const std::vector<int32_t>& cu) {
-  int q_tiles = 0, k_tiles = 0;
-  const std::vector<WgItem> items = MakeWgItems(cu, base.h, &q_tiles, &k_tiles);
-  if (items.empty()) return absl::OkStatus();
-  const cudaStream_t stream = StreamOf(ctx);
-  // dQ running sums always in scratch, per (head, 64-row query tile) in fragment order.
-  const size_t q_bytes = sizeof(float) * base.h * q_tiles * kWgQRows * 128;
-  const size_t kv_bytes = sizeof(float) * base.t * base.hkv * 128;
-  const bool dq_in = false, dk_in = SumsInPlace(base.dk), dv_in = SumsInPlace(base.dv);
-  const size_t count_bytes =
-      sizeof(int) * (size_t{1} + int64_t{base.h} * q_tiles + int64_t{base.hkv} * k_tiles);
-  const size_t item_off = (dq_in ? 0 : q_bytes) + (dk_in ? 0 : kv_bytes) + (dv_in ? 0 : kv_bytes);
-  const size_t count_off = item_off + (items.size() * sizeof(WgItem) + 15) / 16 * 16;
-  char* scratch = nullptr;
-  TANDEM_CUDA_RETURN_IF_ERROR(
-      cudaMallocAsync(reinterpret_cast<void**>(&scratch), count_off + count_bytes, stream));
-  WgArgs a;
-  a.base = base;
-  size_t at = 0;
-  const auto sums = [&](const FloatPtr& g, bool in_place, size_t bytes) {
-    if (in_place) return static_cast<float*>(g.p);
-    float* p = reinterpret_cast<float*>(scratch + at);
-    at += bytes;
-    return p;
-  };
-  a.dq_acc = sums(base.dq, dq_in, q_bytes);
-  a.dk_acc = sums(base.dk, dk_in, kv_bytes);
-  a.dv_acc = sums(base.dv, dv_in, kv_bytes);
-  a.dq_count = reinterpret_cast<int*>(scratch + count_off);
-  a.dk_count = a.dq_count + int64_t{base.h} * q_tiles;
-  a.ticket = a.dk_count + int64_t{base.hkv} * k_tiles;
-  a.q_tiles_total = q_tiles, a.k_tiles_total = k_tiles;
-  auto* dev_items = reinterpret_cast<WgItem*>(scratch + item_off);
-  cudaError_t e = cudaMemcpyAsync(dev_items, items.data(), items.size() * sizeof(WgItem),
-                                  cudaMemcpyHostToDevice, stream);
-  if (e == cudaSuccess) e = cudaMemsetAsync(a.dq_count, 0, count_bytes, stream);
-  if (e == cudaSuccess) {
-    e = cudaFuncSetAttribute(&BwdWgmmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(WgBwdSmem::kBytes));
-  }
-  if (e == cudaSuccess) {
-    BwdWgmmaKernel<<<static_cast<unsigned>(items.size()), kWgThreads, WgBwdSmem::kBytes, stream>>>(
-        a, dev_items);
-    e = cudaGetLastError();
-  }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(scratch, stream));
-  TANDEM_CUDA_RETURN_IF_ERROR(e);
-  return absl::OkStatus();
-}
-
 absl::Status ExpectFloat(const Tensor& t, const char* name, std::initializer_list<int64_t> shape) {
   const bool is_float = t.dtype() == DType::kF32 || t.dtype() == DType::kBF16;
   return ExpectTensor(t, name, is_float ? t.dtype() : DType::kF32, shape, Device::kCUDA);
@@ -385,18 +299,14 @@ bool SoftmaxAttentionBwdWgmmaAvailable(int64_t head_dim) {
 
 SoftmaxAttentionBwdKernel SoftmaxAttentionBwdDefaultKernel(int64_t head_dim) {
   // The split wgmma kernel measured 1.5–1.6x the mma.sync one on the H200 (docs/benchmarks.md);
-  // TANDEM_ATTENTION_BWD_WGMMA=0 picks mma.sync, =1 the hand-off wgmma kernel.
-  static const SoftmaxAttentionBwdKernel env_kernel = [] {
+  // TANDEM_ATTENTION_BWD_WGMMA=0 picks mma.sync.
+  static const bool env_mma = [] {
     const char* env = std::getenv("TANDEM_ATTENTION_BWD_WGMMA");
-    if (env != nullptr && std::strcmp(env, "0") == 0) return SoftmaxAttentionBwdKernel::kMmaSync;
-    if (env != nullptr && std::strcmp(env, "1") == 0) return SoftmaxAttentionBwdKernel::kWgmma;
-    return SoftmaxAttentionBwdKernel::kWgmmaSplit;
+    return env != nullptr && std::strcmp(env, "0") == 0;
   }();
-  if (env_kernel != SoftmaxAttentionBwdKernel::kMmaSync &&
-      SoftmaxAttentionBwdWgmmaAvailable(head_dim)) {
-    return env_kernel;
-  }
-  return SoftmaxAttentionBwdKernel::kMmaSync;
+  return !env_mma && SoftmaxAttentionBwdWgmmaAvailable(head_dim)
+             ? SoftmaxAttentionBwdKernel::kWgmmaSplit
+             : SoftmaxAttentionBwdKernel::kMmaSync;
 }
 
 bool SoftmaxAttentionBwdUsesWgmma(int64_t head_dim) {
@@ -421,10 +331,8 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
   const int64_t H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   TANDEM_CHECK_ARG(SoftmaxAttentionBwdHeadDimSupported(D),
                    "p.head_dim: the CUDA backward takes 32, 64 or 128, got ", D);
-  const bool wgmma_kind = kernel == SoftmaxAttentionBwdKernel::kWgmma ||
-                          kernel == SoftmaxAttentionBwdKernel::kWgmmaSplit;
   TANDEM_CHECK_ARG(
-      !wgmma_kind || SoftmaxAttentionBwdWgmmaAvailable(D),
+      kernel != SoftmaxAttentionBwdKernel::kWgmmaSplit || SoftmaxAttentionBwdWgmmaAvailable(D),
       "kernel: the wgmma backward needs head_dim 128 on an sm_90a build and device, got ", D);
   TANDEM_RETURN_IF_ERROR(ExpectFloat(q, "q", {-1, H, D}));
   const int64_t T = q.dim(0);
@@ -445,12 +353,10 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
   TANDEM_ASSIGN_OR_RETURN(Tensor v16, MmaOperand(ctx, v));
   TANDEM_ASSIGN_OR_RETURN(Tensor do16, MmaOperand(ctx, d_o));
   if (kernel == SoftmaxAttentionBwdKernel::kDefault) kernel = SoftmaxAttentionBwdDefaultKernel(D);
-  const bool wgmma = kernel == SoftmaxAttentionBwdKernel::kWgmma;
   const bool split = kernel == SoftmaxAttentionBwdKernel::kWgmmaSplit;
   const std::vector<WorkItem> items =
-      wgmma   ? std::vector<WorkItem>{}
-      : split ? MakeSplitItems(cu, static_cast<int>(H), static_cast<int>(Hkv))
-              : MakeItems(cu, static_cast<int>(H), static_cast<int>(Hkv));
+      split ? MakeSplitItems(cu, static_cast<int>(H), static_cast<int>(Hkv))
+            : MakeItems(cu, static_cast<int>(H), static_cast<int>(Hkv));
   const cudaStream_t stream = StreamOf(ctx);
   // Scratch: lse2 and delta [H, T] each, then the work list.
   const size_t vec_bytes = sizeof(float) * T * H, item_bytes = items.size() * sizeof(WorkItem);
@@ -480,8 +386,6 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
                             static_cast<int>(D));
     e = cudaGetLastError();
   }
-  absl::Status wg_status;
-  if (e == cudaSuccess && wgmma) wg_status = LaunchWgmmaBwd(ctx, a, cu);
   if (e == cudaSuccess && !items.empty()) {
     const int n = static_cast<int>(items.size());
     e = split     ? LaunchSplit(stream, a, dev_items, n)
@@ -491,7 +395,6 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
   }
   TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(scratch, stream));
   TANDEM_CUDA_RETURN_IF_ERROR(e);
-  TANDEM_RETURN_IF_ERROR(wg_status);
   // The bf16 copies (if any) are freed when this returns; keep them alive until the kernels ran.
   if (q16.raw_data() != q.raw_data() || k16.raw_data() != k.raw_data() ||
       v16.raw_data() != v.raw_data() || do16.raw_data() != d_o.raw_data()) {

@@ -23,23 +23,21 @@ inline bool SoftmaxAttentionBwdHeadDimSupported(int64_t d) {
 }
 
 // The backward kernels. kMmaSync: FlashAttention-2 style mma.sync (every supported head dim).
-// kWgmma: the sm_90a wgmma kernel (FlashAttention-3 style, D = 128 only, where
-// SoftmaxAttentionBwdWgmmaAvailable), dQ summed through ordered hand-offs between key blocks.
-// kWgmmaSplit: sm_90a wgmma, D = 128 only, dK/dV blocks (no dQ) and dQ blocks (recomputing S and
-// dP) in one launch, no hand-off. All are deterministic (dq: key tiles ascending; dk, dv: the
-// group's heads ascending), but their tile sizes and wgmma chains differ, so their bits do.
-enum class SoftmaxAttentionBwdKernel { kDefault, kMmaSync, kWgmma, kWgmmaSplit };
+// kWgmmaSplit: sm_90a wgmma, D = 128 only (where SoftmaxAttentionBwdWgmmaAvailable), dK/dV blocks
+// (no dQ) and dQ blocks (recomputing S and dP) in one launch, no hand-off. Both are deterministic
+// (dq: key tiles ascending; dk, dv: the group's heads ascending), but their tile sizes and
+// product chains differ, so their bits do.
+enum class SoftmaxAttentionBwdKernel { kDefault, kMmaSync, kWgmmaSplit };
 
-// True when the wgmma backwards (kWgmma, kWgmmaSplit) can run here: head_dim 128 and
+// True when the wgmma backward (kWgmmaSplit) can run here: head_dim 128 and
 // SoftmaxAttentionUsesWgmma(128).
 bool SoftmaxAttentionBwdWgmmaAvailable(int64_t head_dim);
 
 // The kernel SoftmaxAttentionBwd (kDefault) runs at this head dim: kWgmmaSplit where available
-// (kWgmma when TANDEM_ATTENTION_BWD_WGMMA=1, kMmaSync when it is 0; read once); otherwise
-// kMmaSync.
+// (kMmaSync when TANDEM_ATTENTION_BWD_WGMMA=0; read once); otherwise kMmaSync.
 SoftmaxAttentionBwdKernel SoftmaxAttentionBwdDefaultKernel(int64_t head_dim);
 
-// True when SoftmaxAttentionBwdDefaultKernel(head_dim) is one of the wgmma kernels.
+// True when SoftmaxAttentionBwdDefaultKernel(head_dim) is the wgmma kernel.
 bool SoftmaxAttentionBwdUsesWgmma(int64_t head_dim);
 
 // q [T, H, D], k, v [T, Hkv, D], o, d_o [T, H, D]: bf16 or f32 on the GPU (each its own dtype).
@@ -51,8 +49,8 @@ absl::Status SoftmaxAttentionBwd(const Context& ctx, const SoftmaxAttentionParam
                                  const Tensor& cu_seqlens, const Tensor& o, const Tensor& lse,
                                  const Tensor& d_o, Tensor& dq, Tensor& dk, Tensor& dv);
 
-// The same with the kernel chosen by the caller (tests and benchmarks compare both): kWgmma where
-// it is not available is an InvalidArgument error.
+// The same with the kernel chosen by the caller (tests and benchmarks compare them): kWgmmaSplit
+// where it is not available is an InvalidArgument error.
 absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, const Context& ctx,
                                            const SoftmaxAttentionParams& p, const Tensor& q,
                                            const Tensor& k, const Tensor& v,

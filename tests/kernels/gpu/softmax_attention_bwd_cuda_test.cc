@@ -4,7 +4,7 @@
 // the contract's bitwise promises (two runs equal; a sequence alone equals its rows in a pack;
 // f32 operands equal their bf16 copies; bf16 gradients are the f32 ones rounded once); and
 // argument errors (checked without a GPU too). Every check runs on every backward kernel (mma.sync,
-// and the two wgmma kernels at D = 128 where the device has them), each chosen explicitly; the
+// and the split wgmma kernel at D = 128 where the device has it), each chosen explicitly; the
 // split wgmma kernel is also held to the mma.sync kernel's results within the same bounds.
 #include "kernels/softmax_attention/softmax_attention_bwd_cuda.h"
 
@@ -85,17 +85,12 @@ Grads CpuBackward(const Problem& pr) {
 
 using Kernel = cuda::SoftmaxAttentionBwdKernel;
 
-const char* KernelName(Kernel k) {
-  return k == Kernel::kWgmma ? "wgmma" : k == Kernel::kWgmmaSplit ? "wgmma split" : "mma.sync";
-}
+const char* KernelName(Kernel k) { return k == Kernel::kWgmmaSplit ? "wgmma split" : "mma.sync"; }
 
 // The kernels that can run this head dim here.
 std::vector<Kernel> KernelsFor(int64_t d) {
   std::vector<Kernel> out = {Kernel::kMmaSync};
-  if (cuda::SoftmaxAttentionBwdWgmmaAvailable(d)) {
-    out.push_back(Kernel::kWgmma);
-    out.push_back(Kernel::kWgmmaSplit);
-  }
+  if (cuda::SoftmaxAttentionBwdWgmmaAvailable(d)) out.push_back(Kernel::kWgmmaSplit);
   return out;
 }
 
@@ -261,8 +256,7 @@ TEST(SoftmaxAttentionBwdCudaTest, RunsAreBitwiseEqual) {
 }
 
 // The default kernel is the split wgmma one where it is available (TANDEM_ATTENTION_BWD_WGMMA=0:
-// mma.sync, 1: the hand-off wgmma kernel): the public entry point gives the bits of the kernel it
-// claims to run.
+// mma.sync): the public entry point gives the bits of the kernel it claims to run.
 TEST(SoftmaxAttentionBwdCudaTest, DefaultIsTheClaimedKernel) {
   TANDEM_SKIP_WITHOUT_GPU();
   const Problem pr = MakeProblem(4, 1, 128, {200, 65}, 8);
@@ -277,7 +271,7 @@ TEST(SoftmaxAttentionBwdCudaTest, DefaultIsTheClaimedKernel) {
 }
 
 // A sequence's gradients do not depend on what it is packed with (D = 64: the mma.sync kernel;
-// D = 128: all three, the wgmma kernel's ordered running sums living in per-pack tile counters).
+// D = 128: both, the split kernel's tiles being sequence-relative).
 void ExpectPackedEqualsAlone(const Problem& packed, Kernel kernel) {
   const Grads pg = GpuBackward(packed, DType::kBF16, DType::kF32, kernel);
   const int64_t hd = packed.p.num_heads * packed.p.head_dim;
@@ -337,17 +331,18 @@ TEST(SoftmaxAttentionBwdCudaTest, RejectsBadArguments) {
   EXPECT_NE(s.message().find("lse"), absl::string_view::npos) << s;
   s = call({4, 3, 64, 0.1f}, dev({5, 4}, DType::kF32), {0, 5});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  // The wgmma kernels take D = 128 only, whatever the device.
+  // The wgmma kernel takes D = 128 only, whatever the device.
   Tensor dq = dev({5, 4, 64}, DType::kF32), dk = dev({5, 2, 64}, DType::kF32);
   Tensor dv = dev({5, 2, 64}, DType::kF32);
-  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaSplit}) {
+  {
     s = cuda::SoftmaxAttentionBwdWithKernel(
-        kernel, ctx, {4, 2, 64, 0.1f}, dev({5, 4, 64}, DType::kBF16), dev({5, 2, 64}, DType::kBF16),
-        dev({5, 2, 64}, DType::kBF16), HostI32({0, 5}), dev({5, 4, 64}, DType::kBF16),
-        dev({5, 4}, DType::kF32), dev({5, 4, 64}, DType::kBF16), dq, dk, dv);
+        Kernel::kWgmmaSplit, ctx, {4, 2, 64, 0.1f}, dev({5, 4, 64}, DType::kBF16),
+        dev({5, 2, 64}, DType::kBF16), dev({5, 2, 64}, DType::kBF16), HostI32({0, 5}),
+        dev({5, 4, 64}, DType::kBF16), dev({5, 4}, DType::kF32), dev({5, 4, 64}, DType::kBF16), dq,
+        dk, dv);
     EXPECT_EQ(s.message(),
               "kernel: the wgmma backward needs head_dim 128 on an sm_90a build and device, got 64")
-        << KernelName(kernel);
+        << KernelName(Kernel::kWgmmaSplit);
   }
 }
 
