@@ -26,20 +26,22 @@ std::vector<NamedTensor> Collect(model::ModelWeights& w) {
   return out;
 }
 
-// GlobalGradNorm for gradients on either device: GPU tensors are copied to the host and summed
-// there by the same kernels::SumOfSquares, so the norm has the CPU's summation order and bits.
+// GlobalGradNorm for gradients on either device: on the host exactly GlobalGradNorm; on the GPU
+// each tensor's sum of squares is reduced there (a fixed fp64 tree, kernels::SumOfSquaresOnDevice)
+// and only the per-tensor doubles come back, added in parameter order. Deterministic, and the same
+// on every rank for the same gradients; not the host's bits (the trees associate differently).
 absl::StatusOr<double> GradNormOnAnyDevice(const Context& ctx, const model::ModelWeights& grads) {
   if (grads.embed.device() == Device::kCPU) return GlobalGradNorm(grads);
   double sum = 0;
   absl::Status status;
   grads.ForEachParameter([&](const std::string& name, const Tensor& g) {
     if (!status.ok() || !IsGradientTrained(name)) return;
-    absl::StatusOr<Tensor> host = model::internal::ToHost(ctx, g);
-    if (!host.ok()) {
-      status = host.status();
+    absl::StatusOr<double> squares = kernels::SumOfSquaresOnDevice(ctx, g);
+    if (!squares.ok()) {
+      status = squares.status();
       return;
     }
-    sum += kernels::SumOfSquares(*host);
+    sum += *squares;
   });
   TANDEM_RETURN_IF_ERROR(status);
   return std::sqrt(sum);

@@ -85,4 +85,65 @@ absl::Status AdamWStep(const Context& ctx, const AdamWParams& p, Tensor& param, 
   return absl::OkStatus();
 }
 
+namespace {
+
+constexpr int kSumThreads = 256;
+constexpr int64_t kSegment = 8192;  // elements per first-level block
+
+// out[b] = the fp64 sum of x[b·per_block, (b+1)·per_block) ∩ [0, n) (squared when kSquare):
+// thread t adds elements t, t + 256, … in order, then a fixed binary tree over the 256 threads.
+// Every add and product is correctly rounded (no contraction), so the result is a function of
+// the data and n alone.
+template <typename T, bool kSquare>
+__global__ void __launch_bounds__(kSumThreads)
+    TreeSumKernel(const T* __restrict__ x, int64_t n, int64_t per_block, double* __restrict__ out) {
+  __shared__ double partial[kSumThreads];
+  const int64_t begin = blockIdx.x * per_block;
+  const int64_t end = begin + per_block < n ? begin + per_block : n;
+  double s = 0.0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kSumThreads) {
+    const double v = static_cast<double>(x[i]);
+    s = __dadd_rn(s, kSquare ? __dmul_rn(v, v) : v);
+  }
+  partial[threadIdx.x] = s;
+  __syncthreads();
+  for (int stride = kSumThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      partial[threadIdx.x] = __dadd_rn(partial[threadIdx.x], partial[threadIdx.x + stride]);
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
+}
+
+}  // namespace
+
+absl::StatusOr<double> SumOfSquares(const Context& ctx, const Tensor& t) {
+  if (t.dtype() != DType::kF32 || t.device() != Device::kCUDA) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "t: expected f32 on cuda, got ", DTypeName(t.dtype()), " on ", DeviceName(t.device())));
+  }
+  const int64_t n = t.numel();
+  if (n == 0) return 0.0;
+  const int64_t segments = (n + kSegment - 1) / kSegment;
+  cudaStream_t stream = StreamOf(ctx);
+  double* scratch = nullptr;  // [segments] segment sums, then [1] the total
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaMallocAsync(reinterpret_cast<void**>(&scratch), (segments + 1) * sizeof(double), stream));
+  TreeSumKernel<float, true><<<static_cast<unsigned>(segments), kSumThreads, 0, stream>>>(
+      t.data<float>(), n, kSegment, scratch);
+  TreeSumKernel<double, false>
+      <<<1, kSumThreads, 0, stream>>>(scratch, segments, segments, scratch + segments);
+  double total = 0.0;
+  cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) {
+    e = cudaMemcpyAsync(&total, scratch + segments, sizeof(double), cudaMemcpyDeviceToHost, stream);
+  }
+  const cudaError_t freed = cudaFreeAsync(scratch, stream);
+  if (e == cudaSuccess) e = freed;
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  TANDEM_CUDA_RETURN_IF_ERROR(e);
+  return total;
+}
+
 }  // namespace tandem::kernels::cuda

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/core/context.h"
 #include "kernels/core/tensor.h"
 
@@ -29,5 +30,11 @@ absl::Status AdamWStep(const Context& ctx, const AdamWParams& p, Tensor& param, 
 
 // Sum of squares of every element of `t`, in fp64, in index order (for the global grad norm).
 double SumOfSquares(const Tensor& t);
+
+// The same on t's device (ctx's): on the host exactly SumOfSquares(t); on the GPU in fp64 over
+// fixed 8192-element segments (each a fixed tree) whose sums are added in a fixed tree — so the
+// result depends on t alone (not on the grid or the device), though its last bits differ from the
+// host's serial order. Only a double crosses to the host. f32 tensors only.
+absl::StatusOr<double> SumOfSquaresOnDevice(const Context& ctx, const Tensor& t);
 
 }  // namespace tandem::kernels

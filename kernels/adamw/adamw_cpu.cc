@@ -60,4 +60,13 @@ double SumOfSquares(const Tensor& t) {
   return s;
 }
 
+absl::StatusOr<double> SumOfSquaresOnDevice(const Context& ctx, const Tensor& t) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::SumOfSquares(ctx, t));
+  if (t.dtype() != DType::kF32 || t.device() != Device::kCPU) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "t: expected f32 on cpu, got ", DTypeName(t.dtype()), " on ", DeviceName(t.device())));
+  }
+  return SumOfSquares(t);
+}
+
 }  // namespace tandem::kernels

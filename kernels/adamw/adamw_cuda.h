@@ -5,6 +5,7 @@
 #pragma once
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/adamw/adamw.h"
 #include "kernels/core/context.h"
 #include "kernels/core/tensor.h"
@@ -14,5 +15,8 @@ namespace tandem::kernels::cuda {
 // param, grad, m, v: f32 of one shape on the GPU. m and v are updated in place, then param.
 absl::Status AdamWStep(const Context& ctx, const AdamWParams& p, Tensor& param, const Tensor& grad,
                        Tensor& m, Tensor& v);
+
+// SumOfSquaresOnDevice (adamw.h) for an f32 tensor on the GPU.
+absl::StatusOr<double> SumOfSquares(const Context& ctx, const Tensor& t);
 
 }  // namespace tandem::kernels::cuda
