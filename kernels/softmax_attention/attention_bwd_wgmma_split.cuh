@@ -10,9 +10,11 @@
 // Each gradient element is accumulated in one thread's registers in that fixed order and stored
 // once: no atomics, no hand-off between blocks, and the bits do not depend on the grid or on the
 // other sequences of the pack (tiles are sequence-relative, rows past a sequence load as zeros).
-// Streamed tiles (Q/dO or K/V, 64 rows) go through a four-stage cp.async ring three steps ahead.
-// Within a step a warpgroup overlaps its softmax work with its own products (P's exponentials
-// under dP, dS under dV); the two warpgroups of a block overlap each other.
+// Streamed tiles (Q/dO or K/V, 64 rows) go through a four-stage cp.async ring two steps ahead, so
+// a step's gradient products (dK, dV or dQ) may still run when the next step's scores are issued:
+// the tensor cores go from one step to the next without waiting for the warps. Within a step a
+// warpgroup overlaps its softmax work with its own products (P's exponentials under dP, dS under
+// dV); the two warpgroups of a block overlap each other.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -26,6 +28,8 @@ namespace tandem::kernels::cuda::attention_bwd {
 
 inline constexpr int kSplitThreads = 256;
 inline constexpr int kSplitStages = 4;
+inline constexpr int kSplitAhead = 2;  // steps in flight ahead of the current one
+static_assert(kSplitAhead + 2 <= kSplitStages, "steps s − 1 .. s + kSplitAhead have stages");
 static_assert(kSplitThreads == kWgThreads, "LoadSwTile strides by kWgThreads");
 
 // Shared memory (from a 1024-aligned base): four fixed 64-row swizzled tiles (0, 1: K or Q of
@@ -52,26 +56,27 @@ struct SplitSmem {
 };
 static_assert(SplitSmem::kBytes <= 227 * 1024, "dynamic smem of one block");
 
-// Steps [0, kSplitStages − 1) into their stages (one commit group each, empty past `steps`).
+// Steps [0, kSplitAhead) into their stages (one commit group each, empty past `steps`).
 template <typename Issue>
 __device__ __forceinline__ void FirstStages(int steps, Issue issue) {
 #pragma unroll
-  for (int i = 0; i < kSplitStages - 1; ++i) {
+  for (int i = 0; i < kSplitAhead; ++i) {
     if (i < steps) issue(i);
     CpAsyncCommit();
   }
 }
 
 // Waits for step s's stage (and the fixed tiles) in every thread, then issues step
-// s + kSplitStages − 1 into the stage step s − 1 used.
+// s + kSplitAhead into the stage step s + kSplitAhead − kSplitStages used (s − 2).
 template <typename Issue>
 __device__ __forceinline__ void NextStage(int s, int steps, Issue issue) {
-  CpAsyncWait<kSplitStages - 2>();
+  CpAsyncWait<kSplitAhead - 1>();
   attention_mma::FenceProxyAsync();
-  // Every thread's step s landed; every thread also waited (at the end of step s − 1) for the
-  // wgmmas of step s − 1, the last readers of the stage the loads below refill.
+  // Every thread's step s landed. Step s − 1's gradient products may still run, but every
+  // warpgroup waited in step s − 1 (for its scores) on all its products of step s − 2, the last
+  // readers of the stage the loads below refill.
   __syncthreads();
-  if (s + kSplitStages - 1 < steps) issue(s + kSplitStages - 1);
+  if (s + kSplitAhead < steps) issue(s + kSplitAhead);
   CpAsyncCommit();
 }
 
@@ -99,7 +104,7 @@ __device__ __forceinline__ void SplitDkDv(const BwdArgs& b, const WorkItem& it, 
                  len - i0, 64);
   };
   FirstStages(steps, issue);
-  float dk[16][4] = {}, dv[16][4] = {};
+  float dk[16][4], dv[16][4];     // defined by the first step's products (steps >= 1)
   const int key0 = j0 + 64 * wg;  // the warpgroup's first key
   for (int s = 0; s < steps; ++s) {
     NextStage(s, steps, issue);
@@ -111,22 +116,25 @@ __device__ __forceinline__ void SplitDkDv(const BwdArgs& b, const WorkItem& it, 
     uint32_t pa[4][4], dsa[4][4];
     IssueScore(S::Fixed(sm, wg), qs, sc);
     IssueScore(S::Fixed(sm, 2 + wg), dos, dp);
-    attention_mma::WgWait<1>();
+    attention_mma::WgWait<1>();  // Sᵀ, and (issued before it) step s − 1's dK
     attention_mma::FenceRegs(sc);
+    attention_mma::FenceRegs(dk);
     ProbsSplit<true>(sc, key0 + 16 * wi, i0, len, S::Lse(sm, st), b.scale_log2, pa);
     attention_mma::WgFence();
-    IssueAccumulate(dv, pa, dos);
+    IssueAccumulate(dv, pa, dos, s == 0);
     attention_mma::WgCommit();
     attention_mma::WgWait<1>();
     attention_mma::FenceRegs(dp);
     DsSplit<true>(sc, dp, S::Delta(sm, st), dsa);
     attention_mma::WgFence();
-    IssueAccumulate(dk, dsa, qs);
-    attention_mma::WgCommit();
-    attention_mma::WgWait<0>();
-    attention_mma::FenceRegs(dk);
+    IssueAccumulate(dk, dsa, qs, s == 0);
+    attention_mma::WgCommit();   // dK finishes under the next step's scores
+    attention_mma::WgWait<1>();  // dV, long done by now: pa's registers are free again
     attention_mma::FenceRegs(dv);
   }
+  attention_mma::WgWait<0>();
+  attention_mma::FenceRegs(dk);
+  attention_mma::FenceRegs(dv);
   const int64_t base = (int64_t{it.seq_start} * b.hkv + kvh) * 128;
   StoreRows(b.dk, dk, key0 + 16 * wi, len, base, kv_stride, b.scale, true);
   StoreRows(b.dv, dv, key0 + 16 * wi, len, base, kv_stride, 1.0f, false);
@@ -156,7 +164,7 @@ __device__ __forceinline__ void SplitDq(const BwdArgs& b, const WorkItem& it, un
     LoadSwTile(S::Stream(sm, st, 1), b.v + kv_off, kv_stride, len - 64 * s, b.v);
   };
   FirstStages(steps, issue);
-  float dq[16][4] = {};
+  float dq[16][4];  // defined by the first step's product (steps >= 1)
   const int q0 = i0 + 64 * wg, row0 = q0 + 16 * wi;  // the warpgroup's, the warp's first row
   const float* slse = S::FixedLse(sm) + 64 * wg + 16 * wi;
   const float* sdelta = S::FixedDelta(sm) + 64 * wg + 16 * wi;
@@ -168,18 +176,19 @@ __device__ __forceinline__ void SplitDq(const BwdArgs& b, const WorkItem& it, un
     uint32_t pa[4][4], dsa[4][4];
     IssueScore(S::Fixed(sm, wg), ks, sc);
     IssueScore(S::Fixed(sm, 2 + wg), S::Stream(sm, st, 1), dp);
-    attention_mma::WgWait<1>();
+    attention_mma::WgWait<1>();  // S, and (issued before it) step s − 1's dQ
     attention_mma::FenceRegs(sc);
+    attention_mma::FenceRegs(dq);
     ProbsSplit<false>(sc, row0, k0, len, slse, b.scale_log2, pa);  // pa unused: P·dO is dV's
     attention_mma::WgWait<0>();
     attention_mma::FenceRegs(dp);
     DsSplit<false>(sc, dp, sdelta, dsa);
     attention_mma::WgFence();
-    IssueAccumulate(dq, dsa, ks);
-    attention_mma::WgCommit();
-    attention_mma::WgWait<0>();
-    attention_mma::FenceRegs(dq);
+    IssueAccumulate(dq, dsa, ks, s == 0);
+    attention_mma::WgCommit();  // finishes under the next step's scores
   }
+  attention_mma::WgWait<0>();
+  attention_mma::FenceRegs(dq);
   const int64_t base = (int64_t{it.seq_start} * b.h + head) * 128;
   StoreRows(b.dq, dq, row0, len, base, q_stride, b.scale, true);
 }
