@@ -38,6 +38,86 @@ FwdPhaseEvents* g_phase_events = nullptr;
 FwdPhaseEvents* ForwardPhaseEvents() { return g_phase_events; }
 void SetForwardPhaseEvents(FwdPhaseEvents* events) { g_phase_events = events; }
 
+namespace {
+
+// The benchmark's scan shapes at D = 128: ScanTile<D, tile rows, cols, warp rows, cols, group,
+// depth, blocks per SM>. 1 is the earlier forward's 32 × 32 tile.
+template <int kVariant>
+struct ScanVariant;
+template <>
+struct ScanVariant<0> {
+  using S = ScanShape<128>;
+};
+template <>
+struct ScanVariant<1> {
+  using S = ScanTile<128, 32, 32, 16, 16, 4, 2, 2>;
+};
+template <>
+struct ScanVariant<2> {
+  using S = ScanTile<128, 64, 64, 16, 16, 4, 3, 1>;
+};
+template <>
+struct ScanVariant<3> {
+  using S = ScanTile<128, 64, 64, 32, 32, 4, 3, 1>;
+};
+template <>
+struct ScanVariant<4> {
+  using S = ScanTile<128, 64, 64, 16, 32, 2, 6, 1>;
+};
+template <>
+struct ScanVariant<5> {
+  using S = ScanTile<128, 64, 64, 16, 32, 4, 2, 1>;
+};
+template <>
+struct ScanVariant<6> {
+  using S = ScanTile<128, 128, 64, 16, 32, 4, 2, 1>;
+};
+static_assert(kScanVariants == 7);
+
+template <class S>
+cudaError_t LaunchScanShape(cudaStream_t stream, const TcFwdArgs& a, int batch) {
+  constexpr int smem = static_cast<int>(S::kBytes);
+  const cudaError_t e = AllowSmem<&ScanKernelTc<128, S>>(smem);
+  if (e != cudaSuccess) return e;
+  ScanKernelTc<128, S><<<dim3(batch * a.h, S::kTiles), S::kThreads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+const char* ScanVariantName(int variant) {
+  static const char* const kNames[kScanVariants] = {
+      "64x64 tile, 8 warps 16x32, 4 chunks x 3 steps (default)",
+      "32x32 tile, 4 warps 16x16, 4 chunks x 2 steps, 2 blocks/SM",
+      "64x64 tile, 16 warps 16x16, 4 chunks x 3 steps",
+      "64x64 tile, 4 warps 32x32, 4 chunks x 3 steps",
+      "64x64 tile, 8 warps 16x32, 2 chunks x 6 steps",
+      "64x64 tile, 8 warps 16x32, 4 chunks x 2 steps",
+      "128x64 tile, 16 warps 16x32, 4 chunks x 2 steps"};
+  return variant >= 0 && variant < kScanVariants ? kNames[variant] : "?";
+}
+
+cudaError_t LaunchScanVariant(cudaStream_t stream, const TcFwdArgs& a, int batch, int variant) {
+  switch (variant) {
+    case 0:
+      return LaunchScanShape<ScanVariant<0>::S>(stream, a, batch);
+    case 1:
+      return LaunchScanShape<ScanVariant<1>::S>(stream, a, batch);
+    case 2:
+      return LaunchScanShape<ScanVariant<2>::S>(stream, a, batch);
+    case 3:
+      return LaunchScanShape<ScanVariant<3>::S>(stream, a, batch);
+    case 4:
+      return LaunchScanShape<ScanVariant<4>::S>(stream, a, batch);
+    case 5:
+      return LaunchScanShape<ScanVariant<5>::S>(stream, a, batch);
+    case 6:
+      return LaunchScanShape<ScanVariant<6>::S>(stream, a, batch);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
 }  // namespace linear
 
 namespace {
