@@ -21,14 +21,46 @@ using bf16 = __nv_bfloat16;
 inline constexpr int kWgThreads = 256;  // two warpgroups
 
 // 64 rows × 128 dims into the swizzled layout; row r from src + r·stride, zeros from row `valid`.
+// Thread x copies chunk x % 16 of rows x / 16 + 16i: the same swizzle for every i, so the four
+// copies differ only by constant offsets.
 __device__ __forceinline__ void LoadSwTile(unsigned char* dst, const bf16* src, int64_t stride,
                                            int valid, const bf16* fallback) {
-  for (int idx = threadIdx.x; idx < 64 * 16; idx += kWgThreads) {
-    const int r = idx / 16, c = idx % 16;
-    const bool ok = r < valid;
-    CpAsync16(dst + attention_mma::SwizzledOffset(r, c), ok ? src + r * stride + c * 8 : fallback,
-              ok);
+  static_assert(kWgThreads == 256, "16 rows of 16 chunks per pass");
+  const int r = threadIdx.x / 16, c = threadIdx.x % 16;
+  unsigned char* d = dst + attention_mma::SwizzledOffset(r, c);
+  const bf16* p = src + r * stride + c * 8;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const bool ok = r + 16 * i < valid;
+    CpAsync16(d + 16 * 128 * i, ok ? p + 16 * i * stride : fallback, ok);
   }
+}
+
+// wgmma descriptors of a swizzled 64-row tile as two words: the low one holds the start address
+// (bits 0–13, address / 16) and the leading offset, the high one the stride offset and layout.
+// A k step's descriptor adds its byte offset / 16 to the low word: one add, no carry (shared
+// addresses stay below 2¹⁸, so the start field never overflows), the bits KDesc / VDesc build.
+struct TileDesc {
+  uint32_t lo, hi;
+  __device__ __forceinline__ uint64_t At(uint32_t byte_offset) const {
+    uint64_t d;  // a register pair: no shifts or ors
+    asm("mov.b64 %0, {%1, %2};" : "=l"(d) : "r"(lo + (byte_offset >> 4)), "r"(hi));
+    return d;
+  }
+  // K-major k step kk (dims 16kk ..): KDesc(tile, kk).
+  __device__ __forceinline__ uint64_t K(int kk) const {
+    return At((kk / 4) * attention_mma::kSwBlockBytes + (kk % 4) * 32);
+  }
+  // N-major k step kk (rows 16kk ..): VDesc(tile, kk).
+  __device__ __forceinline__ uint64_t V(int kk) const { return At(kk * 2048); }
+};
+__device__ __forceinline__ TileDesc KTileDesc(const unsigned char* tile) {
+  const uint64_t d = attention_mma::KDesc(tile, 0);
+  return {static_cast<uint32_t>(d), static_cast<uint32_t>(d >> 32)};
+}
+__device__ __forceinline__ TileDesc VTileDesc(const unsigned char* tile) {
+  const uint64_t d = attention_mma::VDesc(tile, 0);
+  return {static_cast<uint32_t>(d), static_cast<uint32_t>(d >> 32)};
 }
 
 // d = A·B (kAccumulate = 0) or d += A·B (1) for 64 × 64 × 16, both operands K-major from smem
@@ -59,11 +91,11 @@ __device__ __forceinline__ void WgmmaSsKk(float (&d)[8][4], uint64_t da, uint64_
 // 64-row tiles in smem; issued and committed as one group, not waited for.
 __device__ __forceinline__ void IssueScore(const unsigned char* a, const unsigned char* b,
                                            float (&d)[8][4]) {
-  using attention_mma::KDesc;
+  const TileDesc da = KTileDesc(a), db = KTileDesc(b);
   attention_mma::WgFence();
-  WgmmaSsKk<0>(d, KDesc(a, 0), KDesc(b, 0));
+  WgmmaSsKk<0>(d, da.K(0), db.K(0));
 #pragma unroll
-  for (int kk = 1; kk < 8; ++kk) WgmmaSsKk<1>(d, KDesc(a, kk), KDesc(b, kk));
+  for (int kk = 1; kk < 8; ++kk) WgmmaSsKk<1>(d, da.K(kk), db.K(kk));
   attention_mma::WgCommit();
 }
 
@@ -76,14 +108,21 @@ __device__ __forceinline__ void ProbsSplit(float (&s)[8][4], int row0, int col0,
                                            const float* slse, float scale_log2,
                                            uint32_t (&pa)[4][4]) {
   const int lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+  // Element (n, e) is row row0 + g + 8(e / 2), column col0 + 2·t4 + 8n + e % 2. With the
+  // thread's terms gathered into `causal` and `tail`, key <= query and query < len become one
+  // compare each against a constant of (n, e).
+  const int causal = kKeyRows ? row0 - col0 + g - 2 * t4 : col0 - row0 + 2 * t4 - g;
+  const int tail = kKeyRows ? col0 + 2 * t4 - len : row0 + g - len;
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int rr = g + 8 * (e / 2), cc = 8 * n + 2 * t4 + e % 2;
-      const int key = kKeyRows ? row0 + rr : col0 + cc, q = kKeyRows ? col0 + cc : row0 + rr;
+      const int dr = 8 * (e / 2), dc = 8 * n + e % 2;  // rr − g, cc − 2·t4
+      const bool live =
+          kKeyRows ? causal <= dc - dr && tail < -dc : causal <= dr - dc && tail < -dr;
       const float p = Exp2(__fmaf_rn(s[n][e], scale_log2, -slse[kKeyRows ? cc : rr]));
-      s[n][e] = key <= q && q < len ? p : 0.0f;
+      s[n][e] = live ? p : 0.0f;
     }
   }
 #pragma unroll
@@ -145,9 +184,10 @@ __device__ __forceinline__ void WgmmaN128Rs(float (&d)[16][4], const uint32_t (&
 // and B the N-major 64-row tile at b (k rows); issued and committed, not waited for.
 __device__ __forceinline__ void IssueAccumulate(float (&acc)[16][4], const uint32_t (&a)[4][4],
                                                 const unsigned char* b, bool first) {
-  WgmmaN128Rs(acc, a[0], attention_mma::VDesc(b, 0), !first);
+  const TileDesc db = VTileDesc(b);
+  WgmmaN128Rs(acc, a[0], db.V(0), !first);
 #pragma unroll
-  for (int kk = 1; kk < 4; ++kk) WgmmaN128Rs(acc, a[kk], attention_mma::VDesc(b, kk), true);
+  for (int kk = 1; kk < 4; ++kk) WgmmaN128Rs(acc, a[kk], db.V(kk), true);
 }
 
 // 64 lse2 and δ values from [H, T] offset `first` (zeros from index `valid` on) by threads
