@@ -149,13 +149,14 @@ __device__ __forceinline__ void TurnPassIf(int wg, bool pred) {
 // The consumer warpgroup's walk over the block's tiles, pipelined: the softmax of tile j + 1 runs
 // while P·V of tile j is in flight. A row's operations keep AttendTileMma's order (scores,
 // SoftmaxScores, then acc·α after the previous P·V and RescalePack, then P·V); a split's merge and
-// the next reset come after all of its P·V. The warpgroup attends tiles [0, n_att) (later ones hold
-// no key its rows see) and only releases the others; splits reset and merge at the same tiles as
-// FwdKernel. Tiles [0, n_full) are seen whole by every row of the warpgroup and skip the causal
-// mask (the same bits as lim = 64). Turns: both warpgroups run num_tiles + 1 issue slots (the
-// first tile's scores, then one per tile, empty where nothing is issued), each: wait for the turn,
-// issue, pass the turn. Warpgroup 1 passes once before its first slot and not after its last, so
-// every barrier phase gets 128 waiting and 128 arriving threads.
+// the next reset come after all of its P·V (the next split's first softmax, from the empty state
+// the reset gives, runs under that P·V into `opened` and is moved into st after). The warpgroup
+// attends tiles [0, n_att) (later ones hold no key its rows see) and only releases the others;
+// splits reset and merge at the same tiles as FwdKernel. Tiles [0, n_full) are seen whole by every
+// row of the warpgroup and skip the causal mask (the same bits as lim = 64). Turns: both warpgroups
+// run num_tiles + 1 issue slots (the first tile's scores, then one per tile, empty where nothing is
+// issued), each: wait for the turn, issue, pass the turn. Warpgroup 1 passes once before its first
+// slot and not after its last, so every barrier phase gets 128 waiting and 128 arriving threads.
 template <int kD>
 __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* smem,
                                              float scale_log2, const uint32_t (&qf)[kD / 16][4],
@@ -163,19 +164,26 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
                                              float* tot, WarpState<kD>& st) {
   float s[8][4], alpha[2];
   uint32_t pa[4][4];
-  const auto softmax = [&](int i, auto mask) {  // s holds tile i's finished scores
+  WarpState<kD> opened;  // m, l of the split tile j + 1 opens, while st still holds tile j's
+  const auto softmax = [&](int i, auto mask, WarpState<kD>& into) {  // s: tile i's scores
     const int a = i * kTile;
     const int lim[2] = {max(0, min(kTile, pos[0] + 1 - a)), max(0, min(kTile, pos[1] + 1 - a))};
-    SoftmaxScores<kD, decltype(mask)::value>(s, lim, scale_log2, st, alpha);
-  };
-  const auto softmax_any = [&](int i) {  // outside any in-flight wgmma
-    if (i < n_full) {
-      softmax(i, std::false_type());
-    } else {
-      softmax(i, std::true_type());
-    }
+    SoftmaxScores<kD, decltype(mask)::value>(s, lim, scale_log2, into, alpha);
   };
   const auto pass = [&](bool last) { TurnPassIf(wg, !(wg == 1 && last)); };
+  // Tile j + 1's scores and tile j's P·V issued together; the softmax of tile j + 1 (into st, or
+  // into `opened` when tile j ends a split) runs under the P·V. Straight-line from the first
+  // wgmma to the wait for the scores; the wait for the P·V comes after the cases join, so that
+  // the softmax stays in front of it.
+  const auto overlapped = [&](int j, bool last, auto mask, WarpState<kD>& into) {
+    TurnWait(wg);
+    IssueScores<kD>(b, smem, j + 1, qf, s);
+    IssuePv<kD>(smem, j, pa, st.acc);
+    pass(last);
+    WgWait<1>();
+    FenceRegs(s);
+    softmax(j + 1, mask, into);
+  };
   TurnPassIf(wg, wg == 1);
   TurnWait(wg);
   if (n_att > 0) {  // straight-line from the wgmmas to their wait
@@ -187,7 +195,13 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
   } else {
     pass(false);
   }
-  if (n_att > 0) softmax_any(0);
+  if (n_att > 0) {
+    if (0 < n_full) {
+      softmax(0, std::false_type(), st);
+    } else {
+      softmax(0, std::true_type(), st);
+    }
+  }
   for (int j = 0; j < b.num_tiles; ++j) {
     const int a = j * kTile;
     if (a % kSplit == 0 && j >= n_att) st.Reset();
@@ -197,38 +211,23 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
       RescalePack<kD>(s, alpha, st.acc, pa);
       FenceRegs(st.acc);
       FenceRegs(pa);
-      // Each case is straight-line code from its first wgmma to its last wait.
       if (next && !split_end && j + 1 < n_full) {
-        TurnWait(wg);
-        IssueScores<kD>(b, smem, j + 1, qf, s);
-        IssuePv<kD>(smem, j, pa, st.acc);
-        pass(last);
-        WgWait<1>();
-        FenceRegs(s);
-        softmax(j + 1, std::false_type());
-        WgWait<0>();
+        overlapped(j, last, std::false_type(), st);
       } else if (next && !split_end) {
-        TurnWait(wg);
-        IssueScores<kD>(b, smem, j + 1, qf, s);
-        IssuePv<kD>(smem, j, pa, st.acc);
-        pass(last);
-        WgWait<1>();
-        FenceRegs(s);
-        softmax(j + 1, std::true_type());
-        WgWait<0>();
+        overlapped(j, last, std::true_type(), st);
       } else if (next) {
-        TurnWait(wg);
-        IssueScores<kD>(b, smem, j + 1, qf, s);
-        IssuePv<kD>(smem, j, pa, st.acc);
-        pass(last);
-        WgWait<0>();
-        FenceRegs(s);
+        opened.Reset();  // what st.Reset() leaves: the new split's softmax starts from it
+        if (j + 1 < n_full) {
+          overlapped(j, last, std::false_type(), opened);
+        } else {
+          overlapped(j, last, std::true_type(), opened);
+        }
       } else {
         TurnWait(wg);
         IssuePv<kD>(smem, j, pa, st.acc);
         pass(last);
-        WgWait<0>();
       }
+      WgWait<0>();
       FenceRegs(st.acc);
       FenceRegs(pa);
       ReleaseTile(b, j);
@@ -240,9 +239,13 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
     }
     if (split_end) {
       MergeSplitForward<kD>(st, tot, a / kSplit * kSplit, pos, last);
-      if (next) {
+      if (next) {  // st.Reset(), then tile j + 1's softmax: its m and l are in `opened`
         st.Reset();
-        softmax_any(j + 1);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          st.m[i] = opened.m[i];
+          st.l[i] = opened.l[i];
+        }
       }
     }
   }
