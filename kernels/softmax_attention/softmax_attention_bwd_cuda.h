@@ -2,12 +2,12 @@
 // softmax_attention.h, same shapes and semantics), FlashAttention-2 style on bf16 tensor cores.
 //
 // Numerics: P is recomputed from the forward's lse; the score, dP and gradient products run on
-// mma.sync m16n8k16 with bf16 operands and fp32 accumulation (f32 q, k, v, d_o are rounded to bf16
-// first; P and dS are rounded to bf16 before they multiply dO, Q and K). δ = rowsum(dO ∘ O) is a
-// fixed fp32 reduction. Deterministic without atomics: each dq, dk, dv element is accumulated by
-// one warp in a fixed order (dk, dv: the group's query heads ascending, then query tiles
-// ascending; dq: key tiles ascending) and written once, so the bits depend neither on the grid
-// nor on the other sequences packed with it.
+// tensor cores (mma.sync m16n8k16; wgmma in kWgmmaSplit) with bf16 operands and fp32 accumulation
+// (f32 q, k, v, d_o are rounded to bf16 first; P and dS are rounded to bf16 before they multiply
+// dO, Q and K). δ = rowsum(dO ∘ O) is a fixed fp32 reduction. Deterministic without atomics: each
+// dq, dk, dv element is accumulated by one thread in a fixed order (dk, dv: the group's query heads
+// ascending, then query tiles ascending; dq: key tiles ascending) and written once, so the bits
+// depend neither on the grid nor on the other sequences packed with it.
 #pragma once
 
 #include "absl/status/status.h"
