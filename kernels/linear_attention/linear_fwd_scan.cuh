@@ -1,15 +1,12 @@
 // Internal to kernels/linear_attention (include from .cu files only): the state scan of the
-// tensor-core forward (bf16 q, k, v). One block walks one (sequence, head, kTa × kTb state tile)
-// through the sequence's chunks in order; each warp owns a kWa × kWb slice of the tile in
-// registers. The chunks go kGroup at a time: the group's boundary sums
+// tensor-core forward (bf16 q, k, v). One block walks one (sequence, head, 32 × 32 state tile)
+// through the sequence's chunks in order; each of its four warps owns a 16 × 16 slice of the tile
+// in registers. The chunks go kScanGroup at a time: the group's boundary sums
 // Σ_j bf16(λ^{C−1−j} k_j)ᵀ v_j (BoundaryTile) do not depend on the state, so their mma chains
 // overlap, and only then does the serial S ← λ^C·S + sum (NextState) run through them in chunk
-// order, while cp.async brings in later groups' k, v columns (kDepth − 1 groups in flight). It
-// writes every chunk-start state as bf16 (what the output kernel's q·bf16(S) reads), in fp32 when
-// chunk_states is asked for, and the boundary state. Every state element sees the decode's
-// operations in the decode's order whatever the tile: the shape only moves data and ownership.
-// A block reads D/kTb copies of its k columns and D/kTa of its v columns per chunk, so at D = 128
-// the 64 × 64 tile reads k and v twice each where 32 × 32 tiles read them four times.
+// order, while cp.async brings in the next group's k, v columns. It writes every chunk-start state
+// as bf16 (what the output kernel's q·bf16(S) reads), in fp32 when chunk_states is asked for, and
+// the boundary state. The per-element arithmetic and its order are the decode's.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -17,7 +14,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/core/cuda_device.cuh"
 #include "kernels/linear_attention/linear_attention_mma.cuh"
@@ -63,44 +59,30 @@ cudaError_t AllowSmem(int bytes) {
   return e;
 }
 
-// A scan shape: block tile kTa (state rows: k columns) × kTb (state columns: v columns), warp
-// slice kWa × kWb (kWa/16 row tiles, kWb/8 n-tiles), kGroup chunks per step, kDepth steps in the
-// cp.async ring, kMinBlocks blocks per SM for __launch_bounds__.
-template <int kD, int kTa_, int kTb_, int kWa_, int kWb_, int kGroup_, int kDepth_, int kMinBlocks_>
-struct ScanTile {
-  static constexpr int kTa = kTa_, kTb = kTb_, kWa = kWa_, kWb = kWb_;
-  static constexpr int kGroup = kGroup_, kDepth = kDepth_, kMinBlocks = kMinBlocks_;
-  static constexpr int kMa = kWa / 16, kN = kWb / 8;  // row tiles, n-tiles of a warp's slice
-  static constexpr int kWarpsA = kTa / kWa, kWarps = kWarpsA * (kTb / kWb);
-  static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kSlots = kGroup * kDepth;
+// kScanGroup chunks per step (independent boundary sums, for instruction-level parallelism),
+// kScanDepth steps in the cp.async ring: 80 KB of shared memory, two blocks per SM.
+inline constexpr int kScanWarps = 4, kScanThreads = 32 * kScanWarps;
+inline constexpr int kScanGroup = 4, kScanDepth = 2, kScanSlots = kScanGroup * kScanDepth;
+
+template <int kD>
+struct ScanShape {
+  // Block tile rows (a), cols (b): 16 tiles per head at D = 128, so one sequence fills the GPU.
+  static constexpr int kTa = 32, kTb = 32;
   static constexpr int kLdk = kTa + 8, kLdv = kTb + 8;
+  static constexpr int kN = kTb / 16;  // n-tiles of a warp's 16 × kTb/2 slice
+  static_assert(kN == 2, "StoreStateSlice pairs the two n-tiles of a 16 x 16 slice");
   static constexpr int kTilesB = kD / kTb, kTiles = (kD / kTa) * kTilesB;
   static constexpr int kSlot = kC * (kLdk + kLdv);  // bf16 elements of one chunk's k, v columns
-  static constexpr size_t kBytes = sizeof(bf16) * kSlots * kSlot;
-  static_assert(kD % kTa == 0 && kD % kTb == 0 && kTa % kWa == 0 && kTb % kWb == 0, "tiling");
-  static_assert(kWa % 16 == 0 && (kN == 1 || kN % 2 == 0), "16-row tiles; one n-tile or pairs");
-  static_assert(kDepth >= 2 && kBytes <= 227 * 1024, "a ring of >= 2 steps in shared memory");
+  static constexpr size_t kBytes = sizeof(bf16) * kScanSlots * kSlot;
 };
 
-// The forward's shape (LaunchForwardTc launches ScanKernelTc<kD> with kScanThreads threads):
-// 64 × 64 tiles at D = 128 (4 per head: k, v read twice, not four times as with 32 × 32), eight
-// warps of 16 × 32, three steps of four chunks in the ring (221 KB, one block per SM, eight
-// chunks in flight while a step computes). Smaller heads keep 32 × 32 tiles, in eight warps of
-// 16 × 8.
-inline constexpr int kScanThreads = 256;
-template <int kD>
-using ScanShape = std::conditional_t<kD == 128, ScanTile<kD, 64, 64, 16, 32, 4, 3, 1>,
-                                     ScanTile<kD, 32, 32, 16, 8, 4, 2, 2>>;
-static_assert(ScanShape<128>::kThreads == kScanThreads && ScanShape<64>::kThreads == kScanThreads &&
-              ScanShape<32>::kThreads == kScanThreads);
-
 // cp.async of the tile's k columns a0.. and v columns b0.. of the full chunk at packed row row0.
-template <int kD, class S>
+template <int kD>
 __device__ __forceinline__ void IssueScanChunk(const TcFwdArgs& a, int64_t row0, int head, int a0,
                                                int b0, bf16* slot) {
+  using S = ScanShape<kD>;
   constexpr int kVa = S::kTa / 8, kV = kVa + S::kTb / 8;  // 16-byte pieces per row
-  for (int idx = threadIdx.x; idx < kC * kV; idx += S::kThreads) {
+  for (int idx = threadIdx.x; idx < kC * kV; idx += kScanThreads) {
     const int j = idx / kV, p = idx % kV;
     const int64_t row = (row0 + j) * a.h * kD + head * kD;
     if (p < kVa) {
@@ -111,72 +93,55 @@ __device__ __forceinline__ void IssueScanChunk(const TcFwdArgs& a, int64_t row0,
   }
 }
 
-// One commit group: the full chunks first .. first + kGroup − 1 (those below `full`) into their
-// ring slots. first is a multiple of kGroup.
-template <int kD, class S>
+// One commit group: the full chunks first .. first + kScanGroup − 1 (those below `full`) into
+// their ring slots. first is a multiple of kScanGroup.
+template <int kD>
 __device__ __forceinline__ void IssueScanGroup(const TcFwdArgs& a, int64_t row0, int head, int a0,
                                                int b0, int first, int full, bf16* slots) {
 #pragma unroll
-  for (int p = 0; p < S::kGroup; ++p) {
+  for (int p = 0; p < kScanGroup; ++p) {
     if (first + p < full) {
-      IssueScanChunk<kD, S>(a, row0 + int64_t{first + p} * kC, head, a0, b0,
-                            slots + (first % S::kSlots + p) * S::kSlot);
+      IssueScanChunk<kD>(a, row0 + int64_t{first + p} * kC, head, a0, b0,
+                         slots + (first % kScanSlots + p) * ScanShape<kD>::kSlot);
     }
   }
   CpAsyncCommit();
 }
 
-// Stores a warp's 16 × 8·kN state rows (rows row0 + g, row0 + g + 8; lane columns 8nt + 2t,
-// 8nt + 2t + 1 relative to col0) as bf16 to sb and, when states is non-null, as fp32. Per pair of
-// n-tiles, lanes t and t ^ 1 swap a pair so that each stores four consecutive columns: even t
-// columns 2t .. 2t + 3, odd t columns 6 + 2t .. 9 + 2t of the pair; the values are unchanged.
-template <int kD, int kN>
-__device__ __forceinline__ void StoreStateSlice(const float (&st)[kN][4], bf16* sb, float* states,
+// Stores a warp's 16 × 16 state slice (rows row0 + g, row0 + g + 8; lane columns 2t, 2t + 1 of
+// n-tile 0 and 8 + 2t, 9 + 2t of n-tile 1 relative to col0) as bf16 to sb and, when states is
+// non-null, as fp32. Lanes t and t ^ 1 swap a pair so that each stores four consecutive columns:
+// even t columns 2t .. 2t + 3, odd t columns 6 + 2t .. 9 + 2t; the values are unchanged.
+template <int kD>
+__device__ __forceinline__ void StoreStateSlice(const float (&st)[2][4], bf16* sb, float* states,
                                                 int row0, int col0) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  if constexpr (kN == 1) {
+  const bool odd = (t & 1) != 0;
+  const int col = col0 + (odd ? 6 + 2 * t : 2 * t);
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int off = (row0 + g + 8 * r) * kD + col0 + 2 * t;
-      *reinterpret_cast<uint32_t*>(sb + off) = Pack(st[0][2 * r], st[0][2 * r + 1]);
-      if (states != nullptr) {
-        *reinterpret_cast<float2*>(states + off) = make_float2(st[0][2 * r], st[0][2 * r + 1]);
-      }
-    }
-  } else {
-    const bool odd = (t & 1) != 0;
-#pragma unroll
-    for (int np = 0; np < kN / 2; ++np) {
-      const float(&s0)[4] = st[2 * np];
-      const float(&s1)[4] = st[2 * np + 1];
-      const int col = col0 + 16 * np + (odd ? 6 + 2 * t : 2 * t);
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int off = (row0 + g + 8 * r) * kD + col;
-        const uint32_t p0 = Pack(s0[2 * r], s0[2 * r + 1]);
-        const uint32_t p1 = Pack(s1[2 * r], s1[2 * r + 1]);
-        const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? p0 : p1, 1);
-        *reinterpret_cast<uint2*>(sb + off) = odd ? make_uint2(got, p1) : make_uint2(p0, got);
-        if (states != nullptr) {
-          const float x0 = __shfl_xor_sync(0xffffffffu, odd ? s0[2 * r] : s1[2 * r], 1);
-          const float x1 = __shfl_xor_sync(0xffffffffu, odd ? s0[2 * r + 1] : s1[2 * r + 1], 1);
-          *reinterpret_cast<float4*>(states + off) =
-              odd ? make_float4(x0, x1, s1[2 * r], s1[2 * r + 1])
-                  : make_float4(s0[2 * r], s0[2 * r + 1], x0, x1);
-        }
-      }
+  for (int r = 0; r < 2; ++r) {
+    const int off = (row0 + g + 8 * r) * kD + col;
+    const uint32_t p0 = Pack(st[0][2 * r], st[0][2 * r + 1]);
+    const uint32_t p1 = Pack(st[1][2 * r], st[1][2 * r + 1]);
+    const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? p0 : p1, 1);
+    *reinterpret_cast<uint2*>(sb + off) = odd ? make_uint2(got, p1) : make_uint2(p0, got);
+    if (states != nullptr) {
+      const float x0 = __shfl_xor_sync(0xffffffffu, odd ? st[0][2 * r] : st[1][2 * r], 1);
+      const float x1 = __shfl_xor_sync(0xffffffffu, odd ? st[0][2 * r + 1] : st[1][2 * r + 1], 1);
+      *reinterpret_cast<float4*>(states + off) =
+          odd ? make_float4(x0, x1, st[1][2 * r], st[1][2 * r + 1])
+              : make_float4(st[0][2 * r], st[0][2 * r + 1], x0, x1);
     }
   }
 }
 
-// A warp's 16 × 8·kN fp32 state rows at (row0, col0) in the mma accumulator layout: element
-// (nt, e) of a lane is row row0 + g + 8(e/2), column col0 + 8nt + 2t + e%2. Zeros when src is null.
-template <int kD, int kN>
-__device__ __forceinline__ void LoadSlice(const float* src, int row0, int col0,
-                                          float (&st)[kN][4]) {
+// A warp's 16 × 16 fp32 state slice at (row0, col0) in the mma accumulator layout: element (nt, e)
+// of a lane is row row0 + g + 8(e/2), column col0 + 8nt + 2t + e%2. Zeros when src is null.
+template <int kD>
+__device__ __forceinline__ void LoadSlice(const float* src, int row0, int col0, float (&st)[2][4]) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int nt = 0; nt < kN; ++nt) {
+  for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
     for (int e = 0; e < 4; e += 2) {
       float2 x = make_float2(0.0f, 0.0f);
@@ -188,12 +153,12 @@ __device__ __forceinline__ void LoadSlice(const float* src, int row0, int col0,
   }
 }
 
-template <int kD, int kN>
-__device__ __forceinline__ void StoreSlice(const float (&st)[kN][4], float* dst, int row0,
+template <int kD>
+__device__ __forceinline__ void StoreSlice(const float (&st)[2][4], float* dst, int row0,
                                            int col0) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int nt = 0; nt < kN; ++nt) {
+  for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
     for (int e = 0; e < 4; e += 2) {
       *reinterpret_cast<float2*>(dst + (row0 + g + 4 * e) * kD + col0 + 8 * nt + 2 * t) =
@@ -202,88 +167,59 @@ __device__ __forceinline__ void StoreSlice(const float (&st)[kN][4], float* dst,
   }
 }
 
-// Grid (B·H, S::kTiles), S::kThreads threads: the chunks of one sequence in order for one head and
-// state tile. Row tile m of a warp covers state rows a0 + wa + 16m.
-template <int kD, class S = ScanShape<kD>>
-__global__ void __launch_bounds__(S::kThreads, S::kMinBlocks) ScanKernelTc(TcFwdArgs a) {
-  constexpr int kMa = S::kMa, kN = S::kN, kG = S::kGroup;
+// Grid (B·H, tiles): the chunks of one sequence in order for one head and state tile.
+template <int kD>
+__global__ void __launch_bounds__(kScanThreads, 2) ScanKernelTc(TcFwdArgs a) {
+  using S = ScanShape<kD>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* slots = reinterpret_cast<bf16*>(smem_raw);
   const int seq = blockIdx.x / a.h, head = blockIdx.x % a.h;
   const int warp = threadIdx.x / 32;
   const int a0 = blockIdx.y / S::kTilesB * S::kTa, b0 = blockIdx.y % S::kTilesB * S::kTb;
-  const int wa = S::kWa * (warp % S::kWarpsA), wb = S::kWb * (warp / S::kWarpsA);
+  const int wa = 16 * (warp % 2), wb = (warp / 2) * (S::kTb / 2);  // warp slice in the tile
   const int64_t dd = kD * kD, sh = int64_t{seq} * a.h + head;
   const float* pow = a.pow + head * (kC + 1);
   const float pow_c = pow[kC];
   float ps[kC / 16][4];
   KeyScales(pow, ps);
-  float st[kMa][kN][4];
-#pragma unroll
-  for (int m = 0; m < kMa; ++m) {
-    LoadSlice<kD, kN>(a.init != nullptr ? a.init + sh * dd : nullptr, a0 + wa + 16 * m, b0 + wb,
-                      st[m]);
-  }
+  float st[S::kN][4];
+  LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, a0 + wa, b0 + wb, st);
   const int begin = a.seq_chunk[seq], count = a.seq_chunk[seq + 1] - begin;
   const int64_t row0 = count > 0 ? a.items[begin].row0 : 0;
   const int full = count > 0 && a.items[begin + count - 1].n < kC ? count - 1 : count;
 #pragma unroll
-  for (int s = 0; s < S::kDepth - 1; ++s) {
-    IssueScanGroup<kD, S>(a, row0, head, a0, b0, s * kG, full, slots);
+  for (int s = 0; s < kScanDepth - 1; ++s) {
+    IssueScanGroup<kD>(a, row0, head, a0, b0, s * kScanGroup, full, slots);
   }
-  for (int first = 0; first < count; first += kG) {
-    CpAsyncWait<S::kDepth - 2>();  // this group's chunks have landed (this thread's part)
-    __syncthreads();               // everyone's part; the slots refilled next were consumed
-    IssueScanGroup<kD, S>(a, row0, head, a0, b0, first + (S::kDepth - 1) * kG, full, slots);
+  for (int first = 0; first < count; first += kScanGroup) {
+    CpAsyncWait<kScanDepth - 2>();  // this group's chunks have landed (this thread's part)
+    __syncthreads();                // everyone's part; the slots refilled next were consumed
+    IssueScanGroup<kD>(a, row0, head, a0, b0, first + (kScanDepth - 1) * kScanGroup, full, slots);
     // Sums of all the group's slots, also those past `full` (stale data, never used): no branch
     // between the independent mma chains.
-    float sum[kG][kMa][kN][4];
+    float sum[kScanGroup][S::kN][4];
 #pragma unroll
-    for (int p = 0; p < kG; ++p) {
-      const bf16* slot = slots + (first % S::kSlots + p) * S::kSlot;
-#pragma unroll
-      for (int m = 0; m < kMa; ++m) {
-        BoundaryTile<kN>(slot + wa + 16 * m, S::kLdk, slot + kC * S::kLdk + wb, S::kLdv, ps,
-                         sum[p][m]);
-      }
+    for (int p = 0; p < kScanGroup; ++p) {
+      const bf16* slot = slots + (first % kScanSlots + p) * S::kSlot;
+      BoundaryTile<S::kN>(slot + wa, S::kLdk, slot + kC * S::kLdk + wb, S::kLdv, ps, sum[p]);
     }
 #pragma unroll
-    for (int p = 0; p < kG; ++p) {
+    for (int p = 0; p < kScanGroup; ++p) {
       const int rel = first + p;
       if (rel >= count) break;
       const int64_t base = (int64_t{begin + rel} * a.h + head) * dd;
-#pragma unroll
-      for (int m = 0; m < kMa; ++m) {
-        StoreStateSlice<kD, kN>(st[m], a.sb + base, a.states != nullptr ? a.states + base : nullptr,
-                                a0 + wa + 16 * m, b0 + wb);
-      }
+      StoreStateSlice<kD>(st, a.sb + base, a.states != nullptr ? a.states + base : nullptr, a0 + wa,
+                          b0 + wb);
       if (rel >= full) break;  // the sequence's partial last chunk: no state after it
 #pragma unroll
-      for (int m = 0; m < kMa; ++m) {
+      for (int nt = 0; nt < S::kN; ++nt) {
 #pragma unroll
-        for (int nt = 0; nt < kN; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            st[m][nt][e] = NextState(pow_c, st[m][nt][e], sum[p][m][nt][e]);
-        }
+        for (int e = 0; e < 4; ++e) st[nt][e] = NextState(pow_c, st[nt][e], sum[p][nt][e]);
       }
     }
   }
   CpAsyncWait<0>();
-  if (a.boundary != nullptr) {
-#pragma unroll
-    for (int m = 0; m < kMa; ++m) {
-      StoreSlice<kD, kN>(st[m], a.boundary + sh * dd, a0 + wa + 16 * m, b0 + wb);
-    }
-  }
+  if (a.boundary != nullptr) StoreSlice<kD>(st, a.boundary + sh * dd, a0 + wa, b0 + wb);
 }
-
-// Scan shapes the benchmark times side by side at D = 128 (kernels compiled in the library only;
-// see LaunchScanVariant in linear_attention.cu). Variant 0 is ScanShape<128>.
-inline constexpr int kScanVariants = 7;
-const char* ScanVariantName(int variant);
-// Launches variant `variant` of the scan (D = 128) on stream for a's batch sequences: the same
-// outputs (sb, states, boundary) as the forward's scan, bit for bit.
-cudaError_t LaunchScanVariant(cudaStream_t stream, const TcFwdArgs& a, int batch, int variant);
 
 }  // namespace tandem::kernels::cuda::linear
