@@ -164,8 +164,15 @@ absl::Status LinearAttentionBlock(const Context& ctx, const ModelConfig& config,
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer), {H});  // [H], λ_h = exp(−x_h)
   Tensor o = F32(ctx, {T, H, D});                                     // [T, H, D]
   Tensor no_initial_state, no_boundary_state;
-  Tensor chunk_states;  // [NC, H, D, D], kept for the backward pass only
-  if (acts != nullptr) chunk_states = F32(ctx, {NumChunks(seqs.cu_seqlens), H, D, D});
+  // [NC, H, D, D], kept for the backward pass only. With bf16 q, k, v (the GPU) in bf16: the
+  // forward's own q·bf16(S) operand, all the backward multiplies with (the same bits as f32
+  // states, half the bytes, and the forward writes no f32 copy).
+  Tensor chunk_states;
+  if (acts != nullptr) {
+    const Shape shape = {NumChunks(seqs.cu_seqlens), H, D, D};
+    chunk_states = qkv.q.dtype() == DType::kBF16 ? Tensor::Empty(shape, DType::kBF16, ctx.device())
+                                                 : F32(ctx, shape);
+  }
   TANDEM_RETURN_IF_ERROR(kernels::LinearAttentionFwd(ctx, LinearParams(config), qkv.q, qkv.k, qkv.v,
                                                      decay, seqs.cu_seqlens, no_initial_state, o,
                                                      chunk_states, no_boundary_state));

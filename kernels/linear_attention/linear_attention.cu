@@ -208,17 +208,20 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
                        const Tensor& initial_state, Tensor& o, Tensor& chunk_states,
                        Tensor& boundary_state) {
   const int64_t h = p.num_heads, d = p.head_dim, nc = items.size();
-  // Work space: the bf16 chunk-start states the scan writes and the output kernel reads.
-  TANDEM_ASSIGN_OR_RETURN(const ScratchView view,
-                          PrepareScratch(ctx, items, seq_chunk, nc * h * d * d * sizeof(bf16)));
+  // The bf16 chunk-start states the scan writes and the output kernel reads: straight into
+  // chunk_states when the caller keeps them in bf16 (for the backward), else into work space.
+  const bool bf16_states = chunk_states.defined() && chunk_states.dtype() == DType::kBF16;
+  TANDEM_ASSIGN_OR_RETURN(
+      const ScratchView view,
+      PrepareScratch(ctx, items, seq_chunk, bf16_states ? 0 : nc * h * d * d * sizeof(bf16)));
   linear::TcFwdArgs a{static_cast<int>(h), p.scale,       Bf16Data(q), Bf16Data(k),
                       Bf16Data(v),         ToFloatPtr(o), pow};
   a.items = view.items;
   a.seq_chunk = view.seq_chunk;
   a.init = initial_state.defined() ? initial_state.data<float>() : nullptr;
   a.boundary = boundary_state.defined() ? boundary_state.data<float>() : nullptr;
-  a.states = chunk_states.defined() ? chunk_states.data<float>() : nullptr;
-  a.sb = static_cast<bf16*>(view.work);
+  a.states = chunk_states.defined() && !bf16_states ? chunk_states.data<float>() : nullptr;
+  a.sb = bf16_states ? static_cast<bf16*>(chunk_states.raw_data()) : static_cast<bf16*>(view.work);
   const int batch = static_cast<int>(seq_chunk.size()) - 1;
   const cudaStream_t stream = StreamOf(ctx);
   TANDEM_CUDA_RETURN_IF_ERROR(ForHeadDim(d, [&](auto dim) {
@@ -272,7 +275,12 @@ absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams&
   const int64_t b = static_cast<int64_t>(seq_chunk.size()) - 1, nc = items.size();
   TANDEM_RETURN_IF_ERROR(ExpectFloat(o, "o", {t, h, d}));
   TANDEM_RETURN_IF_ERROR(ExpectStateOrUndefined(initial_state, "initial_state", b, h, d));
-  TANDEM_RETURN_IF_ERROR(ExpectStateOrUndefined(chunk_states, "chunk_states", nc, h, d));
+  if (chunk_states.defined() && chunk_states.dtype() == DType::kBF16 && AllBf16(q, k, v)) {
+    TANDEM_RETURN_IF_ERROR(
+        ExpectTensor(chunk_states, "chunk_states", DType::kBF16, {nc, h, d, d}, Device::kCUDA));
+  } else {
+    TANDEM_RETURN_IF_ERROR(ExpectStateOrUndefined(chunk_states, "chunk_states", nc, h, d));
+  }
   TANDEM_RETURN_IF_ERROR(ExpectStateOrUndefined(boundary_state, "boundary_state", b, h, d));
   if (nc == 0) {
     // Only empty sequences: the boundary state is the initial state.

@@ -36,7 +36,8 @@ void LinearAttentionDecayPowers(float x, float* pow);
 // initial_state [B, H, D, D] or an undefined Tensor (zeros): the state before each sequence's first
 // token. Optional outputs (pass an undefined Tensor to skip):
 //   chunk_states [NC, H, D, D]: the state at the start of every chunk, chunks numbered sequence by
-//     sequence, NC = Σ_b ceil(T_b / C); needed by the backward pass.
+//     sequence, NC = Σ_b ceil(T_b / C); needed by the backward pass. f32; on the GPU with bf16
+//     q, k, v it may be bf16 (the states rounded to nearest even — all the GPU backward uses).
 //   boundary_state [B, H, D, D]: the state at the last chunk boundary ≤ T_b (after every full
 //     chunk of sequence b) — with the k, v of the trailing partial chunk, what decode continues
 //     from.

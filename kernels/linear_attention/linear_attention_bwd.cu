@@ -44,8 +44,9 @@ absl::Status ExpectRows(const Tensor& t, const char* name, int64_t rows, int64_t
   return absl::OkStatus();
 }
 
-absl::Status ExpectState(const Tensor& t, const char* name, int64_t n, int64_t h, int64_t d) {
-  TANDEM_RETURN_IF_ERROR(ExpectTensor(t, name, DType::kF32, {n, h, d, d}, Device::kCUDA));
+absl::Status ExpectState(const Tensor& t, const char* name, int64_t n, int64_t h, int64_t d,
+                         DType dtype = DType::kF32) {
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(t, name, dtype, {n, h, d, d}, Device::kCUDA));
   TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0, name,
                    ": the CUDA backward needs 16-byte aligned storage");
   return absl::OkStatus();
@@ -151,7 +152,11 @@ absl::Status LinearAttentionBwdPhases(const Context& ctx, const LinearAttentionP
   std::vector<int> seq_chunk;
   TANDEM_RETURN_IF_ERROR(MakeChunks(ctx, cu_seqlens, t, &items, &seq_chunk));
   const int64_t b = static_cast<int64_t>(seq_chunk.size()) - 1, nc = items.size();
-  TANDEM_RETURN_IF_ERROR(ExpectState(chunk_states, "chunk_states", nc, h, d));
+  // f32 states, or the bf16 ones a bf16 forward saves: the chunk kernel rounds S_c to bf16 for
+  // its products either way (the same rounding), so both give the same bits.
+  const bool bf16_states = chunk_states.dtype() == DType::kBF16;
+  TANDEM_RETURN_IF_ERROR(ExpectState(chunk_states, "chunk_states", nc, h, d,
+                                     bf16_states ? DType::kBF16 : DType::kF32));
   if (d_initial_state.defined()) {
     TANDEM_RETURN_IF_ERROR(ExpectState(d_initial_state, "d_initial_state", b, h, d));
   }
@@ -165,7 +170,9 @@ absl::Status LinearAttentionBwdPhases(const Context& ctx, const LinearAttentionP
   }
   BwdArgs a{static_cast<int>(h), p.scale,        ToFloatPtr(q),  ToFloatPtr(k), ToFloatPtr(v),
             ToFloatPtr(d_o),     ToFloatPtr(dq), ToFloatPtr(dk), ToFloatPtr(dv)};
-  a.states = chunk_states.data<float>();
+  a.states = bf16_states ? nullptr : chunk_states.data<float>();
+  a.states_bf16 =
+      bf16_states ? static_cast<const __nv_bfloat16*>(chunk_states.raw_data()) : nullptr;
   a.d_init = d_initial_state.defined() ? d_initial_state.data<float>() : nullptr;
   float* pow = nullptr;
   ChunkItem* dev_items = nullptr;

@@ -15,10 +15,10 @@
 namespace tandem::kernels::cuda {
 
 // q, k, v, d_o [T, H, D] bf16 or f32 on the GPU; decay [H] f32 on the HOST; cu_seqlens [B + 1]
-// i32 on the host or the GPU (read on the host); chunk_states [NC, H, D, D] f32 on the GPU (the
-// forward's); dq, dk, dv [T, H, D] f32 or bf16 on the GPU, overwritten; d_initial_state
-// [B, H, D, D] f32 on the GPU, written when defined. D is 32, 64 or 128; every tensor's storage
-// must be 16-byte aligned.
+// i32 on the host or the GPU (read on the host); chunk_states [NC, H, D, D] f32 or bf16 on the GPU
+// (the forward's; bf16 gives the same bits, as the products round S_c to bf16 anyway); dq, dk, dv
+// [T, H, D] f32 or bf16 on the GPU, overwritten; d_initial_state [B, H, D, D] f32 on the GPU,
+// written when defined. D is 32, 64 or 128; every tensor's storage must be 16-byte aligned.
 absl::Status LinearAttentionBwd(const Context& ctx, const LinearAttentionParams& p, const Tensor& q,
                                 const Tensor& k, const Tensor& v, const Tensor& decay,
                                 const Tensor& cu_seqlens, const Tensor& chunk_states,

@@ -30,7 +30,8 @@ inline bool LinearAttentionHeadDimSupported(int64_t d) { return d == 32 || d == 
 // q, k, v [T, H, D] bf16 or f32 on the GPU; decay [H] f32 on the HOST; cu_seqlens [B + 1] i32 on
 // the host or the GPU (read on the host); initial_state [B, H, D, D] f32 on the GPU or undefined
 // (zeros); o [T, H, D] f32 or bf16 on the GPU; chunk_states [NC, H, D, D] and boundary_state
-// [B, H, D, D] f32 on the GPU, or undefined to skip (see linear_attention.h).
+// [B, H, D, D] f32 on the GPU, or undefined to skip (see linear_attention.h). With bf16 q, k, v,
+// chunk_states may be bf16: the scan then writes its bf16 operand states there and no f32 copy.
 absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams& p, const Tensor& q,
                                 const Tensor& k, const Tensor& v, const Tensor& decay,
                                 const Tensor& cu_seqlens, const Tensor& initial_state, Tensor& o,

@@ -33,12 +33,13 @@ struct BwdArgs {
   int h;
   float scale;
   FloatPtr q, k, v, d_o, dq, dk, dv;
-  const float* pow;        // [H, C + 1]
-  const ChunkItem* items;  // [NC]
-  const int* seq_chunk;    // [B + 1]
-  const float* states;     // [NC, H, D, D] chunk-start states
-  bf16* ds;                // [NC, H, D, D] dS_end[c] from (1), rounded to bf16 as (2) uses it
-  float* d_init;           // [B, H, D, D] or null
+  const float* pow;         // [H, C + 1]
+  const ChunkItem* items;   // [NC]
+  const int* seq_chunk;     // [B + 1]
+  const float* states;      // [NC, H, D, D] chunk-start states (f32), or null
+  const bf16* states_bf16;  // the same rounded to bf16 (what (2) multiplies with), or null
+  bf16* ds;                 // [NC, H, D, D] dS_end[c] from (1), rounded to bf16 as (2) uses it
+  float* d_init;            // [B, H, D, D] or null
 };
 
 // Shared-memory layout of (2) (bf16, unpadded tiles swizzled by SwzOff): q, k, v, do [kC, kD];
@@ -295,8 +296,9 @@ __global__ void __launch_bounds__(kThreads, 2) ChunkGradKernel(BwdArgs a) {
   StageRowsAsync<kD, kThreads>(a.k, it.row0, ld, head, it.n, kC, k);
   StageRowsAsync<kD, kThreads>(a.v, it.row0, ld, head, it.n, kC, v);
   StageRowsAsync<kD, kThreads>(a.d_o, it.row0, ld, head, it.n, kC, dob);
+  if (a.states_bf16 != nullptr) StageStateAsync<kD, kThreads>(a.states_bf16 + state_off, st);
   CpAsyncCommit();
-  {  // the f32 start state, in flight together with the rows
+  if (a.states_bf16 == nullptr) {  // the f32 start state, in flight together with the rows
     StateInRegs<kD, kThreads> start_state;
     start_state.Load(a.states + state_off);
     start_state.Store(st);

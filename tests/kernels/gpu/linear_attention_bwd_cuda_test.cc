@@ -3,8 +3,9 @@
 // (packed sequences of 1, 63, 64, 65, 200 and 1030 tokens, a nonzero initial state, head dims
 // 32/64/128), within a bound derived from the kernel's bf16 MMA operand roundings; bitwise
 // promises: two runs agree, a sequence alone equals the same sequence packed with others, bf16
-// outputs are the f32 ones rounded once, f32 inputs holding bf16 values equal bf16 inputs; and
-// argument errors (checked without a GPU too).
+// outputs are the f32 ones rounded once, f32 inputs holding bf16 values equal bf16 inputs, bf16
+// chunk states (what a bf16 GPU forward saves) give the f32 states' gradients; and argument
+// errors (checked without a GPU too).
 #include "kernels/linear_attention/linear_attention_bwd_cuda.h"
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/linear_attention/linear_attention.h"
+#include "kernels/linear_attention/linear_attention_cuda.h"
 #include "tests/kernels/gpu/gpu_test_util.h"
 #include "tests/testing/compare.h"
 
@@ -103,7 +105,7 @@ Problem MakeProblem(const std::vector<int32_t>& lens, int64_t h, int64_t d, uint
 struct GpuGrads {
   Vec dq, dk, dv, dinit;
 };
-GpuGrads RunGpu(const Problem& pr, DType in, DType out) {
+GpuGrads RunGpu(const Problem& pr, DType in, DType out, DType states = DType::kF32) {
   const int64_t t = pr.t, h = pr.h, d = pr.d;
   Tensor dq = Tensor::Empty({t, h, d}, out, Device::kCUDA);
   Tensor dk = Tensor::Empty({t, h, d}, out, Device::kCUDA);
@@ -112,7 +114,8 @@ GpuGrads RunGpu(const Problem& pr, DType in, DType out) {
   const absl::Status s = cuda::LinearAttentionBwd(
       GpuTestContext(), pr.p, ToDevice(pr.q, {t, h, d}, in), ToDevice(pr.k, {t, h, d}, in),
       ToDevice(pr.v, {t, h, d}, in), pr.decay, HostI32(pr.cu),
-      ToDevice(pr.states, {pr.nc, h, d, d}), ToDevice(pr.d_o, {t, h, d}, in), dq, dk, dv, dinit);
+      ToDevice(pr.states, {pr.nc, h, d, d}, states), ToDevice(pr.d_o, {t, h, d}, in), dq, dk, dv,
+      dinit);
   EXPECT_TRUE(s.ok()) << s;
   return {ToHostFloats(dq), ToHostFloats(dk), ToHostFloats(dv), ToHostFloats(dinit)};
 }
@@ -309,6 +312,50 @@ TEST(LinearAttentionBwdCudaTest, AloneEqualsPackedBitwise) {
   EXPECT_TRUE(BitwiseEqual(a.dv, slice(p.dv)));
   EXPECT_TRUE(BitwiseEqual(
       a.dinit, Vec(p.dinit.begin() + packed.h * dd, p.dinit.begin() + 2 * packed.h * dd)));
+}
+
+// The backward rounds S_c to bf16 for its products, so bf16 chunk states (round to nearest even,
+// as ToDevice and the forward's scan round) must give exactly the f32 states' gradients.
+TEST(LinearAttentionBwdCudaTest, Bf16ChunkStatesGiveTheSameBits) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  for (int64_t d : {32, 64, 128}) {
+    SCOPED_TRACE(::testing::Message() << "D=" << d);
+    const Problem pr = MakeProblem({65, 200, 1}, 2, d, 400 + d);
+    const GpuGrads f32 = RunGpu(pr, DType::kBF16, DType::kF32);
+    const GpuGrads b16 = RunGpu(pr, DType::kBF16, DType::kF32, DType::kBF16);
+    EXPECT_TRUE(BitwiseEqual(b16.dq, f32.dq)) << "dq";
+    EXPECT_TRUE(BitwiseEqual(b16.dk, f32.dk)) << "dk";
+    EXPECT_TRUE(BitwiseEqual(b16.dv, f32.dv)) << "dv";
+    EXPECT_TRUE(BitwiseEqual(b16.dinit, f32.dinit)) << "d_initial_state";
+  }
+}
+
+// A bf16 forward asked for bf16 chunk states writes its own bf16 operand states there (no f32
+// copy): the output is the f32-states run's bit for bit and the states are those rounded once.
+TEST(LinearAttentionBwdCudaTest, ForwardWritesBf16ChunkStates) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const Problem pr = MakeProblem({65, 1030}, 2, 128, 500);
+  const int64_t t = pr.t, h = pr.h, d = pr.d;
+  const Tensor q = ToDevice(pr.q, {t, h, d}, DType::kBF16);
+  const Tensor k = ToDevice(pr.k, {t, h, d}, DType::kBF16);
+  const Tensor v = ToDevice(pr.v, {t, h, d}, DType::kBF16);
+  Tensor none;
+  Tensor o32 = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
+  Tensor o16 = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
+  Tensor s32 = Tensor::Empty({pr.nc, h, d, d}, DType::kF32, Device::kCUDA);
+  Tensor s16 = Tensor::Empty({pr.nc, h, d, d}, DType::kBF16, Device::kCUDA);
+  const Context& ctx = GpuTestContext();
+  TANDEM_ASSERT_OK(
+      cuda::LinearAttentionFwd(ctx, pr.p, q, k, v, pr.decay, HostI32(pr.cu), none, o32, s32, none));
+  TANDEM_ASSERT_OK(
+      cuda::LinearAttentionFwd(ctx, pr.p, q, k, v, pr.decay, HostI32(pr.cu), none, o16, s16, none));
+  EXPECT_TRUE(BitwiseEqual(ToHostFloats(o16), ToHostFloats(o32))) << "o";
+  EXPECT_TRUE(BitwiseEqual(ToHostFloats(s16), RoundedToBf16(ToHostFloats(s32)))) << "states";
+  // bf16 states need bf16 q, k, v (the f32 forward keeps f32 states).
+  const Tensor q32 = ToDevice(pr.q, {t, h, d});
+  EXPECT_FALSE(cuda::LinearAttentionFwd(ctx, pr.p, q32, q32, q32, pr.decay, HostI32(pr.cu), none,
+                                        o16, s16, none)
+                   .ok());
 }
 
 TEST(LinearAttentionBwdCudaTest, RejectsBadArguments) {
