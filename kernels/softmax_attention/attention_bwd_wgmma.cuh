@@ -147,47 +147,17 @@ __device__ __forceinline__ void DsSplit(const float (&p)[8][4], float (&dp)[8][4
   for (int kk = 0; kk < 4; ++kk) AccToA(dsa[kk], dp[2 * kk], dp[2 * kk + 1]);
 }
 
-// d = A·B (accumulate = false) or d += A·B (true) for 64 rows × 128 columns × 16 k, A as register
-// fragments, B N-major from smem. A gradient's first product overwrites its registers, so no
-// instruction but a wgmma ever defines them: ptxas then lets the product run on across a loop's
-// back edge (a zeroing move there would serialise every wgmma of the kernel).
-__device__ __forceinline__ void WgmmaN128Rs(float (&d)[16][4], const uint32_t (&a)[4],
-                                            uint64_t desc, bool accumulate) {
-#if TANDEM_WGMMA_DEVICE
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
-      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "
-      "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "
-      "%56, %57, %58, %59, %60, %61, %62, %63}, "
-      "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),
-        "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]),
-        "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
-        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]),
-        "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]),
-        "+f"(d[15][2]), "+f"(d[15][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(static_cast<int>(accumulate)));
-#else
-  __trap();
-#endif
-}
-
 // acc += A·B (acc = A·B when `first`) with A as four register fragments (16 k each, ascending)
-// and B the N-major 64-row tile at b (k rows); issued and committed, not waited for.
+// and B the N-major 64-row tile at b (k rows); issued and committed, not waited for. A gradient's
+// first product overwrites its registers, so no instruction but a wgmma ever defines them: ptxas
+// then lets the product run on across a loop's back edge (a zeroing move there would serialise
+// every wgmma of the kernel).
 __device__ __forceinline__ void IssueAccumulate(float (&acc)[16][4], const uint32_t (&a)[4][4],
                                                 const unsigned char* b, bool first) {
   const TileDesc db = VTileDesc(b);
-  WgmmaN128Rs(acc, a[0], db.V(0), !first);
+  attention_mma::WgmmaN128<true>(acc, a[0], db.V(0), /*accumulate=*/!first);
 #pragma unroll
-  for (int kk = 1; kk < 4; ++kk) WgmmaN128Rs(acc, a[kk], db.V(kk), true);
+  for (int kk = 1; kk < 4; ++kk) attention_mma::WgmmaN128<true>(acc, a[kk], db.V(kk));
 }
 
 // 64 lse2 and δ values from [H, T] offset `first` (zeros from index `valid` on) by threads

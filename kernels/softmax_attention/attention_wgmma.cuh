@@ -207,11 +207,12 @@ __device__ __forceinline__ void WgmmaN64(float (&d)[8][4], const uint32_t (&a)[4
 #endif
 }
 
-// d += A·B for the warpgroup's 64 rows and 128 columns over 16 k: A = this warp's 16 rows as an
-// m16n8k16 A fragment (registers), B from shared memory through `desc` (kTransB: B stored N-major).
+// d += A·B (or d = A·B when !accumulate) for the warpgroup's 64 rows and 128 columns over 16 k:
+// A = this warp's 16 rows as an m16n8k16 A fragment (registers), B from shared memory through
+// `desc` (kTransB: B stored N-major).
 template <bool kTransB>
-__device__ __forceinline__ void WgmmaN128(float (&d)[16][4], const uint32_t (&a)[4],
-                                          uint64_t desc) {
+__device__ __forceinline__ void WgmmaN128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc,
+                                          bool accumulate = true) {
 #if TANDEM_WGMMA_DEVICE
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
@@ -233,7 +234,8 @@ __device__ __forceinline__ void WgmmaN128(float (&d)[16][4], const uint32_t (&a)
         "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]),
         "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]),
         "+f"(d[15][2]), "+f"(d[15][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1), "n"(kTransB ? 1 : 0));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(static_cast<int>(accumulate)),
+        "n"(kTransB ? 1 : 0));
 #else
   __trap();
 #endif
