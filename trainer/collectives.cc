@@ -74,19 +74,33 @@ absl::StatusOr<std::unique_ptr<Collective>> MakeNcclCollective(Collective&, void
 }
 #endif
 
+absl::Status AllRanksOk(Collective& collective, const absl::Status& local) {
+  int64_t failed = local.ok() ? 0 : 1;
+  TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(&failed, 1));
+  if (!local.ok()) return local;
+  if (failed == 0) return absl::OkStatus();
+  return absl::AbortedError(absl::StrCat(failed, " other rank(s) failed at the same step (their ",
+                                         "messages say why); rank ", collective.Rank(),
+                                         " stops with them"));
+}
+
 absl::StatusOr<int> LocalRank(Collective& host) {
   char name[HOST_NAME_MAX + 1] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0) {
-    return absl::InternalError(absl::StrCat("LocalRank: gethostname failed: ", strerror(errno)));
-  }
+  const bool named = gethostname(name, sizeof(name) - 1) == 0;
+  const int error = errno;
   uint64_t hash = 1469598103934665603ull;  // FNV-1a of the host name
   for (const char* c = name; *c != '\0'; ++c) {
     hash = (hash ^ static_cast<unsigned char>(*c)) * 1099511628211ull;
   }
-  // Every rank's hash in its own slot; the others are 0, so the integer sum is exact.
+  // Every rank's hash in its own slot; the others are 0, so the integer sum is exact. A rank
+  // without a name still joins the sum (so no rank waits for it), then fails below.
   std::vector<int64_t> hashes(host.Size(), 0);
-  hashes[host.Rank()] = static_cast<int64_t>(hash);
+  hashes[host.Rank()] = named ? static_cast<int64_t>(hash) : 0;
   TANDEM_RETURN_IF_ERROR(host.AllReduceSum(hashes.data(), host.Size()));
+  TANDEM_RETURN_IF_ERROR(
+      AllRanksOk(host, named ? absl::OkStatus()
+                             : absl::InternalError(absl::StrCat("LocalRank: gethostname failed: ",
+                                                                strerror(error)))));
   int local = 0;
   for (int r = 0; r < host.Rank(); ++r) local += hashes[r] == hashes[host.Rank()];
   return local;
@@ -118,7 +132,14 @@ absl::Status AllReduceGradients(Collective& collective, model::ModelWeights& gra
   });
   TANDEM_RETURN_IF_ERROR(status);
   if (collective.Size() == 1 || tensors.empty()) return absl::OkStatus();
-  if (tensors.front().device() == Device::kCUDA) return AllReduceInPlace(collective, tensors);
+  if (tensors.front().device() == Device::kCUDA) {
+    if (!collective.AcceptsDeviceMemory()) {
+      return absl::InvalidArgumentError(
+          "gradients: on the GPU, but this collective takes host memory only (GPU ranks reduce "
+          "through the NCCL collective: MakeNcclCollective)");
+    }
+    return AllReduceInPlace(collective, tensors);
+  }
   std::vector<float> flat(bucket_elements);
   std::vector<Tensor*> bucket;
   int64_t filled = 0;

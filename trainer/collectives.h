@@ -31,7 +31,14 @@ class Collective {
   // Copies `bytes` bytes from `root`'s buffer into everyone's.
   virtual absl::Status Broadcast(void* data, int64_t bytes, int root) = 0;
   virtual absl::Status Barrier() = 0;
+  // True when buffers may live in GPU memory (the NCCL collective); the others take host memory.
+  virtual bool AcceptsDeviceMemory() const { return false; }
 };
+
+// A collective call: `local` (this rank's outcome of a step every rank took) when every rank
+// succeeded, else an error on every rank — this rank's own, or "another rank failed" — so that no
+// rank goes on to a collective the failed ones will never join.
+absl::Status AllRanksOk(Collective& collective, const absl::Status& local);
 
 // Rank 0 of 1: every operation is the identity.
 std::unique_ptr<Collective> MakeLocalCollective();

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/core/cuda_util.h"
@@ -54,7 +55,7 @@ class NcclCollective final : public Collective {
       : host_(host), comm_(comm), stream_(stream), options_(options) {}
   ~NcclCollective() override {
     cudaFree(scratch_);
-    ncclCommDestroy(comm_);
+    if (!aborted_) ncclCommDestroy(comm_);  // an aborted communicator is already gone
   }
 
   int Rank() const override { return host_.Rank(); }
@@ -63,7 +64,6 @@ class NcclCollective final : public Collective {
   absl::Status AllReduceSum(float* data, int64_t n) override {
     TANDEM_CHECK_ARG(n >= 0, "n: expected >= 0, got ", n);
     if (n == 0 || !IsDeviceMemory(data)) return host_.AllReduceSum(data, n);
-    TANDEM_RETURN_IF_ERROR(ReserveScratch());
     for (int64_t begin = 0; begin < n; begin += options_.chunk_elements) {
       TANDEM_RETURN_IF_ERROR(
           AllReduceChunk(data + begin, std::min(options_.chunk_elements, n - begin)));
@@ -89,19 +89,24 @@ class NcclCollective final : public Collective {
   }
 
   absl::Status Barrier() override { return host_.Barrier(); }
+  bool AcceptsDeviceMemory() const override { return true; }
 
- private:
-  // Slice length of a full chunk: every rank owns ceil(chunk / P) elements of it.
-  int64_t SliceElements() const { return (options_.chunk_elements + Size() - 1) / Size(); }
-
-  // gathered [P, s] + summed [s] + all-gathered [P, s] floats, allocated once.
-  absl::Status ReserveScratch() {
-    if (scratch_ != nullptr) return absl::OkStatus();
+  // gathered [P, s] + summed [s] + all-gathered [P, s] floats.
+  absl::Status AllocateScratch() {
     const int64_t s = SliceElements();
     TANDEM_CUDA_RETURN_IF_ERROR(
         cudaMalloc(&scratch_, static_cast<size_t>((2 * Size() + 1) * s) * sizeof(float)));
     return absl::OkStatus();
   }
+  // Ends the communicator after a failure (so no rank is left inside an NCCL call).
+  void Abort() {
+    if (!aborted_) ncclCommAbort(comm_);
+    aborted_ = true;
+  }
+
+ private:
+  // Slice length of a full chunk: every rank owns ceil(chunk / P) elements of it.
+  int64_t SliceElements() const { return (options_.chunk_elements + Size() - 1) / Size(); }
 
   // One chunk of c elements: slice r = [r·s, r·s + count(r)) with s = ceil(c / P) is summed by
   // rank r; the all-gathered [P, s] buffer then holds the chunk's c sums at their own offsets.
@@ -148,12 +153,24 @@ class NcclCollective final : public Collective {
     return absl::OkStatus();
   }
 
-  // Device results are complete when a call returns; NCCL's asynchronous errors surface here.
+  // Device results are complete when a call returns. The stream is polled rather than waited
+  // on, so that an NCCL error (a peer gone, a network failure) ends the wait: the communicator is
+  // then aborted and the error returned instead of blocking forever.
   absl::Status Finish() {
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    ncclResult_t async = ncclSuccess;
-    TANDEM_NCCL_CALL(ncclCommGetAsyncError(comm_, &async));
-    TANDEM_NCCL_CALL(async);
+    for (;;) {
+      const cudaError_t done = cudaStreamQuery(stream_);
+      if (done == cudaSuccess) break;
+      if (done != cudaErrorNotReady) TANDEM_CUDA_RETURN_IF_ERROR(done);
+      ncclResult_t async = ncclSuccess;
+      const ncclResult_t queried = ncclCommGetAsyncError(comm_, &async);
+      if (queried != ncclSuccess || (async != ncclSuccess && async != ncclInProgress)) {
+        const absl::Status error = NcclError(queried != ncclSuccess ? queried : async, comm_,
+                                             "NCCL operation", __FILE__, __LINE__);
+        Abort();
+        return error;
+      }
+      std::this_thread::yield();
+    }
     return absl::OkStatus();
   }
 
@@ -162,6 +179,7 @@ class NcclCollective final : public Collective {
   cudaStream_t stream_;
   NcclCollectiveOptions options_;
   float* scratch_ = nullptr;
+  bool aborted_ = false;
 };
 
 // What rank 0 sends to everyone before the communicator exists: its unique id, or that it has
@@ -202,8 +220,14 @@ absl::StatusOr<std::unique_ptr<Collective>> MakeNcclCollective(
         " (CUDA device ", device, "): ", ncclGetErrorString(rc), " (", ncclGetLastError(nullptr),
         "); every rank needs its own GPU (one process per GPU, see docs/gpu.md)"));
   }
-  return std::unique_ptr<Collective>(
+  auto nccl = std::unique_ptr<NcclCollective>(
       new NcclCollective(host, comm, static_cast<cudaStream_t>(cuda_stream), options));
+  // The scratch now, agreed on by every rank: a rank short of memory fails here, with the others,
+  // rather than later inside a collective the others would wait in.
+  const absl::Status scratch = AllRanksOk(host, nccl->AllocateScratch());
+  if (!scratch.ok()) nccl->Abort();
+  TANDEM_RETURN_IF_ERROR(scratch);
+  return std::unique_ptr<Collective>(std::move(nccl));
 }
 
 }  // namespace tandem::trainer

@@ -59,24 +59,38 @@ absl::Status BuildModel(TrainerState& state, const ModelSection& m) {
 }
 
 #ifdef TANDEM_HAVE_CUDA
-// This rank's GPU: its index among the ranks on its host, modulo the GPUs it can see (one
-// process per GPU; with one visible GPU per process, as Slurm's --gpus-per-task gives, that one).
-// A single process keeps the current device (0 unless the caller chose another).
-absl::StatusOr<int> RankGpu(Collective& collective) {
-  if (collective.Size() == 1) {
-    int current = 0;
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&current));
-    return current;
+// Makes this rank's GPU current: its index among the ranks on its host (LocalRank, a collective
+// call every rank makes first) modulo the GPUs it can see — one process per GPU; with one visible
+// GPU per process, as Slurm's --gpus-per-task gives, that one. A single process keeps the
+// current device (0 unless the caller chose another).
+absl::Status UseRankGpu(Collective& collective, int* gpu) {
+  absl::StatusOr<int> local = 0;
+  if (collective.Size() > 1) local = LocalRank(collective);
+  TANDEM_RETURN_IF_ERROR(local.status());
+  if (!kernels::cuda::CudaAvailable()) {
+    return absl::FailedPreconditionError("--device cuda: no usable CUDA device on this machine");
   }
-  TANDEM_ASSIGN_OR_RETURN(const int local, LocalRank(collective));
   int count = 0;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
-  return local % count;
+  if (collective.Size() == 1) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(gpu));
+    return absl::OkStatus();
+  }
+  if (count > 1 && *local >= count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--device cuda: rank ", collective.Rank(), " is rank ", *local, " on its host, which has ",
+        count, " visible GPUs; start at most one rank per GPU (or give each rank its own GPU, ",
+        "e.g. srun --gpus-per-task=1)"));
+  }
+  *gpu = *local % count;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(*gpu));
+  return absl::OkStatus();
 }
 #endif
 
 // A context for `device`: a CPU pool, or this rank's GPU (with a host pool); several GPU ranks
-// also get the NCCL collective.
+// also get the NCCL collective. With several ranks every failure is agreed on (AllRanksOk), so a
+// rank that cannot use its GPU stops the others instead of leaving them in NCCL's setup.
 absl::Status MakeContext(TrainerState& state, int64_t threads, Device device) {
   if (device == Device::kCPU) {
     state.ctx.emplace(Context::Cpu(static_cast<int>(threads)));
@@ -89,11 +103,9 @@ absl::Status MakeContext(TrainerState& state, int64_t threads, Device device) {
         "parallel training on several GPUs needs; run one process (one GPU) or train on the CPU"));
   }
 #ifdef TANDEM_HAVE_CUDA
-  if (!kernels::cuda::CudaAvailable()) {
-    return absl::FailedPreconditionError("--device cuda: no usable CUDA device on this machine");
-  }
-  TANDEM_ASSIGN_OR_RETURN(const int gpu, RankGpu(*state.collective));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(gpu));
+  int gpu = 0;
+  const absl::Status picked = UseRankGpu(*state.collective, &gpu);
+  TANDEM_RETURN_IF_ERROR(ranks > 1 ? AllRanksOk(*state.collective, picked) : picked);
   state.ctx.emplace(Context::Cuda(gpu, nullptr, static_cast<int>(threads)));
   if (ranks > 1) {
     TANDEM_ASSIGN_OR_RETURN(state.device_collective,
@@ -251,6 +263,20 @@ model::ModelWeights CopyModelWeights(const model::ModelConfig& config,
 absl::StatusOr<model::ModelWeights> HostMasterWeights(TrainerState& state) {
   if (!state.on_gpu()) return CopyModelWeights(state.model->config(), state.model->weights());
   return model::CopyWeightsF32(*state.ctx, state.model->config(), state.master, Device::kCPU);
+}
+
+absl::StatusOr<model::ModelWeights> PublishedWeights(TrainerState& state) {
+  if (!state.on_gpu()) return state.model->weights();
+  return HostMasterWeights(state);
+}
+
+absl::Status ReplaceModelWeights(TrainerState& state, model::ModelWeights host) {
+  model::ModelConfig config = state.model->config();  // emplace destroys the old model first
+  if (!state.on_gpu()) {
+    state.model.emplace(std::move(config), std::move(host));
+    return absl::OkStatus();
+  }
+  return PlaceOnGpu(state, config, host);
 }
 
 }  // namespace tandem::trainer

@@ -96,5 +96,12 @@ model::ModelWeights CopyModelWeights(const model::ModelConfig& config,
                                      const model::ModelWeights& weights);
 // Owned host f32 copies of the trainer's master weights (from the GPU when it trains there).
 absl::StatusOr<model::ModelWeights> HostMasterWeights(TrainerState& state);
+// The f32 host weights rollout workers take (they cast them as UploadWeights does, which gives
+// the trainer's compute weights bit for bit): the model's own tensors on the CPU (shared, not
+// copied), a host copy of the master on the GPU.
+absl::StatusOr<model::ModelWeights> PublishedWeights(TrainerState& state);
+// Replaces the model's weights with `host` (f32, the model's shapes), e.g. after an SFT warm
+// start: on the GPU the master, the compute cast and the gradients are placed anew.
+absl::Status ReplaceModelWeights(TrainerState& state, model::ModelWeights host);
 
 }  // namespace tandem::trainer

@@ -42,8 +42,9 @@ struct SftStepMetrics {
 struct SftLoopOptions {
   // The data-parallel group; null = a single process (MakeLocalCollective).
   Collective* collective = nullptr;
-  // Where the model trains: the CPU, or GPU 0 (one process: fp32 master, gradients and AdamW on
-  // the GPU, bf16 compute weights cast from the master; checkpoints from a host copy).
+  // Where the model trains: the CPU, or the GPU (fp32 master, gradients and AdamW on the GPU,
+  // bf16 compute weights cast from the master; checkpoints from a host copy); several ranks: one
+  // GPU each, gradients through the NCCL collective (run_common.h's SetUpTrainer).
   Device device = Device::kCPU;
   SftEvalOptions eval;
   // > 0: stop after this many steps of this invocation (a checkpoint is written at the stop), as a

@@ -46,8 +46,9 @@ absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams&
                                 const Tensor& cu_seqlens, const Tensor& initial_state, Tensor& o,
                                 Tensor& chunk_states, Tensor& boundary_state);
 
-// Backward from the saved chunk states. dq, dk, dv [T, H, D] overwritten; d_initial_state
-// [B, H, D, D] written when defined. Deterministic, thread-count independent.
+// Backward from the saved chunk states (f32; on the GPU also the bf16 ones a bf16 forward saves,
+// with the same result). dq, dk, dv [T, H, D] overwritten; d_initial_state [B, H, D, D] written
+// when defined. Deterministic, thread-count independent.
 absl::Status LinearAttentionBwd(const Context& ctx, const LinearAttentionParams& p, const Tensor& q,
                                 const Tensor& k, const Tensor& v, const Tensor& decay,
                                 const Tensor& cu_seqlens, const Tensor& chunk_states,

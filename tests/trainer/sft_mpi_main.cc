@@ -128,7 +128,12 @@ void Run(Collective& mpi, Device device) {
   options.eval.examples = 21;
   absl::StatusOr<SftResult> two = RunSft(Config(dir + "/two_ranks", device), options);
   Check(two.ok(), rank, "2-rank RunSft: " + two.status().ToString());
-  if (!two.ok()) return;
+  // Both ranks learn whether both runs worked before the next collective (a failed run on one
+  // rank must not leave the other waiting in a Broadcast the failed one never makes).
+  if (!AllRanksOk(mpi, two.status()).ok()) {
+    Check(mpi.Barrier().ok(), rank, "Barrier");
+    return;
+  }
   Check(two->final_exact_match.has_value(), rank, "evaluated at the end");
   uint64_t hash = Fnv1a(two->weights), root_hash = hash;
   Check(mpi.Broadcast(&root_hash, sizeof(root_hash), 0).ok() && root_hash == hash, rank,
