@@ -12,9 +12,9 @@
 #include "absl/strings/str_format.h"
 #include "kernels/core/logging.h"
 #include "model/weights_hash.h"
+#include "proto/grpc_status.h"
 #include "rollout/server/metrics_http.h"
 #include "rollout/server/reactors.h"
-#include "proto/grpc_status.h"
 #include "rollout/server/wire.h"
 #include "tandem/v1/rollout.grpc.pb.h"
 
