@@ -23,13 +23,16 @@ bool LaunchedAsRank() {
 
 }  // namespace
 
-void AddRunCommandOptions(CLI::App* cmd, RunCommandOptions& options,
-                          const std::string& config_help) {
+void AddRunCommandOptions(CLI::App* cmd, RunCommandOptions& options, const std::string& config_help,
+                          const std::string& device_help) {
   cmd->add_option("--config", options.config_path, config_help)->required();
   cmd->add_option("overrides", options.overrides,
                   "Hydra-style overrides: key.path=value, +key=value, ++key=value, ~key");
   cmd->add_option("--max-steps-this-run", options.max_steps_this_run,
                   "stop (with a checkpoint) after N steps; resume continues the run")
+      ->capture_default_str();
+  cmd->add_option("--device", options.device, device_help)
+      ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
 }
 

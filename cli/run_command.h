@@ -21,12 +21,13 @@ struct RunCommandOptions {
   std::string config_path;             // --config
   std::vector<std::string> overrides;  // key.path=value ...
   int64_t max_steps_this_run = 0;      // --max-steps-this-run
+  std::string device = "cpu";          // --device: cpu | cuda
 };
 
-// Registers --config (`config_help` names the example configs), the overrides and
-// --max-steps-this-run.
-void AddRunCommandOptions(CLI::App* cmd, RunCommandOptions& options,
-                          const std::string& config_help);
+// Registers --config (`config_help` names the example configs), the overrides,
+// --max-steps-this-run and --device (`device_help` says what cuda means for the command).
+void AddRunCommandOptions(CLI::App* cmd, RunCommandOptions& options, const std::string& config_help,
+                          const std::string& device_help);
 
 // The loaded run config, or `command` fails with the loader's message.
 template <class Config>

@@ -26,7 +26,6 @@ constexpr char kCommand[] = "sft";
 struct SftOptions {
   RunCommandOptions run;
   trainer::SftEvalOptions eval;
-  std::string device = "cpu";  // --device
 };
 
 // Rank 0's view of progress: tokens/s of the latest step, ETA from the mean wall time per step
@@ -74,7 +73,7 @@ void RunSftCommand(const SftOptions& opt) {
 
   trainer::SftLoopOptions loop;
   loop.collective = collective.get();
-  loop.device = opt.device == "cuda" ? Device::kCUDA : Device::kCPU;
+  loop.device = opt.run.device == "cuda" ? Device::kCUDA : Device::kCPU;
   loop.eval = opt.eval;
   loop.max_steps_this_run = opt.run.max_steps_this_run;
   if (rank0) loop.on_step = [&](const trainer::SftStepMetrics& m) { progress.Update(m); };
@@ -89,7 +88,7 @@ void RunSftCommand(const SftOptions& opt) {
     summary["final_exact_match"] = *result->final_exact_match;
   }
   if (!result->steps.empty()) summary["final_loss"] = result->steps.back().loss;
-  summary["device"] = opt.device;
+  summary["device"] = opt.run.device;
   std::printf("%s\n", summary.dump().c_str());
 }
 
@@ -99,16 +98,14 @@ void AddSftCommand(CLI::App& app) {
   auto opt = std::make_shared<SftOptions>();
   CLI::App* cmd = app.add_subcommand(
       kCommand, "Supervised fine-tuning from a run config (data parallel under mpirun)");
-  AddRunCommandOptions(cmd, opt->run, "run config YAML (configs/runs/*.yaml)");
+  AddRunCommandOptions(
+      cmd, opt->run, "run config YAML (configs/runs/*.yaml)",
+      "cpu, or cuda: fp32 master, gradients and AdamW on the GPU; under mpirun one "
+      "GPU per rank (the rank's index on its host), gradients summed through NCCL");
   cmd->add_option("--eval-every", opt->eval.every_steps,
                   "held-out exact match every N steps (addition task); 0 = at the end, -1 = off")
       ->capture_default_str();
   cmd->add_option("--eval-examples", opt->eval.examples, "held-out problems per evaluation")
-      ->capture_default_str();
-  cmd->add_option("--device", opt->device,
-                  "cpu, or cuda: fp32 master, gradients and AdamW on the GPU; under mpirun one "
-                  "GPU per rank (the rank's index on its host), gradients summed through NCCL")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->callback([opt] { RunSftCommand(*opt); });
 }

@@ -1,8 +1,8 @@
-// `tandem train --config FILE [key=value ...]`: the GRPO loop (trainer::RunRl) — optional SFT warm
-// start, then prompts → samples on the rollout workers → rewards → train step → weights published.
-// Under `mpirun -np P` every process is one data-parallel trainer rank (rank 0 drives the workers).
-// Rank 0 draws a progress line on a TTY (rewritten in place) or prints a line per logged step,
-// and prints a JSON summary on stdout at the end.
+// `tandem train --config FILE [--device cpu|cuda] [key=value ...]`: the GRPO loop (trainer::RunRl)
+// — optional SFT warm start, then prompts → samples on the rollout workers → rewards → train step →
+// weights published. Under `mpirun -np P` every process is one data-parallel trainer rank (rank 0
+// drives the workers). Rank 0 draws a progress line on a TTY (rewritten in place) or prints a line
+// per logged step, and prints a JSON summary on stdout at the end.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -75,6 +75,7 @@ void RunTrainCommand(const RunCommandOptions& opt) {
   trainer::RlLoopOptions loop;
   loop.collective = collective.get();
   loop.max_steps_this_run = opt.max_steps_this_run;
+  loop.device = opt.device == "cuda" ? Device::kCUDA : Device::kCPU;
   if (rank0) {
     loop.on_step = [&](const trainer::RlStepMetrics& m) { progress.Update(m); };
     loop.on_phase = [&](const std::string& phase) { progress.Phase(phase); };
@@ -102,6 +103,7 @@ void RunTrainCommand(const RunCommandOptions& opt) {
   }
   summary["mismatch_max_abs"] = max_mismatch;
   summary["mismatch_tokens"] = compared;
+  summary["device"] = opt.device;
   std::printf("%s\n", summary.dump().c_str());
 }
 
@@ -111,7 +113,10 @@ void AddTrainCommand(CLI::App& app) {
   auto opt = std::make_shared<RunCommandOptions>();
   CLI::App* cmd = app.add_subcommand(
       kCommand, "GRPO reinforcement learning from a run config (optional SFT warm start)");
-  AddRunCommandOptions(cmd, *opt, "run config YAML (configs/runs/grpo-*.yaml)");
+  AddRunCommandOptions(cmd, *opt, "run config YAML (configs/runs/grpo-*.yaml)",
+                       "cpu, or cuda: the trainer on the GPU (one GPU per rank under mpirun) and "
+                       "rollout.backend=inprocess engines on the same GPU, so rollout and trainer "
+                       "log-probs stay bit-identical");
   cmd->callback([opt] { RunTrainCommand(*opt); });
 }
 

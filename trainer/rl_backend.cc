@@ -22,9 +22,20 @@ rollout::EngineOptions EngineOptionsOf(const RlRunConfig::Rollout& r) {
 }
 }  // namespace
 
+absl::Status CheckRolloutDevice(const RlRunConfig& config, const RlLoopOptions& options) {
+  if (options.device != Device::kCUDA || options.make_workers ||
+      config.rollout.backend == "inprocess") {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "rollout.backend: \"", config.rollout.backend,
+      "\" with --device cuda; expected \"inprocess\" (rollout engines on the trainer's GPU: the "
+      "gRPC workers run on the CPU, whose log-probs are not the GPU trainer's bits)"));
+}
+
 absl::StatusOr<std::vector<std::unique_ptr<RolloutWorker>>> MakeConfiguredWorkers(
     const RlRunConfig& config, const model::ModelConfig& model_config,
-    const model::ModelWeights& weights, int64_t version) {
+    const model::ModelWeights& weights, int64_t version, int cuda_device, Device device) {
   const RlRunConfig::Rollout& r = config.rollout;
   std::vector<std::unique_ptr<RolloutWorker>> workers;
   if (r.backend == "inprocess") {
@@ -33,7 +44,8 @@ absl::StatusOr<std::vector<std::unique_ptr<RolloutWorker>>> MakeConfiguredWorker
       TANDEM_ASSIGN_OR_RETURN(
           std::unique_ptr<InProcessWorker> w,
           InProcessWorker::Create(absl::StrCat("inprocess-", i), model_config, weights, version,
-                                  static_cast<int>(r.threads_per_worker), EngineOptionsOf(r)));
+                                  static_cast<int>(r.threads_per_worker), EngineOptionsOf(r),
+                                  device == Device::kCUDA ? cuda_device : -1));
       workers.push_back(std::move(w));
     }
     return workers;

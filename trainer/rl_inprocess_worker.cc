@@ -9,20 +9,27 @@
 #include "kernels/core/status_macros.h"
 #include "model/weights_hash.h"
 
+#ifdef TANDEM_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace tandem::trainer {
 
 absl::StatusOr<std::unique_ptr<InProcessWorker>> InProcessWorker::Create(
     std::string name, const model::ModelConfig& config, const model::ModelWeights& weights,
-    int64_t version, int threads, const rollout::EngineOptions& options) {
+    int64_t version, int threads, const rollout::EngineOptions& options, int cuda_device) {
   model::HybridModel model(config, CopyModelWeights(config, weights));
+  const Context ctx = cuda_device >= 0 ? Context::Cuda(cuda_device, nullptr, std::max(1, threads))
+                                       : Context::Cpu(std::max(1, threads));
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<rollout::Engine> engine,
-                          rollout::Engine::Create(Context::Cpu(std::max(1, threads)),
-                                                  std::move(model), version, options));
-  return std::unique_ptr<InProcessWorker>(new InProcessWorker(std::move(name), std::move(engine)));
+                          rollout::Engine::Create(ctx, std::move(model), version, options));
+  return std::unique_ptr<InProcessWorker>(
+      new InProcessWorker(std::move(name), std::move(engine), cuda_device));
 }
 
-InProcessWorker::InProcessWorker(std::string name, std::unique_ptr<rollout::Engine> engine)
-    : name_(std::move(name)), engine_(std::move(engine)) {
+InProcessWorker::InProcessWorker(std::string name, std::unique_ptr<rollout::Engine> engine,
+                                 int cuda_device)
+    : name_(std::move(name)), engine_(std::move(engine)), cuda_device_(cuda_device) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -119,6 +126,10 @@ void InProcessWorker::Deliver() {
 }
 
 void InProcessWorker::Run() {
+#ifdef TANDEM_HAVE_CUDA
+  // A new thread starts on device 0; the engine's kernels and memory are on cuda_device_.
+  if (cuda_device_ >= 0) (void)cudaSetDevice(cuda_device_);
+#endif
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);

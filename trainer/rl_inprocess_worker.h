@@ -23,10 +23,11 @@ namespace tandem::trainer {
 
 class InProcessWorker final : public RolloutWorker {
  public:
-  // The engine starts from a copy of `weights` as `version`; `threads` CPU threads for its kernels.
+  // The engine starts from a copy of `weights` (f32, host) as `version`; `threads` CPU threads
+  // for its kernels (its host pool on a GPU). cuda_device >= 0: the engine runs on that GPU.
   static absl::StatusOr<std::unique_ptr<InProcessWorker>> Create(
       std::string name, const model::ModelConfig& config, const model::ModelWeights& weights,
-      int64_t version, int threads, const rollout::EngineOptions& options);
+      int64_t version, int threads, const rollout::EngineOptions& options, int cuda_device = -1);
   ~InProcessWorker() override;  // stops the thread; unfinished attempts get on_done(CANCELLED)
 
   std::string name() const override { return name_; }
@@ -47,13 +48,14 @@ class InProcessWorker final : public RolloutWorker {
     absl::Status status;
   };
 
-  InProcessWorker(std::string name, std::unique_ptr<rollout::Engine> engine);
+  InProcessWorker(std::string name, std::unique_ptr<rollout::Engine> engine, int cuda_device);
   void Run();           // the engine thread
   void TakeCommands();  // submits queued requests and updates to the engine (engine thread)
   void Deliver();       // reports finished samples and requests (engine thread)
 
   std::string name_;
   std::unique_ptr<rollout::Engine> engine_;      // used by the engine thread only
+  int cuda_device_;                              // the engine's GPU, or -1 (CPU)
   std::map<rollout::RequestId, Active> active_;  // engine thread only
 
   std::mutex mu_;

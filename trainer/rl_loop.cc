@@ -149,6 +149,7 @@ absl::StatusOr<RlStepMetrics> RunStep(RlRun& run) {
   options.max_tokens_per_micro_batch = c.grpo.max_tokens_per_micro_batch;
   options.expert_bias_update_rate = c.optim.expert_bias_update_rate;
   options.trainer_version = run.step;
+  options.master = run.separate_master();
   TANDEM_ASSIGN_OR_RETURN(RlStepResult out, RlTrainStep(*run.ctx, *run.collective, *run.model,
                                                         *run.optimizer, run.grads, shard, options));
   m.train_s = Since(train_start);
@@ -166,9 +167,10 @@ absl::StatusOr<RlStepMetrics> RunStep(RlRun& run) {
   m.train_tokens = out.tokens;
   if (run.rank0()) {
     const bool async = c.rollout.mode == "async";
+    TANDEM_ASSIGN_OR_RETURN(const model::ModelWeights published, PublishedWeights(run));
     TANDEM_ASSIGN_OR_RETURN(
         WeightSyncStats sync,
-        run.pool->PublishWeights(run.step, run.model->weights(),
+        run.pool->PublishWeights(run.step, published,
                                  async ? rollout::WeightUpdateMode::kInFlightRecompute
                                        : rollout::WeightUpdateMode::kDrain));
     m.weight_sync_s = sync.seconds;

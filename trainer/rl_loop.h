@@ -33,6 +33,9 @@ using RolloutWorkerFactory =
 
 struct RlLoopOptions {
   Collective* collective = nullptr;  // null = one process
+  // kCUDA: the trainer on this rank's GPU (as `tandem sft --device cuda`) and the in-process
+  // rollout engines on the same GPU.
+  Device device = Device::kCPU;
   // > 0: stop after this many steps of this invocation (checkpointing there), as a preempted job.
   int64_t max_steps_this_run = 0;
   bool write_metrics = true;  // rank 0: metrics.jsonl and TensorBoard

@@ -87,12 +87,12 @@ absl::Status WarmStart(RlRun& run) {
   run.Phase("warm start (SFT)");
   const SftRunConfig sft = WarmStartConfig(*run.config);
   SftLoopOptions options;
-  options.collective = run.collective;
+  options.collective = run.options.collective;
+  options.device = run.device;
   options.eval.every_steps = -1;
   absl::StatusOr<SftResult> result = RunSft(sft, options);
   TANDEM_RETURN_IF_ERROR(WithField("warm_start", result.status()));
-  model::ModelConfig config = run.model->config();  // emplace destroys the old model first
-  run.model.emplace(std::move(config), std::move(result->weights));
+  TANDEM_RETURN_IF_ERROR(ReplaceModelWeights(run, std::move(result->weights)));
   run.warm_started = result->final_step > result->start_step;
   return absl::OkStatus();
 }
@@ -104,7 +104,8 @@ absl::StatusOr<std::unique_ptr<RlRun>> SetUpRl(const RlRunConfig& config,
   auto run = std::make_unique<RlRun>();
   run->config = &config;
   run->options = options;
-  TANDEM_RETURN_IF_ERROR(SetUpTrainer(*run, options.collective, config));
+  TANDEM_RETURN_IF_ERROR(CheckRolloutDevice(config, options));
+  TANDEM_RETURN_IF_ERROR(SetUpTrainer(*run, options.collective, config, options.device));
   TANDEM_RETURN_IF_ERROR(BuildOptimizer(*run, config.optim, config.trainer.total_steps));
   TANDEM_RETURN_IF_ERROR(LoadData(*run));
   if (run->rank0()) {
@@ -132,10 +133,11 @@ absl::Status StartWorkers(RlRun& run) {
   if (!run.rank0()) return absl::OkStatus();
   run.Phase("rollout workers");
   const model::ModelConfig& mc = run.model->config();
+  TANDEM_ASSIGN_OR_RETURN(const model::ModelWeights weights, PublishedWeights(run));
   absl::StatusOr<std::vector<std::unique_ptr<RolloutWorker>>> workers =
-      run.options.make_workers
-          ? run.options.make_workers(mc, run.model->weights(), run.step)
-          : MakeConfiguredWorkers(*run.config, mc, run.model->weights(), run.step);
+      run.options.make_workers ? run.options.make_workers(mc, weights, run.step)
+                               : MakeConfiguredWorkers(*run.config, mc, weights, run.step,
+                                                       run.ctx->cuda_device(), run.device);
   TANDEM_RETURN_IF_ERROR(WithField("rollout", workers.status()));
   if (workers->empty()) return absl::InvalidArgumentError("rollout: no workers");
   RolloutPoolOptions pool;

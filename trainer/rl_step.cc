@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/core/status_macros.h"
+#include "model/device_ops.h"
 #include "model/hybrid_model_backward.h"
 #include "trainer/step_common.h"
 
@@ -16,11 +17,10 @@ namespace tandem::trainer {
 namespace {
 
 // Σ over trained positions of the entropy of softmax(lm_head · h_final[t] / temperature), fp32
-// logits with fp32 accumulation (a metric: it need not match the LM-head kernel's bits).
-double EntropySum(const Context& ctx, const model::HybridModel& model,
-                  const model::ForwardActivations& acts, std::span<const float> mask,
-                  float temperature) {
-  const Tensor& lm_head = model.weights().lm_head;  // [V, Dm]
+// logits with fp32 accumulation on the host (a metric: it need not match the LM-head kernel's
+// bits). lm_head [V, Dm] and h_final [T, Dm]: f32 host tensors.
+double EntropySum(const Context& ctx, const Tensor& lm_head, const Tensor& h_final,
+                  std::span<const float> mask, float temperature) {
   const int64_t V = lm_head.shape()[0], Dm = lm_head.shape()[1];
   const int64_t T = static_cast<int64_t>(mask.size());
   std::vector<float> entropy(T, 0.0f);  // [T]
@@ -28,7 +28,7 @@ double EntropySum(const Context& ctx, const model::HybridModel& model,
     std::vector<float> logits(V);  // [V]
     for (int64_t t = begin; t < end; ++t) {
       if (mask[t] == 0) continue;
-      const float* h = acts.h_final.data<float>() + t * Dm;
+      const float* h = h_final.data<float>() + t * Dm;
       for (int64_t v = 0; v < V; ++v) {
         const float* w = lm_head.data<float>() + v * Dm;
         float z = 0;
@@ -48,10 +48,17 @@ struct LocalSums {
   double loss = 0, pg_loss = 0, clipped = 0, approx_kl = 0, ratio = 0, entropy = 0;
 };
 
+// `t` as an f32 host tensor (itself when it already is one).
+absl::StatusOr<Tensor> HostF32(const Context& ctx, const Tensor& t) {
+  if (t.device() == Device::kCPU && t.dtype() == DType::kF32) return t;
+  TANDEM_ASSIGN_OR_RETURN(Tensor wide, model::internal::AsF32(ctx, t));
+  return model::internal::ToHost(ctx, wide);
+}
+
 absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const RlMicroBatch& mb,
-                            const RlStepOptions& options, double normalizer,
-                            model::ModelWeights& grads, ExpertLoads& loads, LocalSums& sums,
-                            LogprobMismatch& mismatch) {
+                            const RlStepOptions& options, const Tensor& entropy_lm_head,
+                            double normalizer, model::ModelWeights& grads, ExpertLoads& loads,
+                            LocalSums& sums, LogprobMismatch& mismatch) {
   const MicroBatchLoss ppo_loss = [&](std::span<const float> logp) {
     AccumulateMismatch(mb, logp, options.trainer_version, mismatch);
     PpoLossOptions ppo = options.ppo;
@@ -70,7 +77,9 @@ absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const
   sums.approx_kl += loss.metrics.approx_kl * m;
   sums.ratio += loss.metrics.mean_ratio * m;
   if (options.compute_entropy) {
-    sums.entropy += EntropySum(ctx, model, pass.acts, mb.batch.loss_mask, options.temperature);
+    TANDEM_ASSIGN_OR_RETURN(const Tensor h_final, HostF32(ctx, pass.acts.h_final));
+    sums.entropy +=
+        EntropySum(ctx, entropy_lm_head, h_final, mb.batch.loss_mask, options.temperature);
   }
   return absl::OkStatus();
 }
@@ -180,9 +189,16 @@ absl::StatusOr<RlStepResult> RlTrainStep(const Context& ctx, Collective& collect
   ExpertLoads loads = ZeroLoads(model.config());
   LocalSums sums;
   LogprobMismatch mismatch;
+  // The entropy metric's LM head on the host in f32: the model's own on the CPU, a copy of the
+  // master's on the GPU (once per step).
+  Tensor entropy_lm_head;
+  if (options.compute_entropy) {
+    const model::ModelWeights& w = options.master != nullptr ? *options.master : model.weights();
+    TANDEM_ASSIGN_OR_RETURN(entropy_lm_head, HostF32(ctx, w.lm_head));
+  }
   for (const RlMicroBatch& mb : mbs) {
-    TANDEM_RETURN_IF_ERROR(
-        MicroBatchStep(ctx, model, mb, options, normalizer, grads, loads, sums, mismatch));
+    TANDEM_RETURN_IF_ERROR(MicroBatchStep(ctx, model, mb, options, entropy_lm_head, normalizer,
+                                          grads, loads, sums, mismatch));
   }
   // fp32 sums over ranks (metrics); exact int64 sums for the token counts.
   float metric[6] = {static_cast<float>(sums.loss),    static_cast<float>(sums.pg_loss),
@@ -203,8 +219,9 @@ absl::StatusOr<RlStepResult> RlTrainStep(const Context& ctx, Collective& collect
   result.mean_ratio = metric[4] / normalizer;
   result.entropy = metric[5] / normalizer;
 
-  TANDEM_ASSIGN_OR_RETURN(result.optimizer, ApplyUpdate(ctx, collective, model, optimizer, grads,
-                                                        loads, options.expert_bias_update_rate));
+  TANDEM_ASSIGN_OR_RETURN(result.optimizer,
+                          ApplyUpdate(ctx, collective, model, optimizer, grads, loads,
+                                      options.expert_bias_update_rate, options.master));
   return result;
 }
 

@@ -81,6 +81,9 @@ struct RlStepOptions {
   double expert_bias_update_rate = 0.0;  // 0 = off
   int64_t trainer_version = 0;           // the weight version of `model` at this forward
   bool compute_entropy = true;           // policy entropy over trained tokens (an extra LM head)
+  // The fp32 master weights the optimizer updates when they are not the model's own (the GPU
+  // trainer: TrainerState::separate_master()); the model then holds their compute cast.
+  model::ModelWeights* master = nullptr;
 };
 
 struct RlStepResult {

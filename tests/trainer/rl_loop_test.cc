@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/weights_hash.h"
 #include "trainer/checkpoint.h"
@@ -187,6 +188,19 @@ TEST(RlLoopTest, AWorkerDyingMidStepLosesNothing) {
   EXPECT_EQ(r->pool.samples_received, 48);  // unique (request id, sample index) pairs
   EXPECT_EQ(r->pool.duplicate_samples, 2);  // the half the dying worker delivered, re-sent
   EXPECT_EQ(r->pool.requests_completed, 12);
+}
+
+// With --device cuda the rollouts must come from engines on the trainer's GPU: gRPC workers (CPU
+// engines) are refused before anything starts, naming the field and what it must be.
+TEST(RlLoopTest, GpuTrainingRefusesCpuRolloutWorkers) {
+  const RlRunConfig config = SmallConfig(FreshDir("rl_cuda_local"), {"rollout.backend=local"});
+  RlLoopOptions options;
+  options.device = Device::kCUDA;
+  absl::StatusOr<RlResult> r = RunRl(config, options);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("rollout.backend"));
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("\"inprocess\""));
 }
 
 }  // namespace
