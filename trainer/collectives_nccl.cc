@@ -212,21 +212,25 @@ absl::StatusOr<std::unique_ptr<Collective>> MakeNcclCollective(
   }
   ncclComm_t comm = nullptr;
   rc = ncclCommInitRank(&comm, host.Size(), boot.id, host.Rank());
-  if (rc != ncclSuccess) {
+  std::unique_ptr<NcclCollective> nccl;
+  absl::Status local;
+  if (rc == ncclSuccess) {
+    nccl.reset(new NcclCollective(host, comm, static_cast<cudaStream_t>(cuda_stream), options));
+    local = nccl->AllocateScratch();  // now, not inside a later collective the others wait in
+  } else {
     int device = -1;
     cudaGetDevice(&device);
-    return absl::InternalError(absl::StrCat(
+    local = absl::InternalError(absl::StrCat(
         "NCCL collective: ncclCommInitRank failed on rank ", host.Rank(), " of ", host.Size(),
         " (CUDA device ", device, "): ", ncclGetErrorString(rc), " (", ncclGetLastError(nullptr),
         "); every rank needs its own GPU (one process per GPU, see docs/gpu.md)"));
   }
-  auto nccl = std::unique_ptr<NcclCollective>(
-      new NcclCollective(host, comm, static_cast<cudaStream_t>(cuda_stream), options));
-  // The scratch now, agreed on by every rank: a rank short of memory fails here, with the others,
-  // rather than later inside a collective the others would wait in.
-  const absl::Status scratch = AllRanksOk(host, nccl->AllocateScratch());
-  if (!scratch.ok()) nccl->Abort();
-  TANDEM_RETURN_IF_ERROR(scratch);
+  // Every rank learns whether every rank has a communicator and its scratch.
+  const absl::Status all = AllRanksOk(host, local);
+  if (!all.ok()) {
+    if (nccl != nullptr) nccl->Abort();
+    return all;
+  }
   return std::unique_ptr<Collective>(std::move(nccl));
 }
 
