@@ -116,10 +116,10 @@ void RunServe(const ServeOptions& opt) {
   (*server)->Shutdown();
 }
 
-absl::StatusOr<std::unique_ptr<rollout::RolloutClient>> Connect(const std::string& target) {
-  rollout::RolloutClientOptions options;
+absl::StatusOr<std::unique_ptr<proto::RolloutClient>> Connect(const std::string& target) {
+  proto::RolloutClientOptions options;
   options.wait_for_ready = true;
-  return rollout::RolloutClient::Create(target, options);
+  return proto::RolloutClient::Create(target, options);
 }
 
 void RunPush(const PushOptions& opt) {
@@ -135,13 +135,13 @@ void RunPush(const PushOptions& opt) {
                              "' is not one of drain, in-flight, in-flight-recompute"));
   }
   const model::HybridModel model = LoadModel(opt.model_dir);
-  rollout::RolloutClientOptions options;
+  proto::RolloutClientOptions options;
   options.wait_for_ready = true;
   options.chunk_bytes = opt.chunk_kib << 10;
-  auto client = rollout::RolloutClient::Create(opt.target, options);
+  auto client = proto::RolloutClient::Create(opt.target, options);
   if (!client.ok()) RolloutFail(std::string(client.status().message()));
   for (int i = 0; i < opt.repeats; ++i) {
-    absl::StatusOr<rollout::PushResult> r = (*client)->UpdateWeights(
+    absl::StatusOr<proto::PushResult> r = (*client)->UpdateWeights(
         model.weights(), opt.version + i, mode, absl::Seconds(opt.timeout_s));
     if (!r.ok()) RolloutFail(std::string(r.status().message()));
     std::printf(

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace tandem::rollout {
+namespace tandem::proto {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -18,4 +18,4 @@ absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view call) 
                       absl::StrCat(call, ": ", status.error_message()));
 }
 
-}  // namespace tandem::rollout
+}  // namespace tandem::proto

@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace tandem::rollout {
+namespace tandem::proto {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
@@ -16,4 +16,4 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // read far from the call site still says which call and which server failed.
 absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view call);
 
-}  // namespace tandem::rollout
+}  // namespace tandem::proto

@@ -12,7 +12,7 @@
 #include "proto/grpc_status.h"
 #include "tandem/v1/rollout.grpc.pb.h"
 
-namespace tandem::rollout {
+namespace tandem::proto {
 namespace {
 
 std::chrono::system_clock::time_point Deadline(absl::Duration timeout) {
@@ -224,4 +224,4 @@ absl::StatusOr<PushResult> RolloutClient::UpdateWeights(const model::ModelWeight
   return result;
 }
 
-}  // namespace tandem::rollout
+}  // namespace tandem::proto

@@ -17,7 +17,7 @@
 #include "model/weights.h"
 #include "tandem/v1/rollout.pb.h"
 
-namespace tandem::rollout {
+namespace tandem::proto {
 
 struct RolloutClientOptions {
   int64_t chunk_bytes = int64_t{2} << 20;  // weight bytes per UpdateWeights message
@@ -95,4 +95,4 @@ void ForEachWeightsMessage(const model::ModelWeights& weights, int64_t version,
                            v1::WeightUpdateMode mode, int64_t chunk_bytes,
                            const std::function<bool(const v1::UpdateWeightsMessage&)>& emit);
 
-}  // namespace tandem::rollout
+}  // namespace tandem::proto

@@ -75,10 +75,10 @@ void StopProcess(pid_t pid) {
 absl::StatusOr<std::unique_ptr<GrpcWorker>> GrpcWorker::Connect(const std::string& target,
                                                                 const Options& options,
                                                                 absl::Duration connect_timeout) {
-  rollout::RolloutClientOptions co;
+  proto::RolloutClientOptions co;
   co.wait_for_ready = false;  // a dead worker must fail fast (UNAVAILABLE), not queue calls
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<rollout::RolloutClient> client,
-                          rollout::RolloutClient::Create(target, co));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<proto::RolloutClient> client,
+                          proto::RolloutClient::Create(target, co));
   const absl::Time deadline = absl::Now() + connect_timeout;
   absl::Status last;
   while (absl::Now() < deadline) {
@@ -94,7 +94,7 @@ absl::StatusOr<std::unique_ptr<GrpcWorker>> GrpcWorker::Connect(const std::strin
 }
 
 GrpcWorker::GrpcWorker(std::string target, Options options,
-                       std::unique_ptr<rollout::RolloutClient> client)
+                       std::unique_ptr<proto::RolloutClient> client)
     : target_(std::move(target)), options_(options), client_(std::move(client)) {
   for (int i = 0; i < std::max(1, options_.concurrency); ++i) {
     threads_.emplace_back([this] { Run(); });
@@ -163,7 +163,7 @@ void GrpcWorker::Serve(const RolloutRequest& request, Callbacks& callbacks) {
       }
     }
   };
-  absl::StatusOr<rollout::GenerateResult> result =
+  absl::StatusOr<proto::GenerateResult> result =
       client_->Generate(ToProto(request), options_.request_timeout, on_response);
   if (!result.ok()) {
     callbacks.on_done(absl::Status(result.status().code(),
@@ -176,7 +176,7 @@ void GrpcWorker::Serve(const RolloutRequest& request, Callbacks& callbacks) {
 absl::StatusOr<uint64_t> GrpcWorker::UpdateWeights(int64_t version,
                                                    const model::ModelWeights& weights,
                                                    rollout::WeightUpdateMode mode) {
-  absl::StatusOr<rollout::PushResult> r =
+  absl::StatusOr<proto::PushResult> r =
       client_->UpdateWeights(weights, version, ToProto(mode), options_.update_timeout);
   if (!r.ok()) {
     return absl::Status(r.status().code(), absl::StrCat(target_, ": ", r.status().message()));

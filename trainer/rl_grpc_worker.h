@@ -47,13 +47,13 @@ class GrpcWorker final : public RolloutWorker {
   }
 
  private:
-  GrpcWorker(std::string target, Options options, std::unique_ptr<rollout::RolloutClient> client);
+  GrpcWorker(std::string target, Options options, std::unique_ptr<proto::RolloutClient> client);
   void Run();  // one of the call threads
   void Serve(const RolloutRequest& request, Callbacks& callbacks);
 
   std::string target_;
   Options options_;
-  std::unique_ptr<rollout::RolloutClient> client_;
+  std::unique_ptr<proto::RolloutClient> client_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<RolloutRequest, Callbacks>> queue_;

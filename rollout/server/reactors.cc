@@ -58,7 +58,7 @@ class GenerateStream : public GenerationSink {
     for (grpc::ByteBuffer& m : messages) queue_.push_back(std::move(m));
     Pump(std::move(lock));
   }
-  void OnEnd(const absl::Status& status) override { End(ToGrpcStatus(status)); }
+  void OnEnd(const absl::Status& status) override { End(proto::ToGrpcStatus(status)); }
 
   // Ends the call after the queued messages (or at once when the client is gone).
   void End(const grpc::Status& status) {
@@ -108,7 +108,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
                   EngineLoop* loop, const ReactorLimits& limits)
       : loop_(loop), stream_(std::make_shared<GenerateStream>(this)) {
     absl::Status s = Start(context, *request, limits);
-    if (!s.ok()) stream_->End(ToGrpcStatus(s));
+    if (!s.ok()) stream_->End(proto::ToGrpcStatus(s));
   }
 
   void OnWriteDone(bool ok) override { stream_->WriteDone(ok); }
@@ -250,7 +250,7 @@ class UpdateWeightsReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
         *response = SerializeToBuffer(r);
         spdlog::info("rollout server: serving weights v{} (hash {:016x})", version, hash);
       }
-      reactor->Finish(ToGrpcStatus(s));
+      reactor->Finish(proto::ToGrpcStatus(s));
     };
     loop_->SwapWeights(version_, *std::move(weights), hash, mode_, std::move(done));
   }
@@ -263,7 +263,7 @@ class UpdateWeightsReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       if (state_->began && !state_->handed_off) loop_->AbandonUpdate();
     }
     spdlog::warn("rollout server: UpdateWeights failed: {}", status.ToString());
-    Finish(ToGrpcStatus(status));
+    Finish(proto::ToGrpcStatus(status));
   }
 
   grpc::ByteBuffer* const response_;

@@ -107,7 +107,7 @@ class RolloutServer::Service : public RawService {
   static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
                                           const absl::Status& status) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(ToGrpcStatus(status));
+    reactor->Finish(proto::ToGrpcStatus(status));
     return reactor;
   }
   // Parses the (empty) request, runs `action`, answers with the status after it.

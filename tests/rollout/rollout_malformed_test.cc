@@ -167,11 +167,11 @@ class MalformedWeightsTest : public MalformedTest {
   void SetUp() override {
     MalformedTest::SetUp();
     next_ = RandomWeights(t_.model.config(), 32);
-    rollout::ForEachWeightsMessage(next_, 1, v1::WEIGHT_UPDATE_MODE_DRAIN, 4096,
-                                   [&](const v1::UpdateWeightsMessage& m) {
-                                     messages_.push_back(m.SerializeAsString());
-                                     return true;
-                                   });
+    proto::ForEachWeightsMessage(next_, 1, v1::WEIGHT_UPDATE_MODE_DRAIN, 4096,
+                                 [&](const v1::UpdateWeightsMessage& m) {
+                                   messages_.push_back(m.SerializeAsString());
+                                   return true;
+                                 });
   }
 
   // Streams raw messages; the call's status.

@@ -121,7 +121,7 @@ TEST(RolloutServeCliTest, ServesPushesAndShutsDownOnSigterm) {
   ASSERT_TRUE(w0.ok() && w1.ok());
   const model::HybridModel m0(*config, *w0), m1(*config, *w1);
 
-  auto client = rollout::RolloutClient::Create(target);
+  auto client = proto::RolloutClient::Create(target);
   ASSERT_TRUE(client.ok());
   EXPECT_EQ(HealthStatus(target, ""), 1);
   const v1::GenerateRequest request = MakeRequest("cli", {1, 2, 3, 4, 5}, 2, 6, 11);

@@ -27,12 +27,12 @@ rollout::RequestResult EngineAlone(const model::HybridModel& model,
 
 void ExpectSameAsEngineAndForward(const model::HybridModel& model,
                                   const v1::GenerateRequest& request,
-                                  const rollout::GenerateResult& got) {
+                                  const proto::GenerateResult& got) {
   const rollout::RequestResult want = EngineAlone(model, request);
   ASSERT_EQ(got.samples.size(), want.samples.size());
   for (size_t i = 0; i < want.samples.size(); ++i) {
     const rollout::SampleResult& w = want.samples[i];
-    const rollout::GeneratedSample& g = got.samples[i];
+    const proto::GeneratedSample& g = got.samples[i];
     EXPECT_EQ(g.tokens, w.tokens) << "sample " << i;
     EXPECT_TRUE(BitwiseEqual(g.logprobs, w.logprobs)) << "sample " << i;
     EXPECT_EQ(g.weight_versions, w.weight_versions);
@@ -49,7 +49,7 @@ void ExpectSameAsEngineAndForward(const model::HybridModel& model,
 TEST(RolloutServerTest, GenerateEqualsEngineAndForwardBitwise) {
   TestServer t = StartServer(11);
   const v1::GenerateRequest request = MakeRequest("a", {1, 2, 3, 4, 5, 6, 7}, 3, 20, 99, 0.9f);
-  absl::StatusOr<rollout::GenerateResult> got = t.client->Generate(request, absl::Seconds(30));
+  absl::StatusOr<proto::GenerateResult> got = t.client->Generate(request, absl::Seconds(30));
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_FALSE(got->replayed);
   ExpectSameAsEngineAndForward(t.model, request, *got);
@@ -63,7 +63,7 @@ TEST(RolloutServerTest, ConcurrentClientsGetWhatEachGetsAlone) {
     for (int j = 0; j < 5 + 23 * i; ++j) prompt.push_back((7 * j + i) % 64);
     requests.push_back(MakeRequest(absl::StrCat("r", i), prompt, 1 + i % 3, 10 + 3 * i, i));
   }
-  std::vector<absl::StatusOr<rollout::GenerateResult>> results(requests.size());
+  std::vector<absl::StatusOr<proto::GenerateResult>> results(requests.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < requests.size(); ++i) {
     threads.emplace_back(
@@ -124,7 +124,7 @@ TEST(RolloutServerTest, CancelEndsTheStreamWithCancelledSamples) {
   gate.step_sleep_ms = 5;
   TestServer t = GatedServer(14, gate);
   std::atomic<int> messages{0};
-  absl::StatusOr<rollout::GenerateResult> got;
+  absl::StatusOr<proto::GenerateResult> got;
   std::thread th([&] {
     got = t.client->Generate(MakeRequest("c", {1, 2, 3}, 2, 5000, 1), absl::Seconds(60),
                              [&](const v1::GenerateResponse&) { ++messages; });
@@ -133,7 +133,7 @@ TEST(RolloutServerTest, CancelEndsTheStreamWithCancelledSamples) {
   ASSERT_TRUE(t.client->Cancel("c", absl::Seconds(5)).ok());
   th.join();
   ASSERT_TRUE(got.ok()) << got.status();
-  for (const rollout::GeneratedSample& s : got->samples) {
+  for (const proto::GeneratedSample& s : got->samples) {
     EXPECT_EQ(s.finish_reason, v1::FINISH_REASON_CANCELLED);
     EXPECT_GE(s.tokens.size(), 3u);
     EXPECT_LT(s.tokens.size(), 5000u);
@@ -188,7 +188,7 @@ TEST(RolloutServerTest, RequestIdsRunningDuplicateFinishedReplayedDifferentRejec
   TestServer t = GatedServer(17, gate);
   const v1::GenerateRequest request = MakeRequest("dup", {3, 1, 4, 1, 5}, 2, 8, 5);
   gate.open = false;
-  absl::StatusOr<rollout::GenerateResult> first;
+  absl::StatusOr<proto::GenerateResult> first;
   std::thread th([&] { first = t.client->Generate(request, absl::Seconds(30)); });
   ASSERT_TRUE(WaitForStatus(*t.client, [](const auto& s) { return s.running_requests() == 1; }));
   auto second = t.client->Generate(request, absl::Seconds(30));

@@ -26,7 +26,7 @@ namespace tandem::testing {
 struct TestServer {
   model::HybridModel model;  // a copy of the served model (the trainer's view)
   std::unique_ptr<rollout::RolloutServer> server;
-  std::unique_ptr<rollout::RolloutClient> client;
+  std::unique_ptr<proto::RolloutClient> client;
   std::string target;
 };
 
@@ -44,7 +44,7 @@ inline TestServer StartServer(uint64_t seed, rollout::RolloutServerOptions optio
   if (!server.ok()) return t;
   t.server = *std::move(server);
   t.target = absl::StrCat("127.0.0.1:", t.server->port());
-  auto client = rollout::RolloutClient::Create(t.target);
+  auto client = proto::RolloutClient::Create(t.target);
   EXPECT_TRUE(client.ok()) << client.status();
   if (client.ok()) t.client = *std::move(client);
   return t;
@@ -149,7 +149,7 @@ inline int HealthStatus(const std::string& target, const std::string& service) {
 
 // Polls GetStatus until `done` holds or 10 s pass.
 template <typename Pred>
-bool WaitForStatus(rollout::RolloutClient& client, Pred done) {
+bool WaitForStatus(proto::RolloutClient& client, Pred done) {
   for (int i = 0; i < 1000; ++i) {
     absl::StatusOr<v1::RolloutStatus> s = client.GetStatus(absl::Seconds(5));
     if (s.ok() && done(*s)) return true;

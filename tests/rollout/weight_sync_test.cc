@@ -15,8 +15,8 @@ namespace {
 
 // Every token's log-prob is Forward's under `model` (bitwise).
 void ExpectLogprobsUnder(const model::HybridModel& model, const v1::GenerateRequest& request,
-                         const rollout::GenerateResult& got) {
-  for (const rollout::GeneratedSample& g : got.samples) {
+                         const proto::GenerateResult& got) {
+  for (const proto::GeneratedSample& g : got.samples) {
     rollout::SampleResult s;
     s.sample_index = g.sample_index;
     s.tokens = g.tokens;
@@ -71,16 +71,16 @@ TEST(WeightSyncTest, CorruptOrPartialPushLeavesTheOldVersionServing) {
     v1::UpdateWeightsResponse response;
     auto writer = stub->UpdateWeights(&ctx, &response);
     int sent = 0;
-    rollout::ForEachWeightsMessage(next, 1, v1::WEIGHT_UPDATE_MODE_IN_FLIGHT, 1024,
-                                   [&](const v1::UpdateWeightsMessage& m) {
-                                     if (!corrupt && sent == 10) return false;  // partial
-                                     v1::UpdateWeightsMessage copy = m;
-                                     if (corrupt && sent == 7) {
-                                       (*copy.mutable_chunk()->mutable_data())[0] ^= 1;
-                                     }
-                                     ++sent;
-                                     return writer->Write(copy);
-                                   });
+    proto::ForEachWeightsMessage(next, 1, v1::WEIGHT_UPDATE_MODE_IN_FLIGHT, 1024,
+                                 [&](const v1::UpdateWeightsMessage& m) {
+                                   if (!corrupt && sent == 10) return false;  // partial
+                                   v1::UpdateWeightsMessage copy = m;
+                                   if (corrupt && sent == 7) {
+                                     (*copy.mutable_chunk()->mutable_data())[0] ^= 1;
+                                   }
+                                   ++sent;
+                                   return writer->Write(copy);
+                                 });
     writer->WritesDone();
     EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::DATA_LOSS);
   }
@@ -103,7 +103,7 @@ TestServer SlowServer(uint64_t seed) {
 }
 
 void PushWhileGenerating(TestServer& t, v1::WeightUpdateMode mode,
-                         absl::StatusOr<rollout::GenerateResult>& got) {
+                         absl::StatusOr<proto::GenerateResult>& got) {
   std::atomic<int> messages{0};
   std::thread th([&] {
     got = t.client->Generate(MakeRequest("g", {1, 2, 3}, 2, 400, 9), absl::Seconds(60),
@@ -119,7 +119,7 @@ void PushWhileGenerating(TestServer& t, v1::WeightUpdateMode mode,
 
 TEST(WeightSyncTest, InFlightSwapStampsLaterTokensWithTheNewVersion) {
   TestServer t = SlowServer(51);
-  absl::StatusOr<rollout::GenerateResult> got;
+  absl::StatusOr<proto::GenerateResult> got;
   PushWhileGenerating(t, v1::WEIGHT_UPDATE_MODE_IN_FLIGHT, got);
   for (const auto& s : got->samples) {
     ASSERT_EQ(s.weight_versions.size(), 400u);
@@ -131,7 +131,7 @@ TEST(WeightSyncTest, InFlightSwapStampsLaterTokensWithTheNewVersion) {
 
 TEST(WeightSyncTest, DrainSwapLetsTheRunningRequestFinishOnTheOldVersion) {
   TestServer t = SlowServer(53);
-  absl::StatusOr<rollout::GenerateResult> got;
+  absl::StatusOr<proto::GenerateResult> got;
   PushWhileGenerating(t, v1::WEIGHT_UPDATE_MODE_DRAIN, got);
   for (const auto& s : got->samples) {
     EXPECT_EQ(s.weight_versions, std::vector<int64_t>(400, 0));
