@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/core/kernel_smem.h"
 #include "kernels/core/mma_sync.cuh"
 #include "kernels/gemm/gemm_cuda_internal.h"
 
@@ -191,10 +192,8 @@ __global__ void __launch_bounds__(kThreads) GemmTensorCoreKernel(const GemmNTArg
 template <typename TA, typename TC, bool kAligned>
 cudaError_t Launch(cudaStream_t stream, const GemmNTArgs& g) {
   auto* kernel = &GemmTensorCoreKernel<TA, TC, kAligned>;
-  // More than 48 KB of dynamic shared memory needs an explicit opt-in, per kernel and device
-  // (so on every launch: a process may use several GPUs; the call is host-side and cheap).
-  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(kSmemBytes));
+  const cudaError_t attr =
+      AllowSmem<&GemmTensorCoreKernel<TA, TC, kAligned>>(static_cast<int>(kSmemBytes));
   if (attr != cudaSuccess) return attr;
   const dim3 grid(static_cast<unsigned>((g.n + kBN - 1) / kBN),
                   static_cast<unsigned>((g.m + kBM - 1) / kBM));

@@ -12,10 +12,10 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "kernels/core/cuda_device.cuh"
+#include "kernels/core/kernel_smem.h"
 #include "kernels/linear_attention/linear_attention_mma.cuh"
 
 namespace tandem::kernels::cuda::linear {
@@ -42,21 +42,6 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 template <int kPending>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
-
-// Raises kKernel's dynamic shared-memory limit to `bytes` once per device (the attribute call
-// costs microseconds on every forward otherwise).
-template <auto kKernel>
-cudaError_t AllowSmem(int bytes) {
-  static std::atomic<uint64_t> done{0};
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e != cudaSuccess) return e;
-  const uint64_t bit = uint64_t{1} << (device & 63);
-  if ((done.load(std::memory_order_acquire) & bit) != 0) return cudaSuccess;
-  e = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_release);
-  return e;
 }
 
 // kScanGroup chunks per step (independent boundary sums, for instruction-level parallelism),

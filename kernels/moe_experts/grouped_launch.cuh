@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "kernels/core/context.h"
 #include "kernels/core/cuda_util.h"
+#include "kernels/core/kernel_smem.h"
 #include "kernels/moe_experts/grouped_kernels.cuh"
 
 namespace tandem::kernels::cuda::moe {
@@ -26,10 +27,7 @@ inline unsigned RowSlots(int64_t rows, int64_t experts, int tile_rows) {
 
 template <auto kKernel, size_t kSmem, typename Args>
 absl::Status LaunchTiles(const Context& ctx, dim3 grid, const Args& args) {
-  // Per kernel and device, so on every launch (a process may use several GPUs).
-  const cudaError_t attr = cudaFuncSetAttribute(
-      kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-  TANDEM_CUDA_RETURN_IF_ERROR(attr);
+  TANDEM_CUDA_RETURN_IF_ERROR(AllowSmem<kKernel>(static_cast<int>(kSmem)));
   kKernel<<<grid, kGemmThreads, kSmem, StreamOf(ctx)>>>(args);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();

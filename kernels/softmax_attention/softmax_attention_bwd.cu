@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/core/cuda_device.cuh"
 #include "kernels/core/cuda_util.h"
+#include "kernels/core/kernel_smem.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/softmax_attention/attention_bwd_tiles.cuh"
 #include "kernels/softmax_attention/attention_bwd_wgmma_split.cuh"
@@ -216,11 +217,9 @@ std::vector<WorkItem> MakeItems(const std::vector<int32_t>& cu, int h, int hkv) 
 
 template <int kD>
 cudaError_t LaunchBwd(cudaStream_t stream, const BwdArgs& a, const WorkItem* items, int n) {
-  auto* kernel = &BwdKernel<kD>;
-  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(Smem<kD>::kBytes));
+  const cudaError_t attr = AllowSmem<&BwdKernel<kD>>(static_cast<int>(Smem<kD>::kBytes));
   if (attr != cudaSuccess) return attr;
-  kernel<<<n, kThreads, Smem<kD>::kBytes, stream>>>(a, items);
+  BwdKernel<kD><<<n, kThreads, Smem<kD>::kBytes, stream>>>(a, items);
   return cudaGetLastError();
 }
 
@@ -253,9 +252,7 @@ std::vector<WorkItem> MakeSplitItems(const std::vector<int32_t>& cu, int h, int 
 }
 
 cudaError_t LaunchSplit(cudaStream_t stream, const BwdArgs& a, const WorkItem* items, int n) {
-  const cudaError_t attr =
-      cudaFuncSetAttribute(&BwdWgmmaSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(SplitSmem::kBytes));
+  const cudaError_t attr = AllowSmem<&BwdWgmmaSplitKernel>(static_cast<int>(SplitSmem::kBytes));
   if (attr != cudaSuccess) return attr;
   BwdWgmmaSplitKernel<<<n, kSplitThreads, SplitSmem::kBytes, stream>>>(a, items);
   return cudaGetLastError();
