@@ -62,10 +62,8 @@ LayerWeights AllocateLayer(const ModelConfig& c, int64_t l, const Alloc& z) {
 
 // Expert e's [rows, cols] slice of a stacked [E, rows, cols] tensor, as a view.
 Tensor ExpertView(const Tensor& stack, int64_t e) {
-  const int64_t rows = stack.dim(1), cols = stack.dim(2);
-  char* base = static_cast<char*>(const_cast<void*>(stack.raw_data()));
-  return Tensor::View(base + e * rows * cols * static_cast<int64_t>(DTypeSize(stack.dtype())),
-                      {rows, cols}, stack.dtype(), stack.device());
+  // Rows keeps the stack's storage, so the experts' views are known to share it.
+  return stack.Rows(e, e + 1).Reshape({stack.dim(1), stack.dim(2)}).value();
 }
 
 // The one parameter walk behind both ForEachParameter overloads. Tensors that were not allocated

@@ -3,9 +3,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -53,15 +55,48 @@ absl::Status ReduceBucket(Collective& collective, std::vector<Tensor*>& bucket,
   return absl::OkStatus();
 }
 
-// Device gradients: each tensor reduced where it lies (no host round trip).
-absl::Status AllReduceInPlace(Collective& collective, std::vector<Tensor>& tensors) {
-  for (Tensor& t : tensors) {
-    TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(t.data<float>(), t.numel()));
+// Device gradients: reduced where they lie (no host round trip), a range per call.
+absl::Status AllReduceInPlace(Collective& collective, const std::vector<Tensor>& tensors) {
+  for (const ReductionRange& r : ReductionRanges(tensors)) {
+    TANDEM_RETURN_IF_ERROR(collective.AllReduceSum(r.data, r.n));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
+
+std::vector<ReductionRange> ReductionRanges(const std::vector<Tensor>& tensors) {
+  // Tensors grouped by allocation, groups in order of first appearance.
+  std::vector<std::vector<const Tensor*>> groups;
+  for (const Tensor& t : tensors) {
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const auto& g) { return g.front()->SharesStorage(t); });
+    if (it == groups.end()) {
+      groups.push_back({&t});
+    } else {
+      it->push_back(&t);
+    }
+  }
+  std::vector<ReductionRange> ranges;
+  for (std::vector<const Tensor*>& g : groups) {
+    // Offsets inside one allocation are the same on every rank, so this order is too.
+    std::sort(g.begin(), g.end(), [](const Tensor* a, const Tensor* b) {
+      return std::less<const void*>()(a->raw_data(), b->raw_data());
+    });
+    bool tiled = true;
+    int64_t n = g.front()->numel();
+    for (size_t i = 1; i < g.size(); ++i) {
+      tiled = tiled && g[i - 1]->data<float>() + g[i - 1]->numel() == g[i]->data<float>();
+      n += g[i]->numel();
+    }
+    if (tiled) {
+      ranges.push_back({const_cast<float*>(g.front()->data<float>()), n});
+      continue;
+    }
+    for (const Tensor* t : g) ranges.push_back({const_cast<float*>(t->data<float>()), t->numel()});
+  }
+  return ranges;
+}
 
 std::unique_ptr<Collective> MakeLocalCollective() { return std::make_unique<LocalCollective>(); }
 

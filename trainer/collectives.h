@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -78,10 +79,22 @@ absl::StatusOr<std::unique_ptr<Collective>> MakeNcclCollective(
 // True when this binary was built with NCCL support.
 bool HaveNccl();
 
+// One all-reduce call's run of floats.
+struct ReductionRange {
+  float* data;
+  int64_t n;
+};
+// How AllReduceGradients reduces gradients in device memory: views that tile one allocation
+// back to back (a layer's per-expert views of its expert stacks) as one range covering them all,
+// every other tensor as its own range. Ranges come in the order their first tensor has in
+// `tensors` (ForEachParameter order), so every rank makes the same calls. REQUIRES: f32 tensors.
+std::vector<ReductionRange> ReductionRanges(const std::vector<Tensor>& tensors);
+
 // Sums every gradient tensor over the ranks, in ForEachParameter order, through flat buckets of
 // at most bucket_elements floats (elementwise sums do not depend on the bucketing). The result is
 // the SUM: with a token-mean loss normalised by the global token count it is the batch gradient.
-// Gradients in device memory are reduced tensor by tensor in place (the NCCL collective).
+// Gradients in device memory are reduced in place, one call per ReductionRange (the NCCL
+// collective).
 absl::Status AllReduceGradients(Collective& collective, model::ModelWeights& grads,
                                 int64_t bucket_elements = int64_t{1} << 22);
 

@@ -77,8 +77,9 @@ class AdamW {
   // PLACE by max_grad_norm / (norm + 1e-6); then AdamW with lr = LearningRate(schedule, step) on
   // every gradient-trained tensor. `grads` must be the all-reduced gradients of the whole batch.
   // REQUIRES: weights and grads of the config's shapes, on ctx's device together with the moments
-  // (on the GPU: the fp32 master; the norm is then summed on the host from copies of the
-  // gradients, in the same order, and clip and AdamW run on the GPU with the CPU's arithmetic).
+  // (on the GPU: the fp32 master; the norm's sums of squares are then reduced on the device in a
+  // fixed order, kernels::SumOfSquaresOnDevice, and clip and AdamW run on the GPU with the CPU's
+  // arithmetic).
   absl::StatusOr<StepStats> Step(const Context& ctx, model::ModelWeights& weights,
                                  model::ModelWeights& grads);
 

@@ -35,7 +35,7 @@ absl::Status CheckRolloutDevice(const RlRunConfig& config, const RlLoopOptions& 
 
 absl::StatusOr<std::vector<std::unique_ptr<RolloutWorker>>> MakeConfiguredWorkers(
     const RlRunConfig& config, const model::ModelConfig& model_config,
-    const model::ModelWeights& weights, int64_t version, int cuda_device, Device device) {
+    const model::ModelWeights& weights, int64_t version, int cuda_device) {
   const RlRunConfig::Rollout& r = config.rollout;
   std::vector<std::unique_ptr<RolloutWorker>> workers;
   if (r.backend == "inprocess") {
@@ -45,7 +45,7 @@ absl::StatusOr<std::vector<std::unique_ptr<RolloutWorker>>> MakeConfiguredWorker
           std::unique_ptr<InProcessWorker> w,
           InProcessWorker::Create(absl::StrCat("inprocess-", i), model_config, weights, version,
                                   static_cast<int>(r.threads_per_worker), EngineOptionsOf(r),
-                                  device == Device::kCUDA ? cuda_device : -1));
+                                  cuda_device));
       workers.push_back(std::move(w));
     }
     return workers;

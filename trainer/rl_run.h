@@ -51,12 +51,11 @@ absl::Status ResumeOrWarmStart(RlRun& run);
 absl::Status StartWorkers(RlRun& run);
 
 // The workers rollout.backend describes: "inprocess" engines, "local" spawned server processes,
-// or "remote" addresses. `device` kCUDA: the in-process engines run on GPU `cuda_device` (the
-// trainer's), so their log-probs are the GPU trainer's bits.
+// or "remote" addresses. cuda_device >= 0: the in-process engines run on that GPU (the trainer's),
+// so their log-probs are the GPU trainer's bits.
 absl::StatusOr<std::vector<std::unique_ptr<RolloutWorker>>> MakeConfiguredWorkers(
     const RlRunConfig& config, const model::ModelConfig& model_config,
-    const model::ModelWeights& weights, int64_t version, int cuda_device = 0,
-    Device device = Device::kCPU);
+    const model::ModelWeights& weights, int64_t version, int cuda_device = -1);
 // With --device cuda the rollouts must come from engines on the GPU: rollout.backend "inprocess"
 // (the gRPC workers run on the CPU, whose log-probs are not the GPU trainer's bits).
 absl::Status CheckRolloutDevice(const RlRunConfig& config, const RlLoopOptions& options);

@@ -137,7 +137,7 @@ absl::Status StartWorkers(RlRun& run) {
   absl::StatusOr<std::vector<std::unique_ptr<RolloutWorker>>> workers =
       run.options.make_workers ? run.options.make_workers(mc, weights, run.step)
                                : MakeConfiguredWorkers(*run.config, mc, weights, run.step,
-                                                       run.ctx->cuda_device(), run.device);
+                                                       run.on_gpu() ? run.ctx->cuda_device() : -1);
   TANDEM_RETURN_IF_ERROR(WithField("rollout", workers.status()));
   if (workers->empty()) return absl::InvalidArgumentError("rollout: no workers");
   RolloutPoolOptions pool;

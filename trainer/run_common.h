@@ -44,8 +44,6 @@ struct TrainerState {
   std::string last_checkpoint;
 
   bool on_gpu() const { return device == Device::kCUDA; }
-  // The fp32 weights the optimizer updates: `master` on the GPU, the model's own on the CPU.
-  model::ModelWeights& master_weights() { return on_gpu() ? master : model->weights(); }
   // Where the step functions take the master (SftStepOptions::master): null on the CPU.
   model::ModelWeights* separate_master() { return on_gpu() ? &master : nullptr; }
 };

@@ -68,6 +68,10 @@ class Tensor {
   int64_t numel() const;
   size_t nbytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype_); }
   bool owning() const { return holder_ != nullptr; }
+  // True when both are views of one owned allocation (e.g. rows of one tensor).
+  bool SharesStorage(const Tensor& other) const {
+    return holder_ != nullptr && holder_ == other.holder_;
+  }
 
   void* raw_data() { return data_; }
   const void* raw_data() const { return data_; }

@@ -1,10 +1,15 @@
 // Collectives without MPI: the local collective is the identity, and the bucketed gradient
 // all-reduce hands every gradient element to the collective exactly once, in ForEachParameter
-// order, and writes the result back to the right place whatever the bucket size.
+// order, and writes the result back to the right place whatever the bucket size; the device
+// path's reduction ranges.
 #include "trainer/collectives.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "model/config.h"
@@ -75,6 +80,61 @@ TEST(CollectivesTest, GradientBucketsCoverEveryElementOnce) {
   model::ModelWeights g = model::AllocateWeights(*config);
   FakeCollective fake;
   EXPECT_FALSE(AllReduceGradients(fake, g, 0).ok());
+}
+
+}  // namespace
+}  // namespace tandem::trainer
+
+namespace tandem::trainer {
+namespace {
+
+// The device path's calls: every float of every gradient in exactly one range; a layer's
+// per-expert views of each expert stack joined into one range (3 stacks per MoE layer instead of
+// 3·E views); the same ranges on every call (every rank computes them alike).
+TEST(CollectivesTest, ReductionRangesJoinTheExpertViewsOfAStack) {
+  auto config = model::LoadModelConfig("configs/models/tiny-hybrid.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  model::ModelWeights w = model::AllocateWeights(*config);
+  std::vector<Tensor> tensors;
+  int64_t total = 0;
+  w.ForEachParameter([&](const std::string&, Tensor& t) {
+    tensors.push_back(t);
+    total += t.numel();
+  });
+  const std::vector<ReductionRange> ranges = ReductionRanges(tensors);
+
+  int64_t moe_layers = 0;
+  for (int64_t l = 0; l < config->num_hidden_layers; ++l) moe_layers += config->IsMoeLayer(l);
+  ASSERT_GT(moe_layers, 0);
+  ASSERT_GT(config->num_experts, 1);
+  EXPECT_EQ(ranges.size(), tensors.size() - moe_layers * 3 * (config->num_experts - 1));
+
+  std::vector<std::pair<const float*, const float*>> spans;
+  int64_t covered = 0;
+  for (const ReductionRange& r : ranges) {
+    spans.push_back({r.data, r.data + r.n});
+    covered += r.n;
+  }
+  EXPECT_EQ(covered, total);
+  std::sort(spans.begin(), spans.end(), [](const auto& a, const auto& b) {
+    return std::less<const float*>()(a.first, b.first);
+  });
+  for (size_t i = 1; i < spans.size(); ++i) {
+    EXPECT_FALSE(std::less<const float*>()(spans[i].first, spans[i - 1].second)) << "overlap";
+  }
+  for (const Tensor& t : tensors) {
+    const float* p = t.data<float>();
+    EXPECT_TRUE(std::any_of(spans.begin(), spans.end(), [&](const auto& s) {
+      return !std::less<const float*>()(p, s.first) &&
+             !std::less<const float*>()(s.second, p + t.numel());
+    }));
+  }
+  const std::vector<ReductionRange> again = ReductionRanges(tensors);
+  ASSERT_EQ(again.size(), ranges.size());
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    EXPECT_EQ(again[i].data, ranges[i].data);
+    EXPECT_EQ(again[i].n, ranges[i].n);
+  }
 }
 
 }  // namespace
