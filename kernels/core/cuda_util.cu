@@ -108,6 +108,13 @@ absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* 
       file, ":", line, ": ", expr, ": ", cudaGetErrorName(error), ": ", cudaGetErrorString(error)));
 }
 
+absl::Status StreamBuffer::Allocate(cudaStream_t stream, size_t bytes) {
+  TANDEM_CHECK_ARG(data_ == nullptr, "StreamBuffer::Allocate: already allocated");
+  stream_ = stream;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&data_, std::max<size_t>(1, bytes), stream));
+  return absl::OkStatus();
+}
+
 bool CudaAvailable() {
   static const bool available = [] {
     int count = 0;

@@ -5,6 +5,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/core/context.h"
@@ -38,6 +41,37 @@ absl::StatusOr<Tensor> CopyToHost(const Context& ctx, const Tensor& t);
 // A tensor already of the target dtype is returned as a copy.
 absl::StatusOr<Tensor> ToBf16(const Context& ctx, const Tensor& t);
 absl::StatusOr<Tensor> ToF32(const Context& ctx, const Tensor& t);
+
+// Device memory allocated stream-ordered on one stream and freed there when the buffer goes out
+// of scope — also on an early error return, so a failed call leaks nothing.
+class StreamBuffer {
+ public:
+  StreamBuffer() = default;
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  ~StreamBuffer() {
+    if (data_ != nullptr) cudaFreeAsync(data_, stream_);
+  }
+  // At least `bytes` (>= 1) bytes on `stream`. REQUIRES: not yet allocated.
+  absl::Status Allocate(cudaStream_t stream, size_t bytes);
+  // A copy of `host` (pageable: staged before the call returns) in a new allocation.
+  template <typename T>
+  absl::Status Upload(cudaStream_t stream, const std::vector<T>& host) {
+    const absl::Status allocated = Allocate(stream, host.size() * sizeof(T));
+    if (!allocated.ok() || host.empty()) return allocated;
+    return CudaErrorToStatus(cudaMemcpyAsync(data_, host.data(), host.size() * sizeof(T),
+                                             cudaMemcpyHostToDevice, stream),
+                             "cudaMemcpyAsync", __FILE__, __LINE__);
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+};
 
 }  // namespace tandem::kernels::cuda
 

@@ -79,17 +79,6 @@ absl::Status CheckArgs(const LinearAttentionParams& p, const Tensor& q, const Te
   return absl::OkStatus();
 }
 
-template <typename T>
-absl::Status Upload(cudaStream_t stream, const std::vector<T>& host, T** dev) {
-  const size_t bytes = std::max<size_t>(1, host.size()) * sizeof(T);
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(dev), bytes, stream));
-  if (!host.empty()) {
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(*dev, host.data(), host.size() * sizeof(T),
-                                                cudaMemcpyHostToDevice, stream));
-  }
-  return absl::OkStatus();
-}
-
 // Both kernels take up to 112 KB of shared memory so that two blocks share an SM: ask for the
 // largest carveout, so the driver does not settle for one block per SM.
 template <typename Kernel>
@@ -174,22 +163,15 @@ absl::Status LinearAttentionBwdPhases(const Context& ctx, const LinearAttentionP
   a.states_bf16 =
       bf16_states ? static_cast<const __nv_bfloat16*>(chunk_states.raw_data()) : nullptr;
   a.d_init = d_initial_state.defined() ? d_initial_state.data<float>() : nullptr;
-  float* pow = nullptr;
-  ChunkItem* dev_items = nullptr;
-  int* dev_seq_chunk = nullptr;
-  TANDEM_RETURN_IF_ERROR(Upload(stream, table, &pow));
-  TANDEM_RETURN_IF_ERROR(Upload(stream, items, &dev_items));
-  TANDEM_RETURN_IF_ERROR(Upload(stream, seq_chunk, &dev_seq_chunk));
-  a.pow = pow, a.items = dev_items, a.seq_chunk = dev_seq_chunk;
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(&a.ds),
-                                              sizeof(__nv_bfloat16) * nc * h * d * d, stream));
-  const cudaError_t launched =
-      ForHeadDim(d, stream, a, static_cast<int>(nc), static_cast<int>(b), phases);
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(a.ds, stream));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(pow, stream));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(dev_items, stream));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(dev_seq_chunk, stream));
-  TANDEM_CUDA_RETURN_IF_ERROR(launched);
+  StreamBuffer pow, dev_items, dev_seq_chunk, ds;  // freed stream-ordered on every return
+  TANDEM_RETURN_IF_ERROR(pow.Upload(stream, table));
+  TANDEM_RETURN_IF_ERROR(dev_items.Upload(stream, items));
+  TANDEM_RETURN_IF_ERROR(dev_seq_chunk.Upload(stream, seq_chunk));
+  TANDEM_RETURN_IF_ERROR(ds.Allocate(stream, sizeof(__nv_bfloat16) * nc * h * d * d));
+  a.pow = pow.as<float>(), a.items = dev_items.as<ChunkItem>();
+  a.seq_chunk = dev_seq_chunk.as<int>(), a.ds = ds.as<__nv_bfloat16>();
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      ForHeadDim(d, stream, a, static_cast<int>(nc), static_cast<int>(b), phases));
   return absl::OkStatus();
 }
 

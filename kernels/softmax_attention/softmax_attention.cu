@@ -158,12 +158,9 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
       cu, static_cast<int>(Hkv), group, mma ? attention_mma::kFwdRows : attention_simt::kFwdRows);
   if (items.empty()) return absl::OkStatus();
   const cudaStream_t stream = StreamOf(ctx);
-  const size_t bytes = items.size() * sizeof(FwdItem);
-  FwdItem* dev_items = nullptr;
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(&dev_items), bytes, stream));
-  // From pageable memory: staged before cudaMemcpyAsync returns, so `items` may go out of scope.
-  TANDEM_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(dev_items, items.data(), bytes, cudaMemcpyHostToDevice, stream));
+  StreamBuffer items_buffer;  // freed stream-ordered on every return
+  TANDEM_RETURN_IF_ERROR(items_buffer.Upload(stream, items));
+  const FwdItem* dev_items = items_buffer.as<FwdItem>();
   float* lse_ptr = lse.defined() ? lse.data<float>() : nullptr;
   const int num_items = static_cast<int>(items.size());
   // kDefault takes the wgmma kernel where it runs, and falls back when its tensor maps cannot be
@@ -189,7 +186,6 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
                                          ToFloatPtr(v), ToFloatPtr(o), lse_ptr, dev_items,
                                          num_items);
   });
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(dev_items, stream));
   TANDEM_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
 }
