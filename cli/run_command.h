@@ -22,6 +22,8 @@ struct RunCommandOptions {
   std::vector<std::string> overrides;  // key.path=value ...
   int64_t max_steps_this_run = 0;      // --max-steps-this-run
   std::string device = "cpu";          // --device: cpu | cuda
+
+  Device device_kind() const { return device == "cuda" ? Device::kCUDA : Device::kCPU; }
 };
 
 // Registers --config (`config_help` names the example configs), the overrides,

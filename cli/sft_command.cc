@@ -73,7 +73,7 @@ void RunSftCommand(const SftOptions& opt) {
 
   trainer::SftLoopOptions loop;
   loop.collective = collective.get();
-  loop.device = opt.run.device == "cuda" ? Device::kCUDA : Device::kCPU;
+  loop.device = opt.run.device_kind();
   loop.eval = opt.eval;
   loop.max_steps_this_run = opt.run.max_steps_this_run;
   if (rank0) loop.on_step = [&](const trainer::SftStepMetrics& m) { progress.Update(m); };

@@ -75,7 +75,7 @@ void RunTrainCommand(const RunCommandOptions& opt) {
   trainer::RlLoopOptions loop;
   loop.collective = collective.get();
   loop.max_steps_this_run = opt.max_steps_this_run;
-  loop.device = opt.device == "cuda" ? Device::kCUDA : Device::kCPU;
+  loop.device = opt.device_kind();
   if (rank0) {
     loop.on_step = [&](const trainer::RlStepMetrics& m) { progress.Update(m); };
     loop.on_phase = [&](const std::string& phase) { progress.Phase(phase); };

@@ -9,6 +9,7 @@
 #include "kernels/adamw/adamw.h"
 #include "kernels/core/status_macros.h"
 #include "model/device_ops.h"
+#include "trainer/collectives.h"
 
 namespace tandem::trainer {
 namespace {
@@ -27,32 +28,24 @@ std::vector<NamedTensor> Collect(model::ModelWeights& w) {
 }
 
 // GlobalGradNorm for gradients on either device: on the host exactly GlobalGradNorm; on the GPU
-// each tensor's sum of squares is reduced there (a fixed fp64 tree, kernels::SumOfSquaresOnDevice)
-// and only the per-tensor doubles come back, added in parameter order. Deterministic, and the same
-// on every rank for the same gradients; not the host's bits (the trees associate differently).
+// the sums of squares are reduced there (a fixed fp64 tree, kernels::SumOfSquaresOnDevice), one
+// call per ReductionRange of the trained gradients (a stack's expert views as one), and only a
+// double per range comes back, added in range order. Deterministic, and the same on every rank
+// for the same gradients; not the host's bits (the trees associate differently).
 absl::StatusOr<double> GradNormOnAnyDevice(const Context& ctx, const model::ModelWeights& grads) {
   if (grads.embed.device() == Device::kCPU) return GlobalGradNorm(grads);
-  double sum = 0;
-  absl::Status status;
+  std::vector<Tensor> trained;
   grads.ForEachParameter([&](const std::string& name, const Tensor& g) {
-    if (!status.ok() || !IsGradientTrained(name)) return;
-    absl::StatusOr<double> squares = kernels::SumOfSquaresOnDevice(ctx, g);
-    if (!squares.ok()) {
-      status = squares.status();
-      return;
-    }
-    sum += *squares;
+    if (IsGradientTrained(name)) trained.push_back(g);
   });
-  TANDEM_RETURN_IF_ERROR(status);
+  double sum = 0;
+  for (const ReductionRange& r : ReductionRanges(trained)) {
+    TANDEM_ASSIGN_OR_RETURN(const double squares,
+                            kernels::SumOfSquaresOnDevice(
+                                ctx, Tensor::View(r.data, {r.n}, DType::kF32, Device::kCUDA)));
+    sum += squares;
+  }
   return std::sqrt(sum);
-}
-
-// g *= scale on the gradient's device (one fp32 multiply per element, as on the CPU).
-absl::Status ScaleGradient(const Context& ctx, Tensor& g, float scale) {
-  if (g.device() == Device::kCUDA) return model::internal::ScaleInPlace(ctx, g, scale);
-  float* d = g.data<float>();
-  for (int64_t i = 0; i < g.numel(); ++i) d[i] *= scale;
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -129,7 +122,8 @@ absl::StatusOr<StepStats> AdamW::Step(const Context& ctx, model::ModelWeights& w
   if (options_.max_grad_norm > 0 && stats.grad_norm > options_.max_grad_norm) {
     stats.clip_scale = options_.max_grad_norm / (stats.grad_norm + 1e-6);
     const float scale = static_cast<float>(stats.clip_scale);
-    for (NamedTensor& t : g) TANDEM_RETURN_IF_ERROR(ScaleGradient(ctx, t.tensor, scale));
+    for (NamedTensor& t : g)
+      TANDEM_RETURN_IF_ERROR(model::internal::ScaleInPlace(ctx, t.tensor, scale));
   }
   kernels::AdamWParams params;
   params.lr = static_cast<float>(stats.lr);

@@ -50,6 +50,13 @@ absl::Status BuildModel(TrainerState& state, const ModelSection& m) {
     TANDEM_RETURN_IF_ERROR(WithField("model.init", loaded.status()));
     weights = *std::move(loaded);
   }
+  // Checked before the weights go to the GPU: its attention kernels take these head sizes only.
+  if (state.on_gpu() && config->head_dim != 32 && config->head_dim != 64 &&
+      config->head_dim != 128) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.config: head_dim ", config->head_dim, " with --device cuda; the GPU attention ",
+        "kernels take 32, 64 or 128 (e.g. configs/models/tiny-hybrid-addition-gpu.json)"));
+  }
   if (!state.on_gpu()) {
     state.grads = model::AllocateWeights(*config);
     state.model.emplace(*config, std::move(weights));
