@@ -122,8 +122,9 @@ absl::StatusOr<StepStats> AdamW::Step(const Context& ctx, model::ModelWeights& w
   if (options_.max_grad_norm > 0 && stats.grad_norm > options_.max_grad_norm) {
     stats.clip_scale = options_.max_grad_norm / (stats.grad_norm + 1e-6);
     const float scale = static_cast<float>(stats.clip_scale);
-    for (NamedTensor& t : g)
+    for (NamedTensor& t : g) {
       TANDEM_RETURN_IF_ERROR(model::internal::ScaleInPlace(ctx, t.tensor, scale));
+    }
   }
   kernels::AdamWParams params;
   params.lr = static_cast<float>(stats.lr);
