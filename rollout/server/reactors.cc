@@ -192,9 +192,12 @@ class UpdateWeightsReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
                        "UpdateWeights: the first message must be a header (WeightsHeader)");
       const v1::WeightsHeader& header = message.header();
       TANDEM_ASSIGN_OR_RETURN(mode_, FromProto(header.mode()));
-      TANDEM_RETURN_IF_ERROR(loop_->BeginUpdate(header.version()));
       {
+        // Under the state's lock, so that a cancel arriving meanwhile either sees `began` and
+        // releases the slot, or has finished the call and the slot is never taken.
         std::lock_guard<std::mutex> lock(state_->mu);
+        if (state_->finished) return absl::CancelledError("UpdateWeights: the call has ended");
+        TANDEM_RETURN_IF_ERROR(loop_->BeginUpdate(header.version()));
         state_->began = true;
       }
       version_ = header.version();
