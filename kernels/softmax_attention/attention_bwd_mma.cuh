@@ -17,6 +17,7 @@ namespace tandem::kernels::cuda::attention_bwd {
 using mma::CpAsync16;
 using mma::CpAsyncCommit;
 using mma::CpAsyncWait;
+using mma::Exp2;
 using mma::LdMatrixX4;
 using mma::LdMatrixX4Trans;
 using mma::Mma;
@@ -28,12 +29,6 @@ __device__ __forceinline__ void CpAsync4(void* smem, const void* gmem, bool vali
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
                "r"(valid ? 4 : 0)
                : "memory");
-}
-// 2^x (MUFU, deterministic).
-__device__ __forceinline__ float Exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // A fragment of rows [row0, row0 + 16) × k [k0, k0 + 16) of a row-major bf16 smem tile (stride ld).

@@ -5,9 +5,10 @@
 // bits depend only on the row: mma.sync m16n8k16 (bf16 in, fp32 accumulate) with each score's
 // k steps over d ascending from zero, each output's k steps over the tile's keys ascending, row
 // max/sum over the thread's values in a fixed order then a quad butterfly (every lane of the quad
-// ends with the same bits). Scores are prescaled by scale·log2(e) and exponentiated with exp2f; the
-// running max m is kept in that log2 domain. P is rounded to bf16 for the P·V product (as in
-// FlashAttention); l sums the fp32 p. Compiled with --fmad=false; products and sums are explicit.
+// ends with the same bits). Scores are scaled by scale·log2(e) inside the exponent's fused
+// multiply-add and exponentiated by the MUFU (Exp2); the running max m is kept in that log2 domain.
+// P is rounded to bf16 for the P·V product (as in FlashAttention); l sums the fp32 p. Compiled with
+// --fmad=false; products and sums are explicit.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -37,6 +38,7 @@ inline constexpr int kLd = kD + 8;
 using mma::CpAsync16;
 using mma::CpAsyncCommit;
 using mma::CpAsyncWait;
+using mma::Exp2;
 using mma::LdMatrixX4;
 using mma::LdMatrixX4Trans;
 using mma::PackBf16;
@@ -111,7 +113,7 @@ __device__ __forceinline__ void ScoreTile(const uint32_t (&qf)[kD / 16][4], cons
 // routines so both do the same fp32 operations in the same order. Row i of the thread sees keys
 // [0, lim[i]) of the tile (kMask; without it all 64, which is what the masked variant does for
 // lim = 64, bit for bit). A row with no key in the tile keeps its state (α = 1, p = 0).
-//   x_j = (q·k_j)·scale·log2e;  m' = max(m, max_j x_j);  p_j = 2^(x_j − m');  α = 2^(m − m')
+//   c = scale·log2e;  m' = max(m, (max_j q·k_j)·c);  p_j = 2^fma(q·k_j, c, −m');  α = 2^(m − m')
 //   l' = l·α + Σ_j p_j;   acc := acc·α;   pa = bf16(p) as A fragments per 16 keys.
 // It runs as two parts: SoftmaxScores (m, l, p in s, α) and RescalePack (acc·α, pa); the pipelined
 // wgmma forward runs the first while the previous tile's P·V is still accumulating into acc.
@@ -125,10 +127,8 @@ __device__ __forceinline__ void SoftmaxScores(float (&s)[8][4], const int (&lim)
   for (int n = 0; n < 8; ++n) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      float x = __fmul_rn(s[n][e], scale_log2);
-      if (kMask && n * 8 + 2 * t + (e & 1) >= lim[e >> 1]) x = -INFINITY;
-      s[n][e] = x;
-      mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      if (kMask && n * 8 + 2 * t + (e & 1) >= lim[e >> 1]) s[n][e] = -INFINITY;
+      mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
     }
   }
   float mu[2];
@@ -136,9 +136,10 @@ __device__ __forceinline__ void SoftmaxScores(float (&s)[8][4], const int (&lim)
   for (int i = 0; i < 2; ++i) {
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-    const float m_new = fmaxf(st.m[i], mx[i]);
+    // Rounding is monotone, so the scaled maximum is the maximum of the scaled scores.
+    const float m_new = fmaxf(st.m[i], __fmul_rn(mx[i], scale_log2));
     mu[i] = m_new == -INFINITY ? 0.0f : m_new;  // no key yet: p = α = 0, not NaN
-    alpha[i] = exp2f(__fsub_rn(st.m[i], mu[i]));
+    alpha[i] = Exp2(__fsub_rn(st.m[i], mu[i]));
     st.m[i] = m_new;
   }
   float sum[2] = {0.0f, 0.0f};
@@ -146,7 +147,7 @@ __device__ __forceinline__ void SoftmaxScores(float (&s)[8][4], const int (&lim)
   for (int n = 0; n < 8; ++n) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      s[n][e] = exp2f(__fsub_rn(s[n][e], mu[e >> 1]));
+      s[n][e] = Exp2(__fmaf_rn(s[n][e], scale_log2, -mu[e >> 1]));
       sum[e >> 1] = __fadd_rn(sum[e >> 1], s[n][e]);
     }
   }
@@ -262,8 +263,8 @@ struct MergeWeights {
 };
 __device__ __forceinline__ MergeWeights MergeWeightsOf(float m_total, float m_part) {
   const float m = fmaxf(m_total, m_part);
-  return {m, m_total == -INFINITY ? 0.0f : exp2f(__fsub_rn(m_total, m)),
-          m_part == -INFINITY ? 0.0f : exp2f(__fsub_rn(m_part, m))};
+  return {m, m_total == -INFINITY ? 0.0f : Exp2(__fsub_rn(m_total, m)),
+          m_part == -INFINITY ? 0.0f : Exp2(__fsub_rn(m_part, m))};
 }
 __device__ __forceinline__ float MergeValue(float total, float part, const MergeWeights& w) {
   return __fadd_rn(__fmul_rn(total, w.a), __fmul_rn(part, w.b));
