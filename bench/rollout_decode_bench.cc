@@ -87,10 +87,12 @@ void DecodeStep(const Context& ctx, const model::HybridModel& model, int64_t L, 
     std::fprintf(stderr, "ForwardStep: %s\n", logits.status().ToString().c_str());
     std::exit(1);
   }
-  rollout::SamplingOptions sampling;
+  const rollout::SamplingOptions sampling;
+  std::vector<rollout::TokenDraw> draws;
   for (size_t b = 0; b < batch.size(); ++b) {
-    (void)rollout::SampleNext(ctx, logits->Rows(b, b + 1), sampling, 0, L + step + 1);
+    draws.push_back({static_cast<int64_t>(b), &sampling, 0, L + step + 1});
   }
+  (void)rollout::SampleTokens(ctx, *logits, draws);
 }
 
 double CpuSeconds() {

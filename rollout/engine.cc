@@ -171,11 +171,22 @@ absl::StatusOr<StepStats> Engine::Step() {
     }
     return stats;
   }
+  // Every sequence whose cache caught up draws its next token (and a parent's forks theirs) from
+  // its row, all draws of the step in one SampleTokens call.
+  std::vector<Sequence*> drawers;
+  std::vector<TokenDraw> draws;
   for (size_t i = 0; i < plan.pieces.size(); ++i) {
     Sequence& seq = *plan.pieces[i].seq;
     seq.num_cached += plan.pieces[i].num_tokens;
-    if (seq.pending() == 0) Advance(seq, logits->Rows(i, i + 1));
+    if (seq.pending() != 0) continue;
+    for (Sequence* s : ForkIfParent(seq)) {
+      drawers.push_back(s);
+      draws.push_back({static_cast<int64_t>(i), &requests_[s->request].request.sampling,
+                       s->sample_index, static_cast<int64_t>(s->tokens.size())});
+    }
   }
+  std::vector<absl::StatusOr<SampledToken>> drawn = SampleTokens(ctx_, *logits, draws);
+  for (size_t k = 0; k < drawers.size(); ++k) AppendToken(*drawers[k], drawn[k]);
   return stats;
 }
 
@@ -190,9 +201,9 @@ absl::Status Engine::RunUntilIdle() {
   return absl::OkStatus();
 }
 
-// The sequence's cache holds all its tokens: fork the group (once, after the prompt), then draw
-// the next token of the parent and of every fork from the same logits row.
-void Engine::Advance(Sequence& seq, const Tensor& logits) {
+// The sequence's cache holds all its tokens: fork the group (once, after the prompt). Returns the
+// sequences that draw from its logits row: itself, then every fork.
+std::vector<Sequence*> Engine::ForkIfParent(Sequence& seq) {
   std::vector<Sequence*> drawers{&seq};
   if (seq.group_parent) {
     for (int64_t i = 1; i <= seq.fork_count; ++i) {
@@ -209,18 +220,16 @@ void Engine::Advance(Sequence& seq, const Tensor& logits) {
     seq.group_parent = false;
     seq.fork_count = 0;
   }
-  for (Sequence* s : drawers) DrawToken(*s, logits);
+  return drawers;
 }
 
-void Engine::DrawToken(Sequence& seq, const Tensor& logits) {
-  RequestRecord& record = requests_[seq.request];
-  const SamplingOptions& sampling = record.request.sampling;
-  absl::StatusOr<SampledToken> drawn =
-      SampleNext(ctx_, logits, sampling, seq.sample_index, static_cast<int64_t>(seq.tokens.size()));
+void Engine::AppendToken(Sequence& seq, const absl::StatusOr<SampledToken>& drawn) {
   if (!drawn.ok()) {
     FinishSequence(seq, FinishReason::kError, std::string(drawn.status().message()));
     return;
   }
+  RequestRecord& record = requests_[seq.request];
+  const SamplingOptions& sampling = record.request.sampling;
   seq.tokens.push_back(drawn->token);
   SampleResult& sample = record.result.samples[seq.sample_index];
   sample.tokens.push_back(drawn->token);

@@ -16,7 +16,8 @@
 // Devices: with a CUDA context (default stream) the engine keeps the GPU cast of the weights
 // (model::UploadWeights, made from host weights given to Create or UpdateWeights), the KV blocks
 // (bf16) and linear-attention slots in GPU memory, and draws tokens on the host from the GPU's
-// log-softmax row; memory_budget_bytes then counts GPU bytes. Exactness holds against
+// log-softmax rows (one batched LogSoftmax and one copy per step and temperature, SampleTokens);
+// memory_budget_bytes then counts GPU bytes. Exactness holds against
 // HybridModel::Forward on the same device.
 #pragma once
 
@@ -32,6 +33,7 @@
 #include "model/hybrid_model.h"
 #include "model/inference_cache.h"
 #include "rollout/request.h"
+#include "rollout/sampler.h"
 #include "rollout/scheduler.h"
 #include "rollout/sequence.h"
 
@@ -141,8 +143,8 @@ class Engine {
   absl::Status CheckFits(const GenerateRequest& request) const;
   bool MayAdmit(const Sequence& seq) const;
   void MaybeApplyUpdate();
-  void Advance(Sequence& seq, const Tensor& logits);
-  void DrawToken(Sequence& seq, const Tensor& logits);
+  std::vector<Sequence*> ForkIfParent(Sequence& seq);
+  void AppendToken(Sequence& seq, const absl::StatusOr<SampledToken>& drawn);
   void FinishSequence(Sequence& seq, FinishReason reason, const std::string& error);
 
   Context ctx_;

@@ -35,8 +35,12 @@ struct SamplingParams {
 };
 
 // Draws a token from one row of log-probs [V] (already log_softmax(logits / temperature)).
-// Candidates are ordered by log-prob descending, ties to the lower id; the draw inverts the CDF of
-// the kept candidates (probabilities summed in that order, in double) at u = UniformFromKey(key).
+// Which tokens are kept: candidates ordered by log-prob descending (ties to the lower id), the
+// first top_k of them, cut after the smallest prefix whose probabilities (summed in double, in
+// that order) reach top_p; without top-k and top-p, every token. The draw inverts the CDF of the
+// kept tokens' probabilities e^logprob (double) summed in token-id order, at u·total with
+// u = UniformFromKey(key). Tokens with probability 0 (−inf, NaN, underflow) are never drawn.
+// Cost: one pass over the row, plus a sort of the kept prefix's candidates under top-k / top-p.
 // Errors: vocab < 1, top_k < 0, top_p outside (0, 1], a row with no finite log-prob.
 absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
                                     const SamplingParams& params, const SampleKey& key);

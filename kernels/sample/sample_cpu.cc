@@ -45,6 +45,62 @@ double UniformFromKey(const SampleKey& key) {
   return static_cast<double>(bits) * 0x1.0p-53;
 }
 
+namespace {
+
+// Candidate order: log-prob descending, ties to the lower id, NaN after everything (a strict weak
+// order even with several NaNs, which std::sort and std::nth_element need).
+struct MoreLikely {
+  const float* logprobs;
+  bool operator()(int32_t a, int32_t b) const {
+    const float la = logprobs[a], lb = logprobs[b];
+    const bool na = std::isnan(la), nb = std::isnan(lb);
+    if (na || nb) return na == nb ? a < b : nb;
+    if (la != lb) return la > lb;
+    return a < b;
+  }
+};
+
+// p = e^logprob in double; 0 for what cannot be drawn (−inf, NaN, +inf, underflow).
+double Probability(float logprob) {
+  const double p = std::exp(static_cast<double>(logprob));
+  return p > 0.0 && p < HUGE_VAL ? p : 0.0;
+}
+
+// The most likely candidates, in candidate order, that top-k and top-p keep: the first `keep` by
+// MoreLikely, cut after the smallest prefix whose probabilities (summed in double, in this order)
+// reach top_p. Sorts only the best m, growing m until the prefix is decided, so a peaked
+// distribution costs about one pass over the vocabulary instead of a sort of it.
+std::vector<int32_t> KeptCandidates(const float* logprobs, int64_t vocab, int64_t keep,
+                                    float top_p) {
+  std::vector<int32_t> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  const MoreLikely more_likely{logprobs};
+  for (int64_t m = std::min<int64_t>(keep, 256);; m = std::min(keep, 8 * m)) {
+    if (16 * m <= vocab) {  // a heap of m beats a selection pass only while m is small
+      std::partial_sort(order.begin(), order.begin() + m, order.end(), more_likely);
+    } else {
+      if (m < vocab) std::nth_element(order.begin(), order.begin() + m, order.end(), more_likely);
+      std::sort(order.begin(), order.begin() + m, more_likely);
+    }
+    double total = 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+      const double p = Probability(logprobs[order[i]]);
+      // Past the last drawable candidate (in this order, every later one is 0 as well), or the
+      // prefix reached top_p with candidate i.
+      if (p == 0.0 || (top_p < 1.0f && (total += p) >= top_p)) {
+        order.resize(p == 0.0 ? i : i + 1);
+        return order;
+      }
+    }
+    if (m == keep) {
+      order.resize(m);
+      return order;
+    }
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
                                     const SamplingParams& params, const SampleKey& key) {
   if (vocab < 1) return absl::InvalidArgumentError("vocab: expected at least 1 entry");
@@ -55,49 +111,46 @@ absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
     return absl::InvalidArgumentError(
         absl::StrCat("top_p: expected in (0, 1], got ", params.top_p));
   }
-  // Candidates by log-prob descending, ties to the lower id (NaN and -inf never win).
-  auto better = [&](int32_t a, int32_t b) {
-    float la = logprobs[a], lb = logprobs[b];
-    if (la != lb) return la > lb || std::isnan(lb);
-    return a < b;
+  const auto no_entry = [] {
+    return absl::InvalidArgumentError("logprobs: no finite entry in the row");
   };
   if (params.greedy) {
+    const MoreLikely more_likely{logprobs};
     int32_t best = 0;
     for (int32_t v = 1; v < vocab; ++v) {
-      if (better(v, best)) best = v;
+      if (more_likely(v, best)) best = v;
     }
-    if (!std::isfinite(logprobs[best])) {
-      return absl::InvalidArgumentError("logprobs: no finite entry in the row");
-    }
+    if (!std::isfinite(logprobs[best])) return no_entry();
     return best;
   }
-  std::vector<int32_t> order(vocab);
-  std::iota(order.begin(), order.end(), 0);
-  int64_t keep = params.top_k > 0 ? std::min(params.top_k, vocab) : vocab;
-  std::partial_sort(order.begin(), order.begin() + keep, order.end(), better);
-  order.resize(keep);
-  // Probabilities in candidate order; top-p cuts the smallest prefix reaching top_p.
-  std::vector<double> prob(keep);
+  // The kept tokens in id order with their probabilities: all of them without truncation (no
+  // sort), else the candidates top-k and top-p keep.
+  const int64_t keep = params.top_k > 0 ? std::min(params.top_k, vocab) : vocab;
+  std::vector<int32_t> ids;
+  if (keep < vocab || params.top_p < 1.0f) {
+    ids = KeptCandidates(logprobs, vocab, keep, params.top_p);
+    std::sort(ids.begin(), ids.end());
+  }
+  const bool all = ids.empty() && keep == vocab && params.top_p == 1.0f;
+  const int64_t n = all ? vocab : static_cast<int64_t>(ids.size());
+  std::vector<double> prob(n);
   double total = 0.0;
-  int64_t kept = 0;
-  for (; kept < keep; ++kept) {
-    double p = std::exp(static_cast<double>(logprobs[order[kept]]));
-    if (!(p > 0.0)) break;  // -inf, NaN or underflow: this and the rest cannot be drawn
-    prob[kept] = p;
-    total += p;
-    if (params.top_p < 1.0f && total >= params.top_p) {
-      ++kept;
-      break;
-    }
+  for (int64_t i = 0; i < n; ++i) {
+    prob[i] = Probability(logprobs[all ? i : ids[i]]);
+    total += prob[i];
   }
-  if (kept == 0) return absl::InvalidArgumentError("logprobs: no finite entry in the row");
-  double target = UniformFromKey(key) * total;
+  if (!(total > 0.0)) return no_entry();
+  // Inverse CDF at u·total, walking the kept tokens in id order.
+  const double target = UniformFromKey(key) * total;
   double cumulative = 0.0;
-  for (int64_t i = 0; i < kept; ++i) {
+  int64_t last = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (prob[i] == 0.0) continue;
     cumulative += prob[i];
-    if (target < cumulative) return order[i];
+    last = i;
+    if (target < cumulative) break;
   }
-  return order[kept - 1];  // target rounded up to the total
+  return static_cast<int32_t>(all ? last : ids[last]);  // the last when u·total rounds up to total
 }
 
 }  // namespace tandem::kernels

@@ -1,8 +1,11 @@
 // Tests for Philox4x32-10 and token sampling.
 #include "kernels/sample/sample.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -86,6 +89,85 @@ TEST(SampleTest, NeverDrawsImpossibleTokens) {
   std::vector<float> lp = {-INFINITY, 0.0f, -INFINITY};
   for (int pos = 0; pos < 100; ++pos) {
     EXPECT_EQ(*SampleToken(lp.data(), 3, {}, {9, 0, static_cast<uint64_t>(pos)}), 1);
+  }
+}
+
+// SampleToken's definition (sample.h) written out plainly: sort the whole row, cut, walk in id
+// order.
+int32_t DefinitionDraw(const std::vector<float>& lp, const SamplingParams& params,
+                       const SampleKey& key) {
+  const int64_t vocab = static_cast<int64_t>(lp.size());
+  const auto prob = [&](int32_t v) {
+    const double p = std::exp(static_cast<double>(lp[v]));
+    return std::isfinite(p) && p > 0.0 ? p : 0.0;
+  };
+  std::vector<int32_t> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    if (std::isnan(lp[a]) || std::isnan(lp[b])) return !std::isnan(lp[a]) && std::isnan(lp[b]);
+    return lp[a] > lp[b];
+  });
+  std::vector<int32_t> kept;
+  double prefix = 0.0;
+  for (int64_t i = 0; i < (params.top_k > 0 ? std::min(params.top_k, vocab) : vocab); ++i) {
+    if (prob(order[i]) == 0.0) break;
+    kept.push_back(order[i]);
+    prefix += prob(order[i]);
+    if (params.top_p < 1.0f && prefix >= params.top_p) break;
+  }
+  std::sort(kept.begin(), kept.end());
+  double total = 0.0;
+  for (int32_t v : kept) total += prob(v);
+  const double target = UniformFromKey(key) * total;
+  double cumulative = 0.0;
+  for (int32_t v : kept) {
+    cumulative += prob(v);
+    if (target < cumulative) return v;
+  }
+  return kept.back();
+}
+
+// Rows large enough that top-p needs more than the first candidates SampleToken sorts (256, then
+// 2048, ...), with ties, impossible tokens and NaNs, against the definition.
+TEST(SampleTest, MatchesTheDefinitionOnLargeRows) {
+  std::mt19937 rng(5);
+  for (float sigma : {0.5f, 3.0f, 12.0f}) {
+    const int64_t vocab = 20000;
+    std::normal_distribution<float> logit(0.0f, sigma);
+    std::vector<double> x(vocab);
+    for (double& v : x) v = logit(rng);
+    for (int64_t v = 0; v < vocab; v += 97) x[v] = x[v / 2];  // ties
+    const double mx = *std::max_element(x.begin(), x.end());
+    double sum = 0.0;
+    for (double v : x) sum += std::exp(v - mx);
+    std::vector<float> lp(vocab);
+    for (int64_t v = 0; v < vocab; ++v) lp[v] = static_cast<float>(x[v] - mx - std::log(sum));
+    for (int64_t v = 3; v < vocab; v += 1001) lp[v] = -INFINITY;
+    lp[11] = lp[4001] = NAN;
+    for (const SamplingParams& params :
+         {SamplingParams{}, SamplingParams{.top_p = 0.3f}, SamplingParams{.top_p = 0.97f},
+          SamplingParams{.top_k = 5}, SamplingParams{.top_k = 3000, .top_p = 0.9f},
+          SamplingParams{.top_k = vocab + 1}}) {
+      for (uint64_t pos = 0; pos < 24; ++pos) {
+        const SampleKey key{11, 2, pos};
+        absl::StatusOr<int32_t> token = SampleToken(lp.data(), vocab, params, key);
+        ASSERT_TRUE(token.ok()) << token.status();
+        ASSERT_EQ(*token, DefinitionDraw(lp, params, key))
+            << "sigma " << sigma << " top_k " << params.top_k << " top_p " << params.top_p;
+      }
+    }
+  }
+}
+
+TEST(SampleTest, SeveralNansAreNeverDrawnOrKept) {
+  std::vector<float> lp = {NAN, std::log(0.5f), NAN, std::log(0.5f), NAN};
+  for (uint64_t pos = 0; pos < 200; ++pos) {
+    for (const SamplingParams& params :
+         {SamplingParams{}, SamplingParams{.top_k = 4}, SamplingParams{.top_p = 0.9f}}) {
+      absl::StatusOr<int32_t> token = SampleToken(lp.data(), 5, params, {1, 0, pos});
+      ASSERT_TRUE(token.ok());
+      EXPECT_TRUE(*token == 1 || *token == 3);
+    }
   }
 }
 
