@@ -164,8 +164,8 @@ class NcclCollective final : public Collective {
       ncclResult_t async = ncclSuccess;
       const ncclResult_t queried = ncclCommGetAsyncError(comm_, &async);
       if (queried != ncclSuccess || (async != ncclSuccess && async != ncclInProgress)) {
-        const absl::Status error = NcclError(queried != ncclSuccess ? queried : async, comm_,
-                                             "NCCL operation", __FILE__, __LINE__);
+        absl::Status error = NcclError(queried != ncclSuccess ? queried : async, comm_,
+                                       "NCCL operation", __FILE__, __LINE__);
         Abort();
         return error;
       }

@@ -57,7 +57,7 @@ class StreamBuffer {
   // A copy of `host` (pageable: staged before the call returns) in a new allocation.
   template <typename T>
   absl::Status Upload(cudaStream_t stream, const std::vector<T>& host) {
-    const absl::Status allocated = Allocate(stream, host.size() * sizeof(T));
+    absl::Status allocated = Allocate(stream, host.size() * sizeof(T));
     if (!allocated.ok() || host.empty()) return allocated;
     return CudaErrorToStatus(cudaMemcpyAsync(data_, host.data(), host.size() * sizeof(T),
                                              cudaMemcpyHostToDevice, stream),

@@ -217,8 +217,12 @@ TEST(RlStepTest, StepRaisesTheLikelihoodOfRewardedSamples) {
   }
   const std::vector<double> after = ResponseLogprobs(model, t);
   for (size_t i = 0; i < t.size(); ++i) {
-    if (t[i].advantage > 0) EXPECT_GT(after[i], before[i]) << "rewarded sample " << i;
-    if (t[i].advantage < 0) EXPECT_LT(after[i], before[i]) << "unrewarded sample " << i;
+    if (t[i].advantage > 0) {
+      EXPECT_GT(after[i], before[i]) << "rewarded sample " << i;
+    }
+    if (t[i].advantage < 0) {
+      EXPECT_LT(after[i], before[i]) << "unrewarded sample " << i;
+    }
   }
 }
 
