@@ -28,6 +28,9 @@ struct SampleKey {
 // A uniform double in [0, 1) with 53 random bits, a pure function of the key.
 double UniformFromKey(const SampleKey& key);
 
+// Tokens per partial sum of the draw's CDF (SampleToken).
+inline constexpr int64_t kSampleChunk = 256;
+
 struct SamplingParams {
   bool greedy = false;  // argmax (ties to the lower id); no random number is drawn
   int64_t top_k = 0;    // keep the k most likely tokens; 0 = all
@@ -38,8 +41,12 @@ struct SamplingParams {
 // Which tokens are kept: candidates ordered by log-prob descending (ties to the lower id), the
 // first top_k of them, cut after the smallest prefix whose probabilities (summed in double, in
 // that order) reach top_p; without top-k and top-p, every token. The draw inverts the CDF of the
-// kept tokens' probabilities e^logprob (double) summed in token-id order, at u·total with
-// u = UniformFromKey(key). Tokens with probability 0 (−inf, NaN, underflow) are never drawn.
+// kept tokens' probabilities e^logprob (double) in token-id order at u·total, u = UniformFromKey
+// (key). The sums run per chunk of kSampleChunk consecutive token ids (ids [256c, 256c + 256)),
+// each chunk's kept tokens summed from zero and the chunk sums added in order; a token's
+// cumulative probability is the earlier chunks' total plus its chunk's prefix through it. The GPU
+// sampler, which sums the chunks in parallel, has the same definition. Tokens with probability 0
+// (−inf, NaN, underflow) are never drawn.
 // Cost: one pass over the row, plus a sort of the kept prefix's candidates under top-k / top-p.
 // Errors: vocab < 1, top_k < 0, top_p outside (0, 1], a row with no finite log-prob.
 absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,

@@ -133,24 +133,44 @@ absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
   }
   const bool all = ids.empty() && keep == vocab && params.top_p == 1.0f;
   const int64_t n = all ? vocab : static_cast<int64_t>(ids.size());
+  const auto id_of = [&](int64_t i) { return all ? i : static_cast<int64_t>(ids[i]); };
+  // The kept tokens' probabilities, and their sums per chunk of kSampleChunk token ids.
+  struct Chunk {
+    int64_t begin, end;  // kept tokens [begin, end) (indices into prob)
+    double sum;
+  };
   std::vector<double> prob(n);
+  std::vector<Chunk> chunks;
+  for (int64_t i = 0; i < n; ++i) {
+    prob[i] = Probability(logprobs[id_of(i)]);
+    if (chunks.empty() || id_of(i) / kSampleChunk != id_of(chunks.back().begin) / kSampleChunk) {
+      chunks.push_back({i, i, 0.0});
+    }
+    chunks.back().end = i + 1;
+    chunks.back().sum += prob[i];
+  }
   double total = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    prob[i] = Probability(logprobs[all ? i : ids[i]]);
-    total += prob[i];
-  }
+  for (const Chunk& c : chunks) total += c.sum;
   if (!(total > 0.0)) return no_entry();
-  // Inverse CDF at u·total, walking the kept tokens in id order.
+  // Inverse CDF at u·total: the first kept token whose cumulative probability (the earlier chunks'
+  // running total plus its chunk's prefix) exceeds it.
   const double target = UniformFromKey(key) * total;
-  double cumulative = 0.0;
-  int64_t last = -1;
-  for (int64_t i = 0; i < n; ++i) {
-    if (prob[i] == 0.0) continue;
-    cumulative += prob[i];
-    last = i;
-    if (target < cumulative) break;
+  double before = 0.0;
+  for (const Chunk& c : chunks) {
+    if (target < before + c.sum) {  // rounding is monotone: the token is in this chunk
+      double part = 0.0;
+      for (int64_t i = c.begin; i < c.end; ++i) {
+        part += prob[i];
+        if (prob[i] > 0.0 && target < before + part) return static_cast<int32_t>(id_of(i));
+      }
+    }
+    before += c.sum;
   }
-  return static_cast<int32_t>(all ? last : ids[last]);  // the last when u·total rounds up to total
+  // u·total rounded up to the total: the last drawable token.
+  for (int64_t i = n - 1; i >= 0; --i) {
+    if (prob[i] > 0.0) return static_cast<int32_t>(id_of(i));
+  }
+  return no_entry();  // unreachable: total > 0
 }
 
 }  // namespace tandem::kernels

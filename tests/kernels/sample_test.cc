@@ -115,16 +115,26 @@ int32_t DefinitionDraw(const std::vector<float>& lp, const SamplingParams& param
     prefix += prob(order[i]);
     if (params.top_p < 1.0f && prefix >= params.top_p) break;
   }
-  std::sort(kept.begin(), kept.end());
+  // p over the whole vocabulary, 0 where not kept; sums per chunk of kSampleChunk ids.
+  std::vector<double> p(vocab, 0.0);
+  for (int32_t v : kept) p[v] = prob(v);
   double total = 0.0;
-  for (int32_t v : kept) total += prob(v);
-  const double target = UniformFromKey(key) * total;
-  double cumulative = 0.0;
-  for (int32_t v : kept) {
-    cumulative += prob(v);
-    if (target < cumulative) return v;
+  for (int64_t c = 0; c < vocab; c += kSampleChunk) {
+    double sum = 0.0;
+    for (int64_t v = c; v < std::min(vocab, c + kSampleChunk); ++v) sum += p[v];
+    total += sum;
   }
-  return kept.back();
+  const double target = UniformFromKey(key) * total;
+  double before = 0.0;
+  for (int64_t c = 0; c < vocab; c += kSampleChunk) {
+    double part = 0.0;
+    for (int64_t v = c; v < std::min(vocab, c + kSampleChunk); ++v) {
+      part += p[v];
+      if (p[v] > 0.0 && target < before + part) return static_cast<int32_t>(v);
+    }
+    before += part;
+  }
+  return *std::max_element(kept.begin(), kept.end());
 }
 
 // Rows large enough that top-p needs more than the first candidates SampleToken sorts (256, then
