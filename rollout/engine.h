@@ -15,9 +15,9 @@
 //
 // Devices: with a CUDA context (default stream) the engine keeps the GPU cast of the weights
 // (model::UploadWeights, made from host weights given to Create or UpdateWeights), the KV blocks
-// (bf16) and linear-attention slots in GPU memory, and draws tokens on the host from the GPU's
-// log-softmax rows (one batched LogSoftmax and one copy per step and temperature, SampleTokens);
-// memory_budget_bytes then counts GPU bytes. Exactness holds against
+// (bf16) and linear-attention slots in GPU memory, and draws tokens there from the GPU's
+// log-softmax rows (one batched LogSoftmax per step and temperature, SampleTokens; top-k / top-p
+// draws read a host copy); memory_budget_bytes then counts GPU bytes. Exactness holds against
 // HybridModel::Forward on the same device.
 #pragma once
 

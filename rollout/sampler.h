@@ -29,10 +29,12 @@ struct TokenDraw {
 
 // Draws every token of `draws` from logits [n, V] f32 on ctx's device (ForwardStep's rows).
 // Per distinct temperature, one LogSoftmax over the rows drawn from (each row once, however many
-// samples draw from it) and one copy to the host: LogSoftmax gives a row the same bits in any
-// batch, so this is the single-row distribution. The draws (kernels::SampleToken) then run on
-// ctx's thread pool; each is a pure function of its row and key, so the tokens do not depend on
-// the thread count. Result i belongs to draws[i]: the token, or why it could not be drawn.
+// samples draw from it): LogSoftmax gives a row the same bits in any batch, so this is the
+// single-row distribution. The draws then run by kernels::SampleRows on that device — on the GPU
+// only tokens and their log-probs come back, except for top-k / top-p draws, which read a host
+// copy of the rows. Each draw is a pure function of its row and key, so the tokens depend on
+// neither batching nor thread count. Result i belongs to draws[i]: the token, or why it could not
+// be drawn.
 std::vector<absl::StatusOr<SampledToken>> SampleTokens(const Context& ctx, const Tensor& logits,
                                                        const std::vector<TokenDraw>& draws);
 

@@ -10,8 +10,11 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/core/context.h"
+#include "kernels/core/tensor.h"
 
 namespace tandem::kernels {
 
@@ -51,5 +54,27 @@ struct SamplingParams {
 // Errors: vocab < 1, top_k < 0, top_p outside (0, 1], a row with no finite log-prob.
 absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
                                     const SamplingParams& params, const SampleKey& key);
+
+// One draw from a row of a log-prob matrix (SampleRows).
+struct RowDraw {
+  int64_t row = 0;
+  SamplingParams params;
+  SampleKey key;
+};
+
+struct DrawnToken {
+  int32_t token = 0;
+  float logprob = 0.0f;  // the row's log-prob of the token (untouched by top-k / top-p)
+};
+
+// Every draw of `draws` from logprobs [m, V] f32 on ctx's device, each by SampleToken's
+// definition; result i is draws[i]'s token or why it has none (a row out of range, bad params, a
+// row with no finite entry). On the CPU the draws run on ctx's thread pool. On the GPU a draw
+// without top-k and top-p runs there (one block per draw; only the tokens come back), one with
+// them on the host from a copy of the rows. The GPU's e^x may differ from the host's in the last
+// bit, so the two devices agree on a row's token except where u·total falls within rounding of a
+// boundary between two tokens' cumulative probabilities.
+std::vector<absl::StatusOr<DrawnToken>> SampleRows(const Context& ctx, const Tensor& logprobs,
+                                                   const std::vector<RowDraw>& draws);
 
 }  // namespace tandem::kernels

@@ -5,7 +5,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/dispatch.h"
+#include "kernels/core/status_macros.h"
 #include "kernels/sample/sample.h"
+#include "kernels/sample/sample_internal.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/core/cuda_util.h"
+#include "kernels/sample/sample_cuda.h"
+#endif
 
 namespace tandem::kernels {
 namespace {
@@ -104,13 +111,7 @@ std::vector<int32_t> KeptCandidates(const float* logprobs, int64_t vocab, int64_
 absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
                                     const SamplingParams& params, const SampleKey& key) {
   if (vocab < 1) return absl::InvalidArgumentError("vocab: expected at least 1 entry");
-  if (params.top_k < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("top_k: expected >= 0, got ", params.top_k));
-  }
-  if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_p: expected in (0, 1], got ", params.top_p));
-  }
+  TANDEM_RETURN_IF_ERROR(internal::CheckSamplingParams(params));
   const auto no_entry = [] {
     return absl::InvalidArgumentError("logprobs: no finite entry in the row");
   };
@@ -171,6 +172,133 @@ absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
     if (prob[i] > 0.0) return static_cast<int32_t>(id_of(i));
   }
   return no_entry();  // unreachable: total > 0
+}
+
+namespace internal {
+
+absl::Status CheckSamplingParams(const SamplingParams& params) {
+  if (params.top_k < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("top_k: expected >= 0, got ", params.top_k));
+  }
+  if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_p: expected in (0, 1], got ", params.top_p));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRowDraw(const RowDraw& draw, int64_t rows, size_t index) {
+  if (draw.row < 0 || draw.row >= rows) {
+    return absl::InvalidArgumentError(absl::StrCat("draws[", index, "].row: ", draw.row,
+                                                   " is outside the ", rows, " rows of logprobs"));
+  }
+  const absl::Status params = CheckSamplingParams(draw.params);
+  if (!params.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("draws[", index, "].", params.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace internal
+
+namespace {
+
+// SampleToken for draws[i], i in `which`, from the host matrix logprobs [rows, vocab] on ctx's
+// thread pool (any device's context: only its pool is used); results into out[i].
+void DrawOnHost(const Context& ctx, const Tensor& logprobs, const std::vector<RowDraw>& draws,
+                const std::vector<size_t>& which, std::vector<absl::StatusOr<DrawnToken>>& out) {
+  const int64_t rows = logprobs.dim(0), vocab = logprobs.dim(1);
+  ctx.ParallelFor(static_cast<int64_t>(which.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const size_t i = which[k];
+      const RowDraw& d = draws[i];
+      const absl::Status checked = internal::CheckRowDraw(d, rows, i);
+      if (!checked.ok()) {
+        out[i] = checked;
+        continue;
+      }
+      const float* row = logprobs.data<float>() + d.row * vocab;
+      const absl::StatusOr<int32_t> token = SampleToken(row, vocab, d.params, d.key);
+      if (token.ok()) {
+        out[i] = DrawnToken{*token, row[*token]};
+      } else {
+        out[i] = token.status();
+      }
+    }
+  });
+}
+
+#ifdef TANDEM_HAVE_CUDA
+// Whether SampleToken's result for these params needs only the row, no sorted candidates.
+bool DrawsOnDevice(const SamplingParams& p, int64_t vocab) {
+  return p.greedy || ((p.top_k == 0 || p.top_k >= vocab) && p.top_p == 1.0f);
+}
+
+// SampleRows for logprobs on the GPU: the draws DrawsOnDevice takes run there, the others on the
+// host from a copy of the rows.
+void DrawOnGpu(const Context& ctx, const Tensor& logprobs, const std::vector<RowDraw>& draws,
+               std::vector<absl::StatusOr<DrawnToken>>& out) {
+  const int64_t rows = logprobs.dim(0), vocab = logprobs.dim(1);
+  std::vector<RowDraw> on_device;
+  std::vector<size_t> device_index, host_index;
+  for (size_t i = 0; i < draws.size(); ++i) {
+    const absl::Status checked = internal::CheckRowDraw(draws[i], rows, i);
+    if (!checked.ok()) {
+      out[i] = checked;
+    } else if (DrawsOnDevice(draws[i].params, vocab)) {
+      on_device.push_back(draws[i]);
+      device_index.push_back(i);
+    } else {
+      host_index.push_back(i);
+    }
+  }
+  if (!on_device.empty()) {
+    std::vector<int32_t> tokens;
+    std::vector<float> token_logprobs;
+    const absl::Status drawn =
+        cuda::SampleRowsOnDevice(ctx, logprobs, on_device, tokens, token_logprobs);
+    for (size_t k = 0; k < device_index.size(); ++k) {
+      if (!drawn.ok()) {
+        out[device_index[k]] = drawn;
+      } else if (tokens[k] < 0) {
+        out[device_index[k]] = absl::InvalidArgumentError("logprobs: no finite entry in the row");
+      } else {
+        out[device_index[k]] = DrawnToken{tokens[k], token_logprobs[k]};
+      }
+    }
+  }
+  if (!host_index.empty()) {
+    absl::StatusOr<Tensor> host = cuda::CopyToHost(ctx, logprobs);
+    if (host.ok()) {
+      DrawOnHost(ctx, *host, draws, host_index, out);
+    } else {
+      for (size_t i : host_index) out[i] = host.status();
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+std::vector<absl::StatusOr<DrawnToken>> SampleRows(const Context& ctx, const Tensor& logprobs,
+                                                   const std::vector<RowDraw>& draws) {
+  const absl::Status shape =
+      ExpectTensor(logprobs, "logprobs", DType::kF32, {-1, -1}, ctx.device());
+  std::vector<absl::StatusOr<DrawnToken>> out(
+      draws.size(), shape.ok() ? absl::InternalError("SampleRows: not drawn") : shape);
+  if (!shape.ok()) return out;
+  if (ctx.device() == Device::kCUDA) {
+#ifdef TANDEM_HAVE_CUDA
+    DrawOnGpu(ctx, logprobs, draws, out);
+#else
+    out.assign(draws.size(), internal::BuiltWithoutCuda("SampleRows"));
+#endif
+    return out;
+  }
+  std::vector<size_t> all(draws.size());
+  std::iota(all.begin(), all.end(), size_t{0});
+  DrawOnHost(ctx, logprobs, draws, all, out);
+  return out;
 }
 
 }  // namespace tandem::kernels

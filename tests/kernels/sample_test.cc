@@ -181,6 +181,37 @@ TEST(SampleTest, SeveralNansAreNeverDrawnOrKept) {
   }
 }
 
+// SampleRows on the CPU: each draw is SampleToken on its row, with the row's log-prob of the
+// token; the same for any thread count; a bad draw's error names it and spares the others.
+TEST(SampleTest, SampleRowsDrawsEachRowBySampleToken) {
+  const int64_t rows = 3, vocab = 600;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> logit(0.0f, 2.0f);
+  std::vector<float> lp(rows * vocab);
+  for (float& x : lp) x = logit(rng) - 8.0f;  // not normalised: SampleToken does not need it
+  const Tensor t = Tensor::FromVector(lp, {rows, vocab});
+  std::vector<RowDraw> draws;
+  for (uint64_t pos = 0; pos < 30; ++pos) {
+    draws.push_back({static_cast<int64_t>(pos % rows),
+                     pos % 3 == 0 ? SamplingParams{.top_p = 0.8f} : SamplingParams{},
+                     {9, pos % 2, pos}});
+  }
+  draws.push_back({rows, {}, {}});
+  draws.push_back({0, {.top_k = -2}, {}});
+  const auto one = SampleRows(Context::Cpu(1), t, draws);
+  const auto three = SampleRows(Context::Cpu(3), t, draws);
+  for (size_t i = 0; i + 2 < draws.size(); ++i) {
+    ASSERT_TRUE(one[i].ok()) << one[i].status();
+    const float* row = lp.data() + draws[i].row * vocab;
+    EXPECT_EQ(one[i]->token, *SampleToken(row, vocab, draws[i].params, draws[i].key));
+    EXPECT_EQ(one[i]->logprob, row[one[i]->token]);
+    ASSERT_TRUE(three[i].ok());
+    EXPECT_EQ(three[i]->token, one[i]->token);
+  }
+  EXPECT_EQ(one[30].status().message(), "draws[30].row: 3 is outside the 3 rows of logprobs");
+  EXPECT_EQ(one[31].status().message(), "draws[31].top_k: expected >= 0, got -2");
+}
+
 TEST(SampleTest, BadInput) {
   std::vector<float> lp = {0.0f};
   EXPECT_FALSE(SampleToken(lp.data(), 0, {}, {}).ok());
