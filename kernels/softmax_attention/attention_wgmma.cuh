@@ -184,10 +184,12 @@ __device__ __forceinline__ uint64_t VDesc(const unsigned char* vs, int kk) {
   return SwDesc(vs + kk * 2048, kSwBlockBytes, 1024);
 }
 
-// d += A·B for the warpgroup's 64 rows and 64 columns over 16 k: A = this warp's 16 rows as an
-// m16n8k16 A fragment (registers), B from shared memory through `desc` (kTransB: B stored N-major).
+// d += A·B (or d = A·B when !accumulate) for the warpgroup's 64 rows and 64 columns over 16 k:
+// A = this warp's 16 rows as an m16n8k16 A fragment (registers), B from shared memory through
+// `desc` (kTransB: B stored N-major).
 template <bool kTransB>
-__device__ __forceinline__ void WgmmaN64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+__device__ __forceinline__ void WgmmaN64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc,
+                                         bool accumulate = true) {
 #if TANDEM_WGMMA_DEVICE
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
@@ -201,7 +203,8 @@ __device__ __forceinline__ void WgmmaN64(float (&d)[8][4], const uint32_t (&a)[4
         "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
         "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
         "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1), "n"(kTransB ? 1 : 0));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate ? 1 : 0),
+        "n"(kTransB ? 1 : 0));
 #else
   __trap();
 #endif

@@ -98,21 +98,18 @@ __device__ __forceinline__ void ProduceTiles(const WsBlock& b, unsigned char* sm
   }
 }
 
-// Q·Kᵀ of tile i into d (zeroed first: every score starts at zero, as in ScoreTile), issued and
-// committed, not waited for.
+// Q·Kᵀ of tile i into d, issued and committed, not waited for. The first k step does not read
+// d (d = A·B): every score starts from zero, as in ScoreTile, without zeroing the registers.
 template <int kD>
 __device__ __forceinline__ void IssueScores(const WsBlock& b, unsigned char* smem, int i,
                                             const uint32_t (&qf)[kD / 16][4], float (&d)[8][4]) {
   const int stage = i % kWgStages;
   MbarWait(&b.full[stage], (i / kWgStages) & 1);
   if (b.num_keys - i * kTile < kTile) FenceProxyAsync();  // cp.async (generic proxy) wrote it
-#pragma unroll
-  for (int n = 0; n < 8; ++n) d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
-  FenceRegs(d);  // the zeros are written before the fence, not among the wgmma instructions
   WgFence();
 #pragma unroll
   for (int kk = 0; kk < kD / 16; ++kk) {
-    WgmmaN64<false>(d, qf[kk], KDesc(WgSmem<kD>::K(smem, stage), kk));
+    WgmmaN64<false>(d, qf[kk], KDesc(WgSmem<kD>::K(smem, stage), kk), kk > 0);
   }
   WgCommit();
 }
@@ -162,7 +159,7 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
                                              float scale_log2, const uint32_t (&qf)[kD / 16][4],
                                              const int (&pos)[2], int n_att, int n_full, int wg,
                                              float* tot, WarpState<kD>& st) {
-  float s[8][4], alpha[2];
+  float s[8][4] = {}, alpha[2];  // s: defined before the first wgmma names it (not read there)
   uint32_t pa[4][4];
   WarpState<kD> opened;  // m, l of the split tile j + 1 opens, while st still holds tile j's
   const auto softmax = [&](int i, auto mask, WarpState<kD>& into) {  // s: tile i's scores
