@@ -141,22 +141,4 @@ absl::StatusOr<LossOutputs> SftLoss(std::span<const float> logp, std::span<const
   return out;
 }
 
-float RowEntropy(std::span<const float> logits, float temperature) {
-  if (logits.empty()) return 0.0f;
-  const float inv_t = 1.0f / temperature;
-  float max_z = -INFINITY;
-  for (float l : logits) max_z = std::max(max_z, l * inv_t);
-  if (std::isinf(max_z)) return max_z > 0 ? NAN : 0.0f;  // all −inf: undefined, say 0
-  // With s = Σ e^(z − max): lse = max + log s and Σ p·z = Σ e^(z−max)·z / s.
-  double s = 0, sz = 0;
-  for (float l : logits) {
-    const double z = static_cast<double>(l * inv_t);
-    if (std::isinf(z)) continue;  // masked-out entries contribute nothing
-    const double e = std::exp(z - max_z);
-    s += e;
-    sz += e * z;
-  }
-  return static_cast<float>(max_z + std::log(s) - sz / s);
-}
-
 }  // namespace tandem::trainer

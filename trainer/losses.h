@@ -81,9 +81,4 @@ absl::StatusOr<LossOutputs> PpoClipLoss(const PpoLossInputs& in, const PpoLossOp
 absl::StatusOr<LossOutputs> SftLoss(std::span<const float> logp, std::span<const float> mask,
                                     double normalizer = 0.0);
 
-// Entropy of softmax(logits / temperature) for one row of V logits, in nats:
-//   H = lse − Σ_v p_v·z_v. fp32 inputs; max in fp32, sums in fp64 over v ascending; returned as
-//   fp32. A metric only: no gradient.
-float RowEntropy(std::span<const float> logits, float temperature = 1.0f);
-
 }  // namespace tandem::trainer

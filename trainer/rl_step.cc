@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/core/status_macros.h"
+#include "kernels/gemm/gemm.h"
+#include "kernels/lm_head_logprob/lm_head_logprob.h"
 #include "model/device_ops.h"
 #include "model/hybrid_model_backward.h"
 #include "trainer/step_common.h"
@@ -16,30 +18,36 @@
 namespace tandem::trainer {
 namespace {
 
-// Σ over trained positions of the entropy of softmax(lm_head · h_final[t] / temperature), fp32
-// logits with fp32 accumulation on the host (a metric: it need not match the LM-head kernel's
-// bits). lm_head [V, Dm] and h_final [T, Dm]: f32 host tensors.
-double EntropySum(const Context& ctx, const Tensor& lm_head, const Tensor& h_final,
-                  std::span<const float> mask, float temperature) {
-  const int64_t V = lm_head.shape()[0], Dm = lm_head.shape()[1];
-  const int64_t T = static_cast<int64_t>(mask.size());
-  std::vector<float> entropy(T, 0.0f);  // [T]
-  ctx.ParallelFor(T, [&](int64_t begin, int64_t end) {
-    std::vector<float> logits(V);  // [V]
-    for (int64_t t = begin; t < end; ++t) {
-      if (mask[t] == 0) continue;
-      const float* h = h_final.data<float>() + t * Dm;
-      for (int64_t v = 0; v < V; ++v) {
-        const float* w = lm_head.data<float>() + v * Dm;
-        float z = 0;
-        for (int64_t d = 0; d < Dm; ++d) z += w[d] * h[d];
-        logits[v] = z;
-      }
-      entropy[t] = RowEntropy(logits, temperature);
-    }
-  });
+// The entropy metric recomputes the logits in row chunks of at most this many elements.
+constexpr int64_t kEntropyChunkElements = int64_t{1} << 25;
+
+// Σ over trained positions (mask ≠ 0) of the entropy of softmax(h_final · lm_headᵀ / temperature),
+// on ctx's device: the LM head's logits recomputed in row chunks (kernels::GemmNT, as the forward
+// does) and kernels::SoftmaxEntropy per row; only the T entropies come to the host. A metric: it
+// need not match any other computation's bits. lm_head [V, Dm] and h_final [T, Dm] as the
+// forward holds them (the compute weights and activations on ctx's device).
+absl::StatusOr<double> EntropySum(const Context& ctx, const Tensor& lm_head, const Tensor& h_final,
+                                  std::span<const float> mask, float temperature) {
+  const int64_t T = h_final.dim(0), V = lm_head.dim(0);
+  if (T == 0) return 0.0;
+  const int64_t chunk = std::clamp<int64_t>(kEntropyChunkElements / V, 1, T);
+  Tensor logits = Tensor::Empty({chunk, V}, DType::kF32, ctx.device());  // [chunk, V]
+  Tensor lse = Tensor::Empty({chunk}, DType::kF32, ctx.device());        // [chunk]
+  Tensor entropy = Tensor::Empty({T}, DType::kF32, ctx.device());        // [T]
+  for (int64_t r0 = 0; r0 < T; r0 += chunk) {
+    const int64_t r1 = std::min(T, r0 + chunk);
+    Tensor logits_rows = logits.Rows(0, r1 - r0);
+    Tensor lse_rows = lse.Rows(0, r1 - r0);
+    Tensor entropy_rows = entropy.Rows(r0, r1);
+    TANDEM_RETURN_IF_ERROR(kernels::GemmNT(ctx, h_final.Rows(r0, r1), lm_head, logits_rows));
+    TANDEM_RETURN_IF_ERROR(
+        kernels::SoftmaxEntropy(ctx, logits_rows, temperature, entropy_rows, lse_rows));
+  }
+  TANDEM_ASSIGN_OR_RETURN(const Tensor host, model::internal::ToHost(ctx, entropy));
   double sum = 0;
-  for (int64_t t = 0; t < T; ++t) sum += entropy[t];
+  for (int64_t t = 0; t < T; ++t) {
+    if (mask[t] != 0) sum += host.data<float>()[t];
+  }
   return sum;
 }
 
@@ -48,17 +56,10 @@ struct LocalSums {
   double loss = 0, pg_loss = 0, clipped = 0, approx_kl = 0, ratio = 0, entropy = 0;
 };
 
-// `t` as an f32 host tensor (itself when it already is one).
-absl::StatusOr<Tensor> HostF32(const Context& ctx, const Tensor& t) {
-  if (t.device() == Device::kCPU && t.dtype() == DType::kF32) return t;
-  TANDEM_ASSIGN_OR_RETURN(Tensor wide, model::internal::AsF32(ctx, t));
-  return model::internal::ToHost(ctx, wide);
-}
-
 absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const RlMicroBatch& mb,
-                            const RlStepOptions& options, const Tensor& entropy_lm_head,
-                            double normalizer, model::ModelWeights& grads, ExpertLoads& loads,
-                            LocalSums& sums, LogprobMismatch& mismatch) {
+                            const RlStepOptions& options, double normalizer,
+                            model::ModelWeights& grads, ExpertLoads& loads, LocalSums& sums,
+                            LogprobMismatch& mismatch) {
   const MicroBatchLoss ppo_loss = [&](std::span<const float> logp) {
     AccumulateMismatch(mb, logp, options.trainer_version, mismatch);
     PpoLossOptions ppo = options.ppo;
@@ -77,9 +78,10 @@ absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const
   sums.approx_kl += loss.metrics.approx_kl * m;
   sums.ratio += loss.metrics.mean_ratio * m;
   if (options.compute_entropy) {
-    TANDEM_ASSIGN_OR_RETURN(const Tensor h_final, HostF32(ctx, pass.acts.h_final));
-    sums.entropy +=
-        EntropySum(ctx, entropy_lm_head, h_final, mb.batch.loss_mask, options.temperature);
+    TANDEM_ASSIGN_OR_RETURN(const double entropy,
+                            EntropySum(ctx, model.weights().lm_head, pass.acts.h_final,
+                                       mb.batch.loss_mask, options.temperature));
+    sums.entropy += entropy;
   }
   return absl::OkStatus();
 }
@@ -189,16 +191,9 @@ absl::StatusOr<RlStepResult> RlTrainStep(const Context& ctx, Collective& collect
   ExpertLoads loads = ZeroLoads(model.config());
   LocalSums sums;
   LogprobMismatch mismatch;
-  // The entropy metric's LM head on the host in f32: the model's own on the CPU, a copy of the
-  // master's on the GPU (once per step).
-  Tensor entropy_lm_head;
-  if (options.compute_entropy) {
-    const model::ModelWeights& w = options.master != nullptr ? *options.master : model.weights();
-    TANDEM_ASSIGN_OR_RETURN(entropy_lm_head, HostF32(ctx, w.lm_head));
-  }
   for (const RlMicroBatch& mb : mbs) {
-    TANDEM_RETURN_IF_ERROR(MicroBatchStep(ctx, model, mb, options, entropy_lm_head, normalizer,
-                                          grads, loads, sums, mismatch));
+    TANDEM_RETURN_IF_ERROR(
+        MicroBatchStep(ctx, model, mb, options, normalizer, grads, loads, sums, mismatch));
   }
   // fp32 sums over ranks (metrics); exact int64 sums for the token counts.
   float metric[6] = {static_cast<float>(sums.loss),    static_cast<float>(sums.pg_loss),

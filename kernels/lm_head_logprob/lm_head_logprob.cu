@@ -35,11 +35,12 @@ __device__ float BlockMax(float v) {
 struct RowArgs {
   int64_t vocab;
   float temperature;
-  const float* logits;     // [T, V]
-  const int32_t* targets;  // [T] or null
-  float* logprob;          // [T] or null
-  float* out;              // [T, V] or null
-  float* lse;              // [T]
+  const float* logits;       // [T, V]
+  const int32_t* targets;    // [T] or null
+  float* logprob;            // [T] or null
+  float* out;                // [T, V] or null
+  float* lse;                // [T]
+  float* entropy = nullptr;  // [T] or null
 };
 
 // lse of z = row / temperature in the fixed order described in the header.
@@ -75,6 +76,19 @@ __global__ void __launch_bounds__(kThreads) RowKernel(const RowArgs a) {
       const int32_t tg = a.targets[r];
       a.logprob[r] =
           tg >= 0 && tg < a.vocab ? __fsub_rn(__fdiv_rn(row[tg], a.temperature), l) : NAN;
+    }
+  }
+  if (a.entropy != nullptr) {  // uniform across the block
+    float pz = 0.0f;           // Σ p·z over the finite z
+    if (isfinite(l)) {
+      for (int64_t v = threadIdx.x; v < a.vocab; v += kThreads) {
+        const float z = __fdiv_rn(row[v], a.temperature);
+        if (!isinf(z)) pz = __fadd_rn(pz, __fmul_rn(expf(__fsub_rn(z, l)), z));
+      }
+    }
+    pz = BlockSum<kThreads>(pz);  // every thread calls it
+    if (threadIdx.x == 0) {
+      a.entropy[r] = isfinite(l) ? __fsub_rn(l, pz) : (l == -INFINITY ? 0.0f : NAN);
     }
   }
   if (a.out == nullptr) return;
@@ -149,6 +163,18 @@ absl::Status LogSoftmax(const Context& ctx, const Tensor& logits, float temperat
   TANDEM_RETURN_IF_ERROR(ExpectRowVector(lse, "lse", DType::kF32, t));
   const RowArgs a{vocab,   temperature,       logits.data<float>(), nullptr,
                   nullptr, out.data<float>(), lse.data<float>()};
+  return LaunchRows(ctx, a, t);
+}
+
+absl::Status SoftmaxEntropy(const Context& ctx, const Tensor& logits, float temperature,
+                            Tensor& entropy, Tensor& lse) {
+  TANDEM_RETURN_IF_ERROR(CheckLogits(logits, temperature));
+  const int64_t t = logits.dim(0);
+  TANDEM_RETURN_IF_ERROR(ExpectRowVector(entropy, "entropy", DType::kF32, t));
+  TANDEM_RETURN_IF_ERROR(ExpectRowVector(lse, "lse", DType::kF32, t));
+  RowArgs a{logits.dim(1), temperature, logits.data<float>(), nullptr,
+            nullptr,       nullptr,     lse.data<float>()};
+  a.entropy = entropy.data<float>();
   return LaunchRows(ctx, a, t);
 }
 

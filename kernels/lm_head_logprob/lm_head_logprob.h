@@ -23,6 +23,13 @@ absl::Status LogprobFromLogits(const Context& ctx, const Tensor& logits, const T
 absl::Status LogSoftmax(const Context& ctx, const Tensor& logits, float temperature, Tensor& out,
                         Tensor& lse);
 
+// The entropy of softmax(logits / temperature) per row, entropy [T], with its lse [T] (the same
+// bits as LogprobFromLogits'): H = lse − Σ_v p_v·z_v, p_v = exp(z_v − lse). Entries with z = −inf
+// contribute nothing; a row of only −inf has entropy 0, one with lse +inf or NaN has NaN. A
+// metric (the policy's entropy), summed in double on the CPU and in fp32 on the GPU.
+absl::Status SoftmaxEntropy(const Context& ctx, const Tensor& logits, float temperature,
+                            Tensor& entropy, Tensor& lse);
+
 // Gradient of Σ_t dlogprob[t] · logprob[t] w.r.t. logits:
 //   dlogits[t, v] = dlogprob[t] · (onehot(target_t)[v] − softmax(z_t)[v]) / temperature.
 absl::Status LogprobFromLogitsBwd(const Context& ctx, const Tensor& logits, const Tensor& targets,

@@ -113,6 +113,36 @@ absl::Status LogSoftmax(const Context& ctx, const Tensor& logits, float temperat
   return absl::OkStatus();
 }
 
+absl::Status SoftmaxEntropy(const Context& ctx, const Tensor& logits, float temperature,
+                            Tensor& entropy, Tensor& lse) {
+  TANDEM_DISPATCH_CUDA(ctx, cuda::SoftmaxEntropy(ctx, logits, temperature, entropy, lse));
+  TANDEM_RETURN_IF_ERROR(CheckLogits(logits, temperature));
+  const int64_t t = logits.dim(0), vocab = logits.dim(1);
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(entropy, "entropy", DType::kF32, {t}));
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(lse, "lse", DType::kF32, {t}));
+  const float* lg = logits.data<float>();  // [T, V]
+  float* h = entropy.data<float>();        // [T]
+  float* ls = lse.data<float>();           // [T]
+  ctx.ParallelFor(t, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = lg + r * vocab;
+      const float l = cpu::RowLogSumExp(row, vocab, temperature);
+      ls[r] = l;
+      if (std::isnan(l) || l == INFINITY) {
+        h[r] = NAN;
+        continue;
+      }
+      double pz = 0.0;  // Σ p·z over the finite z
+      for (int64_t v = 0; l != -INFINITY && v < vocab; ++v) {
+        const double z = row[v] / temperature;
+        if (!std::isinf(z)) pz += std::exp(z - l) * z;
+      }
+      h[r] = l == -INFINITY ? 0.0f : static_cast<float>(l - pz);
+    }
+  });
+  return absl::OkStatus();
+}
+
 absl::Status LogprobFromLogitsBwd(const Context& ctx, const Tensor& logits, const Tensor& targets,
                                   const Tensor& lse, float temperature, const Tensor& dlogprob,
                                   Tensor& dlogits) {

@@ -25,6 +25,11 @@ absl::Status LogprobFromLogits(const Context& ctx, const Tensor& logits, const T
 absl::Status LogSoftmax(const Context& ctx, const Tensor& logits, float temperature, Tensor& out,
                         Tensor& lse);
 
+// entropy [T] and lse [T] of softmax(logits / temperature) (f32, GPU): the row kernel's lse, then
+// Σ_v exp(z_v − lse)·z_v over the finite z in the same strided order and BlockSum tree.
+absl::Status SoftmaxEntropy(const Context& ctx, const Tensor& logits, float temperature,
+                            Tensor& entropy, Tensor& lse);
+
 // dlogits [T, V] = dlogprob[t] · (onehot(target_t) − exp(z − lse)) / temperature (f32, GPU). A
 // target outside [0, V) contributes no one-hot term.
 absl::Status LogprobFromLogitsBwd(const Context& ctx, const Tensor& logits, const Tensor& targets,

@@ -4,7 +4,9 @@
 // invariance, the LM-head convenience, and bad arguments.
 #include "kernels/lm_head_logprob/lm_head_logprob.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -168,6 +170,52 @@ TEST(LmHeadLogprobTest, LmHeadIsGemmThenLogprob) {
   ASSERT_TRUE(GemmNT(ctx, ht, wt, logits2).ok());
   ASSERT_TRUE(LogprobFromLogits(ctx, logits2, tgt, 1.0f, lp2, lse).ok());
   EXPECT_TRUE(BitwiseEqual(Floats(lp), Floats(lp2)));
+}
+
+// The entropy against its definition in fp64 (−Σ p log p with p = softmax(z)), with the lse of
+// LogprobFromLogits; −inf entries, an all −inf row (0) and a NaN row (NaN).
+TEST(LmHeadLogprobTest, SoftmaxEntropyIsTheEntropy) {
+  const int64_t t = 5, v = 300;
+  std::vector<float> x = RandomVector(t * v, 21, -6.0f, 6.0f);
+  for (int64_t i = 0; i < v; ++i) x[3 * v + i] = -INFINITY;  // row 3: all −inf
+  x[v + 17] = x[v + 250] = -INFINITY;                        // row 1: two masked entries
+  x[4 * v + 9] = NAN;                                        // row 4: NaN
+  for (float temp : {1.0f, 0.6f}) {
+    const Context ctx = Context::Cpu(2);
+    Tensor lg = Tensor::FromVector(x, {t, v});
+    Tensor entropy = Tensor::Empty({t}, DType::kF32), lse = Tensor::Empty({t}, DType::kF32);
+    Tensor logprob = Tensor::Empty({t}, DType::kF32), lse2 = Tensor::Empty({t}, DType::kF32);
+    ASSERT_TRUE(SoftmaxEntropy(ctx, lg, temp, entropy, lse).ok());
+    ASSERT_TRUE(LogprobFromLogits(ctx, lg, Tensor::FromVector(std::vector<int32_t>(t, 0), {t}),
+                                  temp, logprob, lse2)
+                    .ok());
+    EXPECT_TRUE(BitwiseEqual(Floats(lse), Floats(lse2)));
+    for (int64_t r : {0, 1, 2}) {
+      double m = -INFINITY, s = 0, h = 0;
+      for (int64_t i = 0; i < v; ++i) m = std::max(m, double{x[r * v + i]} / temp);
+      for (int64_t i = 0; i < v; ++i) s += std::exp(double{x[r * v + i]} / temp - m);
+      for (int64_t i = 0; i < v; ++i) {
+        const double p = std::exp(double{x[r * v + i]} / temp - m) / s;
+        if (p > 0) h -= p * std::log(p);
+      }
+      EXPECT_NEAR(entropy.data<float>()[r], h, 1e-5 * (1 + h)) << "row " << r;
+    }
+    EXPECT_EQ(entropy.data<float>()[3], 0.0f);
+    EXPECT_TRUE(std::isnan(entropy.data<float>()[4]));
+  }
+  // A uniform row has entropy log V; one finite entry among −inf has entropy 0.
+  std::vector<float> rows(64, 0.5f);
+  rows.insert(rows.end(), {-INFINITY, 3.0f, -INFINITY});
+  rows.resize(128, -INFINITY);
+  Tensor two = Tensor::Empty({2}, DType::kF32), two_lse = Tensor::Empty({2}, DType::kF32);
+  ASSERT_TRUE(
+      SoftmaxEntropy(Context::Cpu(1), Tensor::FromVector(rows, {2, 64}), 1.0f, two, two_lse).ok());
+  EXPECT_NEAR(two.data<float>()[0], std::log(64.0), 1e-6);
+  EXPECT_EQ(two.data<float>()[1], 0.0f);
+  Tensor entropy = Tensor::Empty({2}, DType::kF32), lse = Tensor::Empty({3}, DType::kF32);
+  const absl::Status bad =
+      SoftmaxEntropy(Context::Cpu(1), Tensor::FromVector(x, {t, v}), 1.0f, entropy, lse);
+  EXPECT_NE(bad.message().find("entropy"), std::string::npos) << bad;
 }
 
 TEST(LmHeadLogprobTest, BadInputsNameTheArgument) {

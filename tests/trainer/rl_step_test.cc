@@ -93,14 +93,16 @@ std::vector<Trajectory> Sample(const model::ModelConfig& config, const model::Mo
   std::vector<rollout::RequestResult> done = (*engine)->TakeFinished();
   std::sort(done.begin(), done.end(), [](auto& a, auto& b) { return a.id < b.id; });
   for (size_t p = 0; p < done.size(); ++p) {
-    for (rollout::SampleResult& s : done[p].samples) {
+    for (size_t k = 0; k < done[p].samples.size(); ++k) {
+      rollout::SampleResult& s = done[p].samples[k];
       Trajectory t;
       t.group = static_cast<int64_t>(p);
       t.prompt = prompts[p];
       t.response = s.tokens;
       t.logprobs = s.logprobs;
       t.versions = s.weight_versions;
-      t.reward = static_cast<float>(s.tokens.size() % 3);
+      // Half of each group rewarded, whatever was drawn: every group has non-zero advantages.
+      t.reward = static_cast<float>(k % 2);
       out.push_back(std::move(t));
     }
   }

@@ -147,6 +147,40 @@ TEST(LmHeadLogprobCudaTest, NonFiniteRowsFollowTheCpu) {
   EXPECT_TRUE(AllClose(g.logprob, ToDouble(c.logprob), {.atol = 1e-5, .rtol = 1e-6}));
 }
 
+TEST(LmHeadLogprobCudaTest, SoftmaxEntropyMatchesCpu) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  for (const int64_t v : {int64_t{7}, int64_t{513}, int64_t{151552}}) {
+    const int64_t t = 5;
+    std::vector<float> x = RandomVector(t * v, 11, -8.0f, 8.0f);
+    for (int64_t i = 0; i < v; ++i) x[3 * v + i] = -INFINITY;  // row 3: all −inf
+    x[v + 2] = -INFINITY;                                      // row 1: a masked entry
+    x[4 * v + 1] = NAN;                                        // row 4: NaN
+    for (float temp : {1.0f, 0.7f}) {
+      SCOPED_TRACE(::testing::Message() << "V=" << v << " temp=" << temp);
+      Tensor ce = Tensor::Empty({t}, DType::kF32), cl = Tensor::Empty({t}, DType::kF32);
+      ASSERT_TRUE(
+          SoftmaxEntropy(Context::Cpu(1), Tensor::FromVector(x, {t, v}), temp, ce, cl).ok());
+      Tensor ge = Tensor::Empty({t}, DType::kF32, Device::kCUDA);
+      Tensor gl = Tensor::Empty({t}, DType::kF32, Device::kCUDA);
+      TANDEM_ASSERT_OK(SoftmaxEntropy(GpuTestContext(), ToDevice(x, {t, v}), temp, ge, gl));
+      const std::vector<float> he = ToHostFloats(ge), hl = ToHostFloats(gl);
+      // fp32 sums on the GPU against double on the CPU: |H| <= log V ~ 12 and Σ p·z carries the
+      // lse's few-ulp error, so a few ulps of max(lse, H) apart.
+      for (int64_t r = 0; r < 3; ++r) {
+        EXPECT_NEAR(he[r], ce.data<float>()[r], 2e-5 * (1 + std::fabs(hl[r]))) << "row " << r;
+      }
+      EXPECT_EQ(he[3], 0.0f);
+      EXPECT_TRUE(std::isnan(he[4]));
+      // Its lse is the row kernel's: LogprobFromLogits gives the same bits.
+      Tensor lp = Tensor::Empty({t}, DType::kF32, Device::kCUDA);
+      Tensor lse2 = Tensor::Empty({t}, DType::kF32, Device::kCUDA);
+      TANDEM_ASSERT_OK(LogprobFromLogits(GpuTestContext(), ToDevice(x, {t, v}),
+                                         DeviceI32(std::vector<int32_t>(t, 0)), temp, lp, lse2));
+      EXPECT_TRUE(BitwiseEqual(hl, ToHostFloats(lse2)));
+    }
+  }
+}
+
 TEST(LmHeadLogprobCudaTest, TargetOutsideVocabularyGivesNan) {
   TANDEM_SKIP_WITHOUT_GPU();
   const int64_t v = 100;
