@@ -5,6 +5,7 @@
 // memory on both sides). Pure data movement, so a row's bits never depend on the device path.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -27,6 +28,15 @@ inline Tensor Buffer(const Context& ctx, Shape shape, DType dtype = DType::kF32)
 // the attention outputs): f32 on the CPU; bf16 on the GPU, the value the GEMM would round them to
 // anyway (round to nearest even), which lets the pinned cuBLASLt path take them.
 inline DType GemmInputDType(const Context& ctx) { return OnCuda(ctx) ? DType::kBF16 : DType::kF32; }
+
+// Rows of logits [rows, vocab] f32 the LM head computes at a time (the forward's log-probs, their
+// backward, the entropy metric): every chunk's GEMM reads the whole LM head, so the GPU takes 2^26
+// logits per chunk (256 MiB; ~430 rows of a 157K vocabulary instead of 26, where the reads of the
+// LM head would cost more than its products), the CPU 2^22. Between 1 and `rows`.
+inline int64_t LmHeadChunkRows(const Context& ctx, int64_t rows, int64_t vocab) {
+  const int64_t elements = OnCuda(ctx) ? int64_t{1} << 26 : int64_t{1} << 22;
+  return std::clamp<int64_t>(elements / std::max<int64_t>(vocab, 1), 1, std::max<int64_t>(rows, 1));
+}
 
 // `t` as f32 on its own device: t itself when it is f32, else an exact widening copy (GPU).
 absl::StatusOr<Tensor> AsF32(const Context& ctx, const Tensor& t);

@@ -27,10 +27,6 @@ using internal::ResidualStream;
 using internal::ToContextDevice;
 using internal::ToHost;
 
-// The LM head runs over at most this many logits at a time. Rows are independent (GEMM rows are
-// batch-invariant and the log-sum-exp is row-local), so chunking never changes a bit.
-constexpr int64_t kLmHeadChunkElements = int64_t{1} << 22;
-
 absl::Status ValidateTokens(const ModelConfig& config, const ForwardInput& in) {
   TANDEM_RETURN_IF_ERROR(ExpectTensor(in.tokens, "tokens", DType::kI32, {-1}));
   const int64_t T = in.tokens.dim(0);
@@ -113,7 +109,9 @@ absl::StatusOr<Tensor> LmHeadLogprobs(const Context& ctx, const ModelConfig& con
   for (int64_t t = 0; t < T; ++t) host_targets.data<int32_t>()[t] = std::max(target[t], 0);
   TANDEM_ASSIGN_OR_RETURN(Tensor kernel_targets, ToContextDevice(ctx, host_targets));
 
-  const int64_t chunk = std::clamp<int64_t>(kLmHeadChunkElements / V, 1, T);
+  // Rows are independent (GEMM rows are batch-invariant and the log-sum-exp is row-local), so
+  // the chunk size never changes a bit.
+  const int64_t chunk = internal::LmHeadChunkRows(ctx, T, V);
   Tensor logits = Buffer(ctx, {chunk, V});  // [chunk, V]
   Tensor logprob = Buffer(ctx, {T});        // [T]
   Tensor lse = Buffer(ctx, {T});            // [T]

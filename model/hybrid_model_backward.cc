@@ -28,10 +28,6 @@ using internal::Buffer;
 using internal::PackedSequences;
 using internal::ToContextDevice;
 
-// The LM head backward recomputes the logits over at most this many elements at a time. The chunk
-// depends only on T and V, so the order d lm_head sums its rows in is fixed.
-constexpr int64_t kLmHeadChunkElements = int64_t{1} << 22;
-
 // An f32 buffer on ctx's device.
 Tensor F32(const Context& ctx, Shape shape) { return Buffer(ctx, std::move(shape)); }
 
@@ -53,7 +49,9 @@ absl::Status LmHeadBwd(const Context& ctx, const Tensor& lm_head, const Tensor& 
   }
   TANDEM_ASSIGN_OR_RETURN(const Tensor kernel_targets, ToContextDevice(ctx, host_targets));
   TANDEM_ASSIGN_OR_RETURN(const Tensor dlp, ToContextDevice(ctx, host_dlp));
-  const int64_t chunk = std::clamp<int64_t>(kLmHeadChunkElements / V, 1, T);
+  // The chunk depends only on the device, T and V, so the order d lm_head sums its rows in is
+  // fixed.
+  const int64_t chunk = internal::LmHeadChunkRows(ctx, T, V);
   Tensor logits = F32(ctx, {chunk, V});   // [chunk, V]
   Tensor dlogits = F32(ctx, {chunk, V});  // [chunk, V]
   Tensor logprob = F32(ctx, {chunk});     // [chunk]

@@ -18,9 +18,6 @@
 namespace tandem::trainer {
 namespace {
 
-// The entropy metric recomputes the logits in row chunks of at most this many elements.
-constexpr int64_t kEntropyChunkElements = int64_t{1} << 25;
-
 // Σ over trained positions (mask ≠ 0) of the entropy of softmax(h_final · lm_headᵀ / temperature),
 // on ctx's device: the LM head's logits recomputed in row chunks (kernels::GemmNT, as the forward
 // does) and kernels::SoftmaxEntropy per row; only the T entropies come to the host. A metric: it
@@ -30,7 +27,7 @@ absl::StatusOr<double> EntropySum(const Context& ctx, const Tensor& lm_head, con
                                   std::span<const float> mask, float temperature) {
   const int64_t T = h_final.dim(0), V = lm_head.dim(0);
   if (T == 0) return 0.0;
-  const int64_t chunk = std::clamp<int64_t>(kEntropyChunkElements / V, 1, T);
+  const int64_t chunk = model::internal::LmHeadChunkRows(ctx, T, V);
   Tensor logits = Tensor::Empty({chunk, V}, DType::kF32, ctx.device());  // [chunk, V]
   Tensor lse = Tensor::Empty({chunk}, DType::kF32, ctx.device());        // [chunk]
   Tensor entropy = Tensor::Empty({T}, DType::kF32, ctx.device());        // [T]
