@@ -3,6 +3,8 @@
 // hybrid model (every 5th layer softmax) against an all-softmax variant of the same shape. Through
 // model::ForwardStep, the rollout engine's step, at batch B (64) for contexts 4K..128K:
 //   decode:  B sequences, one new token each at position context − 1;
+//   decode+sample: the decode step, then every sequence's token drawn (rollout::SampleTokens, the
+//            engine's sampling: temperature 1, on the GPU);
 //   prefill: B sequences, one 64-token chunk each at positions [context − 64, context).
 // The cache is filled synthetically (zeros; the kernels read every key whatever its value), so no
 // 8M-token prefill is needed. A context whose KV cache does not fit in the GPU's free memory is
@@ -30,6 +32,7 @@
 #include "model/hybrid_model_step.h"
 #include "model/inference_cache.h"
 #include "model/weights.h"
+#include "rollout/sampler.h"
 
 namespace {
 
@@ -38,6 +41,7 @@ using tandem::Device;
 using tandem::DType;
 using tandem::Tensor;
 namespace model = tandem::model;
+namespace rollout = tandem::rollout;
 
 struct Options {
   bool csv = false;
@@ -186,6 +190,7 @@ void Report(const Options& o, const std::string& what, const std::string& varian
   if (o.csv) {
     std::string name = "model_" + what + "_" + variant;
     std::replace(name.begin(), name.end(), '-', '_');
+    std::replace(name.begin(), name.end(), '+', '_');
     std::printf("csv,%s,%ld,%ld,%.4f,%.1f,tokens/s\n", name.c_str(), static_cast<long>(context),
                 static_cast<long>(o.batch), ms, tok_s);
   }
@@ -250,6 +255,21 @@ void RunContext(const Options& o, const Context& ctx, const model::HybridModel& 
       3, 10, [&] { SetOpenLen(config, *cache, B, tandem::kLinearAttentionChunk - 1); },
       [&] { step(decode); });
   Report(o, "decode", variant, context, decode_ms, B);
+  // The engine's decode step: the same, then every sequence draws its next token (temperature 1,
+  // no top-k / top-p: on the GPU, rollout::SampleTokens).
+  const rollout::SamplingOptions sampling;
+  std::vector<rollout::TokenDraw> draws;
+  for (int64_t b = 0; b < B; ++b) draws.push_back({b, &sampling, 0, context});
+  const double sampled_ms = MedianMs(
+      3, 10, [&] { SetOpenLen(config, *cache, B, tandem::kLinearAttentionChunk - 1); },
+      [&] {
+        absl::StatusOr<Tensor> logits = model::ForwardStep(ctx, m, decode, *cache);
+        CHECK_OK(logits.status());
+        for (const auto& drawn : rollout::SampleTokens(ctx, *logits, draws)) {
+          CHECK_OK(drawn.status());
+        }
+      });
+  Report(o, "decode+sample", variant, context, sampled_ms, B);
   const double prefill_ms = MedianMs(
       1, 5, [&] { SetOpenLen(config, *cache, B, 0); }, [&] { step(prefill); });
   Report(o, "prefill", variant, context, prefill_ms, B * tandem::kLinearAttentionChunk);
