@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/core/cuda_device.cuh"
 #include "kernels/core/cuda_util.h"
+#include "kernels/core/kernel_smem.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/linear_attention/linear_attention_bwd_cuda.h"
 #include "kernels/linear_attention/linear_attention_cuda.h"
@@ -79,24 +80,17 @@ absl::Status CheckArgs(const LinearAttentionParams& p, const Tensor& q, const Te
   return absl::OkStatus();
 }
 
-// Both kernels take up to 112 KB of shared memory so that two blocks share an SM: ask for the
-// largest carveout, so the driver does not settle for one block per SM.
-template <typename Kernel>
-cudaError_t AllowSmem(Kernel* kernel, int bytes) {
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e != cudaSuccess) return e;
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                              cudaSharedmemCarveoutMaxShared);
-}
-
 template <int kD>
 cudaError_t LaunchBackward(cudaStream_t stream, const BwdArgs& a, int num_chunks, int batch,
                            int phases) {
   constexpr int scan_smem = static_cast<int>(kScanBytes);
   constexpr int grad_smem = static_cast<int>(Smem<kD>::kGradBytes);
-  cudaError_t e = AllowSmem(&linear_bwd::StateGradScanKernel<kD>, scan_smem);
+  // Both kernels take up to 112 KB of shared memory so that two blocks share an SM: ask for the
+  // largest carveout, so the driver does not settle for one block per SM.
+  cudaError_t e =
+      AllowSmem<&linear_bwd::StateGradScanKernel<kD>>(scan_smem, cudaSharedmemCarveoutMaxShared);
   if (e != cudaSuccess) return e;
-  e = AllowSmem(&linear_bwd::ChunkGradKernel<kD>, grad_smem);
+  e = AllowSmem<&linear_bwd::ChunkGradKernel<kD>>(grad_smem, cudaSharedmemCarveoutMaxShared);
   if (e != cudaSuccess) return e;
   static_assert(kD % kScanTile == 0, "whole state tiles");
   constexpr int kTiles = kD / kScanTile;

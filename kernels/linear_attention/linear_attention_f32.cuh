@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/core/cuda_device.cuh"
+#include "kernels/core/kernel_smem.h"
 #include "kernels/linear_attention/linear_attention_chunk.cuh"
 
 namespace tandem::kernels::cuda::linear {
@@ -170,12 +171,9 @@ __global__ void AdvanceOpenLen(int32_t* open_len, int b) {
 template <int kD>
 cudaError_t LaunchForward(cudaStream_t stream, const FwdArgs& a, int num_chunks, int batch) {
   constexpr int smem = static_cast<int>(ChunkSmem<kD>::kBytes);
-  for (const void* kernel : {reinterpret_cast<const void*>(&BoundaryKernel<kD>),
-                             reinterpret_cast<const void*>(&OutputKernel<kD>)}) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) return e;
-  }
+  cudaError_t e = AllowSmem<&BoundaryKernel<kD>>(smem);
+  if (e == cudaSuccess) e = AllowSmem<&OutputKernel<kD>>(smem);
+  if (e != cudaSuccess) return e;
   const dim3 chunks(num_chunks, a.h);
   BoundaryKernel<kD><<<chunks, kThreads, smem, stream>>>(a);
   ScanKernel<kD>
@@ -187,8 +185,7 @@ cudaError_t LaunchForward(cudaStream_t stream, const FwdArgs& a, int num_chunks,
 template <int kD>
 cudaError_t LaunchDecode(cudaStream_t stream, const DecodeArgs& a, int batch) {
   constexpr int smem = static_cast<int>(ChunkSmem<kD>::kBytes);
-  const cudaError_t e =
-      cudaFuncSetAttribute(&DecodeKernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const cudaError_t e = AllowSmem<&DecodeKernel<kD>>(smem);
   if (e != cudaSuccess) return e;
   DecodeKernel<kD><<<static_cast<unsigned>(batch * a.h), kThreads, smem, stream>>>(a);
   return cudaGetLastError();

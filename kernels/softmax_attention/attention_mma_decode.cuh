@@ -210,11 +210,9 @@ __global__ void DecodeMergeKernel(DecodeArgs a, int num_rows) {
 template <int kD>
 cudaError_t LaunchDecode(cudaStream_t stream, const DecodeArgs& a, int batch) {
   constexpr size_t kBytes = DecodeSmem<kD>::kBytes;
-  cudaError_t e = SetSmem(&DecodeSplitKernel<kD>, kBytes);
-  if (e != cudaSuccess) return e;
   // Two blocks per SM need the largest shared-memory carveout.
-  e = cudaFuncSetAttribute(&DecodeSplitKernel<kD>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                           cudaSharedmemCarveoutMaxShared);
+  cudaError_t e =
+      AllowSmem<&DecodeSplitKernel<kD>>(static_cast<int>(kBytes), cudaSharedmemCarveoutMaxShared);
   if (e != cudaSuccess) return e;
   const int64_t items = int64_t{batch} * a.max_splits * a.dm.hkv * a.row_blocks;
   if (items > int64_t{1} << 30) return cudaErrorInvalidValue;

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "kernels/core/cuda_device.cuh"
+#include "kernels/core/kernel_smem.h"
 #include "kernels/softmax_attention/attention_mma.cuh"
 #include "kernels/softmax_attention/attention_tile.cuh"
 
@@ -195,16 +196,10 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
   }
 }
 
-template <typename Kernel>
-cudaError_t SetSmem(Kernel kernel, size_t bytes) {
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(bytes));
-}
-
 template <int kD>
 cudaError_t LaunchFwd(cudaStream_t stream, const Dims& dm, const bf16* q, const bf16* k,
                       const bf16* v, FloatPtr o, float* lse, const FwdItem* items, int num_items) {
-  const cudaError_t e = SetSmem(&FwdKernel<kD>, Smem<kD>::kFwdBytes);
+  const cudaError_t e = AllowSmem<&FwdKernel<kD>>(static_cast<int>(Smem<kD>::kFwdBytes));
   if (e != cudaSuccess) return e;
   FwdKernel<kD>
       <<<num_items, kFwdThreads, Smem<kD>::kFwdBytes, stream>>>(dm, q, k, v, o, lse, items);

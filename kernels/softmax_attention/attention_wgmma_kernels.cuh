@@ -369,7 +369,7 @@ cudaError_t LaunchFwdWgmma(cudaStream_t stream, const Dims& dm, const bf16* q, c
   if (!KvTensorMap(&tmk, k, t, dm.hkv, kD) || !KvTensorMap(&tmv, v, t, dm.hkv, kD)) {
     return cudaErrorNotSupported;
   }
-  const cudaError_t e = SetSmem(&FwdWgmmaKernel<kD>, WgSmem<kD>::kBytes);
+  const cudaError_t e = AllowSmem<&FwdWgmmaKernel<kD>>(static_cast<int>(WgSmem<kD>::kBytes));
   if (e != cudaSuccess) return e;
   FwdWgmmaKernel<kD>
       <<<num_items, kWsThreads, WgSmem<kD>::kBytes, stream>>>(dm, q, k, v, o, lse, items, tmk, tmv);
