@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "kernels/core/contract.h"
 #include "kernels/lm_head_logprob/lm_head_logprob.h"
+#include "tests/model/step_splits.h"
 #include "tests/testing/compare.h"
 #include "tests/testing/tiny_model.h"
 
@@ -23,14 +24,6 @@ namespace {
 using testing::BitwiseEqual;
 using ::testing::HasSubstr;
 
-struct TestSeq {
-  std::vector<int32_t> tokens;
-  int64_t cached = 0;
-  int64_t slot = 0;
-  std::vector<int32_t> blocks;
-  std::vector<float> got;  // got[p] = step log-prob of tokens[p + 1]; NaN until produced
-};
-
 // log_softmax(logits / temperature)[target] of one logits row [1, V], as the trainer computes it.
 float RowLogprob(const Tensor& row, int32_t target, float temperature) {
   Tensor targets = Tensor::FromVector(std::vector<int32_t>{target}, {1});
@@ -39,100 +32,17 @@ float RowLogprob(const Tensor& row, int32_t target, float temperature) {
   return lp.data<float>()[0];
 }
 
-// A piece for `s`: at a chunk boundary, sometimes 1..3 whole chunks, sometimes any length up to
-// 3 chunks (leaving an open chunk that decode continues, like a prompt's last piece); otherwise
-// one token.
-int64_t RandomPiece(const TestSeq& s, std::mt19937_64& rng) {
-  const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.cached;
-  const int64_t C = kLinearAttentionChunk;
-  if (s.cached % C == 0) {
-    switch (rng() % 6) {
-      case 0:
-        return std::min<int64_t>(remaining, C * (1 + rng() % 3));
-      case 1:
-        return std::min<int64_t>(remaining, 1 + rng() % (3 * C));
-      default:
-        break;
-    }
-  }
-  return 1;
-}
-
 void RunRandomSplits(int threads, float temperature, uint64_t seed) {
-  const ModelConfig config = testing::TinyHybridConfig();
-  const HybridModel model = testing::RandomModel(config, 1);
-  std::mt19937_64 rng(seed);
+  const HybridModel model = testing::RandomModel(testing::TinyHybridConfig(), 1);
   // Lengths around chunk and tile boundaries, and past the 1024-position attention split.
   const std::vector<int64_t> lengths = {1, 2, 63, 64, 65, 129, 150, 200, 1100};
-  std::vector<TestSeq> seqs(lengths.size());
-  int64_t total_blocks = 0;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    for (int64_t t = 0; t < lengths[i]; ++t) {
-      seqs[i].tokens.push_back(static_cast<int32_t>(rng() % config.vocab_size));
-    }
-    seqs[i].got.assign(lengths[i], NAN);
-    seqs[i].slot = static_cast<int64_t>(seqs.size() - 1 - i);
-    total_blocks += (lengths[i] + kAttentionKvTile - 1) / kAttentionKvTile;
-  }
-  std::vector<int32_t> ids(total_blocks + 3);  // a few spare blocks, never used
-  for (size_t j = 0; j < ids.size(); ++j) ids[j] = static_cast<int32_t>(j);
-  std::shuffle(ids.begin(), ids.end(), rng);
-  absl::StatusOr<InferenceCache> cache =
-      InferenceCache::Create(config, static_cast<int64_t>(ids.size()), seqs.size());
-  ASSERT_TRUE(cache.ok()) << cache.status();
-  size_t next = 0;
-  for (TestSeq& s : seqs) {
-    for (size_t j = 0; j * kAttentionKvTile < s.tokens.size(); ++j) s.blocks.push_back(ids[next++]);
-    cache->ResetSlot(s.slot);
-  }
-
-  const Context ctx = Context::Cpu(threads);
-  for (int step = 0;; ++step) {
-    std::vector<TestSeq*> live;
-    for (TestSeq& s : seqs) {
-      if (s.cached < static_cast<int64_t>(s.tokens.size()) && rng() % 4 != 0) live.push_back(&s);
-    }
-    if (live.empty()) {
-      bool done = true;
-      for (TestSeq& s : seqs) done &= s.cached == static_cast<int64_t>(s.tokens.size());
-      if (done) break;
-      continue;
-    }
-    std::shuffle(live.begin(), live.end(), rng);
-    std::vector<StepSequence> batch;
-    for (TestSeq* s : live) {
-      const int64_t n = RandomPiece(*s, rng);
-      batch.push_back(
-          {s->slot, s->cached,
-           std::vector<int32_t>(s->tokens.begin() + s->cached, s->tokens.begin() + s->cached + n),
-           s->blocks});
-    }
-    absl::StatusOr<Tensor> logits = ForwardStep(ctx, model, batch, *cache);
-    ASSERT_TRUE(logits.ok()) << logits.status();
-    ASSERT_EQ(logits->dim(0), static_cast<int64_t>(live.size()));
-    for (size_t b = 0; b < live.size(); ++b) {
-      TestSeq& s = *live[b];
-      s.cached += static_cast<int64_t>(batch[b].tokens.size());
-      const int64_t p = s.cached - 1;
-      if (p + 1 < static_cast<int64_t>(s.tokens.size())) {
-        s.got[p] = RowLogprob(logits->Rows(b, b + 1), s.tokens[p + 1], temperature);
-      }
-    }
-  }
-  int64_t compared = 0;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    std::vector<float> want = testing::ForwardLogprobs(model, seqs[i].tokens, temperature);
-    std::vector<float> got, ref;
-    for (size_t p = 0; p < want.size(); ++p) {
-      if (std::isnan(seqs[i].got[p])) continue;
-      got.push_back(seqs[i].got[p]);
-      ref.push_back(want[p]);
-    }
-    EXPECT_TRUE(BitwiseEqual(got, ref)) << "sequence of length " << lengths[i];
-    compared += static_cast<int64_t>(got.size());
-  }
+  const testing::StepSplitReaders read{
+      [&](const Tensor& row, int32_t target) { return RowLogprob(row, target, temperature); },
+      [&](const std::vector<int32_t>& tokens) {
+        return testing::ForwardLogprobs(model, tokens, temperature);
+      }};
   // Most of the 1757 positions ended a piece; the rest were inside multi-token pieces.
-  EXPECT_GT(compared, 600);
+  EXPECT_GT(testing::RunStepSplits(Context::Cpu(threads), model, lengths, seed, read), 600);
 }
 
 TEST(ForwardStepTest, RandomPieceSplitsMatchForwardBitwiseOneThread) {

@@ -15,20 +15,13 @@
 #include "model/hybrid_model_step.h"
 #include "model/inference_cache.h"
 #include "tests/model/gpu/gpu_model_util.h"
+#include "tests/model/step_splits.h"
 #include "tests/testing/compare.h"
 
 namespace tandem::model {
 namespace {
 
 using testing::BitwiseEqual;
-
-struct TestSeq {
-  std::vector<int32_t> tokens;
-  int64_t cached = 0;
-  int64_t slot = 0;
-  std::vector<int32_t> blocks;
-  std::vector<float> got;  // got[p] = step log-prob of tokens[p + 1]; NaN until produced
-};
 
 // log_softmax(logits / temperature) of one GPU logits row [1, V], on the GPU (the engine's
 // sampler path), read at `target`.
@@ -56,101 +49,17 @@ std::vector<float> GpuForwardLogprobs(const Context& ctx, const HybridModel& gpu
   return std::vector<float>(out->data<float>(), out->data<float>() + T - 1);
 }
 
-// A piece for `s`: at a chunk boundary, sometimes 1..3 whole chunks, sometimes any length up to
-// 3 chunks (leaving an open chunk for decode); otherwise one token.
-int64_t RandomPiece(const TestSeq& s, std::mt19937_64& rng) {
-  const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.cached;
-  const int64_t C = kLinearAttentionChunk;
-  if (s.cached % C == 0) {
-    switch (rng() % 6) {
-      case 0:
-        return std::min<int64_t>(remaining, C * (1 + rng() % 3));
-      case 1:
-        return std::min<int64_t>(remaining, 1 + rng() % (3 * C));
-      default:
-        break;
-    }
-  }
-  return 1;
-}
-
-// Feeds every sequence through ForwardStep in random pieces and compares each produced log-prob
-// with the GPU forward's, bitwise. Returns the number of positions compared.
-int64_t RunRandomSplits(const ModelConfig& config, const HybridModel& gpu,
-                        const std::vector<int64_t>& lengths, float temperature, uint64_t seed) {
+// Random piece splits on the GPU (tests/model/step_splits.h): each piece's last row read through
+// the GPU's log-softmax (the engine's sampler path), against the GPU forward, bitwise.
+int64_t RunRandomSplits(const HybridModel& gpu, const std::vector<int64_t>& lengths,
+                        float temperature, uint64_t seed) {
   const Context ctx = testing::CudaContext();
-  std::mt19937_64 rng(seed);
-  std::vector<TestSeq> seqs(lengths.size());
-  // Slots in a scrambled order with one unused, so GPU decode runs are split at times.
-  std::vector<int64_t> slots(seqs.size() + 1);
-  for (size_t i = 0; i < slots.size(); ++i) slots[i] = static_cast<int64_t>(i);
-  std::shuffle(slots.begin(), slots.end(), rng);
-  int64_t total_blocks = 0;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    for (int64_t t = 0; t < lengths[i]; ++t) {
-      seqs[i].tokens.push_back(static_cast<int32_t>(rng() % config.vocab_size));
-    }
-    seqs[i].got.assign(lengths[i], NAN);
-    seqs[i].slot = slots[i];
-    total_blocks += (lengths[i] + kAttentionKvTile - 1) / kAttentionKvTile;
-  }
-  std::vector<int32_t> ids(total_blocks + 3);
-  for (size_t j = 0; j < ids.size(); ++j) ids[j] = static_cast<int32_t>(j);
-  std::shuffle(ids.begin(), ids.end(), rng);
-  absl::StatusOr<InferenceCache> cache = InferenceCache::Create(
-      config, static_cast<int64_t>(ids.size()), seqs.size() + 1, Device::kCUDA);
-  EXPECT_TRUE(cache.ok()) << cache.status();
-  if (!cache.ok()) return 0;
-  size_t next = 0;
-  for (TestSeq& s : seqs) {
-    for (size_t j = 0; j * kAttentionKvTile < s.tokens.size(); ++j) s.blocks.push_back(ids[next++]);
-    cache->ResetSlot(s.slot);
-  }
-  for (;;) {
-    std::vector<TestSeq*> live;
-    bool done = true;
-    for (TestSeq& s : seqs) {
-      const bool more = s.cached < static_cast<int64_t>(s.tokens.size());
-      done &= !more;
-      if (more && rng() % 4 != 0) live.push_back(&s);
-    }
-    if (done) break;
-    if (live.empty()) continue;
-    std::shuffle(live.begin(), live.end(), rng);
-    std::vector<StepSequence> batch;
-    for (TestSeq* s : live) {
-      const int64_t n = RandomPiece(*s, rng);
-      batch.push_back(
-          {s->slot, s->cached,
-           std::vector<int32_t>(s->tokens.begin() + s->cached, s->tokens.begin() + s->cached + n),
-           s->blocks});
-    }
-    absl::StatusOr<Tensor> logits = ForwardStep(ctx, gpu, batch, *cache);
-    EXPECT_TRUE(logits.ok()) << logits.status();
-    if (!logits.ok()) return 0;
-    EXPECT_EQ(logits->device(), Device::kCUDA);
-    for (size_t b = 0; b < live.size(); ++b) {
-      TestSeq& s = *live[b];
-      s.cached += static_cast<int64_t>(batch[b].tokens.size());
-      const int64_t p = s.cached - 1;
-      if (p + 1 < static_cast<int64_t>(s.tokens.size())) {
-        s.got[p] = RowLogprob(ctx, logits->Rows(b, b + 1), s.tokens[p + 1], temperature);
-      }
-    }
-  }
-  int64_t compared = 0;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const std::vector<float> want = GpuForwardLogprobs(ctx, gpu, seqs[i].tokens, temperature);
-    std::vector<float> got, ref;
-    for (size_t p = 0; p < want.size(); ++p) {
-      if (std::isnan(seqs[i].got[p])) continue;
-      got.push_back(seqs[i].got[p]);
-      ref.push_back(want[p]);
-    }
-    EXPECT_TRUE(BitwiseEqual(got, ref)) << "sequence of length " << lengths[i];
-    compared += static_cast<int64_t>(got.size());
-  }
-  return compared;
+  const testing::StepSplitReaders read{
+      [&](const Tensor& row, int32_t target) { return RowLogprob(ctx, row, target, temperature); },
+      [&](const std::vector<int32_t>& tokens) {
+        return GpuForwardLogprobs(ctx, gpu, tokens, temperature);
+      }};
+  return testing::RunStepSplits(ctx, gpu, lengths, seed, read);
 }
 
 TEST(ForwardStepCudaTest, TinyRandomPieceSplitsMatchForwardBitwise) {
@@ -161,7 +70,7 @@ TEST(ForwardStepCudaTest, TinyRandomPieceSplitsMatchForwardBitwise) {
   // Lengths around chunk and tile boundaries, and past the 1024-position attention split.
   const std::vector<int64_t> lengths = {1, 2, 63, 64, 65, 129, 150, 200, 1100};
   for (uint64_t seed = 1; seed <= 2; ++seed) {
-    EXPECT_GT(RunRandomSplits(config, gpu, lengths, seed == 1 ? 1.0f : 0.7f, seed), 600);
+    EXPECT_GT(RunRandomSplits(gpu, lengths, seed == 1 ? 1.0f : 0.7f, seed), 600);
   }
 }
 
@@ -171,7 +80,7 @@ TEST(ForwardStepCudaTest, RingMiniShapeRandomPieceSplitsMatchForwardBitwise) {
   const Context ctx = testing::CudaContext();
   const HybridModel gpu =
       testing::GpuModel(ctx, HybridModel(config, testing::FastRandomWeights(config, 9, ctx)));
-  EXPECT_GT(RunRandomSplits(config, gpu, {1, 65, 130, 1030}, 1.0f, 5), 300);
+  EXPECT_GT(RunRandomSplits(gpu, {1, 65, 130, 1030}, 1.0f, 5), 300);
 }
 
 TEST(ForwardStepCudaTest, SlotCopyContinuesBitwise) {
