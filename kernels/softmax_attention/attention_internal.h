@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/core/context.h"
 #include "kernels/softmax_attention/softmax_attention.h"
 
@@ -18,6 +19,11 @@ absl::Status CheckParams(const SoftmaxAttentionParams& p);
 // ending at T.
 absl::Status CheckPackedInputs(const SoftmaxAttentionParams& p, const Tensor& q, const Tensor& k,
                                const Tensor& v, const Tensor& cu_seqlens);
+// cu_seqlens [B + 1] i32 on the host: starts at 0, non-decreasing, ends at t.
+absl::Status CheckSeqlens(const Tensor& cu_seqlens, int64_t t);
+// cu_seqlens on either device as a checked host vector (the GPU passes copy it through ctx).
+absl::StatusOr<std::vector<int32_t>> HostSeqlens(const Context& ctx, const Tensor& cu_seqlens,
+                                                 int64_t t);
 
 // A block of consecutive positions of one sequence, for one kv head (and its group of query
 // heads): the unit of work of the forward (query rows) and backward (query or key rows) passes.

@@ -68,24 +68,6 @@ absl::StatusOr<bool> UseTensorCores(
   return true;
 }
 
-// cu_seqlens on the host, checked: starts at 0, non-decreasing, ends at t.
-absl::StatusOr<std::vector<int32_t>> HostSeqlens(const Context& ctx, const Tensor& cu_seqlens,
-                                                 int64_t t) {
-  TANDEM_RETURN_IF_ERROR(
-      ExpectTensor(cu_seqlens, "cu_seqlens", DType::kI32, {-1}, cu_seqlens.device()));
-  Tensor host = cu_seqlens;
-  if (cu_seqlens.device() == Device::kCUDA) {
-    TANDEM_ASSIGN_OR_RETURN(host, CopyToHost(ctx, cu_seqlens));
-  }
-  std::vector<int32_t> cu(host.data<int32_t>(), host.data<int32_t>() + host.numel());
-  TANDEM_CHECK_ARG(!cu.empty() && cu[0] == 0, "cu_seqlens: must start with 0");
-  for (size_t b = 1; b < cu.size(); ++b) {
-    TANDEM_CHECK_ARG(cu[b] >= cu[b - 1], "cu_seqlens: decreases at index ", b);
-  }
-  TANDEM_CHECK_ARG(cu.back() == t, "cu_seqlens: must end at T = ", t, ", ends at ", cu.back());
-  return cu;
-}
-
 // Blocks of `rows` flat rows, the ones with the most keys first (they take longest; causal
 // balance).
 std::vector<FwdItem> FwdItems(const std::vector<int32_t>& cu, int hkv, int group, int rows) {
@@ -149,7 +131,8 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
   }
   TANDEM_CHECK_ARG(SoftmaxAttentionFwdKernelAvailable(kernel, D),
                    "kernel: the chosen wgmma forward is not available at head_dim ", D);
-  TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> cu, HostSeqlens(ctx, cu_seqlens, T));
+  TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> cu,
+                          kernels::internal::HostSeqlens(ctx, cu_seqlens, T));
   TANDEM_ASSIGN_OR_RETURN(const bool mma, UseTensorCores({{&q, "q"}, {&k, "k"}, {&v, "v"}}));
   TANDEM_CHECK_ARG(mma || kernel == Kernel::kDefault,
                    "kernel: the tensor-core forwards take bf16 q, k and v");

@@ -263,24 +263,6 @@ absl::Status ExpectFloat(const Tensor& t, const char* name, std::initializer_lis
   return ExpectTensor(t, name, is_float ? t.dtype() : DType::kF32, shape, Device::kCUDA);
 }
 
-// cu_seqlens on the host, checked: starts at 0, non-decreasing, ends at t.
-absl::StatusOr<std::vector<int32_t>> HostSeqlens(const Context& ctx, const Tensor& cu_seqlens,
-                                                 int64_t t) {
-  TANDEM_RETURN_IF_ERROR(
-      ExpectTensor(cu_seqlens, "cu_seqlens", DType::kI32, {-1}, cu_seqlens.device()));
-  Tensor host = cu_seqlens;
-  if (cu_seqlens.device() == Device::kCUDA) {
-    TANDEM_ASSIGN_OR_RETURN(host, CopyToHost(ctx, cu_seqlens));
-  }
-  std::vector<int32_t> cu(host.data<int32_t>(), host.data<int32_t>() + host.numel());
-  TANDEM_CHECK_ARG(!cu.empty() && cu[0] == 0, "cu_seqlens: must start with 0");
-  for (size_t b = 1; b < cu.size(); ++b) {
-    TANDEM_CHECK_ARG(cu[b] >= cu[b - 1], "cu_seqlens: decreases at index ", b);
-  }
-  TANDEM_CHECK_ARG(cu.back() == t, "cu_seqlens: must end at T = ", t, ", ends at ", cu.back());
-  return cu;
-}
-
 // The tensor itself when it is bf16 with 16-byte aligned storage (the tile loads' cp.async needs
 // both), else a bf16 copy (f32 operands are rounded to nearest even, as the mmas would).
 absl::StatusOr<Tensor> MmaOperand(const Context& ctx, const Tensor& t) {
@@ -343,7 +325,8 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
   TANDEM_RETURN_IF_ERROR(ExpectFloat(dv, "dv", {T, Hkv, D}));
   TANDEM_CHECK_ARG(T * std::max(H, Hkv) * D < (int64_t{1} << 31) && T * H < (int64_t{1} << 31),
                    "q: too many rows for 32-bit tile indices, T = ", T);
-  TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> cu, HostSeqlens(ctx, cu_seqlens, T));
+  TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> cu,
+                          kernels::internal::HostSeqlens(ctx, cu_seqlens, T));
   if (T == 0) return absl::OkStatus();
   TANDEM_ASSIGN_OR_RETURN(Tensor q16, MmaOperand(ctx, q));
   TANDEM_ASSIGN_OR_RETURN(Tensor k16, MmaOperand(ctx, k));

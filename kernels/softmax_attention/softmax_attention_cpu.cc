@@ -12,6 +12,7 @@
 #include "kernels/softmax_attention/softmax_attention.h"
 
 #ifdef TANDEM_HAVE_CUDA
+#include "kernels/core/cuda_util.h"
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 #endif
 
@@ -34,6 +35,10 @@ absl::Status CheckPackedInputs(const SoftmaxAttentionParams& p, const Tensor& q,
   const int64_t t = q.dim(0);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(k, "k", DType::kF32, {t, p.num_kv_heads, p.head_dim}));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(v, "v", DType::kF32, {t, p.num_kv_heads, p.head_dim}));
+  return CheckSeqlens(cu_seqlens, t);
+}
+
+absl::Status CheckSeqlens(const Tensor& cu_seqlens, int64_t t) {
   TANDEM_RETURN_IF_ERROR(ExpectTensor(cu_seqlens, "cu_seqlens", DType::kI32, {-1}));
   const int64_t n = cu_seqlens.dim(0);
   const int32_t* cu = cu_seqlens.data<int32_t>();
@@ -44,6 +49,22 @@ absl::Status CheckPackedInputs(const SoftmaxAttentionParams& p, const Tensor& q,
   }
   TANDEM_CHECK_ARG(cu[n - 1] == t, "cu_seqlens: must end at T = ", t, ", ends at ", cu[n - 1]);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> HostSeqlens(const Context& ctx, const Tensor& cu_seqlens,
+                                                 int64_t t) {
+  Tensor host = cu_seqlens;
+  if (cu_seqlens.device() == Device::kCUDA) {
+#ifdef TANDEM_HAVE_CUDA
+    TANDEM_RETURN_IF_ERROR(
+        ExpectTensor(cu_seqlens, "cu_seqlens", DType::kI32, {-1}, Device::kCUDA));
+    TANDEM_ASSIGN_OR_RETURN(host, cuda::CopyToHost(ctx, cu_seqlens));
+#else
+    return BuiltWithoutCuda("HostSeqlens");
+#endif
+  }
+  TANDEM_RETURN_IF_ERROR(CheckSeqlens(host, t));
+  return std::vector<int32_t>(host.data<int32_t>(), host.data<int32_t>() + host.numel());
 }
 
 std::vector<RowBlock> MakeRowBlocks(const Tensor& cu_seqlens, int64_t num_kv_heads) {
