@@ -11,28 +11,12 @@
 namespace tandem::kernels::cuda {
 namespace {
 
-bool IsFloating(DType t) { return t == DType::kF32 || t == DType::kBF16; }
-
 absl::Status CheckArgs(const GemmNTArgs& g) {
-  TANDEM_CHECK_ARG(g.m >= 0 && g.n >= 0 && g.k >= 0, "gemm: negative size m=", g.m, " n=", g.n,
-                   " k=", g.k);
-  TANDEM_CHECK_ARG(IsFloating(g.a_dtype), "a: expected f32 or bf16, got ", DTypeName(g.a_dtype));
-  TANDEM_CHECK_ARG(IsFloating(g.b_dtype), "b: expected f32 or bf16, got ", DTypeName(g.b_dtype));
-  TANDEM_CHECK_ARG(IsFloating(g.c_dtype), "c: expected f32 or bf16, got ", DTypeName(g.c_dtype));
-  if (g.b_dtype == DType::kF32) {
-    TANDEM_CHECK_ARG(g.a_dtype == DType::kF32, "a: expected f32 with an f32 b, got ",
-                     DTypeName(g.a_dtype));
-    TANDEM_CHECK_ARG(g.c_dtype == DType::kF32, "c: expected f32 with an f32 b, got ",
-                     DTypeName(g.c_dtype));
-  }
+  TANDEM_RETURN_IF_ERROR(internal::CheckGemmDtypes(g.m, g.n, g.k, g.a_dtype, g.b_dtype, g.c_dtype));
   TANDEM_CHECK_ARG(g.lda >= g.k, "lda: expected >= k = ", g.k, ", got ", g.lda);
   TANDEM_CHECK_ARG(g.ldb >= g.k, "ldb: expected >= k = ", g.k, ", got ", g.ldb);
   TANDEM_CHECK_ARG(g.ldc >= g.n, "ldc: expected >= n = ", g.n, ", got ", g.ldc);
-  const bool reads = g.m > 0 && g.n > 0 && g.k > 0;
-  TANDEM_CHECK_ARG(!reads || g.a != nullptr, "a: null pointer");
-  TANDEM_CHECK_ARG(!reads || g.b != nullptr, "b: null pointer");
-  TANDEM_CHECK_ARG(g.m == 0 || g.n == 0 || g.c != nullptr, "c: null pointer");
-  return absl::OkStatus();
+  return internal::CheckGemmPointers(g.m, g.n, g.k, g.a, g.b, g.c);
 }
 
 }  // namespace
@@ -53,6 +37,28 @@ absl::Status GemmNT(const Context& ctx, const Tensor& a, const Tensor& b, Tensor
 }
 
 namespace internal {
+
+absl::Status CheckGemmDtypes(int64_t m, int64_t n, int64_t k, DType a, DType b, DType c) {
+  TANDEM_CHECK_ARG(m >= 0 && n >= 0 && k >= 0, "gemm: negative size m=", m, " n=", n, " k=", k);
+  const auto floating = [](DType t) { return t == DType::kF32 || t == DType::kBF16; };
+  TANDEM_CHECK_ARG(floating(a), "a: expected f32 or bf16, got ", DTypeName(a));
+  TANDEM_CHECK_ARG(floating(b), "b: expected f32 or bf16, got ", DTypeName(b));
+  TANDEM_CHECK_ARG(floating(c), "c: expected f32 or bf16, got ", DTypeName(c));
+  if (b == DType::kF32) {
+    TANDEM_CHECK_ARG(a == DType::kF32, "a: expected f32 with an f32 b, got ", DTypeName(a));
+    TANDEM_CHECK_ARG(c == DType::kF32, "c: expected f32 with an f32 b, got ", DTypeName(c));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGemmPointers(int64_t m, int64_t n, int64_t k, const void* a, const void* b,
+                               const void* c) {
+  const bool reads = m > 0 && n > 0 && k > 0;
+  TANDEM_CHECK_ARG(!reads || a != nullptr, "a: null pointer");
+  TANDEM_CHECK_ARG(!reads || b != nullptr, "b: null pointer");
+  TANDEM_CHECK_ARG(m == 0 || n == 0 || c != nullptr, "c: null pointer");
+  return absl::OkStatus();
+}
 
 absl::StatusOr<GemmNTArgs> TensorGemmArgs(const Tensor& a, const Tensor& b, Tensor& c,
                                           bool accumulate) {

@@ -18,6 +18,7 @@
 #include "kernels/gemm/gemm_backward_internal.h"
 #include "kernels/gemm/gemm_cublaslt_internal.h"
 #include "kernels/gemm/gemm_cuda.h"
+#include "kernels/gemm/gemm_cuda_internal.h"
 
 namespace tandem::kernels::cuda {
 namespace {
@@ -264,29 +265,13 @@ absl::Status RunNn(LtState& st, Pinned& p, internal::Workspace& ws, const GemmBa
   return absl::OkStatus();
 }
 
-bool IsFloating(DType t) { return t == DType::kF32 || t == DType::kBF16; }
-
 absl::Status CheckArgs(bool tn, const GemmBackwardArgs& g) {
-  TANDEM_CHECK_ARG(g.m >= 0 && g.n >= 0 && g.k >= 0, "gemm: negative size m=", g.m, " n=", g.n,
-                   " k=", g.k);
-  TANDEM_CHECK_ARG(IsFloating(g.a_dtype), "a: expected f32 or bf16, got ", DTypeName(g.a_dtype));
-  TANDEM_CHECK_ARG(IsFloating(g.b_dtype), "b: expected f32 or bf16, got ", DTypeName(g.b_dtype));
-  TANDEM_CHECK_ARG(IsFloating(g.c_dtype), "c: expected f32 or bf16, got ", DTypeName(g.c_dtype));
-  if (g.b_dtype == DType::kF32) {
-    TANDEM_CHECK_ARG(g.a_dtype == DType::kF32, "a: expected f32 with an f32 b, got ",
-                     DTypeName(g.a_dtype));
-    TANDEM_CHECK_ARG(g.c_dtype == DType::kF32, "c: expected f32 with an f32 b, got ",
-                     DTypeName(g.c_dtype));
-  }
+  TANDEM_RETURN_IF_ERROR(internal::CheckGemmDtypes(g.m, g.n, g.k, g.a_dtype, g.b_dtype, g.c_dtype));
   const int64_t a_cols = tn ? g.m : g.k;
   TANDEM_CHECK_ARG(g.lda >= a_cols, "lda: expected >= ", a_cols, ", got ", g.lda);
   TANDEM_CHECK_ARG(g.ldb >= g.n, "ldb: expected >= n = ", g.n, ", got ", g.ldb);
   TANDEM_CHECK_ARG(g.ldc >= g.n, "ldc: expected >= n = ", g.n, ", got ", g.ldc);
-  const bool reads = g.m > 0 && g.n > 0 && g.k > 0;
-  TANDEM_CHECK_ARG(!reads || g.a != nullptr, "a: null pointer");
-  TANDEM_CHECK_ARG(!reads || g.b != nullptr, "b: null pointer");
-  TANDEM_CHECK_ARG(g.m == 0 || g.n == 0 || g.c != nullptr, "c: null pointer");
-  return absl::OkStatus();
+  return internal::CheckGemmPointers(g.m, g.n, g.k, g.a, g.b, g.c);
 }
 
 // The arguments cuBLASLt sees: an f32 a (with a bf16 b) becomes a bf16 copy with rows padded to 8.

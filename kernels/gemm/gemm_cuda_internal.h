@@ -17,6 +17,14 @@ cudaError_t LaunchGemmTensorCore(cudaStream_t stream, const GemmNTArgs& g);
 // fp32 FMA tiles; a, b, c f32.
 cudaError_t LaunchGemmF32(cudaStream_t stream, const GemmNTArgs& g);
 
+// The checks every raw GEMM entry point makes (GemmNT, GemmNN, GemmTN): sizes non-negative; a, b
+// and c f32 or bf16, with an f32 b also a and c f32 (CheckGemmDtypes); a and b non-null when
+// anything is read, c when anything is written (CheckGemmPointers). Leading dimensions are each
+// layout's own.
+absl::Status CheckGemmDtypes(int64_t m, int64_t n, int64_t k, DType a, DType b, DType c);
+absl::Status CheckGemmPointers(int64_t m, int64_t n, int64_t k, const void* a, const void* b,
+                               const void* c);
+
 // The raw arguments for C [m, n] (+)= A [m, k] · B [n, k]ᵀ on CUDA tensors, with the dtype rules of
 // the Tensor overloads (b f32 makes everything f32; otherwise a and c may each be f32 or bf16);
 // InvalidArgument naming a, b or c when a tensor does not fit.
