@@ -187,7 +187,7 @@ TEST(LinearAttentionCudaTest, LongSequenceMatchesCpu) {
 TEST(LinearAttentionCudaTest, F32InputsMatchCpu) {
   TANDEM_SKIP_WITHOUT_GPU();
   const std::vector<int32_t> cu = {0, 1, 65, 215, 222};
-  for (int64_t d : {64, 128}) {
+  for (int64_t d : {32, 64, 128}) {
     const int64_t h = 2, t = cu.back(), b = cu.size() - 1, nc = NumChunks(cu);
     const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
     const std::vector<float> q = RandomVector(t * h * d, 1), k = RandomVector(t * h * d, 2);
@@ -226,7 +226,7 @@ TEST(LinearAttentionCudaTest, Bf16OutputIsRoundedF32) {
 // scan's pipeline and other output blocks), nor on whether chunk_states is written.
 TEST(LinearAttentionCudaTest, BatchInvarianceBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
-  for (int64_t d : {64, 128}) {
+  for (int64_t d : {32, 64, 128}) {
     const int64_t h = 2, hd = h * d, n = 333, other = 40000;
     const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
     const std::vector<float> q = RandomVector((other + n) * hd, 40);
