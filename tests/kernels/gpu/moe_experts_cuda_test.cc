@@ -279,6 +279,25 @@ TEST(MoeExpertsCudaTest, TokenRowsAreBitwiseIdenticalInAnyBatch) {
   }
 }
 
+// The rollout engine's forward keeps no activations (acts == nullptr), the trainer's does: the
+// same out bits either way (the log-prob contract at the expert layer), at decode and prefill
+// sizes and with bf16 and f32 x.
+TEST(MoeExpertsCudaTest, ForwardWithoutActivationsIsBitwiseTheTrainingForward) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  for (const int64_t t : {int64_t{1}, int64_t{64}, int64_t{300}}) {
+    for (const DType x_dtype : {kBF16, kF32}) {
+      SCOPED_TRACE(::testing::Message() << "T=" << t << " x " << DTypeName(x_dtype));
+      const Problem p = MakeProblem(t, 8, 256, 128, 64, 53 + t);
+      const Fwd with_acts = GpuFwd(p, x_dtype);
+      Tensor out = Tensor::Empty({p.t, p.dm}, kF32, kGpu);
+      TANDEM_ASSERT_OK(cuda::MoeExpertsFwd(GpuTestContext(), ToDevice(p.x, {p.t, p.dm}, x_dtype),
+                                           DeviceIdx(p), ToDevice(p.weight, {p.t, p.k}),
+                                           DeviceWeights(p), out, nullptr));
+      EXPECT_TRUE(BitwiseEqual(Vec(out), with_acts.out));
+    }
+  }
+}
+
 struct Bwd {
   std::vector<float> dx, dtw, dgate, dup, ddown;  // weight gradients as deltas from their init
 };
