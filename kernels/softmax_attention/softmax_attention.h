@@ -19,7 +19,7 @@ struct SoftmaxAttentionParams {
   int64_t num_heads = 0;     // H (query heads)
   int64_t num_kv_heads = 0;  // Hkv, divides H
   int64_t head_dim = 0;      // D
-  float scale = 0.0f;        // usually D^-1/2
+  float scale = 0.0f;        // > 0, usually D^-1/2
 };
 
 // Packed causal forward. q [T, H, D], k, v [T, Hkv, D], cu_seqlens [B + 1] i32 (sequence b is rows

@@ -25,6 +25,9 @@ absl::Status CheckParams(const SoftmaxAttentionParams& p) {
                    ", ", p.num_kv_heads, ", ", p.head_dim);
   TANDEM_CHECK_ARG(p.num_heads % p.num_kv_heads == 0, "p.num_kv_heads: ", p.num_kv_heads,
                    " does not divide p.num_heads ", p.num_heads);
+  // The GPU kernels take the row max before scaling, which is the scaled max only for scale > 0.
+  TANDEM_CHECK_ARG(p.scale > 0.0f && std::isfinite(p.scale),
+                   "p.scale: expected a finite value > 0 (usually head_dim^-1/2), got ", p.scale);
   return absl::OkStatus();
 }
 

@@ -263,6 +263,9 @@ TEST(SoftmaxAttentionTest, BadPackedInputsAreInvalidArgument) {
   ASSERT_TRUE(fwd(pr.p, pr.q, pr.k, pr.cu, o).ok());
   ExpectInvalid(fwd({4, 3, 8, 1.0f}, pr.q, pr.k, pr.cu, o), "num_kv_heads");
   ExpectInvalid(fwd({4, 2, 0, 1.0f}, pr.q, pr.k, pr.cu, o), "head_dim");
+  ExpectInvalid(fwd({4, 2, 8, 0.0f}, pr.q, pr.k, pr.cu, o), "p.scale");
+  ExpectInvalid(fwd({4, 2, 8, -0.5f}, pr.q, pr.k, pr.cu, o), "p.scale");
+  ExpectInvalid(fwd({4, 2, 8, NAN}, pr.q, pr.k, pr.cu, o), "p.scale");
   ExpectInvalid(fwd(pr.p, Tensor::Empty({8, 4, 7}, DType::kF32), pr.k, pr.cu, o), "q:");
   ExpectInvalid(fwd(pr.p, pr.q, Tensor::Empty({7, 2, 8}, DType::kF32), pr.cu, o), "k:");
   ExpectInvalid(fwd(pr.p, pr.q, pr.k, {0, 5, 7}, o), "cu_seqlens");     // does not end at T
