@@ -161,10 +161,14 @@ __device__ __forceinline__ void SoftmaxScores(float (&s)[8][4], const int (&lim)
 template <int kD>
 __device__ __forceinline__ void RescalePack(const float (&s)[8][4], const float (&alpha)[2],
                                             float (&acc)[kD / 8][4], uint32_t (&pa)[4][4]) {
+  // Once the row maxima settle, α = 1 for every row of the warp in most tiles; acc·1 is acc, so
+  // the warp then skips the multiplies (the same bits either way).
+  if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-  for (int n = 0; n < kD / 8; ++n) {
+    for (int n = 0; n < kD / 8; ++n) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc[n][e] = __fmul_rn(acc[n][e], alpha[e >> 1]);
+      for (int e = 0; e < 4; ++e) acc[n][e] = __fmul_rn(acc[n][e], alpha[e >> 1]);
+    }
   }
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {  // keys 16kk .. 16kk + 15: P's A fragment from two S tiles
