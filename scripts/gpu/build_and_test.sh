@@ -5,8 +5,10 @@
 # the GEMM and attention benchmarks. Logs go to build-gpu/logs and, as gpu_logs.tgz, to $OUT
 # (the device tool's return folder) when it is set.
 #
-#   bash scripts/gpu/build_and_test.sh [all|test|bench]      (default: all)
+#   bash scripts/gpu/build_and_test.sh [all|test|bench|check]      (default: all)
 #   bench runs every build-gpu/bench/gpu/*_cuda_bench; scripts/gpu/anchor.sh compares with PyTorch/fla.
+#   check: the gpu tests, then only the softmax attention and whole-model (4K context, decode with
+#   and without sampling) benchmarks: a short run to validate kernel changes.
 #   env: TANDEM_CUDA_ARCH (default 90a), TANDEM_JOBS (default: all cores),
 #        TANDEM_BUILD_DIR (default build-gpu)
 # Exit status: 0 when the build of the test targets and every gpu test passed.
@@ -72,10 +74,18 @@ if ! cmake --build "$build" -j"$jobs" -- "${keep_going[@]}" >>"$logs/build.log" 
   status=1
 fi
 
-if [ "$what" = all ] || [ "$what" = test ]; then
+if [ "$what" = all ] || [ "$what" = test ] || [ "$what" = check ]; then
   ctest --test-dir "$build" -L gpu --output-on-failure --timeout 300 2>&1 |
     tee "$logs/ctest_gpu.log" | grep -E "tests passed|Test +#|Failed|SKIPPED|\*\*\*" || true
   grep -q "100% tests passed" "$logs/ctest_gpu.log" || status=1
+fi
+if [ "$what" = check ]; then
+  "$build/bench/gpu/softmax_attention_cuda_bench" --csv 2>&1 |
+    tee "$logs/softmax_attention_cuda_bench.log" || status=1
+  "$build/bench/gpu/model_throughput_cuda_bench" --csv --contexts 4096 --variants hybrid 2>&1 |
+    tee "$logs/model_throughput_cuda_bench.log" || status=1
+fi
+if [ "$what" = all ] || [ "$what" = test ]; then
   ctest --test-dir "$build" -L unit -j"$jobs" --output-on-failure --timeout 300 \
     >"$logs/ctest_unit.log" 2>&1
   grep -E "tests passed|tests failed" "$logs/ctest_unit.log" | sed 's/^/unit: /'
