@@ -67,6 +67,23 @@ absl::Status CheckLogits(const Tensor& logits, float temperature) {
   return CheckTemperature(temperature);
 }
 
+// For every row r of logits [T, V], on ctx's threads: lse[r] = RowLogSumExp of the row, then
+// fn(r, row, lse[r]) with whatever else the op computes from them.
+template <typename Fn>
+void ForEachRowLse(const Context& ctx, const Tensor& logits, float temperature, Tensor& lse,
+                   Fn&& fn) {
+  const int64_t vocab = logits.dim(1);
+  const float* lg = logits.data<float>();  // [T, V]
+  float* ls = lse.data<float>();           // [T]
+  ctx.ParallelFor(logits.dim(0), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = lg + r * vocab;
+      ls[r] = cpu::RowLogSumExp(row, vocab, temperature);
+      fn(r, row, ls[r]);
+    }
+  });
+}
+
 }  // namespace
 
 absl::Status LogprobFromLogits(const Context& ctx, const Tensor& logits, const Tensor& targets,
@@ -78,16 +95,10 @@ absl::Status LogprobFromLogits(const Context& ctx, const Tensor& logits, const T
   TANDEM_RETURN_IF_ERROR(CheckTargets(targets, t, vocab));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(logprob, "logprob", DType::kF32, {t}));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(lse, "lse", DType::kF32, {t}));
-  const float* lg = logits.data<float>();       // [T, V]
   const int32_t* tg = targets.data<int32_t>();  // [T]
   float* lp = logprob.data<float>();            // [T]
-  float* ls = lse.data<float>();                // [T]
-  ctx.ParallelFor(t, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = lg + r * vocab;
-      ls[r] = cpu::RowLogSumExp(row, vocab, temperature);
-      lp[r] = row[tg[r]] / temperature - ls[r];
-    }
+  ForEachRowLse(ctx, logits, temperature, lse, [&](int64_t r, const float* row, float l) {
+    lp[r] = row[tg[r]] / temperature - l;
   });
   return absl::OkStatus();
 }
@@ -99,16 +110,9 @@ absl::Status LogSoftmax(const Context& ctx, const Tensor& logits, float temperat
   const int64_t t = logits.dim(0), vocab = logits.dim(1);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(out, "out", DType::kF32, {t, vocab}));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(lse, "lse", DType::kF32, {t}));
-  const float* lg = logits.data<float>();  // [T, V]
-  float* o = out.data<float>();            // [T, V]
-  float* ls = lse.data<float>();           // [T]
-  ctx.ParallelFor(t, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = lg + r * vocab;
-      const float l = cpu::RowLogSumExp(row, vocab, temperature);
-      ls[r] = l;
-      for (int64_t v = 0; v < vocab; ++v) o[r * vocab + v] = row[v] / temperature - l;
-    }
+  float* o = out.data<float>();  // [T, V]
+  ForEachRowLse(ctx, logits, temperature, lse, [&](int64_t r, const float* row, float l) {
+    for (int64_t v = 0; v < vocab; ++v) o[r * vocab + v] = row[v] / temperature - l;
   });
   return absl::OkStatus();
 }
@@ -120,25 +124,18 @@ absl::Status SoftmaxEntropy(const Context& ctx, const Tensor& logits, float temp
   const int64_t t = logits.dim(0), vocab = logits.dim(1);
   TANDEM_RETURN_IF_ERROR(ExpectTensor(entropy, "entropy", DType::kF32, {t}));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(lse, "lse", DType::kF32, {t}));
-  const float* lg = logits.data<float>();  // [T, V]
-  float* h = entropy.data<float>();        // [T]
-  float* ls = lse.data<float>();           // [T]
-  ctx.ParallelFor(t, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = lg + r * vocab;
-      const float l = cpu::RowLogSumExp(row, vocab, temperature);
-      ls[r] = l;
-      if (std::isnan(l) || l == INFINITY) {
-        h[r] = NAN;
-        continue;
-      }
-      double pz = 0.0;  // Σ p·z over the finite z
-      for (int64_t v = 0; l != -INFINITY && v < vocab; ++v) {
-        const double z = row[v] / temperature;
-        if (!std::isinf(z)) pz += std::exp(z - l) * z;
-      }
-      h[r] = l == -INFINITY ? 0.0f : static_cast<float>(l - pz);
+  float* h = entropy.data<float>();  // [T]
+  ForEachRowLse(ctx, logits, temperature, lse, [&](int64_t r, const float* row, float l) {
+    if (std::isnan(l) || l == INFINITY) {
+      h[r] = NAN;
+      return;
     }
+    double pz = 0.0;  // Σ p·z over the finite z
+    for (int64_t v = 0; l != -INFINITY && v < vocab; ++v) {
+      const double z = row[v] / temperature;
+      if (!std::isinf(z)) pz += std::exp(z - l) * z;
+    }
+    h[r] = l == -INFINITY ? 0.0f : static_cast<float>(l - pz);
   });
   return absl::OkStatus();
 }
