@@ -62,9 +62,7 @@ std::vector<TemperatureGroup> GroupByTemperature(const std::vector<TokenDraw>& d
 
 std::vector<absl::StatusOr<SampledToken>> SampleTokens(const Context& ctx, const Tensor& logits,
                                                        const std::vector<TokenDraw>& draws) {
-  std::vector<absl::StatusOr<SampledToken>> out(draws.size(),
-                                                absl::InternalError("SampleTokens: not drawn"));
-  if (draws.empty()) return out;
+  if (draws.empty()) return {};
   // Every group's rows go into one log-prob matrix, so that one SampleRows call draws the whole
   // step and a failed draw is named by its index in `draws`.
   const std::vector<TemperatureGroup> groups = GroupByTemperature(draws);
@@ -93,16 +91,9 @@ std::vector<absl::StatusOr<SampledToken>> SampleTokens(const Context& ctx, const
   }
   // On the GPU the tokens are drawn there from the GPU's rows, so a reported log-prob is the
   // GPU's LogprobFromLogits value for the token (the trainer's).
-  std::vector<absl::StatusOr<kernels::DrawnToken>> drawn =
-      kernels::SampleRows(ctx, logprobs, row_draws);
+  std::vector<absl::StatusOr<SampledToken>> out = kernels::SampleRows(ctx, logprobs, row_draws);
   for (size_t i = 0; i < draws.size(); ++i) {
-    if (!failed[i].ok()) {
-      out[i] = failed[i];
-    } else if (drawn[i].ok()) {
-      out[i] = SampledToken{drawn[i]->token, drawn[i]->logprob};
-    } else {
-      out[i] = drawn[i].status();
-    }
+    if (!failed[i].ok()) out[i] = failed[i];
   }
   return out;
 }

@@ -10,14 +10,13 @@
 #include "absl/status/statusor.h"
 #include "kernels/core/context.h"
 #include "kernels/core/tensor.h"
+#include "kernels/sample/sample.h"
 #include "rollout/request.h"
 
 namespace tandem::rollout {
 
-struct SampledToken {
-  int32_t token = 0;
-  float logprob = 0.0f;  // log_softmax(logits / T)[token]; T = 1 when greedy (temperature 0)
-};
+// The drawn token and log_softmax(logits / T)[token] (T = 1 when greedy, temperature 0).
+using SampledToken = kernels::DrawnToken;
 
 // One token to draw from a row of the step's logits.
 struct TokenDraw {

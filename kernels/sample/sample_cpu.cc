@@ -8,7 +8,6 @@
 #include "kernels/core/dispatch.h"
 #include "kernels/core/status_macros.h"
 #include "kernels/sample/sample.h"
-#include "kernels/sample/sample_internal.h"
 #ifdef TANDEM_HAVE_CUDA
 #include "kernels/core/cuda_util.h"
 #include "kernels/sample/sample_cuda.h"
@@ -53,6 +52,31 @@ double UniformFromKey(const SampleKey& key) {
 }
 
 namespace {
+
+// top_k >= 0 and top_p in (0, 1].
+absl::Status CheckSamplingParams(const SamplingParams& params) {
+  if (params.top_k < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("top_k: expected >= 0, got ", params.top_k));
+  }
+  if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_p: expected in (0, 1], got ", params.top_p));
+  }
+  return absl::OkStatus();
+}
+
+// draws[index]: row in [0, rows) and CheckSamplingParams, the field named as draws[index].<field>.
+absl::Status CheckRowDraw(const RowDraw& draw, int64_t rows, size_t index) {
+  if (draw.row < 0 || draw.row >= rows) {
+    return absl::InvalidArgumentError(absl::StrCat("draws[", index, "].row: ", draw.row,
+                                                   " is outside the ", rows, " rows of logprobs"));
+  }
+  const absl::Status params = CheckSamplingParams(draw.params);
+  if (!params.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("draws[", index, "].", params.message()));
+  }
+  return absl::OkStatus();
+}
 
 // Candidate order: log-prob descending, ties to the lower id, NaN after everything (a strict weak
 // order even with several NaNs, which std::sort and std::nth_element need).
@@ -111,7 +135,7 @@ std::vector<int32_t> KeptCandidates(const float* logprobs, int64_t vocab, int64_
 absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
                                     const SamplingParams& params, const SampleKey& key) {
   if (vocab < 1) return absl::InvalidArgumentError("vocab: expected at least 1 entry");
-  TANDEM_RETURN_IF_ERROR(internal::CheckSamplingParams(params));
+  TANDEM_RETURN_IF_ERROR(CheckSamplingParams(params));
   const auto no_entry = [] {
     return absl::InvalidArgumentError("logprobs: no finite entry in the row");
   };
@@ -127,12 +151,12 @@ absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
   // The kept tokens in id order with their probabilities: all of them without truncation (no
   // sort), else the candidates top-k and top-p keep.
   const int64_t keep = params.top_k > 0 ? std::min(params.top_k, vocab) : vocab;
+  const bool all = keep == vocab && params.top_p == 1.0f;
   std::vector<int32_t> ids;
-  if (keep < vocab || params.top_p < 1.0f) {
+  if (!all) {
     ids = KeptCandidates(logprobs, vocab, keep, params.top_p);
     std::sort(ids.begin(), ids.end());
   }
-  const bool all = ids.empty() && keep == vocab && params.top_p == 1.0f;
   const int64_t n = all ? vocab : static_cast<int64_t>(ids.size());
   const auto id_of = [&](int64_t i) { return all ? i : static_cast<int64_t>(ids[i]); };
   // The kept tokens' probabilities, and their sums per chunk of kSampleChunk token ids.
@@ -174,33 +198,6 @@ absl::StatusOr<int32_t> SampleToken(const float* logprobs, int64_t vocab,
   return no_entry();  // unreachable: total > 0
 }
 
-namespace internal {
-
-absl::Status CheckSamplingParams(const SamplingParams& params) {
-  if (params.top_k < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("top_k: expected >= 0, got ", params.top_k));
-  }
-  if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_p: expected in (0, 1], got ", params.top_p));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckRowDraw(const RowDraw& draw, int64_t rows, size_t index) {
-  if (draw.row < 0 || draw.row >= rows) {
-    return absl::InvalidArgumentError(absl::StrCat("draws[", index, "].row: ", draw.row,
-                                                   " is outside the ", rows, " rows of logprobs"));
-  }
-  const absl::Status params = CheckSamplingParams(draw.params);
-  if (!params.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("draws[", index, "].", params.message()));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace internal
-
 namespace {
 
 // SampleToken for draws[i], i in `which`, from the host matrix logprobs [rows, vocab] on ctx's
@@ -212,7 +209,7 @@ void DrawOnHost(const Context& ctx, const Tensor& logprobs, const std::vector<Ro
     for (int64_t k = begin; k < end; ++k) {
       const size_t i = which[k];
       const RowDraw& d = draws[i];
-      const absl::Status checked = internal::CheckRowDraw(d, rows, i);
+      const absl::Status checked = CheckRowDraw(d, rows, i);
       if (!checked.ok()) {
         out[i] = checked;
         continue;
@@ -242,7 +239,7 @@ void DrawOnGpu(const Context& ctx, const Tensor& logprobs, const std::vector<Row
   std::vector<RowDraw> on_device;
   std::vector<size_t> device_index, host_index;
   for (size_t i = 0; i < draws.size(); ++i) {
-    const absl::Status checked = internal::CheckRowDraw(draws[i], rows, i);
+    const absl::Status checked = CheckRowDraw(draws[i], rows, i);
     if (!checked.ok()) {
       out[i] = checked;
     } else if (DrawsOnDevice(draws[i].params, vocab)) {
