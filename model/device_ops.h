@@ -29,8 +29,8 @@ inline Tensor Buffer(const Context& ctx, Shape shape, DType dtype = DType::kF32)
 // anyway (round to nearest even), which lets the pinned cuBLASLt path take them.
 inline DType GemmInputDType(const Context& ctx) { return OnCuda(ctx) ? DType::kBF16 : DType::kF32; }
 
-// Rows of logits [rows, vocab] f32 the LM head computes at a time (the forward's log-probs, their
-// backward, the entropy metric): every chunk's GEMM reads the whole LM head, so the GPU takes 2^26
+// Rows of logits [rows, vocab] f32 the LM head computes at a time (the forward's log-probs and
+// their backward): every chunk's GEMM reads the whole LM head, so the GPU takes 2^26
 // logits per chunk (256 MiB; ~430 rows of a 157K vocabulary instead of 26, where the reads of the
 // LM head would cost more than its products), the CPU 2^22. Between 1 and `rows`.
 inline int64_t LmHeadChunkRows(const Context& ctx, int64_t rows, int64_t vocab) {

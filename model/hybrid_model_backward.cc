@@ -34,9 +34,10 @@ Tensor F32(const Context& ctx, Shape shape) { return Buffer(ctx, std::move(shape
 // Backward of logprob = log_softmax(h · lm_headᵀ / temperature)[target] over row chunks: the logits
 // and their log-sum-exp are recomputed by the forward's kernels (the same bits), dh [T, Dm] is
 // written and d lm_head [V, Dm] accumulated. Positions whose target is −1 contribute nothing.
+// With `entropy`, SoftmaxEntropy gives the lse (the same bits) and each row's entropy.
 absl::Status LmHeadBwd(const Context& ctx, const Tensor& lm_head, const Tensor& h,
                        const Tensor& targets, float temperature, const Tensor& dlogprob, Tensor& dh,
-                       Tensor& g_lm_head) {
+                       Tensor& g_lm_head, Tensor* entropy) {
   const int64_t T = h.dim(0);
   const int64_t V = lm_head.dim(0);
   // Targets and dlogprob are host tensors; the kernels' copies go to ctx's device.
@@ -66,8 +67,14 @@ absl::Status LmHeadBwd(const Context& ctx, const Tensor& lm_head, const Tensor& 
     Tensor lse_rows = lse.Rows(0, r1 - r0);                  // [r1 − r0]
     Tensor dh_rows = dh.Rows(r0, r1);                        // [r1 − r0, Dm]
     TANDEM_RETURN_IF_ERROR(kernels::GemmNT(ctx, h_rows, lm_head, logits_rows));
-    TANDEM_RETURN_IF_ERROR(kernels::LogprobFromLogits(ctx, logits_rows, target_rows, temperature,
-                                                      logprob_rows, lse_rows));
+    if (entropy != nullptr) {  // the same lse bits, and each row's entropy from the same pass
+      Tensor entropy_rows = entropy->Rows(r0, r1);
+      TANDEM_RETURN_IF_ERROR(
+          kernels::SoftmaxEntropy(ctx, logits_rows, temperature, entropy_rows, lse_rows));
+    } else {
+      TANDEM_RETURN_IF_ERROR(kernels::LogprobFromLogits(ctx, logits_rows, target_rows, temperature,
+                                                        logprob_rows, lse_rows));
+    }
     TANDEM_RETURN_IF_ERROR(kernels::LogprobFromLogitsBwd(
         ctx, logits_rows, target_rows, lse_rows, temperature, dlp.Rows(r0, r1), dlogits_rows));
     TANDEM_RETURN_IF_ERROR(kernels::GemmNN(ctx, dlogits_rows, lm_head, dh_rows));
@@ -162,8 +169,13 @@ absl::StatusOr<ForwardActivations> TrainingForward(const Context& ctx, const Hyb
 }
 
 absl::Status Backward(const Context& ctx, const HybridModel& model, const ForwardInput& input,
-                      const ForwardActivations& acts, const Tensor& dlogprob, ModelWeights& grads) {
+                      const ForwardActivations& acts, const Tensor& dlogprob, ModelWeights& grads,
+                      Tensor* entropy) {
   TANDEM_RETURN_IF_ERROR(CheckBackwardArgs(ctx, model, input, acts, dlogprob, grads));
+  if (entropy != nullptr) {
+    TANDEM_RETURN_IF_ERROR(
+        ExpectTensor(*entropy, "entropy", DType::kF32, {input.tokens.dim(0)}, ctx.device()));
+  }
   const ModelConfig& config = model.config();
   const ModelWeights& weights = model.weights();
   const int64_t T = input.tokens.dim(0);
@@ -174,7 +186,7 @@ absl::Status Backward(const Context& ctx, const HybridModel& model, const Forwar
   Tensor dtmp = F32(ctx, {T, config.hidden_size});  // [T, Dm] a norm's d input, before the add
 
   TANDEM_RETURN_IF_ERROR(LmHeadBwd(ctx, weights.lm_head, acts.h_final, input.targets,
-                                   input.temperature, dlogprob, dh, grads.lm_head));
+                                   input.temperature, dlogprob, dh, grads.lm_head, entropy));
   TANDEM_RETURN_IF_ERROR(kernels::RmsNormBwd(ctx, acts.x_final, weights.final_norm, acts.rstd_final,
                                              dh, dx, grads.final_norm));
   for (int64_t layer = config.num_hidden_layers - 1; layer >= 0; --layer) {

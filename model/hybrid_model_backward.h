@@ -42,8 +42,12 @@ absl::StatusOr<ForwardActivations> TrainingForward(const Context& ctx, const Hyb
 // is bitwise independent of the thread count and of BackwardOptions. On the GPU every op's CUDA
 // backward is deterministic too (no atomics in sums), so two runs give the same bits; GPU and CPU
 // gradients agree to the bf16 rounding of the GPU's GEMM and attention operands.
+// entropy, when given: [T] f32 on ctx's device, each position's entropy (nats) of
+// softmax(logits / temperature), from the logits the LM-head backward recomputes anyway
+// (kernels::SoftmaxEntropy, whose lse is LogprobFromLogits' bits: the gradients do not change).
 absl::Status Backward(const Context& ctx, const HybridModel& model, const ForwardInput& input,
-                      const ForwardActivations& acts, const Tensor& dlogprob, ModelWeights& grads);
+                      const ForwardActivations& acts, const Tensor& dlogprob, ModelWeights& grads,
+                      Tensor* entropy = nullptr);
 
 // TrainingForward then Backward. Returns logprob [T]. The losses of a PPO-style trainer depend on
 // the log-probs, so it calls the two halves itself; this is for losses with a known dlogprob.

@@ -9,8 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/core/status_macros.h"
-#include "kernels/gemm/gemm.h"
-#include "kernels/lm_head_logprob/lm_head_logprob.h"
 #include "model/device_ops.h"
 #include "model/hybrid_model_backward.h"
 #include "trainer/step_common.h"
@@ -18,31 +16,13 @@
 namespace tandem::trainer {
 namespace {
 
-// Σ over trained positions (mask ≠ 0) of the entropy of softmax(h_final · lm_headᵀ / temperature),
-// on ctx's device: the LM head's logits recomputed in row chunks (kernels::GemmNT, as the forward
-// does) and kernels::SoftmaxEntropy per row; only the T entropies come to the host. A metric: it
-// need not match any other computation's bits. lm_head [V, Dm] and h_final [T, Dm] as the
-// forward holds them (the compute weights and activations on ctx's device).
-absl::StatusOr<double> EntropySum(const Context& ctx, const Tensor& lm_head, const Tensor& h_final,
-                                  std::span<const float> mask, float temperature) {
-  const int64_t T = h_final.dim(0), V = lm_head.dim(0);
-  if (T == 0) return 0.0;
-  const int64_t chunk = model::internal::LmHeadChunkRows(ctx, T, V);
-  Tensor logits = Tensor::Empty({chunk, V}, DType::kF32, ctx.device());  // [chunk, V]
-  Tensor lse = Tensor::Empty({chunk}, DType::kF32, ctx.device());        // [chunk]
-  Tensor entropy = Tensor::Empty({T}, DType::kF32, ctx.device());        // [T]
-  for (int64_t r0 = 0; r0 < T; r0 += chunk) {
-    const int64_t r1 = std::min(T, r0 + chunk);
-    Tensor logits_rows = logits.Rows(0, r1 - r0);
-    Tensor lse_rows = lse.Rows(0, r1 - r0);
-    Tensor entropy_rows = entropy.Rows(r0, r1);
-    TANDEM_RETURN_IF_ERROR(kernels::GemmNT(ctx, h_final.Rows(r0, r1), lm_head, logits_rows));
-    TANDEM_RETURN_IF_ERROR(
-        kernels::SoftmaxEntropy(ctx, logits_rows, temperature, entropy_rows, lse_rows));
-  }
+// Σ over trained positions (mask ≠ 0) of the per-position entropies (MicroBatchPass::entropy,
+// from the LM-head backward's logits; only T floats come to the host).
+absl::StatusOr<double> EntropySum(const Context& ctx, const Tensor& entropy,
+                                  std::span<const float> mask) {
   TANDEM_ASSIGN_OR_RETURN(const Tensor host, model::internal::ToHost(ctx, entropy));
   double sum = 0;
-  for (int64_t t = 0; t < T; ++t) {
+  for (size_t t = 0; t < mask.size(); ++t) {
     if (mask[t] != 0) sum += host.data<float>()[t];
   }
   return sum;
@@ -64,9 +44,9 @@ absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const
     PpoLossInputs in{logp, mb.logp_rollout, mb.advantage, mb.batch.loss_mask, {}};
     return PpoClipLoss(in, ppo);
   };
-  TANDEM_ASSIGN_OR_RETURN(
-      MicroBatchPass pass,
-      ForwardBackward(ctx, model, mb.batch, options.temperature, ppo_loss, grads, loads));
+  TANDEM_ASSIGN_OR_RETURN(MicroBatchPass pass,
+                          ForwardBackward(ctx, model, mb.batch, options.temperature, ppo_loss,
+                                          grads, loads, options.compute_entropy));
   const LossOutputs& loss = pass.loss;
   const double m = loss.metrics.num_tokens;
   sums.loss += loss.loss;
@@ -76,8 +56,7 @@ absl::Status MicroBatchStep(const Context& ctx, model::HybridModel& model, const
   sums.ratio += loss.metrics.mean_ratio * m;
   if (options.compute_entropy) {
     TANDEM_ASSIGN_OR_RETURN(const double entropy,
-                            EntropySum(ctx, model.weights().lm_head, pass.acts.h_final,
-                                       mb.batch.loss_mask, options.temperature));
+                            EntropySum(ctx, pass.entropy, mb.batch.loss_mask));
     sums.entropy += entropy;
   }
   return absl::OkStatus();

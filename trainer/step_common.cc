@@ -78,7 +78,8 @@ void ZeroGradients(model::ModelWeights& grads) {
 absl::StatusOr<MicroBatchPass> ForwardBackward(const Context& ctx, model::HybridModel& model,
                                                const MicroBatch& mb, float temperature,
                                                const MicroBatchLoss& loss,
-                                               model::ModelWeights& grads, ExpertLoads& loads) {
+                                               model::ModelWeights& grads, ExpertLoads& loads,
+                                               bool with_entropy) {
   const model::ForwardInput input = ToForwardInput(mb, temperature);
   MicroBatchPass pass;
   TANDEM_ASSIGN_OR_RETURN(pass.acts, model::TrainingForward(ctx, model, input));
@@ -86,7 +87,9 @@ absl::StatusOr<MicroBatchPass> ForwardBackward(const Context& ctx, model::Hybrid
   TANDEM_ASSIGN_OR_RETURN(pass.loss,
                           loss(std::span<const float>(pass.acts.logprob.data<float>(), T)));
   const Tensor dlogprob = Tensor::FromVector(pass.loss.dlogp, {T});  // [T]
-  TANDEM_RETURN_IF_ERROR(model::Backward(ctx, model, input, pass.acts, dlogprob, grads));
+  if (with_entropy) pass.entropy = Tensor::Empty({T}, DType::kF32, ctx.device());
+  TANDEM_RETURN_IF_ERROR(model::Backward(ctx, model, input, pass.acts, dlogprob, grads,
+                                         with_entropy ? &pass.entropy : nullptr));
   TANDEM_RETURN_IF_ERROR(CountExpertLoads(ctx, pass.acts, loads));
   return pass;
 }

@@ -31,16 +31,19 @@ void ZeroGradients(model::ModelWeights& grads);
 using MicroBatchLoss = std::function<absl::StatusOr<LossOutputs>(std::span<const float> logp)>;
 
 struct MicroBatchPass {
-  model::ForwardActivations acts;  // for metrics computed from the forward (entropy)
+  model::ForwardActivations acts;
   LossOutputs loss;
+  Tensor entropy;  // [T] f32 on ctx's device when asked for (model::Backward's entropy)
 };
 
 // TrainingForward of `mb` at `temperature`, `loss` on its log-probs, Backward accumulated into
 // `grads`, and the tokens each expert was selected for (every packed position) added to `loads`.
+// with_entropy: also each position's policy entropy, from the LM-head backward's logits.
 absl::StatusOr<MicroBatchPass> ForwardBackward(const Context& ctx, model::HybridModel& model,
                                                const MicroBatch& mb, float temperature,
                                                const MicroBatchLoss& loss,
-                                               model::ModelWeights& grads, ExpertLoads& loads);
+                                               model::ModelWeights& grads, ExpertLoads& loads,
+                                               bool with_entropy = false);
 
 // The end of a step (a collective call): grads = Σ_ranks grads (AllReduceGradients, rank order);
 // AdamW::Step (clip, update); then, when expert_bias_update_rate > 0 and the optimizer did not

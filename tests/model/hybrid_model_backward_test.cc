@@ -14,6 +14,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/gemm/gemm.h"
+#include "kernels/lm_head_logprob/lm_head_logprob.h"
 #include "tests/model/reference/hybrid_model_ref.h"
 #include "tests/testing/compare.h"
 #include "tests/testing/tiny_model.h"
@@ -225,6 +227,35 @@ TEST(HybridModelBackwardTest, RecomputedLayersGiveBitwiseEqualGradients) {
   Result saved = RunBackward(model, b, 2, false);
   Result recomputed = RunBackward(model, b, 2, true);
   EXPECT_TRUE(GradsBitwiseEqual(saved.grads, recomputed.grads));
+}
+
+// Asking Backward for the entropy changes no gradient bit (its lse is LogprobFromLogits'), and
+// each position's entropy is kernels::SoftmaxEntropy of the forward's own logits.
+TEST(HybridModelBackwardTest, EntropyComesWithoutChangingGradients) {
+  HybridModel model = TinyModel(5);
+  Batch b = RandomBatch({70, 9}, 8);
+  const int64_t T = b.tokens.size();
+  const float temperature = 0.8f;
+  ForwardInput input = MakeInput(b);
+  input.temperature = temperature;
+  const Context ctx = Context::Cpu(2);
+  absl::StatusOr<ForwardActivations> acts = TrainingForward(ctx, model, input);
+  ASSERT_TRUE(acts.ok()) << acts.status();
+  const Tensor dlogprob = Tensor::FromVector(b.dlogprob, {T});
+  ModelWeights plain = AllocateWeights(model.config()), with = AllocateWeights(model.config());
+  ASSERT_TRUE(Backward(ctx, model, input, *acts, dlogprob, plain).ok());
+  Tensor entropy = Tensor::Empty({T}, DType::kF32);
+  ASSERT_TRUE(Backward(ctx, model, input, *acts, dlogprob, with, &entropy).ok());
+  EXPECT_TRUE(GradsBitwiseEqual(plain, with));
+  const int64_t V = model.config().vocab_size;
+  Tensor logits = Tensor::Empty({T, V}, DType::kF32);
+  ASSERT_TRUE(kernels::GemmNT(ctx, acts->h_final, model.weights().lm_head, logits).ok());
+  Tensor want = Tensor::Empty({T}, DType::kF32), lse = Tensor::Empty({T}, DType::kF32);
+  ASSERT_TRUE(kernels::SoftmaxEntropy(ctx, logits, temperature, want, lse).ok());
+  EXPECT_TRUE(BitwiseEqual(Floats(entropy), Floats(want)));
+  Tensor wrong = Tensor::Empty({T + 1}, DType::kF32);
+  const absl::Status bad = Backward(ctx, model, input, *acts, dlogprob, with, &wrong);
+  EXPECT_NE(bad.message().find("entropy"), std::string::npos) << bad;
 }
 
 TEST(HybridModelBackwardTest, ThreadCountDoesNotChangeGradientBits) {
