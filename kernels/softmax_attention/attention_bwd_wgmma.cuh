@@ -16,6 +16,10 @@
 
 namespace tandem::kernels::cuda::attention_bwd {
 
+using attention_mma::KTileDesc;
+using attention_mma::TileDesc;
+using attention_mma::VTileDesc;
+
 using bf16 = __nv_bfloat16;
 
 inline constexpr int kWgThreads = 256;  // two warpgroups
@@ -34,33 +38,6 @@ __device__ __forceinline__ void LoadSwTile(unsigned char* dst, const bf16* src, 
     const bool ok = r + 16 * i < valid;
     CpAsync16(d + 16 * 128 * i, ok ? p + 16 * i * stride : fallback, ok);
   }
-}
-
-// wgmma descriptors of a swizzled 64-row tile as two words: the low one holds the start address
-// (bits 0–13, address / 16) and the leading offset, the high one the stride offset and layout.
-// A k step's descriptor adds its byte offset / 16 to the low word: one add, no carry (shared
-// addresses stay below 2¹⁸, so the start field never overflows), the bits KDesc / VDesc build.
-struct TileDesc {
-  uint32_t lo, hi;
-  __device__ __forceinline__ uint64_t At(uint32_t byte_offset) const {
-    uint64_t d;  // a register pair: no shifts or ors
-    asm("mov.b64 %0, {%1, %2};" : "=l"(d) : "r"(lo + (byte_offset >> 4)), "r"(hi));
-    return d;
-  }
-  // K-major k step kk (dims 16kk ..): KDesc(tile, kk).
-  __device__ __forceinline__ uint64_t K(int kk) const {
-    return At((kk / 4) * attention_mma::kSwBlockBytes + (kk % 4) * 32);
-  }
-  // N-major k step kk (rows 16kk ..): VDesc(tile, kk).
-  __device__ __forceinline__ uint64_t V(int kk) const { return At(kk * 2048); }
-};
-__device__ __forceinline__ TileDesc KTileDesc(const unsigned char* tile) {
-  const uint64_t d = attention_mma::KDesc(tile, 0);
-  return {static_cast<uint32_t>(d), static_cast<uint32_t>(d >> 32)};
-}
-__device__ __forceinline__ TileDesc VTileDesc(const unsigned char* tile) {
-  const uint64_t d = attention_mma::VDesc(tile, 0);
-  return {static_cast<uint32_t>(d), static_cast<uint32_t>(d >> 32)};
 }
 
 // d = A·B (kAccumulate = 0) or d += A·B (1) for 64 × 64 × 16, both operands K-major from smem

@@ -184,6 +184,33 @@ __device__ __forceinline__ uint64_t VDesc(const unsigned char* vs, int kk) {
   return SwDesc(vs + kk * 2048, kSwBlockBytes, 1024);
 }
 
+// wgmma descriptors of a swizzled 64-row tile as two words: the low one holds the start address
+// (bits 0–13, address / 16) and the leading offset, the high one the stride offset and layout.
+// A k step's descriptor adds its byte offset / 16 to the low word: one add, no carry (shared
+// addresses stay below 2¹⁸, so the start field never overflows), the bits KDesc / VDesc build.
+struct TileDesc {
+  uint32_t lo, hi;
+  __device__ __forceinline__ uint64_t At(uint32_t byte_offset) const {
+    uint64_t d;  // a register pair: no shifts or ors
+    asm("mov.b64 %0, {%1, %2};" : "=l"(d) : "r"(lo + (byte_offset >> 4)), "r"(hi));
+    return d;
+  }
+  // K-major k step kk (dims 16kk ..): KDesc(tile, kk).
+  __device__ __forceinline__ uint64_t K(int kk) const {
+    return At((kk / 4) * kSwBlockBytes + (kk % 4) * 32);
+  }
+  // N-major k step kk (rows 16kk ..): VDesc(tile, kk).
+  __device__ __forceinline__ uint64_t V(int kk) const { return At(kk * 2048); }
+};
+__device__ __forceinline__ TileDesc KTileDesc(const unsigned char* tile) {
+  const uint64_t d = KDesc(tile, 0);
+  return {static_cast<uint32_t>(d), static_cast<uint32_t>(d >> 32)};
+}
+__device__ __forceinline__ TileDesc VTileDesc(const unsigned char* tile) {
+  const uint64_t d = VDesc(tile, 0);
+  return {static_cast<uint32_t>(d), static_cast<uint32_t>(d >> 32)};
+}
+
 // d += A·B (or d = A·B when !accumulate) for the warpgroup's 64 rows and 64 columns over 16 k:
 // A = this warp's 16 rows as an m16n8k16 A fragment (registers), B from shared memory through
 // `desc` (kTransB: B stored N-major).

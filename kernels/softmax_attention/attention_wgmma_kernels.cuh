@@ -98,31 +98,42 @@ __device__ __forceinline__ void ProduceTiles(const WsBlock& b, unsigned char* sm
   }
 }
 
+// The stage-0 K and V tiles as wgmma descriptors; stage s lies 2s tiles further on.
+struct StageDescs {
+  TileDesc k0, v0;
+  template <int kD>
+  __device__ static StageDescs Of(unsigned char* smem) {
+    return {KTileDesc(WgSmem<kD>::K(smem, 0)), VTileDesc(WgSmem<kD>::V(smem, 0))};
+  }
+  template <int kD>
+  __device__ static TileDesc AtStage(const TileDesc& d0, int stage) {
+    return {d0.lo + static_cast<uint32_t>(stage) * (2 * kSwTileBytes<kD> / 16), d0.hi};
+  }
+};
+
 // Q·Kᵀ of tile i into d, issued and committed, not waited for. The first k step does not read
 // d (d = A·B): every score starts from zero, as in ScoreTile, without zeroing the registers.
 template <int kD>
-__device__ __forceinline__ void IssueScores(const WsBlock& b, unsigned char* smem, int i,
+__device__ __forceinline__ void IssueScores(const WsBlock& b, const StageDescs& descs, int i,
                                             const uint32_t (&qf)[kD / 16][4], float (&d)[8][4]) {
   const int stage = i % kWgStages;
   MbarWait(&b.full[stage], (i / kWgStages) & 1);
   if (b.num_keys - i * kTile < kTile) FenceProxyAsync();  // cp.async (generic proxy) wrote it
+  const TileDesc kd = StageDescs::AtStage<kD>(descs.k0, stage);
   WgFence();
 #pragma unroll
-  for (int kk = 0; kk < kD / 16; ++kk) {
-    WgmmaN64<false>(d, qf[kk], KDesc(WgSmem<kD>::K(smem, stage), kk), kk > 0);
-  }
+  for (int kk = 0; kk < kD / 16; ++kk) WgmmaN64<false>(d, qf[kk], kd.K(kk), kk > 0);
   WgCommit();
 }
 
 // acc += P·V of tile i (stage i % kWgStages), issued and committed, not waited for.
 template <int kD>
-__device__ __forceinline__ void IssuePv(unsigned char* smem, int i, const uint32_t (&pa)[4][4],
+__device__ __forceinline__ void IssuePv(const StageDescs& descs, int i, const uint32_t (&pa)[4][4],
                                         float (&acc)[kD / 8][4]) {
+  const TileDesc vd = StageDescs::AtStage<kD>(descs.v0, i % kWgStages);
   WgFence();
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    WgmmaPv<kD>(acc, pa[kk], VDesc(WgSmem<kD>::V(smem, i % kWgStages), kk));
-  }
+  for (int kk = 0; kk < 4; ++kk) WgmmaPv<kD>(acc, pa[kk], vd.V(kk));
   WgCommit();
 }
 
@@ -162,6 +173,7 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
   float s[8][4] = {}, alpha[2];  // s: defined before the first wgmma names it (not read there)
   uint32_t pa[4][4];
   WarpState<kD> opened;  // m, l of the split tile j + 1 opens, while st still holds tile j's
+  const StageDescs descs = StageDescs::Of<kD>(smem);
   const auto softmax = [&](int i, auto mask, WarpState<kD>& into) {  // s: tile i's scores
     const int a = i * kTile;
     const int lim[2] = {max(0, min(kTile, pos[0] + 1 - a)), max(0, min(kTile, pos[1] + 1 - a))};
@@ -174,8 +186,8 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
   // the softmax stays in front of it.
   const auto overlapped = [&](int j, bool last, auto mask, WarpState<kD>& into) {
     TurnWait(wg);
-    IssueScores<kD>(b, smem, j + 1, qf, s);
-    IssuePv<kD>(smem, j, pa, st.acc);
+    IssueScores<kD>(b, descs, j + 1, qf, s);
+    IssuePv<kD>(descs, j, pa, st.acc);
     pass(last);
     WgWait<1>();
     FenceRegs(s);
@@ -185,7 +197,7 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
   TurnWait(wg);
   if (n_att > 0) {  // straight-line from the wgmmas to their wait
     st.Reset();
-    IssueScores<kD>(b, smem, 0, qf, s);
+    IssueScores<kD>(b, descs, 0, qf, s);
     pass(false);  // b.num_tiles >= 1
     WgWait<0>();
     FenceRegs(s);
@@ -199,52 +211,61 @@ __device__ __forceinline__ void ConsumeTiles(const WsBlock& b, unsigned char* sm
       softmax(0, std::true_type(), st);
     }
   }
-  for (int j = 0; j < b.num_tiles; ++j) {
+  // After tile j: the split's merge when tile j ends one (then the next split starts from the
+  // softmax of tile j + 1 that `opened` holds, when the warpgroup attends it).
+  const auto end_tile = [&](int j, bool next) {
     const int a = j * kTile;
-    if (a % kSplit == 0 && j >= n_att) st.Reset();
+    if ((a + kTile) % kSplit != 0 && j + 1 != b.num_tiles) return;
+    MergeSplitForward<kD>(st, tot, a / kSplit * kSplit, pos, j + 1 == b.num_tiles);
+    if (next) {
+      st.Reset();
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        st.m[i] = opened.m[i];
+        st.l[i] = opened.l[i];
+      }
+    }
+  };
+  // The attended tiles. A loop of its own: the reset the later tiles need (below) would otherwise
+  // be selected into every accumulator register on every tile.
+  for (int j = 0; j < n_att; ++j) {
+    const int a = j * kTile;
     const bool split_end = (a + kTile) % kSplit == 0 || j + 1 == b.num_tiles;
     const bool next = j + 1 < n_att, last = j + 1 == b.num_tiles;
-    if (j < n_att) {
-      RescalePack<kD>(s, alpha, st.acc, pa);
-      FenceRegs(st.acc);
-      FenceRegs(pa);
-      if (next && !split_end && j + 1 < n_full) {
-        overlapped(j, last, std::false_type(), st);
-      } else if (next && !split_end) {
-        overlapped(j, last, std::true_type(), st);
-      } else if (next) {
-        opened.Reset();  // what st.Reset() leaves: the new split's softmax starts from it
-        if (j + 1 < n_full) {
-          overlapped(j, last, std::false_type(), opened);
-        } else {
-          overlapped(j, last, std::true_type(), opened);
-        }
+    RescalePack<kD>(s, alpha, st.acc, pa);
+    FenceRegs(st.acc);
+    FenceRegs(pa);
+    if (next && !split_end && j + 1 < n_full) {
+      overlapped(j, last, std::false_type(), st);
+    } else if (next && !split_end) {
+      overlapped(j, last, std::true_type(), st);
+    } else if (next) {
+      opened.Reset();  // what st.Reset() leaves: the new split's softmax starts from it
+      if (j + 1 < n_full) {
+        overlapped(j, last, std::false_type(), opened);
       } else {
-        TurnWait(wg);
-        IssuePv<kD>(smem, j, pa, st.acc);
-        pass(last);
+        overlapped(j, last, std::true_type(), opened);
       }
-      WgWait<0>();
-      FenceRegs(st.acc);
-      FenceRegs(pa);
-      ReleaseTile(b, j);
     } else {
       TurnWait(wg);
+      IssuePv<kD>(descs, j, pa, st.acc);
       pass(last);
-      MbarWait(&b.full[j % kWgStages], (j / kWgStages) & 1);
-      ReleaseTile(b, j);
     }
-    if (split_end) {
-      MergeSplitForward<kD>(st, tot, a / kSplit * kSplit, pos, last);
-      if (next) {  // st.Reset(), then tile j + 1's softmax: its m and l are in `opened`
-        st.Reset();
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          st.m[i] = opened.m[i];
-          st.l[i] = opened.l[i];
-        }
-      }
-    }
+    WgWait<0>();
+    FenceRegs(st.acc);
+    FenceRegs(pa);
+    ReleaseTile(b, j);
+    end_tile(j, next);
+  }
+  // Tiles past the warpgroup's last key: turns and releases only; a split that starts here merges
+  // an empty state (no row of the warpgroup reaches it).
+  for (int j = n_att; j < b.num_tiles; ++j) {
+    if (j * kTile % kSplit == 0) st.Reset();
+    TurnWait(wg);
+    pass(j + 1 == b.num_tiles);
+    MbarWait(&b.full[j % kWgStages], (j / kWgStages) & 1);
+    ReleaseTile(b, j);
+    end_tile(j, false);
   }
 }
 

@@ -9,8 +9,10 @@
 #   bench runs every build-gpu/bench/gpu/*_cuda_bench; scripts/gpu/anchor.sh compares with PyTorch/fla.
 #   check: the gpu tests, then only the softmax attention and whole-model (4K context, decode with
 #   and without sampling) benchmarks: a short run to validate kernel changes.
+#   build: configure and build only.
 #   env: TANDEM_CUDA_ARCH (default 90a), TANDEM_JOBS (default: all cores),
-#        TANDEM_BUILD_DIR (default build-gpu)
+#        TANDEM_BUILD_DIR (default build-gpu), TANDEM_TARGETS (space-separated targets to build
+#        instead of all of them)
 # Exit status: 0 when the build of the test targets and every gpu test passed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -68,7 +70,9 @@ fi
 
 # Keep going past targets that fail so every test that does build still runs; a target that failed
 # shows up below as a "Not Run" test, and its compiler errors are printed here.
-if ! cmake --build "$build" -j"$jobs" -- "${keep_going[@]}" >>"$logs/build.log" 2>&1; then
+targets=()
+for t in ${TANDEM_TARGETS:-}; do targets+=(--target "$t"); done
+if ! cmake --build "$build" "${targets[@]}" -j"$jobs" -- "${keep_going[@]}" >>"$logs/build.log" 2>&1; then
   echo "build_and_test: some targets failed to build:"
   grep -E "error" "$logs/build.log" | grep -v "^ninja: build stopped" | head -30
   status=1

@@ -31,6 +31,13 @@ inline const Context& GpuTestContext() {
   return ctx;
 }
 
+// The context for calls through the public ops, which dispatch on the context's device: device 0,
+// default stream. (GpuTestContext would send them to the CPU kernels.)
+inline const Context& CudaDispatchContext() {
+  static const Context ctx = Context::Cuda();
+  return ctx;
+}
+
 inline std::vector<float> RoundedToBf16(std::vector<float> v) {
   for (float& x : v) x = RoundToBf16(x);
   return v;

@@ -19,6 +19,7 @@ namespace {
 
 using testing::AllClose;
 using testing::BitwiseEqual;
+using testing::CudaDispatchContext;
 using testing::GpuTestContext;
 using testing::RandomVector;
 using testing::ToDevice;
@@ -162,7 +163,7 @@ TEST(LmHeadLogprobCudaTest, SoftmaxEntropyMatchesCpu) {
           SoftmaxEntropy(Context::Cpu(1), Tensor::FromVector(x, {t, v}), temp, ce, cl).ok());
       Tensor ge = Tensor::Empty({t}, DType::kF32, Device::kCUDA);
       Tensor gl = Tensor::Empty({t}, DType::kF32, Device::kCUDA);
-      TANDEM_ASSERT_OK(SoftmaxEntropy(GpuTestContext(), ToDevice(x, {t, v}), temp, ge, gl));
+      TANDEM_ASSERT_OK(SoftmaxEntropy(CudaDispatchContext(), ToDevice(x, {t, v}), temp, ge, gl));
       const std::vector<float> he = ToHostFloats(ge), hl = ToHostFloats(gl);
       // fp32 sums on the GPU against double on the CPU: |H| <= log V ~ 12 and Σ p·z carries the
       // lse's few-ulp error, so a few ulps of max(lse, H) apart.
@@ -174,7 +175,7 @@ TEST(LmHeadLogprobCudaTest, SoftmaxEntropyMatchesCpu) {
       // Its lse is the row kernel's: LogprobFromLogits gives the same bits.
       Tensor lp = Tensor::Empty({t}, DType::kF32, Device::kCUDA);
       Tensor lse2 = Tensor::Empty({t}, DType::kF32, Device::kCUDA);
-      TANDEM_ASSERT_OK(LogprobFromLogits(GpuTestContext(), ToDevice(x, {t, v}),
+      TANDEM_ASSERT_OK(LogprobFromLogits(CudaDispatchContext(), ToDevice(x, {t, v}),
                                          DeviceI32(std::vector<int32_t>(t, 0)), temp, lp, lse2));
       EXPECT_TRUE(BitwiseEqual(hl, ToHostFloats(lse2)));
     }

@@ -18,6 +18,7 @@
 namespace tandem::kernels {
 namespace {
 
+using testing::CudaDispatchContext;
 using testing::GpuTestContext;
 
 TEST(SampleCudaTest, PhiloxEqualsCpuBitwise) {
@@ -104,7 +105,7 @@ std::vector<float> LogprobRows(int64_t rows, int64_t vocab, float sigma, uint32_
 // top-k / top-p ones on the host; every token and log-prob equal, errors the same.
 TEST(SampleCudaTest, SampleRowsEqualsTheCpu) {
   TANDEM_SKIP_WITHOUT_GPU();
-  const Context& gpu = GpuTestContext();
+  const Context& gpu = CudaDispatchContext();
   const Context cpu = Context::Cpu(2);
   for (const int64_t vocab : {int64_t{1}, int64_t{1000}, int64_t{157184}}) {
     const int64_t rows = 6;
@@ -151,7 +152,7 @@ TEST(SampleCudaTest, SampleRowsFollowsTheDistribution) {
   ASSERT_TRUE(dev.ok());
   std::vector<RowDraw> draws;
   for (uint64_t pos = 0; pos < 20000; ++pos) draws.push_back({0, {}, {42, 0, pos}});
-  const auto got = SampleRows(GpuTestContext(), *dev, draws);
+  const auto got = SampleRows(CudaDispatchContext(), *dev, draws);
   std::vector<int> counts(4, 0);
   for (const auto& t : got) {
     ASSERT_TRUE(t.ok()) << t.status();
@@ -164,7 +165,7 @@ TEST(SampleCudaTest, SampleRowsRefusesAVocabularyBeyondItsSharedMemory) {
   TANDEM_SKIP_WITHOUT_GPU();
   const int64_t vocab = 2'000'000;
   Tensor lp = Tensor::Empty({1, vocab}, DType::kF32, Device::kCUDA);
-  const auto got = SampleRows(GpuTestContext(), lp, {RowDraw{}});
+  const auto got = SampleRows(CudaDispatchContext(), lp, {RowDraw{}});
   ASSERT_FALSE(got[0].ok());
   EXPECT_THAT(std::string(got[0].status().message()), ::testing::HasSubstr("vocabulary"));
 }
