@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,6 +25,28 @@ absl::Status CheckSeqlens(const Tensor& cu_seqlens, int64_t t);
 // cu_seqlens on either device as a checked host vector (the GPU passes copy it through ctx).
 absl::StatusOr<std::vector<int32_t>> HostSeqlens(const Context& ctx, const Tensor& cu_seqlens,
                                                  int64_t t);
+
+// The items ordered by cost, highest first, ties in their given order. Costs count tiles, so they
+// stay within a small multiple of the item count and a counting sort is linear; a comparison sort
+// of a long sequence's thousands of items took longer on the host than a 4K forward on the GPU.
+// REQUIRES: every cost >= 0.
+template <typename Item>
+std::vector<Item> CostliestFirst(std::vector<std::pair<int64_t, Item>> costed) {
+  int64_t max_cost = 0;
+  for (const auto& c : costed) max_cost = std::max(max_cost, c.first);
+  std::vector<Item> items(costed.size());
+  if (max_cost > 16 * static_cast<int64_t>(costed.size()) + 4096) {  // sparse costs: sort
+    std::stable_sort(costed.begin(), costed.end(),
+                     [](const auto& x, const auto& y) { return x.first > y.first; });
+    for (size_t i = 0; i < costed.size(); ++i) items[i] = costed[i].second;
+    return items;
+  }
+  std::vector<int64_t> next(max_cost + 2, 0);  // next[max_cost - c]: slot of the next cost-c item
+  for (const auto& c : costed) ++next[max_cost - c.first + 1];
+  for (size_t i = 1; i < next.size(); ++i) next[i] += next[i - 1];
+  for (const auto& c : costed) items[next[max_cost - c.first]++] = c.second;
+  return items;
+}
 
 // A block of consecutive positions of one sequence, for one kv head (and its group of query
 // heads): the unit of work of the forward (query rows) and backward (query or key rows) passes.

@@ -69,19 +69,16 @@ absl::StatusOr<bool> UseTensorCores(
 }
 
 // Blocks of `rows` flat rows, the ones with the most keys first (they take longest; causal
-// balance).
+// balance): block m of a sequence starts at flat row m·rows, and its keys grow with m.
 std::vector<FwdItem> FwdItems(const std::vector<int32_t>& cu, int hkv, int group, int rows) {
-  std::vector<FwdItem> items;
+  std::vector<std::pair<int64_t, FwdItem>> costed;
   for (size_t b = 0; b + 1 < cu.size(); ++b) {
     const int len = cu[b + 1] - cu[b];
     for (int row0 = 0; row0 < len * group; row0 += rows) {
-      for (int g = 0; g < hkv; ++g) items.push_back({cu[b], len, row0, g});
+      for (int g = 0; g < hkv; ++g) costed.push_back({row0 / rows, {cu[b], len, row0, g}});
     }
   }
-  std::stable_sort(items.begin(), items.end(), [&](const FwdItem& x, const FwdItem& y) {
-    return x.row0 / group > y.row0 / group;
-  });
-  return items;
+  return kernels::internal::CostliestFirst(std::move(costed));
 }
 
 template <typename Fn>

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -191,11 +192,7 @@ __global__ void __launch_bounds__(kThreads, 2) BwdKernel(BwdArgs a, const WorkIt
 // All items of the pass, the most expensive first (cost in 64×64×D mma tiles). The order only
 // schedules: each item's result is the same wherever it runs.
 std::vector<WorkItem> MakeItems(const std::vector<int32_t>& cu, int h, int hkv) {
-  struct Costed {
-    int64_t cost;
-    WorkItem item;
-  };
-  std::vector<Costed> all;
+  std::vector<std::pair<int64_t, WorkItem>> all;
   const int group = h / hkv;
   for (size_t b = 0; b + 1 < cu.size(); ++b) {
     const int len = cu[b + 1] - cu[b], tiles = (len + kRows - 1) / kRows;
@@ -208,11 +205,7 @@ std::vector<WorkItem> MakeItems(const std::vector<int32_t>& cu, int h, int hkv) 
       }
     }
   }
-  std::stable_sort(all.begin(), all.end(),
-                   [](const Costed& x, const Costed& y) { return x.cost > y.cost; });
-  std::vector<WorkItem> items(all.size());
-  for (size_t i = 0; i < all.size(); ++i) items[i] = all[i].item;
-  return items;
+  return internal::CostliestFirst(std::move(all));
 }
 
 template <int kD>
@@ -227,11 +220,7 @@ cudaError_t LaunchBwd(cudaStream_t stream, const BwdArgs& a, const WorkItem* ite
 // heads' dQ items, the most expensive first (cost in 128×64×128 wgmma products: four per dK/dV
 // step, three per dQ step). The order only schedules.
 std::vector<WorkItem> MakeSplitItems(const std::vector<int32_t>& cu, int h, int hkv) {
-  struct Costed {
-    int64_t cost;
-    WorkItem item;
-  };
-  std::vector<Costed> all;
+  std::vector<std::pair<int64_t, WorkItem>> all;
   const int group = h / hkv;
   for (size_t b = 0; b + 1 < cu.size(); ++b) {
     const int len = cu[b + 1] - cu[b], tiles = (len + 127) / 128, q64 = (len + 63) / 64;
@@ -244,11 +233,7 @@ std::vector<WorkItem> MakeSplitItems(const std::vector<int32_t>& cu, int h, int 
       }
     }
   }
-  std::stable_sort(all.begin(), all.end(),
-                   [](const Costed& x, const Costed& y) { return x.cost > y.cost; });
-  std::vector<WorkItem> items(all.size());
-  for (size_t i = 0; i < all.size(); ++i) items[i] = all[i].item;
-  return items;
+  return internal::CostliestFirst(std::move(all));
 }
 
 cudaError_t LaunchSplit(cudaStream_t stream, const BwdArgs& a, const WorkItem* items, int n) {

@@ -12,6 +12,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/softmax_attention/attention_internal.h"
 #include "kernels/softmax_attention/attention_row.h"
 #include "tests/kernels/reference/softmax_attention_ref.h"
 #include "tests/testing/compare.h"
@@ -249,6 +250,25 @@ TEST(SoftmaxAttentionTest, Avx2KernelsMatchGenericBitwise) {
 void ExpectInvalid(const absl::Status& s, const std::string& name) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr(name));
+}
+
+// The GPU passes' block order: costliest first, equal costs in their given order. Dense costs take
+// the counting sort, sparse ones a comparison sort; both must give std::stable_sort's order.
+TEST(SoftmaxAttentionTest, CostliestFirstIsAStableDescendingOrder) {
+  std::mt19937 rng(5);
+  for (const int64_t spread : {int64_t{7}, int64_t{1} << 40}) {  // counting sort, then sort
+    std::vector<std::pair<int64_t, int>> costed;
+    for (int i = 0; i < 500; ++i) {
+      costed.push_back({static_cast<int64_t>(rng() % 8) * (spread / 7), i});
+    }
+    std::vector<std::pair<int64_t, int>> want = costed;
+    std::stable_sort(want.begin(), want.end(),
+                     [](const auto& x, const auto& y) { return x.first > y.first; });
+    const std::vector<int> got = internal::CostliestFirst(costed);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i].second) << i;
+  }
+  EXPECT_TRUE(internal::CostliestFirst(std::vector<std::pair<int64_t, int>>{}).empty());
 }
 
 TEST(SoftmaxAttentionTest, BadPackedInputsAreInvalidArgument) {
