@@ -66,11 +66,7 @@ template <typename T>
 absl::Status Upload(cudaStream_t stream, const std::vector<T>& host, T** dev) {
   const size_t bytes = std::max<size_t>(1, host.size()) * sizeof(T);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(dev), bytes, stream));
-  if (!host.empty()) {  // a pageable source is staged before cudaMemcpyAsync returns
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(*dev, host.data(), host.size() * sizeof(T),
-                                                cudaMemcpyHostToDevice, stream));
-  }
-  return absl::OkStatus();
+  return UploadAsync(*dev, host.data(), host.size() * sizeof(T), stream);
 }
 
 }  // namespace

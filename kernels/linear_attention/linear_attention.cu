@@ -183,9 +183,7 @@ absl::StatusOr<ScratchView> PrepareScratch(const Context& ctx, const std::vector
   std::memcpy(list.data(), items.data(), items.size() * sizeof(ChunkItem));
   std::memcpy(list.data() + items_bytes, seq_chunk.data(), seq_chunk.size() * sizeof(int));
   if (list != s.uploaded) {
-    // Pageable source: staged before the call returns, so `list` may go out of scope.
-    TANDEM_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(s.data, list.data(), list_bytes, cudaMemcpyHostToDevice, stream));
+    TANDEM_RETURN_IF_ERROR(UploadAsync(s.data, list.data(), list_bytes, stream));
     s.uploaded = std::move(list);
   }
   char* base = static_cast<char*>(s.data);

@@ -130,9 +130,7 @@ absl::Status Prepare(const Context& ctx, const QkNormRopeParams& p, const Tensor
   float* dev = nullptr;
   TANDEM_CUDA_RETURN_IF_ERROR(
       cudaMallocAsync(reinterpret_cast<void**>(&dev), bytes, StreamOf(ctx)));
-  // A pageable source is staged before cudaMemcpyAsync returns, so `table` may go out of scope.
-  TANDEM_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(dev, table.data(), bytes, cudaMemcpyHostToDevice, StreamOf(ctx)));
+  TANDEM_RETURN_IF_ERROR(UploadAsync(dev, table.data(), bytes, StreamOf(ctx)));
   a->t = t, a->h = h, a->d = d, a->r = r, a->eps = p.eps;
   a->x = ToFloatPtr(x), a->w = ToFloatPtr(w);
   a->rstd = const_cast<float*>(rstd.data<float>());

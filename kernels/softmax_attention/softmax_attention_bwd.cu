@@ -340,10 +340,9 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
   a.group = static_cast<int>(H / Hkv);
   a.scale = p.scale, a.scale_log2 = p.scale * kLog2e;
   auto* dev_items = reinterpret_cast<WorkItem*>(scratch + 2 * vec_bytes);
-  // From pageable memory: staged before cudaMemcpyAsync returns, so `items` may go out of scope.
-  cudaError_t e =
-      cudaMemcpyAsync(dev_items, items.data(), item_bytes, cudaMemcpyHostToDevice, stream);
-  if (e == cudaSuccess) {
+  const absl::Status uploaded = UploadAsync(dev_items, items.data(), item_bytes, stream);
+  cudaError_t e = cudaSuccess;
+  if (uploaded.ok()) {
     const int64_t rows = T * H, per_block = kDeltaThreads / 32;
     DeltaKernel<<<static_cast<unsigned>((rows + per_block - 1) / per_block), kDeltaThreads, 0,
                   stream>>>(ToFloatPtr(o), ToFloatPtr(d_o), lse.data<float>(),
@@ -351,7 +350,7 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
                             static_cast<int>(D));
     e = cudaGetLastError();
   }
-  if (e == cudaSuccess && !items.empty()) {
+  if (uploaded.ok() && e == cudaSuccess && !items.empty()) {
     const int n = static_cast<int>(items.size());
     e = split     ? LaunchSplit(stream, a, dev_items, n)
         : D == 32 ? LaunchBwd<32>(stream, a, dev_items, n)
@@ -359,6 +358,7 @@ absl::Status SoftmaxAttentionBwdWithKernel(SoftmaxAttentionBwdKernel kernel, con
                   : LaunchBwd<128>(stream, a, dev_items, n);
   }
   TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(scratch, stream));
+  TANDEM_RETURN_IF_ERROR(uploaded);
   TANDEM_CUDA_RETURN_IF_ERROR(e);
   // The bf16 copies (if any) are freed when this returns; keep them alive until the kernels ran.
   if (q16.raw_data() != q.raw_data() || k16.raw_data() != k.raw_data() ||

@@ -1,8 +1,11 @@
 // Tests for the CUDA plumbing: error statuses name file and line, tensors survive a round trip
-// through the device, and the device f32 -> bf16 cast gives the host FloatToBf16's bits (special
-// values included). Error and host-side cases run without a GPU.
+// through the device, the device f32 -> bf16 cast gives the host FloatToBf16's bits (special
+// values included), and staged uploads copy what the source held at the call. Error and host-side
+// cases run without a GPU.
 #include "kernels/core/cuda_util.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -96,6 +99,48 @@ TEST(CudaUtilTest, CopiesRoundTrip) {
   Tensor wrong = Tensor::Empty({3, 2}, DType::kI32, Device::kCUDA);
   EXPECT_EQ(CopyTensor(ctx, *dev, wrong).code(), absl::StatusCode::kInvalidArgument);
   TANDEM_ASSERT_OK(Synchronize(ctx));
+}
+
+// Uploads reuse a small ring of pinned buffers: far more uploads than slots, on two streams, each
+// source overwritten as soon as the call returns, behind a kernel-length delay on one stream so
+// that copies are still queued when their slots come round again. Every destination must hold
+// what its source held at the call, and a large copy (not staged) too.
+TEST(CudaUtilTest, UploadAsyncCopiesWhatTheSourceHeldAtTheCall) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  cudaStream_t streams[2];
+  for (cudaStream_t& s : streams) ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  constexpr int kUploads = 40;
+  const std::vector<size_t> sizes = {4, 1000, 70000, size_t{5} << 20};  // the last is not staged
+  std::vector<void*> dst;
+  std::vector<std::vector<uint8_t>> want;
+  std::vector<uint8_t> src;
+  for (int i = 0; i < kUploads; ++i) {
+    const size_t bytes = sizes[i % sizes.size()];
+    const cudaStream_t stream = streams[i % 2];
+    if (i % 8 == 0) {  // queue ~1 ms of work ahead of the next copies on this stream
+      void* scratch = nullptr;
+      ASSERT_EQ(cudaMallocAsync(&scratch, size_t{256} << 20, stream), cudaSuccess);
+      ASSERT_EQ(cudaMemsetAsync(scratch, i, size_t{256} << 20, stream), cudaSuccess);
+      ASSERT_EQ(cudaFreeAsync(scratch, stream), cudaSuccess);
+    }
+    src.resize(bytes);
+    for (size_t b = 0; b < bytes; ++b) src[b] = static_cast<uint8_t>(i * 31 + b * 7);
+    want.push_back(src);
+    void* d = nullptr;
+    ASSERT_EQ(cudaMalloc(&d, bytes), cudaSuccess);
+    dst.push_back(d);
+    ASSERT_TRUE(UploadAsync(d, src.data(), bytes, stream).ok());
+    std::fill(src.begin(), src.end(), uint8_t{0xEE});  // the caller reuses its buffer at once
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (int i = 0; i < kUploads; ++i) {
+    std::vector<uint8_t> got(want[i].size());
+    ASSERT_EQ(cudaMemcpy(got.data(), dst[i], got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(got, want[i]) << "upload " << i;
+    cudaFree(dst[i]);
+  }
+  EXPECT_TRUE(UploadAsync(nullptr, nullptr, 0, streams[0]).ok());
+  for (cudaStream_t s : streams) cudaStreamDestroy(s);
 }
 
 }  // namespace
