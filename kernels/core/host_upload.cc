@@ -19,8 +19,8 @@ namespace {
 constexpr size_t kMaxStagedBytes = size_t{4} << 20;
 
 // Pinned buffers that uploads go through, on one device. A slot is reused once the copy it last
-// fed has run (its event); with several slots that is almost always already the case, so the
-// host rarely waits and never for the kernels queued since.
+// fed has run (its event). With 32 slots the host can queue that many uploads (a few per layer)
+// ahead of the GPU before it waits for the oldest; 32 × 64 KB stay pinned.
 class StagingRing {
  public:
   StagingRing(const StagingRing&) = delete;
@@ -57,7 +57,7 @@ class StagingRing {
     cudaEvent_t copied = nullptr;
   };
   std::mutex mu_;
-  std::array<Slot, 8> slots_{};
+  std::array<Slot, 32> slots_{};
   size_t next_ = 0;
 };
 

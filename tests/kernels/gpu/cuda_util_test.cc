@@ -109,7 +109,7 @@ TEST(CudaUtilTest, UploadAsyncCopiesWhatTheSourceHeldAtTheCall) {
   TANDEM_SKIP_WITHOUT_GPU();
   cudaStream_t streams[2];
   for (cudaStream_t& s : streams) ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  constexpr int kUploads = 40;
+  constexpr int kUploads = 100;  // three times round the ring
   const std::vector<size_t> sizes = {4, 1000, 70000, size_t{5} << 20};  // the last is not staged
   std::vector<void*> dst;
   std::vector<std::vector<uint8_t>> want;
