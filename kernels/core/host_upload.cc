@@ -61,9 +61,9 @@ class StagingRing {
   size_t next_ = 0;
 };
 
-// The current device's ring (events belong to one device). Never destroyed: uploads may still be
+// Device `device`'s ring (events belong to one device). Never destroyed: uploads may still be
 // in flight when static destructors run.
-StagingRing& RingOfCurrentDevice(int device) {
+StagingRing& RingOf(int device) {
   static std::mutex mu;
   static auto* rings = new std::map<int, std::unique_ptr<StagingRing>>();
   std::lock_guard<std::mutex> lock(mu);
@@ -86,7 +86,7 @@ absl::Status UploadAsync(void* dst, const void* src, size_t bytes, cudaStream_t 
   }
   int device = 0;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  return RingOfCurrentDevice(device).Copy(dst, src, bytes, stream);
+  return RingOf(device).Copy(dst, src, bytes, stream);
 }
 
 }  // namespace tandem::kernels::cuda

@@ -161,8 +161,9 @@ __device__ __forceinline__ void SoftmaxScores(float (&s)[8][4], const int (&lim)
 template <int kD>
 __device__ __forceinline__ void RescalePack(const float (&s)[8][4], const float (&alpha)[2],
                                             float (&acc)[kD / 8][4], uint32_t (&pa)[4][4]) {
-  // Once the row maxima settle, α = 1 for every row of the warp in most tiles; acc·1 is acc, so
-  // the warp then skips the multiplies (the same bits either way).
+  // Where no row of the warp raised its maximum, α = 1 and acc·1 is acc: the warp skips the
+  // multiplies (the same bits either way). Each 1,024-key split restarts the maximum, so that is
+  // the minority of tiles (15 % of a 16K forward's, measured).
   if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
     for (int n = 0; n < kD / 8; ++n) {
