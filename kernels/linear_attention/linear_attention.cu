@@ -327,8 +327,9 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
                                    state.data<float>(),
                                    open_k.data<float>(),
                                    open_v.data<float>(),
-                                   open_len.data<int32_t>()};
-      return linear::LaunchDecodeTc<kD>(StreamOf(ctx), a, static_cast<int>(b));
+                                   open_len.data<int32_t>(),
+                                   static_cast<int>(b * h)};
+      return linear::LaunchDecodeTc<kD>(StreamOf(ctx), a);
     }
     const linear::DecodeArgs a{static_cast<int>(h),
                                p.scale,
@@ -344,9 +345,6 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
     return linear::LaunchDecode<kD>(StreamOf(ctx), a, static_cast<int>(b));
   });
   TANDEM_CUDA_RETURN_IF_ERROR(launched);
-  linear::AdvanceOpenLen<<<static_cast<unsigned>((b + 255) / 256), 256, 0, StreamOf(ctx)>>>(
-      open_len.data<int32_t>(), static_cast<int>(b));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 

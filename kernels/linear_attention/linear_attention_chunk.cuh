@@ -9,6 +9,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "kernels/core/contract.h"
 
 namespace tandem::kernels::cuda::linear {
@@ -99,6 +101,17 @@ __device__ __forceinline__ void BoundarySum(const ChunkSmem<kD>& s, Emit&& emit)
 // S_{c0+C}[e] = λ^C · S_c0[e] + boundary_sum[e].
 __device__ __forceinline__ float NextState(float pow_c, float state, float boundary_sum) {
   return __fadd_rn(__fmul_rn(pow_c, state), boundary_sum);
+}
+
+// A decode step's open_len [B] i32 holds the open chunk's length in its low 16 bits; during the
+// step the high bits count the sequence's head blocks that are done reading it. Every block reads
+// the length (OpenLenOf) before it counts itself in (call after a barrier that follows the read, on
+// one thread), and the last of the h blocks writes the next length with the count cleared, so the
+// step advances open_len in its own launch and leaves it as 0 ≤ open_len < C between steps.
+__device__ __forceinline__ int OpenLenOf(const int32_t* open_len) { return *open_len & 0xffff; }
+__device__ __forceinline__ void CountInAndAdvance(int32_t* open_len, int h, int i) {
+  const int32_t before = atomicAdd(open_len, int32_t{1} << 16);
+  if ((before >> 16) == h - 1) atomicExch(open_len, (i + 1) % kC);
 }
 
 }  // namespace tandem::kernels::cuda::linear

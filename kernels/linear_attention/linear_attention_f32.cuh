@@ -117,7 +117,7 @@ struct DecodeArgs {
   FloatPtr q, k, v, o;
   const float* pow;
   float *state, *open_k, *open_v;  // [B, H, D, D], [B, C, H, D] x2
-  const int32_t* open_len;
+  int32_t* open_len;               // read and advanced (CountInAndAdvance)
 };
 
 // One decode step of one (sequence, head): row i = open_len of the open chunk.
@@ -125,7 +125,7 @@ template <int kD>
 __global__ void __launch_bounds__(kThreads) DecodeKernel(DecodeArgs a) {
   extern __shared__ __align__(16) float smem[];
   const ChunkSmem<kD> s = ChunkSmem<kD>::Carve(smem);
-  const int seq = blockIdx.x / a.h, head = blockIdx.x % a.h, i = a.open_len[seq];
+  const int seq = blockIdx.x / a.h, head = blockIdx.x % a.h, i = OpenLenOf(a.open_len + seq);
   const int ld = a.h * kD;
   const float* pow = a.pow + head * (kC + 1);
   const int64_t row = (int64_t{seq} * a.h + head) * kD;  // in q, k, v, o
@@ -141,6 +141,7 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(DecodeArgs a) {
   LoadRows<kD, false>(ok, open_row0, ld, head, i + 1, s.k, ChunkSmem<kD>::kLdk);
   LoadRows<kD, false>(ov, open_row0, ld, head, i + 1, s.v, kD);
   __syncthreads();
+  if (threadIdx.x == 0) CountInAndAdvance(a.open_len + seq, a.h, i);
   for (int j = threadIdx.x; j <= i; j += blockDim.x) linear::WeightedScore<kD>(s, pow, i, j);
   __syncthreads();
   if (threadIdx.x < kD) {
@@ -161,11 +162,6 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(DecodeArgs a) {
   linear::BoundarySum<kD>(s, [&](int r, int c, float x) {
     state[r * kD + c] = linear::NextState(pow_c, state[r * kD + c], x);
   });
-}
-
-__global__ void AdvanceOpenLen(int32_t* open_len, int b) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < b) open_len[i] = (open_len[i] + 1) % kC;
 }
 
 template <int kD>

@@ -1,13 +1,13 @@
 // Internal to kernels/linear_attention (include from .cu files only): one decode step for bf16 q,
-// k, v. One block of eight warps per (sequence, head) puts all of its reads in flight before it
-// waits on any: the fp32 state by cp.async into a padded fp32 stage, the open chunk's k, v rows
-// before open_len (fp32, bf16 values) into registers. It stages them as the forward does — bf16
-// k, v, the new row i = open_len where the forward has it, zeros for what the forward masks — runs
-// ChunkP for the row tile of i while the state is still arriving, then each warp turns its own
-// rows of the stage into bf16(S) in place and OutputTile runs with the columns over the warps.
-// When the chunk fills, the block refetches the fp32 state and advances it with BoundaryTile and
-// NextState, element for element the scan's arithmetic. Only data movement differs from the
-// forward, so decode returns the forward's bits.
+// k, v. One block per (sequence, head) puts all of its reads in flight before it waits on any: the
+// fp32 state by cp.async into a padded fp32 stage, the open chunk's k, v rows before open_len
+// (fp32, bf16 values) into registers. It stages them as the forward does — bf16 k, v, the new row
+// i = open_len where the forward has it, zeros for what the forward masks — runs ChunkP for the
+// row tile of i while the state is still arriving, then each warp turns its own rows of the stage
+// into bf16(S) in place and OutputTile runs with the columns over the warps. When the chunk fills,
+// the block advances the fp32 state in global memory with BoundaryTile and NextState, element for
+// element the scan's arithmetic. Only data movement differs from the forward, so decode returns
+// the forward's bits. The step also advances open_len (CountInAndAdvance): one launch per step.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -27,7 +27,8 @@ struct TcDecodeArgs {
   FloatPtr o;
   const float* pow;
   float *state, *open_k, *open_v;  // [B, H, D, D], [B, C, H, D] x2
-  const int32_t* open_len;
+  int32_t* open_len;               // [B], read and advanced (CountInAndAdvance)
+  int items;                       // B·H (sequence, head) pairs
 };
 
 __device__ __forceinline__ void StoreBf16x4(bf16* dst, float4 x) {
@@ -40,16 +41,18 @@ __device__ __forceinline__ float4 Widen4(const bf16* p) {
   return make_float4(Lo(x.x), Hi(x.x), Lo(x.y), Hi(x.y));
 }
 
-inline constexpr int kDecWarps = 8, kDecThreads = 32 * kDecWarps;
-
 template <int kD>
 struct DecodeShape {
   using L = TcLayout<kD>;
-  static constexpr int kQ = kD / 4;                  // float4 pieces per row
-  static constexpr int kS4 = kD * kQ / kDecThreads;  // state pieces per thread
-  static constexpr int kKv = kC * kQ / kDecThreads;  // open-chunk pieces per thread, of k and of v
-  static_assert(kS4 * kDecThreads == kD * kQ && kKv * kDecThreads == kC * kQ, "whole pieces");
-  // Piece p = threadIdx.x + kDecThreads·u lies in row p / kQ: a row's pieces belong to one warp.
+  // Two blocks share an SM (shared memory); their warps are what hides the latency of the step's
+  // dependent shared-memory and tensor-core work, so at kD = 128 a block has 16 (8 measured
+  // 7 % slower per step at batch 64 and 256 on the H200).
+  static constexpr int kWarps = kD == 128 ? 16 : 8, kThreads = 32 * kWarps;
+  static constexpr int kQ = kD / 4;               // float4 pieces per row
+  static constexpr int kS4 = kD * kQ / kThreads;  // state pieces per thread
+  static constexpr int kKv = kC * kQ / kThreads;  // open-chunk pieces per thread, of k and of v
+  static_assert(kS4 * kThreads == kD * kQ && kKv * kThreads == kC * kQ, "whole pieces");
+  // Piece p = threadIdx.x + kThreads·u lies in row p / kQ: a row's pieces belong to one warp.
   static_assert(32 % kQ == 0, "rows within a warp");
   // The fp32 stage [kD][kLdf]; bf16(S) overwrites it with stride kLds, so its row r starts where
   // the stage's row r does (the rows never cross: a warp converts its own rows), and the 16 bytes
@@ -57,7 +60,7 @@ struct DecodeShape {
   static constexpr int kLdf = kD + 4, kLds = 2 * kLdf;
   static constexpr int kN = kD >= 128 ? kD / 64 : 1;  // OutputTile n-tiles per warp
   static constexpr int kActive = kD / (8 * kN);       // warps with output columns
-  static_assert(kActive <= kDecWarps, "columns fit the warps");
+  static_assert(kActive <= kWarps, "columns fit the warps");
   // stage fp32 [kD][kLdf]; k, v [kC][kLdr]; q [16][kLdr] (the row tile only); p [16][kLdp]; pw.
   static constexpr size_t kStage = size_t{kD} * kLdf;
   static constexpr size_t kBf16 = 2 * kC * L::kLdr + 16 * L::kLdr + 16 * L::kLdp;
@@ -88,7 +91,7 @@ __device__ __forceinline__ void IssueState(const float* state, float* stage) {
   using Sh = DecodeShape<kD>;
 #pragma unroll
   for (int u = 0; u < Sh::kS4; ++u) {
-    const int piece = threadIdx.x + u * kDecThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
+    const int piece = threadIdx.x + u * Sh::kThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
     CpAsync16(stage + r * Sh::kLdf + c, state + r * kD + c);
   }
   CpAsyncCommit();
@@ -104,14 +107,14 @@ __device__ __forceinline__ void ConvertState(float* stage) {
   float4 x[Sh::kS4];
 #pragma unroll
   for (int u = 0; u < Sh::kS4; ++u) {
-    const int piece = threadIdx.x + u * kDecThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
+    const int piece = threadIdx.x + u * Sh::kThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
     x[u] = *reinterpret_cast<const float4*>(stage + r * Sh::kLdf + c);
   }
   __syncwarp();
   bf16* s = reinterpret_cast<bf16*>(stage);
 #pragma unroll
   for (int u = 0; u < Sh::kS4; ++u) {
-    const int piece = threadIdx.x + u * kDecThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
+    const int piece = threadIdx.x + u * Sh::kThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
     StoreBf16x4(s + r * Sh::kLds + c, x[u]);
   }
 }
@@ -137,7 +140,7 @@ __device__ __forceinline__ void StageOpenChunk(const TcDecodeArgs& a, const TcSm
   float4 kx[Sh::kKv], vx[Sh::kKv];
 #pragma unroll
   for (int u = 0; u < Sh::kKv; ++u) {
-    const int piece = tid + u * kDecThreads, j = piece / kQ, c = 4 * (piece % kQ);
+    const int piece = tid + u * Sh::kThreads, j = piece / kQ, c = 4 * (piece % kQ);
     kx[u] = vx[u] = zero;
     if (j < i) {
       kx[u] = *reinterpret_cast<const float4*>(open_k + j * ld + c);  // bf16 values, exact
@@ -148,14 +151,14 @@ __device__ __forceinline__ void StageOpenChunk(const TcDecodeArgs& a, const TcSm
     }
   }
   if (tid <= kC) s.pw[tid] = pwx;
-  for (int idx = tid; idx < 16 * kQ; idx += kDecThreads) {
+  for (int idx = tid; idx < 16 * kQ; idx += Sh::kThreads) {
     const int r = 16 * m + idx / kQ;
     if (r != i) *reinterpret_cast<uint2*>(s.q + r * L::kLdr + 4 * (idx % kQ)) = make_uint2(0u, 0u);
   }
   if (tid < kQ) *reinterpret_cast<uint2*>(s.q + i * L::kLdr + 4 * tid) = qx;
 #pragma unroll
   for (int u = 0; u < Sh::kKv; ++u) {
-    const int piece = tid + u * kDecThreads, j = piece / kQ, c = 4 * (piece % kQ);
+    const int piece = tid + u * Sh::kThreads, j = piece / kQ, c = 4 * (piece % kQ);
     if (j == i) {
       *reinterpret_cast<float4*>(open_k + j * ld + c) = kx[u];
       *reinterpret_cast<float4*>(open_v + j * ld + c) = vx[u];
@@ -167,19 +170,17 @@ __device__ __forceinline__ void StageOpenChunk(const TcDecodeArgs& a, const TcSm
   }
 }
 
-// S ← λ^C·S + (the chunk's boundary sum), 16 × 16 tiles over the warps, the old S from the fp32
-// stage (refetched whole), the new S straight to global.
+// S ← λ^C·S + (the chunk's boundary sum), 16 × 16 tiles over the warps, in place in global
+// memory (each element read and written by one thread; the stage holds bf16(S) by now).
 template <int kD>
-__device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, const float* stage,
-                                              float* state) {
+__device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, float* state) {
   using L = TcLayout<kD>;
-  using Sh = DecodeShape<kD>;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   float ps[kC / 16][4];
   KeyScales(s.pw, ps);
   const float pow_c = s.pw[kC];
   constexpr int kNt = kD / 16;
-  for (int tile = warp; tile < (kD / 16) * kNt; tile += kDecWarps) {
+  for (int tile = warp; tile < (kD / 16) * kNt; tile += DecodeShape<kD>::kWarps) {
     const int mi = tile / kNt, nt = tile % kNt;
     float sum[2][4];
     BoundaryTile<2>(s.k + 16 * mi, L::kLdr, s.v + 16 * nt, s.ldv, ps, sum);
@@ -187,10 +188,10 @@ __device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, const float* 
     for (int n = 0; n < 2; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; e += 2) {
-        const int r = 16 * mi + g + 8 * (e / 2), c = 16 * nt + 8 * n + 2 * t;
-        const float2 x = *reinterpret_cast<const float2*>(stage + r * Sh::kLdf + c);
-        *reinterpret_cast<float2*>(state + r * kD + c) =
-            make_float2(NextState(pow_c, x.x, sum[n][e]), NextState(pow_c, x.y, sum[n][e + 1]));
+        float2* at = reinterpret_cast<float2*>(state + (16 * mi + g + 8 * (e / 2)) * kD + 16 * nt +
+                                               8 * n + 2 * t);
+        const float2 x = *at;
+        *at = make_float2(NextState(pow_c, x.x, sum[n][e]), NextState(pow_c, x.y, sum[n][e + 1]));
       }
     }
   }
@@ -198,11 +199,11 @@ __device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, const float* 
 
 // Grid B·H: one decode step of one (sequence, head).
 template <int kD>
-__global__ void __launch_bounds__(kDecThreads, 2) DecodeKernelTc(TcDecodeArgs a) {
+__global__ void __launch_bounds__(DecodeShape<kD>::kThreads, 2) DecodeKernelTc(TcDecodeArgs a) {
   using Sh = DecodeShape<kD>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int seq = blockIdx.x / a.h, head = blockIdx.x % a.h, warp = threadIdx.x / 32;
-  const int i = a.open_len[seq], m = i / 16;
+  const int i = OpenLenOf(a.open_len + seq), m = i / 16;
   const int64_t row = int64_t{blockIdx.x} * kD;  // in q, k, v, o
   float* state = a.state + row * kD;
   float* stage = reinterpret_cast<float*>(smem_raw);
@@ -210,7 +211,8 @@ __global__ void __launch_bounds__(kDecThreads, 2) DecodeKernelTc(TcDecodeArgs a)
   const TcSmem<kD> s = Sh::Carve(smem_raw, m);
   StageOpenChunk<kD>(a, s, seq, head, i);
   __syncthreads();
-  ChunkP<kD>(s, m, warp, kDecWarps);
+  if (threadIdx.x == 0) CountInAndAdvance(a.open_len + seq, a.h, i);
+  ChunkP<kD>(s, m, warp, Sh::kWarps);
   ConvertState<kD>(stage);
   __syncthreads();
   if (warp < Sh::kActive) {
@@ -218,20 +220,16 @@ __global__ void __launch_bounds__(kDecThreads, 2) DecodeKernelTc(TcDecodeArgs a)
       if (r == i) Store2(a.o, row + b, x0, x1);
     });
   }
-  if (i + 1 < kC) return;  // uniform: the chunk is still open
-  __syncthreads();         // bf16(S) read by every warp before the stage is refilled
-  IssueState<kD>(state, stage);
-  CpAsyncWait<0>();
-  __syncthreads();
-  DecodeAdvance<kD>(s, stage, state);
+  if (i + 1 == kC) DecodeAdvance<kD>(s, state);  // uniform: the chunk filled
 }
 
 template <int kD>
-cudaError_t LaunchDecodeTc(cudaStream_t stream, const TcDecodeArgs& a, int batch) {
+cudaError_t LaunchDecodeTc(cudaStream_t stream, const TcDecodeArgs& a) {
   constexpr int smem = static_cast<int>(DecodeShape<kD>::kBytes);
   const cudaError_t e = AllowSmem<&DecodeKernelTc<kD>>(smem);
   if (e != cudaSuccess) return e;
-  DecodeKernelTc<kD><<<static_cast<unsigned>(batch * a.h), kDecThreads, smem, stream>>>(a);
+  DecodeKernelTc<kD>
+      <<<static_cast<unsigned>(a.items), DecodeShape<kD>::kThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
 

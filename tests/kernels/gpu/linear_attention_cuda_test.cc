@@ -415,6 +415,12 @@ TEST(LinearAttentionCudaTest, MixedOffsetBatchDecodeEqualsOnePassBitwise) {
                              {want.data() + s * hdd, static_cast<size_t>(hdd)}, {h, d, d}))
         << "state of sequence " << s << " open_len " << open_len[s];
   }
+  // The step moved every open_len on by one, wrapping at a full chunk, with nothing left in the
+  // bits its head blocks count themselves in with.
+  const Tensor lens_after = *cuda::CopyToHost(GpuTestContext(), lens);
+  for (int64_t s = 0; s < b; ++s) {
+    EXPECT_EQ(lens_after.data<int32_t>()[s], (open_len[s] + 1) % kC) << "sequence " << s;
+  }
 }
 
 TEST(LinearAttentionCudaTest, RejectsBadArguments) {
