@@ -274,8 +274,13 @@ __device__ __forceinline__ MergeWeights MergeWeightsOf(float m_total, float m_pa
 __device__ __forceinline__ float MergeValue(float total, float part, const MergeWeights& w) {
   return __fadd_rn(__fmul_rn(total, w.a), __fmul_rn(part, w.b));
 }
-// o = acc / l;  lse = (m + log2 l)·ln 2 (natural log, as the CPU kernel reports it).
-__device__ __forceinline__ float FinalOutput(float acc, float l) { return __fdiv_rn(acc, l); }
+// o = acc · (1 / l): one correctly rounded reciprocal per row (InverseSum), then one multiply per
+// element, where a division per element cost the forward's epilogue about eight instructions each.
+// lse = (m + log2 l)·ln 2 (natural log, as the CPU kernel reports it).
+__device__ __forceinline__ float InverseSum(float l) { return __frcp_rn(l); }
+__device__ __forceinline__ float FinalOutput(float acc, float inv_l) {
+  return __fmul_rn(acc, inv_l);
+}
 __device__ __forceinline__ float Lse(float m, float l) {
   return __fmul_rn(__fadd_rn(m, log2f(l)), kLn2);
 }

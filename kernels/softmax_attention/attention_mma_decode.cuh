@@ -202,9 +202,10 @@ __global__ void DecodeMergeKernel(DecodeArgs a, int num_rows) {
     l = MergeValue(l, part[kPer + 1], w);
     m = w.m;
   }
+  const float inv_l = InverseSum(l);
 #pragma unroll
   for (int i = 0; i < kPer; ++i)
-    a.o.Store(int64_t{row} * kD + lane + 32 * i, FinalOutput(acc[i], l));
+    a.o.Store(int64_t{row} * kD + lane + 32 * i, FinalOutput(acc[i], inv_l));
 }
 
 template <int kD>

@@ -187,10 +187,11 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
   for (int i = 0; i < 2; ++i) {
     if (pos[i] < 0) continue;
     const int64_t row = q_row(it.row0 + warp * kWarpRows + lane / 4 + 8 * i);
+    const float inv_l = InverseSum(st.l[i]);
 #pragma unroll
     for (int n = 0; n < kD / 8; ++n) {
-      StorePair(o, row * kD + n * 8 + 2 * (lane % 4), FinalOutput(st.acc[n][2 * i], st.l[i]),
-                FinalOutput(st.acc[n][2 * i + 1], st.l[i]));
+      StorePair(o, row * kD + n * 8 + 2 * (lane % 4), FinalOutput(st.acc[n][2 * i], inv_l),
+                FinalOutput(st.acc[n][2 * i + 1], inv_l));
     }
     if (lse != nullptr && lane % 4 == 0) lse[row] = Lse(st.m[i], st.l[i]);
   }
