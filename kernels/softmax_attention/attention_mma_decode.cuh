@@ -173,8 +173,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, 2)
   }
 }
 
-// One warp per (sequence, head): the splits' partials merged in ascending order, then o = acc · (1
-// / l). The next split's partial is loaded while the current one is merged.
+// One warp per (sequence, head): the splits' partials merged in ascending order, then
+// o = acc · (1 / l). The next split's partial is loaded while the current one is merged.
 template <int kD>
 __global__ void DecodeMergeKernel(DecodeArgs a, int num_rows) {
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
