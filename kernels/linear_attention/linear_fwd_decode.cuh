@@ -46,7 +46,7 @@ struct DecodeShape {
   using L = TcLayout<kD>;
   // Two blocks share an SM (shared memory); their warps are what hides the latency of the step's
   // dependent shared-memory and tensor-core work, so at kD = 128 a block has 16 (8 measured
-  // 7 % slower per step at batch 64 and 256 on the H200).
+  // 7 % / 6 % slower per step at batch 64 / 256 on the H200).
   static constexpr int kWarps = kD == 128 ? 16 : 8, kThreads = 32 * kWarps;
   static constexpr int kQ = kD / 4;               // float4 pieces per row
   static constexpr int kS4 = kD * kQ / kThreads;  // state pieces per thread
