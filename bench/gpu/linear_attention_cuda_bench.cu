@@ -2,8 +2,10 @@
 // on one sequence of T = 4K..64K tokens, H=16, D=128, bf16 q/k/v/o, the final fp32 state written
 // (what fla's chunk_simple_gla with output_final_state does), and one decode step
 // (cuda::LinearAttentionDecode) at batch 64 and 256 with its fp32 state read once per step.
-// CUDA-event timing, warm-up first, median of the runs. The forward (two launches: state scan,
-// then output kernel) is also split into its launches through the library's phase-event hook.
+// CUDA-event timing, warm-up first, median of the runs. The forward runs the fused kernel where
+// the build and the GPU have it (sm_90a); the two-launch forward (state scan, then output kernel)
+// is timed beside it through the library's hook that turns the fused kernel off, and split into
+// its launches through the phase-event hook.
 // Anchors (H200, fla 0.6.0): chunk_simple_gla with g_gamma 0.90 ms fwd at 64K; fused_recurrent
 // decode 0.236 / 0.295 ms per step at B = 64 / 256.
 //   linear_attention_cuda_bench [--quick] [--csv]
@@ -75,12 +77,15 @@ Tensor RingDecay() {
 void Forward(const Context& ctx, const bench::Timing& timing, bool csv) {
   const tandem::kernels::LinearAttentionParams p{kH, kD, 1.0f / std::sqrt(128.0f)};
   const Tensor decay = RingDecay();
+  namespace linear = tandem::kernels::cuda::linear;
   std::printf(
       "linear attention chunked forward, one sequence, H=%ld D=%ld, bf16 q/k/v\n"
-      "two launches: state scan + output kernel; +states also writes every fp32 chunk-start state\n"
-      "%8s | %10s %8s %9s %9s | %11s %9s %9s | %10s\n",
-      (long)kH, (long)kD, "T", "fwd ms", "Mtok/s", "scan ms", "out ms", "+states ms", "scan ms",
-      "out ms", "f32 o ms");
+      "fwd: %s; two-launch: state scan + output kernel; +states also writes every fp32\n"
+      "chunk-start state (two-launch)\n"
+      "%8s | %10s %8s | %12s %9s %9s | %11s | %10s\n",
+      (long)kH, (long)kD,
+      linear::ForwardIsFused(kD) ? "the fused kernel (states on chip)" : "two-launch (no fused)",
+      "T", "fwd ms", "Mtok/s", "2-launch ms", "scan ms", "out ms", "+states ms", "f32 o ms");
   Tensor none;
   for (int64_t t : {4096, 8192, 16384, 32768, 65536}) {
     const int64_t nc = (t + kC - 1) / kC;
@@ -99,18 +104,19 @@ void Forward(const Context& ctx, const bench::Timing& timing, bool csv) {
       CHECK_OK(cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, o, states, final_state));
     };
     const double ms = MedianMs(fwd, timing);
+    linear::SetForwardFusedEnabled(false);
+    const double ms_two = MedianMs(fwd, timing);
     const std::pair<double, double> phases = PhaseMs(fwd, timing.runs);
+    linear::SetForwardFusedEnabled(true);
     const double ms_states = MedianMs(fwd_states, timing);
-    const std::pair<double, double> phases_states = PhaseMs(fwd_states, timing.runs);
     const double ms_f32 = MedianMs(
         [&] {
           CHECK_OK(
               cuda::LinearAttentionFwd(ctx, p, q, k, v, decay, cu, none, of, none, final_state));
         },
         timing);
-    std::printf("%8ld | %10.4f %8.1f %9.4f %9.4f | %11.4f %9.4f %9.4f | %10.4f\n", (long)t, ms,
-                t / ms * 1e-3, phases.first, phases.second, ms_states, phases_states.first,
-                phases_states.second, ms_f32);
+    std::printf("%8ld | %10.4f %8.1f | %12.4f %9.4f %9.4f | %11.4f | %10.4f\n", (long)t, ms,
+                t / ms * 1e-3, ms_two, phases.first, phases.second, ms_states, ms_f32);
     if (csv) std::printf("csv,linear_fwd,%ld,1,%.4f,%.2f,Mtok/s\n", (long)t, ms, t / ms * 1e-3);
   }
   std::printf("target at T=65536: fwd <= %.3f ms (fla chunk_simple_gla 0.90 ms / 1.5)\n",

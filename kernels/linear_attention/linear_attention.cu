@@ -1,7 +1,9 @@
 // CUDA chunked linear attention: argument checks, the chunk list, the decay-power tables, and
-// dispatch. bf16 q, k, v run the tensor-core forward in two launches — the state scan
-// (linear_fwd_scan.cuh) writing bf16 chunk-start states to per-context scratch, then the output
-// kernel (linear_fwd_output.cuh) — and decode (linear_fwd_decode.cuh); f32 inputs run the CUDA-core
+// dispatch. bf16 q, k, v run the tensor-core forward: at D = 128 without chunk_states on sm_90a,
+// one fused launch that keeps the state on chip (linear_fwd_fused.cuh); otherwise two launches —
+// the state scan (linear_fwd_scan.cuh) writing bf16 chunk-start states to per-context scratch or
+// chunk_states, then the output kernel (linear_fwd_output.cuh) — and decode
+// (linear_fwd_decode.cuh); f32 inputs run the CUDA-core
 // kernels (linear_attention_f32.cuh). Forward and decode of one input dtype share their device
 // pieces, so chunked prefill followed by decode returns the one-pass forward's bits. No reduction
 // is split across threads, so the packing, the batch and the launch shape never change a bit.
@@ -24,6 +26,7 @@
 #include "kernels/linear_attention/linear_attention_f32.cuh"
 #include "kernels/linear_attention/linear_chunk_list.h"
 #include "kernels/linear_attention/linear_fwd_decode.cuh"
+#include "kernels/linear_attention/linear_fwd_fused.cuh"
 #include "kernels/linear_attention/linear_fwd_output.cuh"
 #include "kernels/linear_attention/linear_fwd_scan.cuh"
 #include "kernels/linear_attention/linear_fwd_timing.cuh"
@@ -33,10 +36,21 @@ namespace linear {
 
 namespace {
 FwdPhaseEvents* g_phase_events = nullptr;
+bool g_fused_enabled = true;
 }  // namespace
 
 FwdPhaseEvents* ForwardPhaseEvents() { return g_phase_events; }
 void SetForwardPhaseEvents(FwdPhaseEvents* events) { g_phase_events = events; }
+void SetForwardFusedEnabled(bool enabled) { g_fused_enabled = enabled; }
+
+bool ForwardIsFused(int64_t head_dim) {
+#if defined(TANDEM_LINEAR_FUSED)
+  static const bool fits = FusedForwardFits();
+  return head_dim == FusedShape::kD && g_fused_enabled && fits;
+#else
+  return false;
+#endif
+}
 
 }  // namespace linear
 
@@ -206,12 +220,15 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
                        const Tensor& initial_state, Tensor& o, Tensor& chunk_states,
                        Tensor& boundary_state) {
   const int64_t h = p.num_heads, d = p.head_dim, nc = items.size();
-  // The bf16 chunk-start states the scan writes and the output kernel reads: straight into
-  // chunk_states when the caller keeps them in bf16 (for the backward), else into work space.
+  // Without chunk_states the fused kernel keeps the states on chip where it can; the two-launch
+  // forward hands its bf16 chunk-start states from the scan to the output kernel: straight
+  // through chunk_states when the caller keeps them in bf16 (for the backward), else through work
+  // space.
+  const bool fused = !chunk_states.defined() && linear::ForwardIsFused(d);
   const bool bf16_states = chunk_states.defined() && chunk_states.dtype() == DType::kBF16;
-  TANDEM_ASSIGN_OR_RETURN(
-      const ScratchView view,
-      PrepareScratch(ctx, items, seq_chunk, bf16_states ? 0 : nc * h * d * d * sizeof(bf16)));
+  TANDEM_ASSIGN_OR_RETURN(const ScratchView view,
+                          PrepareScratch(ctx, items, seq_chunk,
+                                         bf16_states || fused ? 0 : nc * h * d * d * sizeof(bf16)));
   linear::TcFwdArgs a{static_cast<int>(h), p.scale,       Bf16Data(q), Bf16Data(k),
                       Bf16Data(v),         ToFloatPtr(o), pow};
   a.items = view.items;
@@ -222,6 +239,14 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
   a.sb = bf16_states ? static_cast<bf16*>(chunk_states.raw_data()) : static_cast<bf16*>(view.work);
   const int batch = static_cast<int>(seq_chunk.size()) - 1;
   const cudaStream_t stream = StreamOf(ctx);
+  if (fused) {
+    linear::FwdPhaseEvents* ev = linear::ForwardPhaseEvents();
+    if (ev != nullptr) cudaEventRecord(ev->start, stream);
+    if (ev != nullptr) cudaEventRecord(ev->scanned, stream);
+    TANDEM_CUDA_RETURN_IF_ERROR(linear::LaunchForwardFused(stream, a, batch));
+    if (ev != nullptr) cudaEventRecord(ev->done, stream);
+    return absl::OkStatus();
+  }
   TANDEM_CUDA_RETURN_IF_ERROR(ForHeadDim(d, [&](auto dim) {
     return linear::LaunchForwardTc<decltype(dim)::value>(stream, a, batch, static_cast<int>(nc));
   }));

@@ -1,7 +1,8 @@
 // Internal to kernels/linear_attention (include from .cu files only): the tensor-core pieces of the
 // chunked linear attention for bf16 q, k, v (contract rule 3), each written once and called by the
 // forward kernels and by decode alike:
-//   ChunkP       decayed causal weights bf16(λ^{i−j} q_i·k_j) of a 16-row tile (mma over d).
+//   ChunkPTile   decayed causal weights bf16(λ^{i−j} q_i·k_j) of a 16 × 8 tile (mma over d);
+//                ChunkP runs it over the key tiles of a 16-row tile.
 //   OutputTile   o_i = s·(λ^{i+1}·(q_i·bf16(S)) + Σ_j P_ij v_j) for a 16-row tile and kN column
 //                tiles: intra = P·V (mma over keys), inter = q·bf16(S) (mma over d).
 //   BoundaryTile Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j for a 16-row × kN·8-column state tile (mma over the
@@ -126,29 +127,37 @@ __device__ __forceinline__ void LoadBOneT(const bf16* m, int ld, int k0, int n0,
   b1 = *reinterpret_cast<const uint32_t*>(&x1);
 }
 
-// The decayed causal weights of rows 16m..16m+15 for the key tiles nt < 2(m + 1) with
-// nt % stride == sel, written as bf16 to p [kC, kLdp]:
-//   P_ij = bf16(λ^{i−j} · Σ_d q_i[d] k_j[d]) for j ≤ i, else 0.
-template <int kD>
-__device__ __forceinline__ void ChunkP(const TcSmem<kD>& s, int m, int sel, int stride) {
+// The decayed causal weights of rows 16m..16m+15 and keys 8nt..8nt+7 (nt < 2(m + 1)):
+//   P_ij = bf16(λ^{i−j} · Σ_d q_i[d] k_j[d]) for j ≤ i, else 0,
+// handed to emit(i, j, bf16x2 of P_ij and P_i,j+1) for the lane's two (i, j) pairs.
+template <int kD, typename Emit>
+__device__ __forceinline__ void ChunkPTile(const TcSmem<kD>& s, int m, int nt, Emit&& emit) {
   using L = TcLayout<kD>;
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+  for (int ks = 0; ks < L::kKs; ++ks) {
+    uint32_t a[4], b0, b1;
+    LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
+    LoadB(s.k, L::kLdr, 8 * nt, 16 * ks, b0, b1);
+    Mma(sc, a, b0, b1);
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int i = 16 * m + g + 8 * rr, j = 8 * nt + 2 * t;
+    const float p0 = j <= i ? __fmul_rn(s.pw[i - j], sc[2 * rr]) : 0.0f;
+    const float p1 = j + 1 <= i ? __fmul_rn(s.pw[i - j - 1], sc[2 * rr + 1]) : 0.0f;
+    emit(i, j, Pack(p0, p1));
+  }
+}
+
+// ChunkPTile for the key tiles nt < 2(m + 1) with nt % stride == sel, written to p [kC, kLdp].
+template <int kD>
+__device__ __forceinline__ void ChunkP(const TcSmem<kD>& s, int m, int sel, int stride) {
   for (int nt = sel; nt < 2 * (m + 1); nt += stride) {
-    float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-    for (int ks = 0; ks < L::kKs; ++ks) {
-      uint32_t a[4], b0, b1;
-      LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
-      LoadB(s.k, L::kLdr, 8 * nt, 16 * ks, b0, b1);
-      Mma(sc, a, b0, b1);
-    }
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      const int i = 16 * m + g + 8 * rr, j = 8 * nt + 2 * t;
-      const float p0 = j <= i ? __fmul_rn(s.pw[i - j], sc[2 * rr]) : 0.0f;
-      const float p1 = j + 1 <= i ? __fmul_rn(s.pw[i - j - 1], sc[2 * rr + 1]) : 0.0f;
-      *reinterpret_cast<uint32_t*>(s.p + i * L::kLdp + j) = Pack(p0, p1);
-    }
+    ChunkPTile(s, m, nt, [&](int i, int j, uint32_t pair) {
+      *reinterpret_cast<uint32_t*>(s.p + i * TcLayout<kD>::kLdp + j) = pair;
+    });
   }
 }
 

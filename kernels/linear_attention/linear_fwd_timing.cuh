@@ -1,9 +1,12 @@
-// Internal to kernels/linear_attention and its benchmark: a debug hook that records CUDA events
-// around the phases of the tensor-core forward (scan, then output kernel), so the benchmark can
-// show where the time goes. Not thread-safe; off (null) unless a benchmark sets it.
+// Internal to kernels/linear_attention and its benchmark: debug hooks. One records CUDA events
+// around the phases of the two-launch tensor-core forward (scan, then output kernel), so the
+// benchmark can show where the time goes; the other turns the fused forward off, so the benchmark
+// can time the two-launch forward beside it. Not thread-safe; set only by a benchmark.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace tandem::kernels::cuda::linear {
 
@@ -14,5 +17,10 @@ struct FwdPhaseEvents {
 // The events the next forward calls record, or null.
 FwdPhaseEvents* ForwardPhaseEvents();
 void SetForwardPhaseEvents(FwdPhaseEvents* events);
+
+// On by default: bf16 forwards at D = 128 without chunk_states take the fused kernel where the
+// build and the device have it (ForwardIsFused).
+void SetForwardFusedEnabled(bool enabled);
+bool ForwardIsFused(int64_t head_dim);
 
 }  // namespace tandem::kernels::cuda::linear
