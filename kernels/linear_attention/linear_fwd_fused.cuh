@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cuda/ptx>
 
 #include "kernels/core/kernel_smem.h"
@@ -36,21 +37,27 @@
 
 namespace tandem::kernels::cuda::linear {
 
+template <int kColsPerCta>
 struct FusedShape {
   static constexpr int kD = 128;
-  static constexpr int kCols = 16;             // state and output columns per CTA
+  static constexpr int kCols = kColsPerCta;    // state and output columns per CTA
+  static constexpr int kN = kCols / 8;         // their mma n-tiles
   static constexpr int kCluster = kD / kCols;  // CTAs per (sequence, head)
   static constexpr int kDepth = 4;             // chunk slots in the ring
-  static constexpr int kConsumerWarps = 8, kConsumers = 32 * kConsumerWarps;
-  static constexpr int kThreads = kConsumers + 32;  // and the producer warp
-  static constexpr int kLdr = TcLayout<kD>::kLdr, kLdp = TcLayout<kD>::kLdp, kLdv = kCols + 8;
-  static constexpr int kRowsPerCta = kC / kCluster;          // q, k rows each CTA copies
-  static constexpr int kSlot = 2 * kC * kLdr + kC * kLdv;    // bf16: q, k rows; v columns
-  static constexpr int kP = kC * kLdp, kS = kD * kLdv;       // bf16: P; bf16(S) columns
+  // Warps by role: outputs (row tile × 16 columns each), state (32 rows × kCols each), P tiles
+  // (one each), then the producer.
+  static constexpr int kOutWarps = 4 * (kCols / 16), kStateWarps = kD / 32;
   static constexpr int kPTiles = (kC / 16) * (kC / 16 + 1);  // 16 × 8 tiles with j ≤ i
-  static constexpr int kPTilesPerCta = (kPTiles + kCluster - 1) / kCluster;
+  static constexpr int kPWarps = (kPTiles + kCluster - 1) / kCluster;
+  static constexpr int kSynced = 32 * (kOutWarps + kStateWarps);  // ConsumerSync's threads
+  static constexpr int kProducer = kOutWarps + kStateWarps + kPWarps;
+  static constexpr int kThreads = 32 * (kProducer + 1);
+  static constexpr int kLdr = TcLayout<kD>::kLdr, kLdp = TcLayout<kD>::kLdp, kLdv = kCols + 8;
+  static constexpr int kRowsPerCta = kC / kCluster;        // q, k rows each CTA copies for all
+  static constexpr int kSlot = 2 * kC * kLdr + kC * kLdv;  // bf16: q, k rows; v columns
+  static constexpr int kP = kC * kLdp, kS = kD * kLdv;     // bf16: P; bf16(S) columns
   static constexpr uint32_t kPBytes = kPTiles * 16 * 8 * sizeof(bf16);
-  static_assert(kPTilesPerCta <= 4, "the P tiles of a CTA go to warps 4-7, one each");
+  static_assert(kCols == 16 || kCols == 32, "16 or 32 columns per CTA");
   static_assert(kRowsPerCta * 2 <= 32, "one bulk copy per producer lane");
   static constexpr size_t kBf16 = size_t{kDepth} * (kSlot + kP) + 2 * kS;
   static constexpr size_t kPw = kC + 4;  // floats: the decay powers, padded to 16 bytes
@@ -67,14 +74,20 @@ __device__ __forceinline__ void WaitCta(uint64_t* bar, uint32_t parity) {
   while (!ptx::mbarrier_try_wait_parity(bar, parity)) {
   }
 }
-// For phases completed by other CTAs' arrivals or stores.
-__device__ __forceinline__ void WaitCluster(uint64_t* bar, uint32_t parity) {
-  while (!ptx::mbarrier_try_wait_parity(ptx::sem_acquire, ptx::scope_cluster, bar, parity)) {
-  }
+// One arrival on the barrier at bar's offset in CTA `rank` of the cluster (release at CTA scope,
+// as the reads it follows are this CTA's own).
+__device__ __forceinline__ void ArriveRemote(uint64_t* bar, int rank) {
+  const uint32_t local = static_cast<uint32_t>(__cvta_generic_to_shared(bar));
+  asm volatile(
+      "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(local),
+      "r"(rank)
+      : "memory");
 }
-// The 8 consumer warps only (the producer runs ahead on its own).
+// The output and state warps only (the producer and the P warps run ahead on their own).
+template <int kThreads>
 __device__ __forceinline__ void ConsumerSync() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(FusedShape::kConsumers) : "memory");
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory");
 }
 
 // Tile t of P in row-tile order: row tile m holds tiles m(m+1) .. m(m+1) + 2m + 1.
@@ -84,15 +97,17 @@ __device__ __forceinline__ void PTileOf(int t, int& m, int& nt) {
   nt = t - m * (m + 1);
 }
 
-// bf16 of a 16 × 16 state slice (mma accumulator layout, rows row0..) into s [kD][kLdv] — the
+// bf16 of a 16 × 8kN state slice (mma accumulator layout, rows row0..) into s [kD][ld] — the
 // rounding StoreStateSlice gives the two-launch forward's chunk-start states.
-__device__ __forceinline__ void StoreBf16Slice(const float (&st)[2][4], bf16* s, int row0) {
+template <int kN>
+__device__ __forceinline__ void StoreBf16Slice(const float (&st)[kN][4], bf16* s, int ld,
+                                               int row0) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {
+  for (int nt = 0; nt < kN; ++nt) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      *reinterpret_cast<uint32_t*>(s + (row0 + g + 8 * r) * FusedShape::kLdv + 8 * nt + 2 * t) =
+      *reinterpret_cast<uint32_t*>(s + (row0 + g + 8 * r) * ld + 8 * nt + 2 * t) =
           Pack(st[nt][2 * r], st[nt][2 * r + 1]);
     }
   }
@@ -101,12 +116,13 @@ __device__ __forceinline__ void StoreBf16Slice(const float (&st)[2][4], bf16* s,
 }  // namespace fused
 #endif
 
-// Grid 8·B·H in clusters of 8: one cluster per (sequence, head).
-__global__ void __cluster_dims__(FusedShape::kCluster, 1, 1)
-    __launch_bounds__(FusedShape::kThreads, 1) FusedKernelTc(TcFwdArgs a) {
+// Grid kCluster·B·H in clusters of kCluster: one cluster per (sequence, head).
+template <int kCols>
+__global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
+    __launch_bounds__(FusedShape<kCols>::kThreads, 1) FusedKernelTc(TcFwdArgs a) {
 #if TANDEM_LINEAR_FUSED_DEVICE
-  using F = FusedShape;
-  constexpr int kD = F::kD;
+  using F = FusedShape<kCols>;
+  constexpr int kD = F::kD, kN = F::kN;
   namespace ptx = ::cuda::ptx;
   namespace cg = cooperative_groups;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -127,8 +143,7 @@ __global__ void __cluster_dims__(FusedShape::kCluster, 1, 1)
   const int64_t ld = int64_t{a.h} * kD;
   if (threadIdx.x == 0) {
     for (int s = 0; s < F::kDepth; ++s) {
-      ptx::mbarrier_init(&full[s],
-                         1 + 32);  // the expect_tx arrival and the producer lanes' cp.async
+      ptx::mbarrier_init(&full[s], 1 + 32);  // the expect_tx arrival, the producer lanes' cp.async
       ptx::mbarrier_init(&pfull[s], 1);
       ptx::mbarrier_init(&empty[s], F::kCluster);
     }
@@ -136,19 +151,28 @@ __global__ void __cluster_dims__(FusedShape::kCluster, 1, 1)
   }
   for (int i = threadIdx.x; i <= kC; i += F::kThreads) pw[i] = a.pow[head * (kC + 1) + i];
   cluster.sync();  // barriers and powers in place before any CTA writes into another
-  auto slot_q = [&](int slot) { return slots + slot * F::kSlot; };
+  auto view = [&](int slot) {
+    TcSmem<kD> s;
+    s.q = slots + slot * F::kSlot;
+    s.k = s.q + kC * F::kLdr;
+    s.v = s.k + kC * F::kLdr;
+    s.p = pbuf + slot * F::kP;
+    s.ldv = s.lds = F::kLdv;
+    s.pw = pw;
+    return s;
+  };
 
-  if (warp == F::kConsumerWarps) {
-    // Producer.
+  if (warp == F::kProducer) {
     const uint16_t all = static_cast<uint16_t>((1u << F::kCluster) - 1);
+    constexpr int kPieces = F::kCols / 8;  // 16-byte pieces of a v row
     for (int c = 0; c < count; ++c) {
       const int slot = c % F::kDepth;
-      if (c >= F::kDepth) fused::WaitCluster(&empty[slot], ((c / F::kDepth) - 1) & 1);
+      if (c >= F::kDepth) fused::WaitCta(&empty[slot], ((c / F::kDepth) - 1) & 1);
       const ChunkItem it = a.items[begin + c];
-      bf16 *q = slot_q(slot), *k = q + kC * F::kLdr, *v = k + kC * F::kLdr;
-      for (int idx = lane; idx < 2 * kC; idx += 32) {  // v columns b0.., zeros from row n on
-        const int j = idx / 2, p = idx % 2;
-        bf16* dst = v + j * F::kLdv + 8 * p;
+      const TcSmem<kD> s = view(slot);
+      for (int idx = lane; idx < kPieces * kC; idx += 32) {  // v columns b0.., zeros from row n
+        const int j = idx / kPieces, p = idx % kPieces;
+        bf16* dst = s.v + j * F::kLdv + 8 * p;
         if (j < it.n) {
           CpAsync16(dst, a.v + (int64_t{it.row0} + j) * ld + head * kD + b0 + 8 * p);
         } else {
@@ -167,107 +191,104 @@ __global__ void __cluster_dims__(FusedShape::kCluster, 1, 1)
         const int row = F::kRowsPerCta * rank + lane % F::kRowsPerCta;
         const bool is_q = lane < F::kRowsPerCta;
         if (row < it.n) {
-          ptx::cp_async_bulk(ptx::space_cluster, ptx::space_global, (is_q ? q : k) + row * F::kLdr,
+          ptx::cp_async_bulk(ptx::space_cluster, ptx::space_global,
+                             (is_q ? s.q : s.k) + row * F::kLdr,
                              (is_q ? a.q : a.k) + (int64_t{it.row0} + row) * ld + head * kD,
                              static_cast<uint32_t>(kD * sizeof(bf16)), &full[slot], all);
         }
       }
     }
-  } else {
-    // Consumers.
-    const bool state_warp = warp >= 4;
-    const int sw = warp - 4;  // state warps: rows 32sw .. 32sw + 31
-    auto view = [&](int slot) {
-      TcSmem<kD> s;
-      s.q = slot_q(slot);
-      s.k = s.q + kC * F::kLdr;
-      s.v = s.k + kC * F::kLdr;
-      s.p = pbuf + slot * F::kP;
-      s.ldv = s.lds = F::kLdv;
-      s.pw = pw;
-      return s;
-    };
-    // This CTA's tiles of the slot's P, into every CTA's copy.
-    auto share_p = [&](int slot) {
-      const int t = rank + F::kCluster * sw;
-      if (sw >= F::kPTilesPerCta || t >= F::kPTiles) return;
+  } else if (warp >= F::kOutWarps + F::kStateWarps) {
+    // P warp: tile t of every chunk's P, into every CTA's copy, as soon as the chunk has landed.
+    const int t = rank + F::kCluster * (warp - F::kOutWarps - F::kStateWarps);
+    if (t < F::kPTiles) {
       int m, nt;
       fused::PTileOf(t, m, nt);
-      bf16* p = pbuf + slot * F::kP;
-      ChunkPTile(view(slot), m, nt, [&](int i, int j, uint32_t pair) {
-        uint32_t* dst = reinterpret_cast<uint32_t*>(p + i * F::kLdp + j);
+      for (int c = 0; c < count; ++c) {
+        const int slot = c % F::kDepth;
+        fused::WaitCta(&full[slot], (c / F::kDepth) & 1);
+        const TcSmem<kD> s = view(slot);
+        ChunkPTile(s, m, nt, [&](int i, int j, uint32_t pair) {
+          uint32_t* dst = reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + j);
 #pragma unroll
-        for (int r = 0; r < F::kCluster; ++r) {
-          ptx::st_async(cluster.map_shared_rank(dst, r), pair,
-                        cluster.map_shared_rank(&pfull[slot], r));
-        }
-      });
-    };
+          for (int r = 0; r < F::kCluster; ++r) {
+            ptx::st_async(cluster.map_shared_rank(dst, r), pair,
+                          cluster.map_shared_rank(&pfull[slot], r));
+          }
+        });
+      }
+    }
+  } else {
+    // Output warps: row tile `warp % 4`, columns 16(warp / 4).. of the CTA's; state warps: rows
+    // 32sw .. 32sw + 31, all of the CTA's columns.
+    const bool state_warp = warp >= F::kOutWarps;
+    const int sw = warp - F::kOutWarps;
     const int64_t dd = int64_t{kD} * kD, sh = int64_t{seq} * a.h + head;
-    float st[2][2][4];  // state warps: two 16-row tiles × 16 columns
+    float st[2][kN / 2][2][4];  // state warps: [row tile][column pair][n-tile][e]
     float ps[kC / 16][4];
     const float pow_c = pw[kC];
     if (state_warp) {
       KeyScales(pw, ps);
 #pragma unroll
       for (int rt = 0; rt < 2; ++rt) {
-        const int row0 = 32 * sw + 16 * rt;
-        LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, row0, b0, st[rt]);
-        fused::StoreBf16Slice(st[rt], sbuf, row0);
-      }
-      if (count > 0) {
-        fused::WaitCta(&full[0], 0);
-        share_p(0);
+#pragma unroll
+        for (int cp = 0; cp < kN / 2; ++cp) {
+          const int row0 = 32 * sw + 16 * rt;
+          LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, row0, b0 + 16 * cp,
+                        st[rt][cp]);
+          fused::StoreBf16Slice<2>(st[rt][cp], sbuf + 16 * cp, F::kLdv, row0);
+        }
       }
     }
     for (int c = 0; c < count; ++c) {
       const int slot = c % F::kDepth;
       const uint32_t parity = (c / F::kDepth) & 1;
-      fused::ConsumerSync();  // bf16(S) of chunk c written; chunk c − 1 done by every warp
+      fused::ConsumerSync<F::kSynced>();  // bf16(S) of chunk c written; chunk c − 1 done
       if (threadIdx.x == 0 && c >= 1 && c - 1 + F::kDepth < count) {
         uint64_t* bar = &empty[(c - 1) % F::kDepth];
 #pragma unroll
-        for (int r = 0; r < F::kCluster; ++r) {
-          ptx::mbarrier_arrive(ptx::sem_release, ptx::scope_cluster, ptx::space_cluster,
-                               cluster.map_shared_rank(bar, r));
-        }
+        for (int r = 0; r < F::kCluster; ++r) fused::ArriveRemote(bar, r);
       }
       fused::WaitCta(&full[slot], parity);
       TcSmem<kD> s = view(slot);
       s.s = sbuf + (c % 2) * F::kS;
       if (!state_warp) {
         const ChunkItem it = a.items[begin + c];
-        fused::WaitCluster(&pfull[slot], parity);
-        OutputTile<kD, 2>(s, a.scale, warp, 0, [&](int i, int b, float x0, float x1) {
+        const int c0 = 16 * (warp / 4);
+        fused::WaitCta(&pfull[slot], parity);
+        OutputTile<kD, 2>(s, a.scale, warp % 4, c0, [&](int i, int b, float x0, float x1) {
           if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
         });
-      } else {
-        if (c < full_chunks) {
+      } else if (c < full_chunks) {
 #pragma unroll
-          for (int rt = 0; rt < 2; ++rt) {
-            const int row0 = 32 * sw + 16 * rt;
-            float sum[2][4];
-            BoundaryTile<2>(s.k + row0, F::kLdr, s.v, F::kLdv, ps, sum);
+        for (int rt = 0; rt < 2; ++rt) {
+          const int row0 = 32 * sw + 16 * rt;
+          float sum[kN][4];
+          BoundaryTile<kN>(s.k + row0, F::kLdr, s.v, F::kLdv, ps, sum);
 #pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
+          for (int n = 0; n < kN; ++n) {
 #pragma unroll
-              for (int e = 0; e < 4; ++e)
-                st[rt][nt][e] = NextState(pow_c, st[rt][nt][e], sum[nt][e]);
+            for (int e = 0; e < 4; ++e) {
+              float& x = st[rt][n / 2][n % 2][e];
+              x = NextState(pow_c, x, sum[n][e]);
             }
-            fused::StoreBf16Slice(st[rt], sbuf + ((c + 1) % 2) * F::kS, row0);
           }
-        }
-        if (c + 1 < count) {
-          const int next = (c + 1) % F::kDepth;
-          fused::WaitCta(&full[next], ((c + 1) / F::kDepth) & 1);
-          share_p(next);
+#pragma unroll
+          for (int cp = 0; cp < kN / 2; ++cp) {
+            fused::StoreBf16Slice<2>(st[rt][cp], sbuf + ((c + 1) % 2) * F::kS + 16 * cp, F::kLdv,
+                                     row0);
+          }
         }
       }
     }
     if (state_warp && a.boundary != nullptr) {
 #pragma unroll
-      for (int rt = 0; rt < 2; ++rt)
-        StoreSlice<kD>(st[rt], a.boundary + sh * dd, 32 * sw + 16 * rt, b0);
+      for (int rt = 0; rt < 2; ++rt) {
+#pragma unroll
+        for (int cp = 0; cp < kN / 2; ++cp) {
+          StoreSlice<kD>(st[rt][cp], a.boundary + sh * dd, 32 * sw + 16 * rt, b0 + 16 * cp);
+        }
+      }
     }
   }
   cluster.sync();  // no CTA leaves while another may still write into it
@@ -276,35 +297,48 @@ __global__ void __cluster_dims__(FusedShape::kCluster, 1, 1)
 #endif
 }
 
+// Columns per CTA of the fused forward: 32 (clusters of 4) — see docs/benchmarks.md.
+inline constexpr int kFusedCols = 32;
+
 // Whether this device can run a cluster of the fused kernel at all (compute capability 9.0 and
-// room for 8 CTAs of ~200 KB of shared memory in one GPC).
+// room for its CTAs of ~200 KB of shared memory in one GPC).
 inline bool FusedForwardFits() {
-  constexpr int smem = static_cast<int>(FusedShape::kBytes);
+  using F = FusedShape<kFusedCols>;
+  constexpr int smem = static_cast<int>(F::kBytes);
   int dev = 0, major = 0, minor = 0, clusters = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
-      major != 9 || minor != 0 || AllowSmem<&FusedKernelTc>(smem) != cudaSuccess) {
+      major != 9 || minor != 0 || AllowSmem<&FusedKernelTc<kFusedCols>>(smem) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(FusedShape::kCluster);
-  config.blockDim = dim3(FusedShape::kThreads);
+  config.gridDim = dim3(F::kCluster);
+  config.blockDim = dim3(F::kThreads);
   config.dynamicSmemBytes = smem;
-  if (cudaOccupancyMaxActiveClusters(&clusters, &FusedKernelTc, &config) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveClusters(&clusters, &FusedKernelTc<kFusedCols>, &config) !=
+      cudaSuccess) {
     cudaGetLastError();
     return false;
   }
   return clusters > 0;
 }
 
-inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, int batch) {
-  constexpr int smem = static_cast<int>(FusedShape::kBytes);
-  const cudaError_t e = AllowSmem<&FusedKernelTc>(smem);
+template <int kCols>
+cudaError_t LaunchFusedCols(cudaStream_t stream, const TcFwdArgs& a, int batch) {
+  using F = FusedShape<kCols>;
+  constexpr int smem = static_cast<int>(F::kBytes);
+  const cudaError_t e = AllowSmem<&FusedKernelTc<kCols>>(smem);
   if (e != cudaSuccess) return e;
-  FusedKernelTc<<<FusedShape::kCluster * batch * a.h, FusedShape::kThreads, smem, stream>>>(a);
+  FusedKernelTc<kCols><<<F::kCluster * batch * a.h, F::kThreads, smem, stream>>>(a);
   return cudaGetLastError();
+}
+
+inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, int batch) {
+  const char* env = std::getenv("TANDEM_FUSED_COLS");  // A/B only
+  if (env != nullptr && env[0] == '1') return LaunchFusedCols<16>(stream, a, batch);
+  return LaunchFusedCols<kFusedCols>(stream, a, batch);
 }
 
 }  // namespace tandem::kernels::cuda::linear
