@@ -243,7 +243,7 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
     linear::FwdPhaseEvents* ev = linear::ForwardPhaseEvents();
     if (ev != nullptr) cudaEventRecord(ev->start, stream);
     if (ev != nullptr) cudaEventRecord(ev->scanned, stream);
-    TANDEM_CUDA_RETURN_IF_ERROR(linear::LaunchForwardFused(stream, a, batch));
+    TANDEM_CUDA_RETURN_IF_ERROR(linear::LaunchForwardFused(stream, a, batch, q.dim(0)));
     if (ev != nullptr) cudaEventRecord(ev->done, stream);
     return absl::OkStatus();
   }

@@ -89,23 +89,39 @@ __device__ __forceinline__ void LdsmT(const bf16* row, uint32_t (&r)[4]) {
                : "r"(addr));
 }
 
-// A fragment: rows r0..r0+15, cols c0..c0+15 of a row-major matrix.
+// Where element (row, col) of a chunk's q or k rows lives in shared memory. PaddedRows: row-major,
+// ld elements apart (cp.async staging). SwizzledRows: as the bulk tensor copy lays out a box of
+// [64 columns, kC rows] in the 128-byte swizzle, two boxes for 128 columns: the 16-byte chunk c of
+// row j at chunk c ^ (j % 8) (ld unused). Both keep the fragment loads free of bank conflicts.
+struct PaddedRows {
+  __device__ static __forceinline__ const bf16* At(const bf16* m, int ld, int row, int col) {
+    return m + row * ld + col;
+  }
+};
+struct SwizzledRows {
+  __device__ static __forceinline__ const bf16* At(const bf16* m, int, int row, int col) {
+    return m + (col / 64) * (kC * 64) + row * 64 + ((((col % 64) / 8) ^ (row % 8)) * 8) + col % 8;
+  }
+};
+
+// A fragment: rows r0..r0+15, cols c0..c0+15 of a matrix (row-major unless Layout says).
+template <typename Layout = PaddedRows>
 __device__ __forceinline__ void LoadA(const bf16* m, int ld, int r0, int c0, uint32_t (&a)[4]) {
-  const int lane = threadIdx.x % 32;
-  const bf16* p = m + (r0 + lane / 4) * ld + c0 + 2 * (lane % 4);
-  a[0] = Ld2(p);
-  a[1] = Ld2(p + 8 * ld);
-  a[2] = Ld2(p + 8);
-  a[3] = Ld2(p + 8 * ld + 8);
+  const int lane = threadIdx.x % 32, r = r0 + lane / 4, c = c0 + 2 * (lane % 4);
+  a[0] = Ld2(Layout::At(m, ld, r, c));
+  a[1] = Ld2(Layout::At(m, ld, r + 8, c));
+  a[2] = Ld2(Layout::At(m, ld, r, c + 8));
+  a[3] = Ld2(Layout::At(m, ld, r + 8, c + 8));
 }
 
-// B fragment: k = c0..c0+15, n = n0..n0+7, from a matrix stored as [n][k] row-major.
+// B fragment: k = c0..c0+15, n = n0..n0+7, from a matrix stored as [n][k] (row-major unless
+// Layout says).
+template <typename Layout = PaddedRows>
 __device__ __forceinline__ void LoadB(const bf16* m, int ld, int n0, int c0, uint32_t& b0,
                                       uint32_t& b1) {
-  const int lane = threadIdx.x % 32;
-  const bf16* p = m + (n0 + lane / 4) * ld + c0 + 2 * (lane % 4);
-  b0 = Ld2(p);
-  b1 = Ld2(p + 8);
+  const int lane = threadIdx.x % 32, n = n0 + lane / 4, c = c0 + 2 * (lane % 4);
+  b0 = Ld2(Layout::At(m, ld, n, c));
+  b1 = Ld2(Layout::At(m, ld, n, c + 8));
 }
 
 // B fragments of two n-tiles (n0.., n0+8..) for k = k0..k0+15 from a matrix stored [k][n]
@@ -130,7 +146,8 @@ __device__ __forceinline__ void LoadBOneT(const bf16* m, int ld, int k0, int n0,
 // The decayed causal weights of rows 16m..16m+15 and keys 8nt..8nt+7 (nt < 2(m + 1)):
 //   P_ij = bf16(λ^{i−j} · Σ_d q_i[d] k_j[d]) for j ≤ i, else 0,
 // handed to emit(i, j, bf16x2 of P_ij and P_i,j+1) for the lane's two (i, j) pairs.
-template <int kD, typename Emit>
+// Layout: where s.q and s.k keep their rows.
+template <int kD, typename Layout = PaddedRows, typename Emit>
 __device__ __forceinline__ void ChunkPTile(const TcSmem<kD>& s, int m, int nt, Emit&& emit) {
   using L = TcLayout<kD>;
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -138,8 +155,8 @@ __device__ __forceinline__ void ChunkPTile(const TcSmem<kD>& s, int m, int nt, E
 #pragma unroll
   for (int ks = 0; ks < L::kKs; ++ks) {
     uint32_t a[4], b0, b1;
-    LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
-    LoadB(s.k, L::kLdr, 8 * nt, 16 * ks, b0, b1);
+    LoadA<Layout>(s.q, L::kLdr, 16 * m, 16 * ks, a);
+    LoadB<Layout>(s.k, L::kLdr, 8 * nt, 16 * ks, b0, b1);
     Mma(sc, a, b0, b1);
   }
 #pragma unroll
@@ -163,8 +180,8 @@ __device__ __forceinline__ void ChunkP(const TcSmem<kD>& s, int m, int sel, int 
 
 // Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 of s.v and s.s (P of the tile in s.p):
 // emit(i, b, o_i[b], o_i[b+1]) with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij
-// v_j[b]).
-template <int kD, int kN, typename Emit>
+// v_j[b]). Layout: where s.q keeps its rows.
+template <int kD, int kN, typename Layout = PaddedRows, typename Emit>
 __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int m, int c0,
                                            Emit&& emit) {
   using L = TcLayout<kD>;
@@ -200,7 +217,7 @@ __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int
 #pragma unroll
   for (int ks = 0; ks < L::kKs; ++ks) {
     uint32_t a[4];
-    LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
+    LoadA<Layout>(s.q, L::kLdr, 16 * m, 16 * ks, a);
     step(s.s, s.lds, 16 * ks, a, inter);
   }
 #pragma unroll
@@ -228,10 +245,11 @@ __device__ __forceinline__ void KeyScales(const float* pow, float (&ps)[kC / 16]
 }
 
 // acc[nt][e] = Σ_{j=0..C−1} bf16(pow[C−1−j]·k_j[a]) · v_j[b] (4 key steps ascending, from +0) for
-// a = a0 + g + 8·(e / 2), b = b0 + 8·nt + 2t + e % 2, from the chunk's raw keys k [kC][ldk] and
-// values v [kC][ldv] (row-major, columns relative to a0 and b0 already applied to the pointers).
-template <int kN>
-__device__ __forceinline__ void BoundaryTile(const bf16* k, int ldk, const bf16* v, int ldv,
+// a = a0 + g + 8·(e / 2), b = b0 + 8·nt + 2t + e % 2, from the chunk's raw keys k [kC][ldk] (rows
+// as Layout keeps them; a0 its first column) and values v [kC][ldv] (row-major, the column offset
+// b0 already applied to the pointer).
+template <int kN, typename Layout = PaddedRows>
+__device__ __forceinline__ void BoundaryTile(const bf16* k, int ldk, int a0, const bf16* v, int ldv,
                                              const float (&ps)[kC / 16][4], float (&acc)[kN][4]) {
   const int lane = threadIdx.x % 32, q = lane / 8;
 #pragma unroll
@@ -241,7 +259,7 @@ __device__ __forceinline__ void BoundaryTile(const bf16* k, int ldk, const bf16*
     uint32_t raw[4], a[4];
     // Matrices: keys 0-7 / cols 0-7, keys 0-7 / cols 8-15, keys 8-15 / cols 0-7, keys 8-15 /
     // cols 8-15, which transposed are a[0..3] of k̃ᵀ.
-    LdsmT(k + (16 * kk + (q / 2) * 8 + lane % 8) * ldk + (q % 2) * 8, raw);
+    LdsmT(Layout::At(k, ldk, 16 * kk + (q / 2) * 8 + lane % 8, a0 + (q % 2) * 8), raw);
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int h = (r / 2) * 2;  // a[2], a[3] hold keys + 8

@@ -183,7 +183,7 @@ __device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, float* state)
   for (int tile = warp; tile < (kD / 16) * kNt; tile += DecodeShape<kD>::kWarps) {
     const int mi = tile / kNt, nt = tile % kNt;
     float sum[2][4];
-    BoundaryTile<2>(s.k + 16 * mi, L::kLdr, s.v + 16 * nt, s.ldv, ps, sum);
+    BoundaryTile<2>(s.k, L::kLdr, 16 * mi, s.v + 16 * nt, s.ldv, ps, sum);
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
 #pragma unroll

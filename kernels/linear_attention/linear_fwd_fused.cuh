@@ -25,6 +25,7 @@
 #include <cuda/ptx>
 
 #include "kernels/core/kernel_smem.h"
+#include "kernels/core/tensor_map.cuh"
 #include "kernels/linear_attention/linear_attention_mma.cuh"
 #include "kernels/linear_attention/linear_fwd_output.cuh"
 #include "kernels/linear_attention/linear_fwd_scan.cuh"
@@ -52,17 +53,19 @@ struct FusedShape {
   static constexpr int kSynced = 32 * (kOutWarps + kStateWarps);  // ConsumerSync's threads
   static constexpr int kProducer = kOutWarps + kStateWarps + kPWarps;
   static constexpr int kThreads = 32 * (kProducer + 1);
+  static constexpr int kRegs = 65536 / kThreads / 8 * 8;  // one CTA per SM
   static constexpr int kLdr = TcLayout<kD>::kLdr, kLdp = TcLayout<kD>::kLdp, kLdv = kCols + 8;
-  static constexpr int kRowsPerCta = kC / kCluster;        // q, k rows each CTA copies for all
-  static constexpr int kSlot = 2 * kC * kLdr + kC * kLdv;  // bf16: q, k rows; v columns
+  static constexpr int kBoxes = 2 * (kD / 64);  // q, k boxes of [64 columns, kC rows] per chunk
+  static constexpr int kBox = 64 * kC;          // bf16 of one box (8 KB)
+  static constexpr int kSlot = kBoxes * kBox + kC * kLdv;  // bf16: q, k (swizzled); v columns
   static constexpr int kP = kC * kLdp, kS = kD * kLdv;     // bf16: P; bf16(S) columns
   static constexpr uint32_t kPBytes = kPTiles * 16 * 8 * sizeof(bf16);
   static_assert(kCols == 16 || kCols == 32, "16 or 32 columns per CTA");
-  static_assert(kRowsPerCta * 2 <= 32, "one bulk copy per producer lane");
+  static_assert(kSlot * sizeof(bf16) % 1024 == 0, "swizzled boxes stay 1024-byte aligned");
   static constexpr size_t kBf16 = size_t{kDepth} * (kSlot + kP) + 2 * kS;
   static constexpr size_t kPw = kC + 4;  // floats: the decay powers, padded to 16 bytes
-  static constexpr size_t kBytes =
-      sizeof(bf16) * kBf16 + sizeof(float) * kPw + sizeof(uint64_t) * 3 * kDepth;
+  static constexpr size_t kBytes =       // and room to align the base to 1024 bytes
+      1024 + sizeof(bf16) * kBf16 + sizeof(float) * kPw + sizeof(uint64_t) * 3 * kDepth;
 };
 
 #if TANDEM_LINEAR_FUSED_DEVICE
@@ -119,14 +122,17 @@ __device__ __forceinline__ void StoreBf16Slice(const float (&st)[kN][4], bf16* s
 // Grid kCluster·B·H in clusters of kCluster: one cluster per (sequence, head).
 template <int kCols>
 __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
-    __launch_bounds__(FusedShape<kCols>::kThreads, 1) FusedKernelTc(TcFwdArgs a) {
+    __launch_bounds__(FusedShape<kCols>::kThreads) __maxnreg__(FusedShape<kCols>::kRegs)
+        FusedKernelTc(TcFwdArgs a, const __grid_constant__ CUtensorMap tmq,
+                      const __grid_constant__ CUtensorMap tmk) {
 #if TANDEM_LINEAR_FUSED_DEVICE
   using F = FusedShape<kCols>;
   constexpr int kD = F::kD, kN = F::kN;
   namespace ptx = ::cuda::ptx;
   namespace cg = cooperative_groups;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16* slots = reinterpret_cast<bf16*>(smem_raw);
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  bf16* slots = reinterpret_cast<bf16*>(smem_raw + ((1024u - (base & 1023u)) & 1023u));
   bf16* pbuf = slots + F::kDepth * F::kSlot;
   bf16* sbuf = pbuf + F::kDepth * F::kP;
   float* pw = reinterpret_cast<float*>(sbuf + 2 * F::kS);
@@ -154,8 +160,8 @@ __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
   auto view = [&](int slot) {
     TcSmem<kD> s;
     s.q = slots + slot * F::kSlot;
-    s.k = s.q + kC * F::kLdr;
-    s.v = s.k + kC * F::kLdr;
+    s.k = s.q + (F::kBoxes / 2) * F::kBox;
+    s.v = s.k + (F::kBoxes / 2) * F::kBox;
     s.p = pbuf + slot * F::kP;
     s.ldv = s.lds = F::kLdv;
     s.pw = pw;
@@ -183,18 +189,20 @@ __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
       __syncwarp();  // the zeros before lane 0's (releasing) arrival
       if (lane == 0) {
         ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
-                                       &full[slot], 2u * it.n * kD * sizeof(bf16));
+                                       &full[slot], uint32_t{F::kBoxes * F::kBox * sizeof(bf16)});
         ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
                                        &pfull[slot], uint32_t{F::kPBytes});
       }
-      if (lane < 2 * F::kRowsPerCta) {
-        const int row = F::kRowsPerCta * rank + lane % F::kRowsPerCta;
-        const bool is_q = lane < F::kRowsPerCta;
-        if (row < it.n) {
-          ptx::cp_async_bulk(ptx::space_cluster, ptx::space_global,
-                             (is_q ? s.q : s.k) + row * F::kLdr,
-                             (is_q ? a.q : a.k) + (int64_t{it.row0} + row) * ld + head * kD,
-                             static_cast<uint32_t>(kD * sizeof(bf16)), &full[slot], all);
+      // The chunk's q and k boxes (whole boxes: rows past the sequence are never used), box b by
+      // CTA b % kCluster, each multicast to the whole cluster.
+      if (lane == 0) {
+        for (int b = rank; b < F::kBoxes; b += F::kCluster) {
+          const bool is_q = b < F::kBoxes / 2;
+          const int col = 64 * (b % (F::kBoxes / 2));
+          const int32_t coords[3] = {col, head, it.row0};
+          ptx::cp_async_bulk_tensor(ptx::space_cluster, ptx::space_global,
+                                    (is_q ? s.q : s.k) + (col / 64) * F::kBox, is_q ? &tmq : &tmk,
+                                    coords, &full[slot], all);
         }
       }
     }
@@ -208,7 +216,7 @@ __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
         const int slot = c % F::kDepth;
         fused::WaitCta(&full[slot], (c / F::kDepth) & 1);
         const TcSmem<kD> s = view(slot);
-        ChunkPTile(s, m, nt, [&](int i, int j, uint32_t pair) {
+        ChunkPTile<kD, SwizzledRows>(s, m, nt, [&](int i, int j, uint32_t pair) {
           uint32_t* dst = reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + j);
 #pragma unroll
           for (int r = 0; r < F::kCluster; ++r) {
@@ -256,15 +264,16 @@ __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
         const ChunkItem it = a.items[begin + c];
         const int c0 = 16 * (warp / 4);
         fused::WaitCta(&pfull[slot], parity);
-        OutputTile<kD, 2>(s, a.scale, warp % 4, c0, [&](int i, int b, float x0, float x1) {
-          if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
-        });
+        OutputTile<kD, 2, SwizzledRows>(
+            s, a.scale, warp % 4, c0, [&](int i, int b, float x0, float x1) {
+              if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
+            });
       } else if (c < full_chunks) {
 #pragma unroll
         for (int rt = 0; rt < 2; ++rt) {
           const int row0 = 32 * sw + 16 * rt;
           float sum[kN][4];
-          BoundaryTile<kN>(s.k + row0, F::kLdr, s.v, F::kLdv, ps, sum);
+          BoundaryTile<kN, SwizzledRows>(s.k, 0, row0, s.v, F::kLdv, ps, sum);
 #pragma unroll
           for (int n = 0; n < kN; ++n) {
 #pragma unroll
@@ -326,19 +335,27 @@ inline bool FusedForwardFits() {
 }
 
 template <int kCols>
-cudaError_t LaunchFusedCols(cudaStream_t stream, const TcFwdArgs& a, int batch) {
+cudaError_t LaunchFusedCols(cudaStream_t stream, const TcFwdArgs& a, int batch,
+                            const CUtensorMap& tmq, const CUtensorMap& tmk) {
   using F = FusedShape<kCols>;
   constexpr int smem = static_cast<int>(F::kBytes);
   const cudaError_t e = AllowSmem<&FusedKernelTc<kCols>>(smem);
   if (e != cudaSuccess) return e;
-  FusedKernelTc<kCols><<<F::kCluster * batch * a.h, F::kThreads, smem, stream>>>(a);
+  FusedKernelTc<kCols><<<F::kCluster * batch * a.h, F::kThreads, smem, stream>>>(a, tmq, tmk);
   return cudaGetLastError();
 }
 
-inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, int batch) {
+// t: the packed rows of q and k. cudaErrorNotSupported when the tensor maps cannot be built.
+inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, int batch,
+                                      int64_t t) {
+  CUtensorMap tmq, tmk;
+  if (!HeadRowsTensorMap(&tmq, a.q, t, a.h, FusedShape<kFusedCols>::kD, kC) ||
+      !HeadRowsTensorMap(&tmk, a.k, t, a.h, FusedShape<kFusedCols>::kD, kC)) {
+    return cudaErrorNotSupported;
+  }
   const char* env = std::getenv("TANDEM_FUSED_COLS");  // A/B only
-  if (env != nullptr && env[0] == '1') return LaunchFusedCols<16>(stream, a, batch);
-  return LaunchFusedCols<kFusedCols>(stream, a, batch);
+  if (env != nullptr && env[0] == '1') return LaunchFusedCols<16>(stream, a, batch, tmq, tmk);
+  return LaunchFusedCols<kFusedCols>(stream, a, batch, tmq, tmk);
 }
 
 }  // namespace tandem::kernels::cuda::linear

@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(kScanThreads, 2) ScanKernelTc(TcFwdArgs a) {
 #pragma unroll
     for (int p = 0; p < kScanGroup; ++p) {
       const bf16* slot = slots + (first % kScanSlots + p) * S::kSlot;
-      BoundaryTile<S::kN>(slot + wa, S::kLdk, slot + kC * S::kLdk + wb, S::kLdv, ps, sum[p]);
+      BoundaryTile<S::kN>(slot, S::kLdk, wa, slot + kC * S::kLdk + wb, S::kLdv, ps, sum[p]);
     }
 #pragma unroll
     for (int p = 0; p < kScanGroup; ++p) {

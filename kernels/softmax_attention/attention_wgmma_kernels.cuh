@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/core/tensor_map.cuh"
 #include "kernels/softmax_attention/attention_mma_kernels.cuh"
 #include "kernels/softmax_attention/attention_wgmma.cuh"
 
@@ -353,33 +354,10 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 #endif
 }
 
-// The driver's cuTensorMapEncodeTiled through the runtime (no -lcuda); null when unavailable.
-inline PFN_cuTensorMapEncodeTiled_v12000 TensorMapEncoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
-                                         &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      return PFN_cuTensorMapEncodeTiled_v12000{nullptr};
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
-
 // K or V [t, hkv, kD] bf16 as [64 dims, 1 head, kTile keys] boxes in the 128-byte swizzle (the
 // layout SwizzledOffset describes; rows past t read as zeros).
 inline bool KvTensorMap(CUtensorMap* map, const bf16* base, int64_t t, int hkv, int d) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = TensorMapEncoder();
-  if (encode == nullptr) return false;
-  const cuuint64_t dims[3] = {cuuint64_t(d), cuuint64_t(hkv), cuuint64_t(t)};
-  const cuuint64_t strides[2] = {cuuint64_t(d) * 2, cuuint64_t(hkv) * d * 2};
-  const cuuint32_t box[3] = {64, 1, kTile}, elem_strides[3] = {1, 1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(base), dims, strides,
-                box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return HeadRowsTensorMap(map, base, t, hkv, d, kTile);
 }
 
 // cudaErrorNotSupported when the tensor maps cannot be built (kDefault then runs FwdKernel).
