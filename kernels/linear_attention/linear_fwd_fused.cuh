@@ -49,11 +49,13 @@ struct FusedShape {
   // (one each), then the producer.
   static constexpr int kOutWarps = 4 * (kCols / 16), kStateWarps = kD / 32;
   static constexpr int kPTiles = (kC / 16) * (kC / 16 + 1);  // 16 × 8 tiles with j ≤ i
-  static constexpr int kPWarps = (kPTiles + kCluster - 1) / kCluster;
+  static constexpr int kPTilesPerCta = (kPTiles + kCluster - 1) / kCluster;
+  static constexpr int kPWarps = kPTilesPerCta < 3 ? kPTilesPerCta : 3;
   static constexpr int kSynced = 32 * (kOutWarps + kStateWarps);  // ConsumerSync's threads
   static constexpr int kProducer = kOutWarps + kStateWarps + kPWarps;
   static constexpr int kThreads = 32 * (kProducer + 1);
-  static constexpr int kRegs = 65536 / kThreads / 8 * 8;  // one CTA per SM
+  // One CTA per SM: each of the 4 schedulers' 16K registers shared by its ceil(warps / 4) warps.
+  static constexpr int kRegs = 16384 / (32 * ((kProducer + 4) / 4)) / 8 * 8;
   static constexpr int kLdr = TcLayout<kD>::kLdr, kLdp = TcLayout<kD>::kLdp, kLdv = kCols + 8;
   static constexpr int kBoxes = 2 * (kD / 64);  // q, k boxes of [64 columns, kC rows] per chunk
   static constexpr int kBox = 64 * kC;          // bf16 of one box (8 KB)
@@ -207,17 +209,20 @@ __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
       }
     }
   } else if (warp >= F::kOutWarps + F::kStateWarps) {
-    // P warp: tile t of every chunk's P, into every CTA's copy, as soon as the chunk has landed.
-    const int t = rank + F::kCluster * (warp - F::kOutWarps - F::kStateWarps);
-    if (t < F::kPTiles) {
-      int m, nt;
-      fused::PTileOf(t, m, nt);
-      for (int c = 0; c < count; ++c) {
-        const int slot = c % F::kDepth;
-        fused::WaitCta(&full[slot], (c / F::kDepth) & 1);
-        const TcSmem<kD> s = view(slot);
-        ChunkPTile<kD, SwizzledRows>(s, m, nt, [&](int i, int j, uint32_t pair) {
-          uint32_t* dst = reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + j);
+    // P warp: tiles rank + kCluster·j (j ≡ this warp's index mod kPWarps) of every chunk's P, into
+    // every CTA's copy, as soon as the chunk has landed.
+    const int pw_index = warp - F::kOutWarps - F::kStateWarps;
+    for (int c = 0; c < count; ++c) {
+      const int slot = c % F::kDepth;
+      fused::WaitCta(&full[slot], (c / F::kDepth) & 1);
+      const TcSmem<kD> s = view(slot);
+      for (int j = pw_index; j < F::kPTilesPerCta; j += F::kPWarps) {
+        const int t = rank + F::kCluster * j;
+        if (t >= F::kPTiles) break;
+        int m, nt;
+        fused::PTileOf(t, m, nt);
+        ChunkPTile<kD, SwizzledRows>(s, m, nt, [&](int i, int jj, uint32_t pair) {
+          uint32_t* dst = reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + jj);
 #pragma unroll
           for (int r = 0; r < F::kCluster; ++r) {
             ptx::st_async(cluster.map_shared_rank(dst, r), pair,
