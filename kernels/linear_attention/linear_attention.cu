@@ -46,7 +46,7 @@ void SetForwardFusedEnabled(bool enabled) { g_fused_enabled = enabled; }
 bool ForwardIsFused(int64_t head_dim) {
 #if defined(TANDEM_LINEAR_FUSED)
   static const bool fits = FusedForwardFits();
-  return head_dim == FusedShape<kFusedCols>::kD && g_fused_enabled && fits;
+  return head_dim == FusedDefault::kD && g_fused_enabled && fits;
 #else
   return false;
 #endif

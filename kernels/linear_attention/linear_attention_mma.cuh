@@ -104,14 +104,21 @@ struct SwizzledRows {
   }
 };
 
-// A fragment: rows r0..r0+15, cols c0..c0+15 of a matrix (row-major unless Layout says).
+// Four 8×8 bf16 matrices: lane l gives the address of row l % 8 of matrix l / 8 and receives, of
+// matrix i, elements (row l/4, cols 2·(l%4), 2·(l%4)+1) in r[i].
+__device__ __forceinline__ void Ldsm(const bf16* row, uint32_t (&r)[4]) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// A fragment: rows r0..r0+15, cols c0..c0+15 of a matrix (row-major unless Layout says):
+// matrices rows 0-7 / cols 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15.
 template <typename Layout = PaddedRows>
 __device__ __forceinline__ void LoadA(const bf16* m, int ld, int r0, int c0, uint32_t (&a)[4]) {
-  const int lane = threadIdx.x % 32, r = r0 + lane / 4, c = c0 + 2 * (lane % 4);
-  a[0] = Ld2(Layout::At(m, ld, r, c));
-  a[1] = Ld2(Layout::At(m, ld, r + 8, c));
-  a[2] = Ld2(Layout::At(m, ld, r, c + 8));
-  a[3] = Ld2(Layout::At(m, ld, r + 8, c + 8));
+  const int lane = threadIdx.x % 32;
+  Ldsm(Layout::At(m, ld, r0 + lane % 16, c0 + 8 * (lane / 16)), a);
 }
 
 // B fragment: k = c0..c0+15, n = n0..n0+7, from a matrix stored as [n][k] (row-major unless
@@ -122,6 +129,14 @@ __device__ __forceinline__ void LoadB(const bf16* m, int ld, int n0, int c0, uin
   const int lane = threadIdx.x % 32, n = n0 + lane / 4, c = c0 + 2 * (lane % 4);
   b0 = Ld2(Layout::At(m, ld, n, c));
   b1 = Ld2(Layout::At(m, ld, n, c + 8));
+}
+
+// B fragments of two k-steps (k = c0..c0+31) for n = n0..n0+7 from a matrix stored as [n][k]:
+// b[0], b[1] of k-step c0, b[2], b[3] of k-step c0 + 16.
+template <typename Layout = PaddedRows>
+__device__ __forceinline__ void LoadB2(const bf16* m, int ld, int n0, int c0, uint32_t (&b)[4]) {
+  const int lane = threadIdx.x % 32;
+  Ldsm(Layout::At(m, ld, n0 + lane % 8, c0 + 8 * (lane / 8)), b);
 }
 
 // B fragments of two n-tiles (n0.., n0+8..) for k = k0..k0+15 from a matrix stored [k][n]
@@ -152,12 +167,15 @@ __device__ __forceinline__ void ChunkPTile(const TcSmem<kD>& s, int m, int nt, E
   using L = TcLayout<kD>;
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  static_assert(L::kKs % 2 == 0, "k-steps in pairs");
 #pragma unroll
-  for (int ks = 0; ks < L::kKs; ++ks) {
-    uint32_t a[4], b0, b1;
+  for (int ks = 0; ks < L::kKs; ks += 2) {
+    uint32_t a[4], b[4];
+    LoadB2<Layout>(s.k, L::kLdr, 8 * nt, 16 * ks, b);
     LoadA<Layout>(s.q, L::kLdr, 16 * m, 16 * ks, a);
-    LoadB<Layout>(s.k, L::kLdr, 8 * nt, 16 * ks, b0, b1);
-    Mma(sc, a, b0, b1);
+    Mma(sc, a, b[0], b[1]);
+    LoadA<Layout>(s.q, L::kLdr, 16 * m, 16 * ks + 16, a);
+    Mma(sc, a, b[2], b[3]);
   }
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {

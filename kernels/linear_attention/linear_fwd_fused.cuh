@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cuda/ptx>
+#include <string>
 
 #include "kernels/core/kernel_smem.h"
 #include "kernels/core/tensor_map.cuh"
@@ -38,19 +39,22 @@
 
 namespace tandem::kernels::cuda::linear {
 
-template <int kColsPerCta>
+template <int kColsPerCta, int kClusterCtas>
 struct FusedShape {
   static constexpr int kD = 128;
-  static constexpr int kCols = kColsPerCta;    // state and output columns per CTA
-  static constexpr int kN = kCols / 8;         // their mma n-tiles
-  static constexpr int kCluster = kD / kCols;  // CTAs per (sequence, head)
-  static constexpr int kDepth = 4;             // chunk slots in the ring
+  static constexpr int kCols = kColsPerCta;      // state and output columns per CTA
+  static constexpr int kN = kCols / 8;           // their mma n-tiles
+  static constexpr int kCtas = kD / kCols;       // CTAs per (sequence, head)
+  static constexpr int kCluster = kClusterCtas;  // of them per cluster: sharing q, k and P
+  static constexpr int kDepth = 4;               // chunk slots in the ring
   // Warps by role: outputs (row tile × 16 columns each), state (32 rows × kCols each), P tiles
   // (one each), then the producer.
   static constexpr int kOutWarps = 4 * (kCols / 16), kStateWarps = kD / 32;
   static constexpr int kPTiles = (kC / 16) * (kC / 16 + 1);  // 16 × 8 tiles with j ≤ i
   static constexpr int kPTilesPerCta = (kPTiles + kCluster - 1) / kCluster;
-  static constexpr int kPWarps = kPTilesPerCta < 3 ? kPTilesPerCta : 3;
+  // As many P warps as 16 warps leave (4 per scheduler: 128 registers each).
+  static constexpr int kPWarpsMax = 16 - 1 - 4 * (kCols / 16) - kD / 32;
+  static constexpr int kPWarps = kPTilesPerCta < kPWarpsMax ? kPTilesPerCta : kPWarpsMax;
   static constexpr int kSynced = 32 * (kOutWarps + kStateWarps);  // ConsumerSync's threads
   static constexpr int kProducer = kOutWarps + kStateWarps + kPWarps;
   static constexpr int kThreads = 32 * (kProducer + 1);
@@ -63,6 +67,7 @@ struct FusedShape {
   static constexpr int kP = kC * kLdp, kS = kD * kLdv;     // bf16: P; bf16(S) columns
   static constexpr uint32_t kPBytes = kPTiles * 16 * 8 * sizeof(bf16);
   static_assert(kCols == 16 || kCols == 32, "16 or 32 columns per CTA");
+  static_assert(kCtas % kCluster == 0, "whole clusters per head");
   static_assert(kSlot * sizeof(bf16) % 1024 == 0, "swizzled boxes stay 1024-byte aligned");
   static constexpr size_t kBf16 = size_t{kDepth} * (kSlot + kP) + 2 * kS;
   static constexpr size_t kPw = kC + 4;  // floats: the decay powers, padded to 16 bytes
@@ -121,14 +126,18 @@ __device__ __forceinline__ void StoreBf16Slice(const float (&st)[kN][4], bf16* s
 }  // namespace fused
 #endif
 
-// Grid kCluster·B·H in clusters of kCluster: one cluster per (sequence, head).
-template <int kCols>
-__global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
-    __launch_bounds__(FusedShape<kCols>::kThreads) __maxnreg__(FusedShape<kCols>::kRegs)
-        FusedKernelTc(TcFwdArgs a, const __grid_constant__ CUtensorMap tmq,
-                      const __grid_constant__ CUtensorMap tmk) {
+// Grid kCtas·B·H, kCtas per (sequence, head), in clusters of kCluster.
+template <int kCols, int kClusterCtas>
+using FusedOf = FusedShape<kCols, kClusterCtas>;
+
+template <int kCols, int kClusterCtas>
+__global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
+    __launch_bounds__((FusedOf<kCols, kClusterCtas>::kThreads))
+        __maxnreg__((FusedOf<kCols, kClusterCtas>::kRegs))
+            FusedKernelTc(TcFwdArgs a, const __grid_constant__ CUtensorMap tmq,
+                          const __grid_constant__ CUtensorMap tmk) {
 #if TANDEM_LINEAR_FUSED_DEVICE
-  using F = FusedShape<kCols>;
+  using F = FusedShape<kCols, kClusterCtas>;
   constexpr int kD = F::kD, kN = F::kN;
   namespace ptx = ::cuda::ptx;
   namespace cg = cooperative_groups;
@@ -143,9 +152,9 @@ __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
   uint64_t* empty = pfull + F::kDepth;                        // all CTAs done with the slot
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
-  const int seq = blockIdx.x / F::kCluster / a.h, head = blockIdx.x / F::kCluster % a.h;
+  const int seq = blockIdx.x / F::kCtas / a.h, head = blockIdx.x / F::kCtas % a.h;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int b0 = F::kCols * rank;
+  const int b0 = F::kCols * static_cast<int>(blockIdx.x % F::kCtas);
   const int begin = a.seq_chunk[seq], count = a.seq_chunk[seq + 1] - begin;
   const int full_chunks = count > 0 && a.items[begin + count - 1].n < kC ? count - 1 : count;
   const int64_t ld = int64_t{a.h} * kD;
@@ -221,12 +230,17 @@ __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
         if (t >= F::kPTiles) break;
         int m, nt;
         fused::PTileOf(t, m, nt);
+        uint32_t* dst[F::kCluster];
+        uint64_t* bar[F::kCluster];
+#pragma unroll
+        for (int r = 0; r < F::kCluster; ++r) {
+          dst[r] = reinterpret_cast<uint32_t*>(cluster.map_shared_rank(s.p, r));
+          bar[r] = cluster.map_shared_rank(&pfull[slot], r);
+        }
         ChunkPTile<kD, SwizzledRows>(s, m, nt, [&](int i, int jj, uint32_t pair) {
-          uint32_t* dst = reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + jj);
 #pragma unroll
           for (int r = 0; r < F::kCluster; ++r) {
-            ptx::st_async(cluster.map_shared_rank(dst, r), pair,
-                          cluster.map_shared_rank(&pfull[slot], r));
+            ptx::st_async(dst[r] + (i * F::kLdp + jj) / 2, pair, bar[r]);
           }
         });
       }
@@ -311,19 +325,23 @@ __global__ void __cluster_dims__(FusedShape<kCols>::kCluster, 1, 1)
 #endif
 }
 
-// Columns per CTA of the fused forward: 32 (clusters of 4) — see docs/benchmarks.md.
-inline constexpr int kFusedCols = 32;
+// The fused forward's shape: 16 columns per CTA (8 CTAs per head), clusters of 2 — see
+// docs/benchmarks.md for the measured alternatives.
+inline constexpr int kFusedCols = 16, kFusedCluster = 2;
+using FusedDefault = FusedShape<kFusedCols, kFusedCluster>;
 
 // Whether this device can run a cluster of the fused kernel at all (compute capability 9.0 and
 // room for its CTAs of ~200 KB of shared memory in one GPC).
 inline bool FusedForwardFits() {
-  using F = FusedShape<kFusedCols>;
+  using F = FusedDefault;
   constexpr int smem = static_cast<int>(F::kBytes);
+  auto kernel = &FusedKernelTc<kFusedCols, kFusedCluster>;
   int dev = 0, major = 0, minor = 0, clusters = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
-      major != 9 || minor != 0 || AllowSmem<&FusedKernelTc<kFusedCols>>(smem) != cudaSuccess) {
+      major != 9 || minor != 0 ||
+      AllowSmem<&FusedKernelTc<kFusedCols, kFusedCluster>>(smem) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
@@ -331,22 +349,22 @@ inline bool FusedForwardFits() {
   config.gridDim = dim3(F::kCluster);
   config.blockDim = dim3(F::kThreads);
   config.dynamicSmemBytes = smem;
-  if (cudaOccupancyMaxActiveClusters(&clusters, &FusedKernelTc<kFusedCols>, &config) !=
-      cudaSuccess) {
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
   return clusters > 0;
 }
 
-template <int kCols>
-cudaError_t LaunchFusedCols(cudaStream_t stream, const TcFwdArgs& a, int batch,
-                            const CUtensorMap& tmq, const CUtensorMap& tmk) {
-  using F = FusedShape<kCols>;
+template <int kCols, int kClusterCtas>
+cudaError_t LaunchFusedShape(cudaStream_t stream, const TcFwdArgs& a, int batch,
+                             const CUtensorMap& tmq, const CUtensorMap& tmk) {
+  using F = FusedShape<kCols, kClusterCtas>;
   constexpr int smem = static_cast<int>(F::kBytes);
-  const cudaError_t e = AllowSmem<&FusedKernelTc<kCols>>(smem);
+  const cudaError_t e = AllowSmem<&FusedKernelTc<kCols, kClusterCtas>>(smem);
   if (e != cudaSuccess) return e;
-  FusedKernelTc<kCols><<<F::kCluster * batch * a.h, F::kThreads, smem, stream>>>(a, tmq, tmk);
+  FusedKernelTc<kCols, kClusterCtas>
+      <<<F::kCtas * batch * a.h, F::kThreads, smem, stream>>>(a, tmq, tmk);
   return cudaGetLastError();
 }
 
@@ -354,13 +372,16 @@ cudaError_t LaunchFusedCols(cudaStream_t stream, const TcFwdArgs& a, int batch,
 inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, int batch,
                                       int64_t t) {
   CUtensorMap tmq, tmk;
-  if (!HeadRowsTensorMap(&tmq, a.q, t, a.h, FusedShape<kFusedCols>::kD, kC) ||
-      !HeadRowsTensorMap(&tmk, a.k, t, a.h, FusedShape<kFusedCols>::kD, kC)) {
+  if (!HeadRowsTensorMap(&tmq, a.q, t, a.h, FusedDefault::kD, kC) ||
+      !HeadRowsTensorMap(&tmk, a.k, t, a.h, FusedDefault::kD, kC)) {
     return cudaErrorNotSupported;
   }
-  const char* env = std::getenv("TANDEM_FUSED_COLS");  // A/B only
-  if (env != nullptr && env[0] == '1') return LaunchFusedCols<16>(stream, a, batch, tmq, tmk);
-  return LaunchFusedCols<kFusedCols>(stream, a, batch, tmq, tmk);
+  const char* env = std::getenv("TANDEM_FUSED_SHAPE");  // A/B only
+  const std::string shape = env != nullptr ? env : "";
+  if (shape == "32x4") return LaunchFusedShape<32, 4>(stream, a, batch, tmq, tmk);
+  if (shape == "16x1") return LaunchFusedShape<16, 1>(stream, a, batch, tmq, tmk);
+  if (shape == "32x2") return LaunchFusedShape<32, 2>(stream, a, batch, tmq, tmk);
+  return LaunchFusedShape<kFusedCols, kFusedCluster>(stream, a, batch, tmq, tmk);
 }
 
 }  // namespace tandem::kernels::cuda::linear
