@@ -99,8 +99,11 @@ struct PaddedRows {
   }
 };
 struct SwizzledRows {
+  // Written so that the row part (loop-invariant per lane) and the column part (a constant once
+  // unrolled) meet in one XOR: the chunk bits of row·64 + (row % 8)·8 are (row % 8)·8.
   __device__ static __forceinline__ const bf16* At(const bf16* m, int, int row, int col) {
-    return m + (col / 64) * (kC * 64) + row * 64 + ((((col % 64) / 8) ^ (row % 8)) * 8) + col % 8;
+    return m + (col / 64) * (kC * 64) + ((row * 64 + (row % 8) * 8) ^ (((col % 64) / 8) * 8)) +
+           col % 8;
   }
 };
 

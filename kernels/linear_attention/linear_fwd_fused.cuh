@@ -376,11 +376,6 @@ inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, i
       !HeadRowsTensorMap(&tmk, a.k, t, a.h, FusedDefault::kD, kC)) {
     return cudaErrorNotSupported;
   }
-  const char* env = std::getenv("TANDEM_FUSED_SHAPE");  // A/B only
-  const std::string shape = env != nullptr ? env : "";
-  if (shape == "32x4") return LaunchFusedShape<32, 4>(stream, a, batch, tmq, tmk);
-  if (shape == "16x1") return LaunchFusedShape<16, 1>(stream, a, batch, tmq, tmk);
-  if (shape == "32x2") return LaunchFusedShape<32, 2>(stream, a, batch, tmq, tmk);
   return LaunchFusedShape<kFusedCols, kFusedCluster>(stream, a, batch, tmq, tmk);
 }
 
