@@ -220,11 +220,14 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
                        const Tensor& initial_state, Tensor& o, Tensor& chunk_states,
                        Tensor& boundary_state) {
   const int64_t h = p.num_heads, d = p.head_dim, nc = items.size();
-  // Without chunk_states the fused kernel keeps the states on chip where it can; the two-launch
-  // forward hands its bf16 chunk-start states from the scan to the output kernel: straight
-  // through chunk_states when the caller keeps them in bf16 (for the backward), else through work
-  // space.
-  const bool fused = !chunk_states.defined() && linear::ForwardIsFused(d);
+  // Without chunk_states the fused kernel keeps the states on chip where it can, when its CTAs
+  // fit the GPU in one wave (the shape measured: one long sequence; many short ones would pay its
+  // pipeline start-up per wave). The two-launch forward hands its bf16 chunk-start states from the
+  // scan to the output kernel: straight through chunk_states when the caller keeps them in bf16
+  // (for the backward), else through work space.
+  const int batch = static_cast<int>(seq_chunk.size()) - 1;
+  const bool fused = !chunk_states.defined() && linear::ForwardIsFused(d) &&
+                     linear::FusedOneWave(batch, static_cast<int>(h));
   const bool bf16_states = chunk_states.defined() && chunk_states.dtype() == DType::kBF16;
   TANDEM_ASSIGN_OR_RETURN(const ScratchView view,
                           PrepareScratch(ctx, items, seq_chunk,
@@ -237,7 +240,6 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
   a.boundary = boundary_state.defined() ? boundary_state.data<float>() : nullptr;
   a.states = chunk_states.defined() && !bf16_states ? chunk_states.data<float>() : nullptr;
   a.sb = bf16_states ? static_cast<bf16*>(chunk_states.raw_data()) : static_cast<bf16*>(view.work);
-  const int batch = static_cast<int>(seq_chunk.size()) - 1;
   const cudaStream_t stream = StreamOf(ctx);
   if (fused) {
     linear::FwdPhaseEvents* ev = linear::ForwardPhaseEvents();

@@ -356,6 +356,17 @@ inline bool FusedForwardFits() {
   return clusters > 0;
 }
 
+// Whether the fused forward's CTAs for `batch` sequences of `heads` heads run in one wave.
+inline bool FusedOneWave(int batch, int heads) {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return int64_t{batch} * heads * FusedDefault::kCtas <= sms;
+}
+
 template <int kCols, int kClusterCtas>
 cudaError_t LaunchFusedShape(cudaStream_t stream, const TcFwdArgs& a, int batch,
                              const CUtensorMap& tmq, const CUtensorMap& tmk) {

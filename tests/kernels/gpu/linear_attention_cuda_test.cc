@@ -257,35 +257,42 @@ TEST(LinearAttentionCudaTest, BatchInvarianceBitwise) {
   }
 }
 
-// At D = 128 a forward without chunk_states runs the fused kernel (sm_90a: the state stays on chip,
-// one cluster per sequence and head); with bf16 chunk_states it runs the two-launch forward. Both
-// give the same outputs and boundary states, bit for bit: empty, one-token, whole-chunk and
-// partial sequences, one long enough to wrap the fused kernel's chunk ring many times, an initial
-// state, and more (sequence, head) clusters than the GPU holds at once.
+// At D = 128 a forward without chunk_states runs the fused kernel where its CTAs (8 per sequence
+// and head) fit the GPU in one wave (sm_90a: the state stays on chip); with bf16 chunk_states it
+// runs the two-launch forward. Both give the same outputs and boundary states, bit for bit: empty,
+// one-token, whole-chunk and partial sequences, ones long enough to wrap the fused kernel's chunk
+// ring many times, an initial state.
 TEST(LinearAttentionCudaTest, ForwardWithoutStatesEqualsTwoLaunchForwardBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
-  const int64_t h = 16, d = 128, hd = h * d;
-  std::vector<int32_t> cu = {0};
-  for (int32_t len : {0, 1, 64, 65, 700, 5000, 127, 3}) cu.push_back(cu.back() + len);
-  for (int i = 0; i < 8; ++i) cu.push_back(cu.back() + 200 + 37 * i);
-  const int64_t t = cu.back(), b = cu.size() - 1, nc = NumChunks(cu);
-  const LinearAttentionParams p{h, d, 1.0f / std::sqrt(128.0f)};
-  const Tensor q = ToDevice(RandomVector(t * hd, 50), {t, h, d}, DType::kBF16);
-  const Tensor k = ToDevice(RandomVector(t * hd, 51), {t, h, d}, DType::kBF16);
-  const Tensor v = ToDevice(RandomVector(t * hd, 52), {t, h, d}, DType::kBF16);
-  const Tensor s0 = ToDevice(RandomVector(b * h * d * d, 53, -0.5f, 0.5f), {b, h, d, d});
-  Tensor none;
-  Tensor o_fused = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
-  Tensor o_two = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
-  Tensor s_fused = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
-  Tensor s_two = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
-  Tensor states = Tensor::Empty({nc, h, d, d}, DType::kBF16, Device::kCUDA);
-  TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(GpuTestContext(), p, q, k, v, Decays(h), HostI32(cu),
-                                            s0, o_fused, none, s_fused));
-  TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(GpuTestContext(), p, q, k, v, Decays(h), HostI32(cu),
-                                            s0, o_two, states, s_two));
-  EXPECT_TRUE(BitwiseEqual(ToHostFloats(o_fused), ToHostFloats(o_two), {t, h, d})) << "o";
-  EXPECT_TRUE(BitwiseEqual(ToHostFloats(s_fused), ToHostFloats(s_two), {b, h, d, d})) << "boundary";
+  const struct {
+    int64_t h;
+    std::vector<int32_t> lens;
+  } cases[] = {{4, {0, 5000, 65, 700}}, {2, {0, 1, 64, 65, 700, 5000, 127, 3}}, {16, {4100}}};
+  const int64_t d = 128;
+  for (const auto& c : cases) {
+    std::vector<int32_t> cu = {0};
+    for (int32_t len : c.lens) cu.push_back(cu.back() + len);
+    const int64_t h = c.h, hd = h * d, t = cu.back(), b = cu.size() - 1, nc = NumChunks(cu);
+    SCOPED_TRACE(::testing::Message() << "H=" << h << " B=" << b);
+    const LinearAttentionParams p{h, d, 1.0f / std::sqrt(128.0f)};
+    const Tensor q = ToDevice(RandomVector(t * hd, 50), {t, h, d}, DType::kBF16);
+    const Tensor k = ToDevice(RandomVector(t * hd, 51), {t, h, d}, DType::kBF16);
+    const Tensor v = ToDevice(RandomVector(t * hd, 52), {t, h, d}, DType::kBF16);
+    const Tensor s0 = ToDevice(RandomVector(b * h * d * d, 53, -0.5f, 0.5f), {b, h, d, d});
+    Tensor none;
+    Tensor o_fused = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
+    Tensor o_two = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
+    Tensor s_fused = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
+    Tensor s_two = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
+    Tensor states = Tensor::Empty({nc, h, d, d}, DType::kBF16, Device::kCUDA);
+    TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(GpuTestContext(), p, q, k, v, Decays(h), HostI32(cu),
+                                              s0, o_fused, none, s_fused));
+    TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(GpuTestContext(), p, q, k, v, Decays(h), HostI32(cu),
+                                              s0, o_two, states, s_two));
+    EXPECT_TRUE(BitwiseEqual(ToHostFloats(o_fused), ToHostFloats(o_two), {t, h, d})) << "o";
+    EXPECT_TRUE(BitwiseEqual(ToHostFloats(s_fused), ToHostFloats(s_two), {b, h, d, d}))
+        << "boundary";
+  }
 }
 
 // Two sequences of T tokens, prefilled with P0 and P1 tokens (not multiples of C), then decoded
