@@ -55,6 +55,7 @@ struct FusedShape {
   // As many P warps as 16 warps leave (4 per scheduler: 128 registers each).
   static constexpr int kPWarpsMax = 16 - 1 - 4 * (kCols / 16) - kD / 32;
   static constexpr int kPWarps = kPTilesPerCta < kPWarpsMax ? kPTilesPerCta : kPWarpsMax;
+  static constexpr int kSynced = 32 * (kOutWarps + kStateWarps);  // ConsumerSync's threads
   static constexpr int kProducer = kOutWarps + kStateWarps + kPWarps;
   static constexpr int kThreads = 32 * (kProducer + 1);
   // One CTA per SM: each of the 4 schedulers' 16K registers shared by its ceil(warps / 4) warps.
@@ -68,12 +69,10 @@ struct FusedShape {
   static_assert(kCols == 16 || kCols == 32, "16 or 32 columns per CTA");
   static_assert(kCtas % kCluster == 0, "whole clusters per head");
   static_assert(kSlot * sizeof(bf16) % 1024 == 0, "swizzled boxes stay 1024-byte aligned");
-  static constexpr int kSBufs = 3;  // bf16(S) in flight: the state warps run a chunk ahead
-  static constexpr size_t kBf16 = size_t{kDepth} * (kSlot + kP) + kSBufs * kS;
+  static constexpr size_t kBf16 = size_t{kDepth} * (kSlot + kP) + 2 * kS;
   static constexpr size_t kPw = kC + 4;  // floats: the decay powers, padded to 16 bytes
   static constexpr size_t kBytes =       // and room to align the base to 1024 bytes
-      1024 + sizeof(bf16) * kBf16 + sizeof(float) * kPw +
-      sizeof(uint64_t) * (3 * kDepth + 2 * kSBufs);
+      1024 + sizeof(bf16) * kBf16 + sizeof(float) * kPw + sizeof(uint64_t) * 3 * kDepth;
 };
 
 #if TANDEM_LINEAR_FUSED_DEVICE
@@ -95,10 +94,10 @@ __device__ __forceinline__ void ArriveRemote(uint64_t* bar, int rank) {
       "r"(rank)
       : "memory");
 }
-// One arrival per warp (lane 0, after the warp's shared-memory work).
-__device__ __forceinline__ void WarpArrive(uint64_t* bar) {
-  __syncwarp();
-  if (threadIdx.x % 32 == 0) ptx::mbarrier_arrive(bar);
+// The output and state warps only (the producer and the P warps run ahead on their own).
+template <int kThreads>
+__device__ __forceinline__ void ConsumerSync() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory");
 }
 
 // Tile t of P in row-tile order: row tile m holds tiles m(m+1) .. m(m+1) + 2m + 1.
@@ -147,12 +146,10 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
   bf16* slots = reinterpret_cast<bf16*>(smem_raw + ((1024u - (base & 1023u)) & 1023u));
   bf16* pbuf = slots + F::kDepth * F::kSlot;
   bf16* sbuf = pbuf + F::kDepth * F::kP;
-  float* pw = reinterpret_cast<float*>(sbuf + F::kSBufs * F::kS);
+  float* pw = reinterpret_cast<float*>(sbuf + 2 * F::kS);
   uint64_t* full = reinterpret_cast<uint64_t*>(pw + F::kPw);  // q, k, v of the slot landed
   uint64_t* pfull = full + F::kDepth;                         // P of the slot landed
-  uint64_t* empty = pfull + F::kDepth;  // every consumer warp of the cluster done with the slot
-  uint64_t* sfull = empty + F::kDepth;  // bf16(S) of the buffer written
-  uint64_t* sfree = sfull + F::kSBufs;  // bf16(S) of the buffer read
+  uint64_t* empty = pfull + F::kDepth;                        // all CTAs done with the slot
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const int seq = blockIdx.x / F::kCtas / a.h, head = blockIdx.x / F::kCtas % a.h;
@@ -165,11 +162,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     for (int s = 0; s < F::kDepth; ++s) {
       ptx::mbarrier_init(&full[s], 1 + 32);  // the expect_tx arrival, the producer lanes' cp.async
       ptx::mbarrier_init(&pfull[s], 1);
-      ptx::mbarrier_init(&empty[s], F::kCluster * (F::kOutWarps + F::kStateWarps));
-    }
-    for (int b = 0; b < F::kSBufs; ++b) {
-      ptx::mbarrier_init(&sfull[b], F::kStateWarps);
-      ptx::mbarrier_init(&sfree[b], F::kOutWarps);
+      ptx::mbarrier_init(&empty[s], F::kCluster);
     }
     ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
   }
@@ -254,66 +247,52 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     }
   } else {
     // Output warps: row tile `warp % 4`, columns 16(warp / 4).. of the CTA's; state warps: rows
-    // 32sw .. 32sw + 31, all of the CTA's columns, one chunk ahead of the outputs (bf16(S) in
-    // kSBufs buffers). Each warp releases a slot to the cluster when done with its chunk.
+    // 32sw .. 32sw + 31, all of the CTA's columns.
     const bool state_warp = warp >= F::kOutWarps;
     const int sw = warp - F::kOutWarps;
     const int64_t dd = int64_t{kD} * kD, sh = int64_t{seq} * a.h + head;
     float st[2][kN / 2][2][4];  // state warps: [row tile][column pair][n-tile][e]
     float ps[kC / 16][4];
     const float pow_c = pw[kC];
-    auto release = [&](int c) {
-      if (c + F::kDepth >= count) return;  // no chunk will refill the slot
-      __syncwarp();
-      if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < F::kCluster; ++r) fused::ArriveRemote(&empty[c % F::kDepth], r);
-      }
-    };
-    auto store_state = [&](int c) {  // bf16(S) at the start of chunk c, into its buffer
-      bf16* sb = sbuf + (c % F::kSBufs) * F::kS;
-#pragma unroll
-      for (int rt = 0; rt < 2; ++rt) {
-#pragma unroll
-        for (int cp = 0; cp < kN / 2; ++cp) {
-          fused::StoreBf16Slice<2>(st[rt][cp], sb + 16 * cp, F::kLdv, 32 * sw + 16 * rt);
-        }
-      }
-      fused::WarpArrive(&sfull[c % F::kSBufs]);
-    };
     if (state_warp) {
       KeyScales(pw, ps);
 #pragma unroll
       for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
         for (int cp = 0; cp < kN / 2; ++cp) {
-          LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, 32 * sw + 16 * rt,
-                        b0 + 16 * cp, st[rt][cp]);
+          const int row0 = 32 * sw + 16 * rt;
+          LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, row0, b0 + 16 * cp,
+                        st[rt][cp]);
+          fused::StoreBf16Slice<2>(st[rt][cp], sbuf + 16 * cp, F::kLdv, row0);
         }
       }
-      store_state(0);
     }
     for (int c = 0; c < count; ++c) {
       const int slot = c % F::kDepth;
       const uint32_t parity = (c / F::kDepth) & 1;
+      fused::ConsumerSync<F::kSynced>();  // bf16(S) of chunk c written; chunk c − 1 done
+      if (threadIdx.x == 0 && c >= 1 && c - 1 + F::kDepth < count) {
+        uint64_t* bar = &empty[(c - 1) % F::kDepth];
+#pragma unroll
+        for (int r = 0; r < F::kCluster; ++r) fused::ArriveRemote(bar, r);
+      }
       fused::WaitCta(&full[slot], parity);
       TcSmem<kD> s = view(slot);
+      s.s = sbuf + (c % 2) * F::kS;
       if (!state_warp) {
         const ChunkItem it = a.items[begin + c];
         const int c0 = 16 * (warp / 4);
         fused::WaitCta(&pfull[slot], parity);
-        fused::WaitCta(&sfull[c % F::kSBufs], (c / F::kSBufs) & 1);
-        s.s = sbuf + (c % F::kSBufs) * F::kS;
         OutputTile<kD, 2, SwizzledRows>(
             s, a.scale, warp % 4, c0, [&](int i, int b, float x0, float x1) {
               if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
             });
-        fused::WarpArrive(&sfree[c % F::kSBufs]);
       } else if (c < full_chunks) {
 #pragma unroll
         for (int rt = 0; rt < 2; ++rt) {
+          const int row0 = 32 * sw + 16 * rt;
           float sum[kN][4];
-          BoundaryTile<kN, SwizzledRows>(s.k, 0, 32 * sw + 16 * rt, s.v, F::kLdv, ps, sum);
+          BoundaryTile<kN, SwizzledRows>(s.k, 0, row0, s.v, F::kLdv, ps, sum);
 #pragma unroll
           for (int n = 0; n < kN; ++n) {
 #pragma unroll
@@ -322,16 +301,13 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
               x = NextState(pow_c, x, sum[n][e]);
             }
           }
-        }
-        if (c + 1 < count) {
-          // The buffer's previous state (chunk c + 1 − kSBufs) must have been read.
-          if (c + 1 >= F::kSBufs) {
-            fused::WaitCta(&sfree[(c + 1) % F::kSBufs], ((c + 1 - F::kSBufs) / F::kSBufs) & 1);
+#pragma unroll
+          for (int cp = 0; cp < kN / 2; ++cp) {
+            fused::StoreBf16Slice<2>(st[rt][cp], sbuf + ((c + 1) % 2) * F::kS + 16 * cp, F::kLdv,
+                                     row0);
           }
-          store_state(c + 1);
         }
       }
-      release(c);
     }
     if (state_warp && a.boundary != nullptr) {
 #pragma unroll
