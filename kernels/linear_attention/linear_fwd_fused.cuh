@@ -1,19 +1,22 @@
 // Internal to kernels/linear_attention (include from .cu files only): the fused tensor-core forward
-// at D = 128 on sm_90a, taken when no chunk-start states are asked for (prefill). The two-launch
-// forward writes every bf16 chunk-start state and reads it back; this one keeps the state on chip.
+// at D = 128 on sm_90a, taken when no chunk-start states are asked for (prefill) and its CTAs fit
+// the GPU in one wave. The two-launch forward writes every bf16 chunk-start state and reads it
+// back; this one keeps the state on chip.
 //
-// A cluster of 8 CTAs walks one (sequence, head) through its chunks; CTA r owns the state and
-// output columns 16r..16r+15, so every product it runs is a whole mma chain of the two-launch
-// forward and the decode (ChunkPTile, OutputTile, BoundaryTile, NextState): the same bits.
-//   - A producer warp per CTA fills a ring of chunk slots: the chunk's q and k rows by bulk copies
-//     multicast to the whole cluster (each CTA issues 8 of the 64 rows of each), its own v columns
-//     by cp.async. A slot is refilled only after all 8 CTAs released it (an mbarrier per slot).
-//   - The decayed causal weights P of a chunk (20 tiles of 16 × 8 on or below the diagonal) are
-//     computed once in the cluster, tile t by CTA t % 8, and stored into every CTA's copy with
-//     st.async, one chunk ahead of their use.
-//   - Of the 8 consumer warps, warps 0-3 compute the outputs of row tile `warp` from q, P, v and
-//     bf16(S); warps 4-7 hold 32 state rows each in registers, add the chunk's boundary sum,
-//     write bf16(S) for the next chunk's outputs, then the P tiles of the next chunk.
+// kCtas = 128 / kCols CTAs walk one (sequence, head) through its chunks; each owns kCols state and
+// output columns, so every product it runs is a whole mma chain of the two-launch forward and the
+// decode (ChunkPTile, OutputTile, BoundaryTile, NextState): the same bits. Clusters of kCluster of
+// these CTAs share what they all need:
+//   - a producer warp per CTA fills a ring of kDepth chunk slots: the chunk's q and k as four
+//     [64 columns, 64 rows] boxes by bulk tensor copies in the 128-byte swizzle, box b issued by
+//     CTA b % kCluster and multicast to the cluster; its own v columns by cp.async. A slot is
+//     refilled only after every CTA of the cluster released it (an mbarrier per slot);
+//   - the decayed causal weights P of a chunk (20 tiles of 16 × 8 on or below the diagonal) are
+//     computed once per cluster, tile t by CTA t % kCluster, by P warps that run ahead as soon as
+//     the chunk has landed, and stored into every CTA's copy with st.async.
+// Output warps compute the outputs of a 16-row tile and 16 columns from q, P, v and bf16(S); state
+// warps hold 32 state rows each in registers, add the chunk's boundary sum and write bf16(S) for
+// the next chunk's outputs; the two meet at one barrier per chunk.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -21,9 +24,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cuda/ptx>
-#include <string>
 
 #include "kernels/core/kernel_smem.h"
 #include "kernels/core/tensor_map.cuh"
@@ -47,8 +48,8 @@ struct FusedShape {
   static constexpr int kCtas = kD / kCols;       // CTAs per (sequence, head)
   static constexpr int kCluster = kClusterCtas;  // of them per cluster: sharing q, k and P
   static constexpr int kDepth = 4;               // chunk slots in the ring
-  // Warps by role: outputs (row tile × 16 columns each), state (32 rows × kCols each), P tiles
-  // (one each), then the producer.
+  // Warps by role: outputs (row tile × 16 columns each), state (32 rows × kCols each), P (the
+  // CTA's kPTilesPerCta tiles dealt round-robin), then the producer.
   static constexpr int kOutWarps = 4 * (kCols / 16), kStateWarps = kD / 32;
   static constexpr int kPTiles = (kC / 16) * (kC / 16 + 1);  // 16 × 8 tiles with j ≤ i
   static constexpr int kPTilesPerCta = (kPTiles + kCluster - 1) / kCluster;
