@@ -24,10 +24,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cuda/ptx>
 
 #include "kernels/core/kernel_smem.h"
 #include "kernels/core/tensor_map.cuh"
+#include "kernels/core/wgmma.cuh"
 #include "kernels/linear_attention/linear_attention_mma.cuh"
 #include "kernels/linear_attention/linear_fwd_output.cuh"
 #include "kernels/linear_attention/linear_fwd_scan.cuh"
@@ -40,7 +42,7 @@
 
 namespace tandem::kernels::cuda::linear {
 
-template <int kColsPerCta, int kClusterCtas>
+template <int kColsPerCta, int kClusterCtas, bool kWgmmaPTiles>
 struct FusedShape {
   static constexpr int kD = 128;
   static constexpr int kCols = kColsPerCta;      // state and output columns per CTA
@@ -55,7 +57,11 @@ struct FusedShape {
   static constexpr int kPTilesPerCta = (kPTiles + kCluster - 1) / kCluster;
   // As many P warps as 16 warps leave (4 per scheduler: 128 registers each).
   static constexpr int kPWarpsMax = 16 - 1 - 4 * (kCols / 16) - kD / 32;
-  static constexpr int kPWarps = kPTilesPerCta < kPWarpsMax ? kPTilesPerCta : kPWarpsMax;
+  // kWgmmaP: a warpgroup computes the whole of P for its own CTA with wgmma (no sharing).
+  static constexpr bool kWgmmaP = kWgmmaPTiles;
+  static constexpr int kPWarps =
+      kWgmmaP ? 4 : (kPTilesPerCta < kPWarpsMax ? kPTilesPerCta : kPWarpsMax);
+  static_assert(!kWgmmaP || (kOutWarps + kStateWarps) % 4 == 0, "a whole, aligned warpgroup");
   static constexpr int kSynced = 32 * (kOutWarps + kStateWarps);  // ConsumerSync's threads
   static constexpr int kProducer = kOutWarps + kStateWarps + kPWarps;
   static constexpr int kThreads = 32 * (kProducer + 1);
@@ -95,6 +101,11 @@ __device__ __forceinline__ void ArriveRemote(uint64_t* bar, int rank) {
       "r"(rank)
       : "memory");
 }
+// One arrival per warp (lane 0, after the warp's shared-memory work).
+__device__ __forceinline__ void WarpArrive(uint64_t* bar) {
+  __syncwarp();
+  if (threadIdx.x % 32 == 0) ptx::mbarrier_arrive(bar);
+}
 // The output and state warps only (the producer and the P warps run ahead on their own).
 template <int kThreads>
 __device__ __forceinline__ void ConsumerSync() {
@@ -128,17 +139,17 @@ __device__ __forceinline__ void StoreBf16Slice(const float (&st)[kN][4], bf16* s
 #endif
 
 // Grid kCtas·B·H, kCtas per (sequence, head), in clusters of kCluster.
-template <int kCols, int kClusterCtas>
-using FusedOf = FusedShape<kCols, kClusterCtas>;
+template <int kCols, int kClusterCtas, bool kWgmmaP>
+using FusedOf = FusedShape<kCols, kClusterCtas, kWgmmaP>;
 
-template <int kCols, int kClusterCtas>
-__global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
-    __launch_bounds__((FusedOf<kCols, kClusterCtas>::kThreads))
-        __maxnreg__((FusedOf<kCols, kClusterCtas>::kRegs))
+template <int kCols, int kClusterCtas, bool kWgmmaP>
+__global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas, kWgmmaP>::kCluster, 1, 1)
+    __launch_bounds__((FusedOf<kCols, kClusterCtas, kWgmmaP>::kThreads))
+        __maxnreg__((FusedOf<kCols, kClusterCtas, kWgmmaP>::kRegs))
             FusedKernelTc(TcFwdArgs a, const __grid_constant__ CUtensorMap tmq,
                           const __grid_constant__ CUtensorMap tmk) {
 #if TANDEM_LINEAR_FUSED_DEVICE
-  using F = FusedShape<kCols, kClusterCtas>;
+  using F = FusedShape<kCols, kClusterCtas, kWgmmaP>;
   constexpr int kD = F::kD, kN = F::kN;
   namespace ptx = ::cuda::ptx;
   namespace cg = cooperative_groups;
@@ -162,7 +173,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < F::kDepth; ++s) {
       ptx::mbarrier_init(&full[s], 1 + 32);  // the expect_tx arrival, the producer lanes' cp.async
-      ptx::mbarrier_init(&pfull[s], 1);
+      ptx::mbarrier_init(&pfull[s], F::kWgmmaP ? F::kPWarps : 1);
       ptx::mbarrier_init(&empty[s], F::kCluster);
     }
     ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
@@ -202,8 +213,10 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
       if (lane == 0) {
         ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
                                        &full[slot], uint32_t{F::kBoxes * F::kBox * sizeof(bf16)});
-        ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
-                                       &pfull[slot], uint32_t{F::kPBytes});
+        if constexpr (!F::kWgmmaP) {
+          ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
+                                         &pfull[slot], uint32_t{F::kPBytes});
+        }
       }
       // The chunk's q and k boxes (whole boxes: rows past the sequence are never used), box b by
       // CTA b % kCluster, each multicast to the whole cluster.
@@ -217,6 +230,45 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
                                     coords, &full[slot], all);
         }
       }
+    }
+  } else if (F::kWgmmaP && warp >= F::kOutWarps + F::kStateWarps) {
+    // P warpgroup: the chunk's scores q·kᵀ by wgmma (warp w: rows 16w ..), the k-ordered sums
+    // ChunkPTile's mma.sync chains give, then ChunkPTile's decay and mask, into this CTA's P.
+    const int w = warp - F::kOutWarps - F::kStateWarps;
+    const int g = lane / 4, t = lane % 4;
+    for (int c = 0; c < count; ++c) {
+      const int slot = c % F::kDepth;
+      fused::WaitCta(&full[slot], (c / F::kDepth) & 1);
+      const TcSmem<kD> s = view(slot);
+      uint32_t qf[kD / 16][4];
+#pragma unroll
+      for (int ks = 0; ks < kD / 16; ++ks) LoadA<SwizzledRows>(s.q, 0, 16 * w, 16 * ks, qf[ks]);
+      float sc[8][4];
+#pragma unroll
+      for (int n = 0; n < 8; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+      const unsigned char* kb = reinterpret_cast<const unsigned char*>(s.k);
+      wgmma::WgFence();
+#pragma unroll
+      for (int ks = 0; ks < kD / 16; ++ks) {
+        wgmma::WgmmaN64<false>(
+            sc, qf[ks],
+            wgmma::SwDesc(kb + (ks / 4) * F::kBox * sizeof(bf16) + (ks % 4) * 32, 16, 1024));
+      }
+      wgmma::WgCommit();
+      wgmma::WgWait<0>();
+      wgmma::FenceRegs(sc);
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        if (nt >= 2 * (w + 1)) break;  // keys past the row tile: never read
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          const int i = 16 * w + g + 8 * rr, j = 8 * nt + 2 * t;
+          const float p0 = j <= i ? __fmul_rn(pw[i - j], sc[nt][2 * rr]) : 0.0f;
+          const float p1 = j + 1 <= i ? __fmul_rn(pw[i - j - 1], sc[nt][2 * rr + 1]) : 0.0f;
+          *reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + j) = Pack(p0, p1);
+        }
+      }
+      fused::WarpArrive(&pfull[slot]);
     }
   } else if (warp >= F::kOutWarps + F::kStateWarps) {
     // P warp: tiles rank + kCluster·j (j ≡ this warp's index mod kPWarps) of every chunk's P, into
@@ -329,20 +381,21 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
 // The fused forward's shape: 16 columns per CTA (8 CTAs per head), clusters of 2 — see
 // docs/benchmarks.md for the measured alternatives.
 inline constexpr int kFusedCols = 16, kFusedCluster = 2;
-using FusedDefault = FusedShape<kFusedCols, kFusedCluster>;
+inline constexpr bool kFusedWgmmaP = true;
+using FusedDefault = FusedShape<kFusedCols, kFusedCluster, kFusedWgmmaP>;
 
 // Whether this device can run a cluster of the fused kernel at all (compute capability 9.0 and
 // room for its CTAs of ~200 KB of shared memory in one GPC).
 inline bool FusedForwardFits() {
   using F = FusedDefault;
   constexpr int smem = static_cast<int>(F::kBytes);
-  auto kernel = &FusedKernelTc<kFusedCols, kFusedCluster>;
+  auto kernel = &FusedKernelTc<kFusedCols, kFusedCluster, kFusedWgmmaP>;
   int dev = 0, major = 0, minor = 0, clusters = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
       major != 9 || minor != 0 ||
-      AllowSmem<&FusedKernelTc<kFusedCols, kFusedCluster>>(smem) != cudaSuccess) {
+      AllowSmem<&FusedKernelTc<kFusedCols, kFusedCluster, kFusedWgmmaP>>(smem) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
@@ -368,14 +421,14 @@ inline bool FusedOneWave(int batch, int heads) {
   return int64_t{batch} * heads * FusedDefault::kCtas <= sms;
 }
 
-template <int kCols, int kClusterCtas>
+template <int kCols, int kClusterCtas, bool kWgmmaP>
 cudaError_t LaunchFusedShape(cudaStream_t stream, const TcFwdArgs& a, int batch,
                              const CUtensorMap& tmq, const CUtensorMap& tmk) {
-  using F = FusedShape<kCols, kClusterCtas>;
+  using F = FusedShape<kCols, kClusterCtas, kWgmmaP>;
   constexpr int smem = static_cast<int>(F::kBytes);
-  const cudaError_t e = AllowSmem<&FusedKernelTc<kCols, kClusterCtas>>(smem);
+  const cudaError_t e = AllowSmem<&FusedKernelTc<kCols, kClusterCtas, kWgmmaP>>(smem);
   if (e != cudaSuccess) return e;
-  FusedKernelTc<kCols, kClusterCtas>
+  FusedKernelTc<kCols, kClusterCtas, kWgmmaP>
       <<<F::kCtas * batch * a.h, F::kThreads, smem, stream>>>(a, tmq, tmk);
   return cudaGetLastError();
 }
@@ -388,7 +441,11 @@ inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, i
       !HeadRowsTensorMap(&tmk, a.k, t, a.h, FusedDefault::kD, kC)) {
     return cudaErrorNotSupported;
   }
-  return LaunchFusedShape<kFusedCols, kFusedCluster>(stream, a, batch, tmq, tmk);
+  const char* env = std::getenv("TANDEM_FUSED_P");  // A/B only
+  if (env != nullptr && env[0] == 'm') {
+    return LaunchFusedShape<kFusedCols, kFusedCluster, false>(stream, a, batch, tmq, tmk);
+  }
+  return LaunchFusedShape<kFusedCols, kFusedCluster, kFusedWgmmaP>(stream, a, batch, tmq, tmk);
 }
 
 }  // namespace tandem::kernels::cuda::linear

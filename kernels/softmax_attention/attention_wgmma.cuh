@@ -12,49 +12,18 @@
 
 #include <cstdint>
 
+#include "kernels/core/wgmma.cuh"
 #include "kernels/softmax_attention/attention_mma.cuh"
-
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define TANDEM_WGMMA_DEVICE 1
-#else
-#define TANDEM_WGMMA_DEVICE 0
-#endif
 
 namespace tandem::kernels::cuda::attention_mma {
 
-__device__ __forceinline__ void WgFence() {
-#if TANDEM_WGMMA_DEVICE
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void WgCommit() {
-#if TANDEM_WGMMA_DEVICE
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-template <int kPending>
-__device__ __forceinline__ void WgWait() {
-#if TANDEM_WGMMA_DEVICE
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
-#endif
-}
-// Keeps the compiler from reading accumulators before the wgmma that writes them has completed.
-template <int kN>
-__device__ __forceinline__ void FenceRegs(float (&r)[kN][4]) {
-#pragma unroll
-  for (int n = 0; n < kN; ++n) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(r[n][e])::"memory");
-  }
-}
-template <int kN>
-__device__ __forceinline__ void FenceRegs(uint32_t (&r)[kN][4]) {
-#pragma unroll
-  for (int n = 0; n < kN; ++n) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[n][e])::"memory");
-  }
-}
+using wgmma::FenceRegs;
+using wgmma::SwDesc;
+using wgmma::WgCommit;
+using wgmma::WgFence;
+using wgmma::WgmmaN64;
+using wgmma::WgWait;
+
 // Orders this thread's generic-proxy smem writes (cp.async, stores) before later tensor-core reads.
 __device__ __forceinline__ void FenceProxyAsync() {
 #if TANDEM_WGMMA_DEVICE
@@ -165,14 +134,6 @@ __device__ __forceinline__ void LoadTileSwizzledAsync(const bf16* src, int valid
   }
 }
 
-// wgmma shared-memory descriptor, 128-byte swizzle: start, leading and stride byte offsets.
-__device__ __forceinline__ uint64_t SwDesc(const unsigned char* start, uint32_t lbo, uint32_t sbo) {
-  uint64_t d = (SmemAddr(start) & 0x3FFFFu) >> 4;
-  d |= uint64_t{(lbo >> 4) & 0x3FFFu} << 16;
-  d |= uint64_t{(sbo >> 4) & 0x3FFFu} << 32;
-  d |= uint64_t{1} << 62;  // layout type 1: 128-byte swizzle
-  return d;
-}
 // K tile as the K-major B of Q·Kᵀ, k step kk (dims 16kk .. 16kk + 15): 32 bytes into the row of
 // block kk / 4; 8-row groups 1024 bytes apart (the leading offset is unused for this layout).
 __device__ __forceinline__ uint64_t KDesc(const unsigned char* ks, int kk) {
@@ -209,32 +170,6 @@ __device__ __forceinline__ TileDesc KTileDesc(const unsigned char* tile) {
 __device__ __forceinline__ TileDesc VTileDesc(const unsigned char* tile) {
   const uint64_t d = VDesc(tile, 0);
   return {static_cast<uint32_t>(d), static_cast<uint32_t>(d >> 32)};
-}
-
-// d += A·B (or d = A·B when !accumulate) for the warpgroup's 64 rows and 64 columns over 16 k:
-// A = this warp's 16 rows as an m16n8k16 A fragment (registers), B from shared memory through
-// `desc` (kTransB: B stored N-major).
-template <bool kTransB>
-__device__ __forceinline__ void WgmmaN64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc,
-                                         bool accumulate = true) {
-#if TANDEM_WGMMA_DEVICE
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
-      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate ? 1 : 0),
-        "n"(kTransB ? 1 : 0));
-#else
-  __trap();
-#endif
 }
 
 // d += A·B (or d = A·B when !accumulate) for the warpgroup's 64 rows and 128 columns over 16 k:
