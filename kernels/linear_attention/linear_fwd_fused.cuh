@@ -4,19 +4,21 @@
 // back; this one keeps the state on chip.
 //
 // kCtas = 128 / kCols CTAs walk one (sequence, head) through its chunks; each owns kCols state and
-// output columns, so every product it runs is a whole mma chain of the two-launch forward and the
-// decode (ChunkPTile, OutputTile, BoundaryTile, NextState): the same bits. Clusters of kCluster of
-// these CTAs share what they all need:
-//   - a producer warp per CTA fills a ring of kDepth chunk slots: the chunk's q and k as four
+// output columns, so every product it runs is a whole k-ordered sum of the two-launch forward and
+// the decode (OutputTile, BoundaryTile, NextState, and ChunkPTile's scores and decay): the same
+// bits.
+//   - A producer warp per CTA fills a ring of kDepth chunk slots: the chunk's q and k as four
 //     [64 columns, 64 rows] boxes by bulk tensor copies in the 128-byte swizzle, box b issued by
-//     CTA b % kCluster and multicast to the cluster; its own v columns by cp.async. A slot is
-//     refilled only after every CTA of the cluster released it (an mbarrier per slot);
-//   - the decayed causal weights P of a chunk (20 tiles of 16 × 8 on or below the diagonal) are
-//     computed once per cluster, tile t by CTA t % kCluster, by P warps that run ahead as soon as
-//     the chunk has landed, and stored into every CTA's copy with st.async.
-// Output warps compute the outputs of a 16-row tile and 16 columns from q, P, v and bf16(S); state
-// warps hold 32 state rows each in registers, add the chunk's boundary sum and write bf16(S) for
-// the next chunk's outputs; the two meet at one barrier per chunk.
+//     CTA b % kCluster and multicast to its cluster of kCluster CTAs; its own v columns by
+//     cp.async. A slot is refilled only after every CTA of the cluster released it (an mbarrier
+//     per slot).
+//   - A P warpgroup computes the chunk's scores q·kᵀ with wgmma m64n64k16 (A fragments from
+//     registers, k from the swizzled slot) as soon as the chunk has landed — the same sums as
+//     ChunkPTile's mma.sync chains from zero (softmax_attention_wgmma_cuda_test checks that fact) —
+//     then ChunkPTile's decay and causal mask, into the CTA's P.
+//   - Output warps compute the outputs of a 16-row tile and 16 columns from q, P, v and bf16(S);
+//     state warps hold 32 state rows each in registers, add the chunk's boundary sum and write
+//     bf16(S) for the next chunk's outputs; the two meet at one barrier per chunk.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -24,7 +26,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cuda/ptx>
 
 #include "kernels/core/kernel_smem.h"
@@ -42,26 +43,18 @@
 
 namespace tandem::kernels::cuda::linear {
 
-template <int kColsPerCta, int kClusterCtas, bool kWgmmaPTiles>
+template <int kColsPerCta, int kClusterCtas>
 struct FusedShape {
   static constexpr int kD = 128;
   static constexpr int kCols = kColsPerCta;      // state and output columns per CTA
   static constexpr int kN = kCols / 8;           // their mma n-tiles
   static constexpr int kCtas = kD / kCols;       // CTAs per (sequence, head)
-  static constexpr int kCluster = kClusterCtas;  // of them per cluster: sharing q, k and P
+  static constexpr int kCluster = kClusterCtas;  // of them per cluster: sharing q and k
   static constexpr int kDepth = 4;               // chunk slots in the ring
-  // Warps by role: outputs (row tile × 16 columns each), state (32 rows × kCols each), P (the
-  // CTA's kPTilesPerCta tiles dealt round-robin), then the producer.
-  static constexpr int kOutWarps = 4 * (kCols / 16), kStateWarps = kD / 32;
-  static constexpr int kPTiles = (kC / 16) * (kC / 16 + 1);  // 16 × 8 tiles with j ≤ i
-  static constexpr int kPTilesPerCta = (kPTiles + kCluster - 1) / kCluster;
-  // As many P warps as 16 warps leave (4 per scheduler: 128 registers each).
-  static constexpr int kPWarpsMax = 16 - 1 - 4 * (kCols / 16) - kD / 32;
-  // kWgmmaP: a warpgroup computes the whole of P for its own CTA with wgmma (no sharing).
-  static constexpr bool kWgmmaP = kWgmmaPTiles;
-  static constexpr int kPWarps =
-      kWgmmaP ? 4 : (kPTilesPerCta < kPWarpsMax ? kPTilesPerCta : kPWarpsMax);
-  static_assert(!kWgmmaP || (kOutWarps + kStateWarps) % 4 == 0, "a whole, aligned warpgroup");
+  // Warps by role: outputs (row tile × 16 columns each), state (32 rows × kCols each), the P
+  // warpgroup (16 rows of P each), then the producer.
+  static constexpr int kOutWarps = 4 * (kCols / 16), kStateWarps = kD / 32, kPWarps = 4;
+  static_assert((kOutWarps + kStateWarps) % 4 == 0, "the P warps form an aligned warpgroup");
   static constexpr int kSynced = 32 * (kOutWarps + kStateWarps);  // ConsumerSync's threads
   static constexpr int kProducer = kOutWarps + kStateWarps + kPWarps;
   static constexpr int kThreads = 32 * (kProducer + 1);
@@ -72,7 +65,6 @@ struct FusedShape {
   static constexpr int kBox = 64 * kC;          // bf16 of one box (8 KB)
   static constexpr int kSlot = kBoxes * kBox + kC * kLdv;  // bf16: q, k (swizzled); v columns
   static constexpr int kP = kC * kLdp, kS = kD * kLdv;     // bf16: P; bf16(S) columns
-  static constexpr uint32_t kPBytes = kPTiles * 16 * 8 * sizeof(bf16);
   static_assert(kCols == 16 || kCols == 32, "16 or 32 columns per CTA");
   static_assert(kCtas % kCluster == 0, "whole clusters per head");
   static_assert(kSlot * sizeof(bf16) % 1024 == 0, "swizzled boxes stay 1024-byte aligned");
@@ -112,13 +104,6 @@ __device__ __forceinline__ void ConsumerSync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory");
 }
 
-// Tile t of P in row-tile order: row tile m holds tiles m(m+1) .. m(m+1) + 2m + 1.
-__device__ __forceinline__ void PTileOf(int t, int& m, int& nt) {
-  m = 0;
-  while ((m + 1) * (m + 2) <= t) ++m;
-  nt = t - m * (m + 1);
-}
-
 // bf16 of a 16 × 8kN state slice (mma accumulator layout, rows row0..) into s [kD][ld] — the
 // rounding StoreStateSlice gives the two-launch forward's chunk-start states.
 template <int kN>
@@ -139,17 +124,17 @@ __device__ __forceinline__ void StoreBf16Slice(const float (&st)[kN][4], bf16* s
 #endif
 
 // Grid kCtas·B·H, kCtas per (sequence, head), in clusters of kCluster.
-template <int kCols, int kClusterCtas, bool kWgmmaP>
-using FusedOf = FusedShape<kCols, kClusterCtas, kWgmmaP>;
+template <int kCols, int kClusterCtas>
+using FusedOf = FusedShape<kCols, kClusterCtas>;
 
-template <int kCols, int kClusterCtas, bool kWgmmaP>
-__global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas, kWgmmaP>::kCluster, 1, 1)
-    __launch_bounds__((FusedOf<kCols, kClusterCtas, kWgmmaP>::kThreads))
-        __maxnreg__((FusedOf<kCols, kClusterCtas, kWgmmaP>::kRegs))
+template <int kCols, int kClusterCtas>
+__global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
+    __launch_bounds__((FusedOf<kCols, kClusterCtas>::kThreads))
+        __maxnreg__((FusedOf<kCols, kClusterCtas>::kRegs))
             FusedKernelTc(TcFwdArgs a, const __grid_constant__ CUtensorMap tmq,
                           const __grid_constant__ CUtensorMap tmk) {
 #if TANDEM_LINEAR_FUSED_DEVICE
-  using F = FusedShape<kCols, kClusterCtas, kWgmmaP>;
+  using F = FusedShape<kCols, kClusterCtas>;
   constexpr int kD = F::kD, kN = F::kN;
   namespace ptx = ::cuda::ptx;
   namespace cg = cooperative_groups;
@@ -173,7 +158,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas, kWgmmaP>::kCluster
   if (threadIdx.x == 0) {
     for (int s = 0; s < F::kDepth; ++s) {
       ptx::mbarrier_init(&full[s], 1 + 32);  // the expect_tx arrival, the producer lanes' cp.async
-      ptx::mbarrier_init(&pfull[s], F::kWgmmaP ? F::kPWarps : 1);
+      ptx::mbarrier_init(&pfull[s], F::kPWarps);
       ptx::mbarrier_init(&empty[s], F::kCluster);
     }
     ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
@@ -213,10 +198,6 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas, kWgmmaP>::kCluster
       if (lane == 0) {
         ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
                                        &full[slot], uint32_t{F::kBoxes * F::kBox * sizeof(bf16)});
-        if constexpr (!F::kWgmmaP) {
-          ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
-                                         &pfull[slot], uint32_t{F::kPBytes});
-        }
       }
       // The chunk's q and k boxes (whole boxes: rows past the sequence are never used), box b by
       // CTA b % kCluster, each multicast to the whole cluster.
@@ -231,7 +212,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas, kWgmmaP>::kCluster
         }
       }
     }
-  } else if (F::kWgmmaP && warp >= F::kOutWarps + F::kStateWarps) {
+  } else if (warp >= F::kOutWarps + F::kStateWarps) {
     // P warpgroup: the chunk's scores q·kᵀ by wgmma (warp w: rows 16w ..), the k-ordered sums
     // ChunkPTile's mma.sync chains give, then ChunkPTile's decay and mask, into this CTA's P.
     const int w = warp - F::kOutWarps - F::kStateWarps;
@@ -269,34 +250,6 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas, kWgmmaP>::kCluster
         }
       }
       fused::WarpArrive(&pfull[slot]);
-    }
-  } else if (warp >= F::kOutWarps + F::kStateWarps) {
-    // P warp: tiles rank + kCluster·j (j ≡ this warp's index mod kPWarps) of every chunk's P, into
-    // every CTA's copy, as soon as the chunk has landed.
-    const int pw_index = warp - F::kOutWarps - F::kStateWarps;
-    for (int c = 0; c < count; ++c) {
-      const int slot = c % F::kDepth;
-      fused::WaitCta(&full[slot], (c / F::kDepth) & 1);
-      const TcSmem<kD> s = view(slot);
-      for (int j = pw_index; j < F::kPTilesPerCta; j += F::kPWarps) {
-        const int t = rank + F::kCluster * j;
-        if (t >= F::kPTiles) break;
-        int m, nt;
-        fused::PTileOf(t, m, nt);
-        uint32_t* dst[F::kCluster];
-        uint64_t* bar[F::kCluster];
-#pragma unroll
-        for (int r = 0; r < F::kCluster; ++r) {
-          dst[r] = reinterpret_cast<uint32_t*>(cluster.map_shared_rank(s.p, r));
-          bar[r] = cluster.map_shared_rank(&pfull[slot], r);
-        }
-        ChunkPTile<kD, SwizzledRows>(s, m, nt, [&](int i, int jj, uint32_t pair) {
-#pragma unroll
-          for (int r = 0; r < F::kCluster; ++r) {
-            ptx::st_async(dst[r] + (i * F::kLdp + jj) / 2, pair, bar[r]);
-          }
-        });
-      }
     }
   } else {
     // Output warps: row tile `warp % 4`, columns 16(warp / 4).. of the CTA's; state warps: rows
@@ -381,21 +334,20 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas, kWgmmaP>::kCluster
 // The fused forward's shape: 16 columns per CTA (8 CTAs per head), clusters of 2 — see
 // docs/benchmarks.md for the measured alternatives.
 inline constexpr int kFusedCols = 16, kFusedCluster = 2;
-inline constexpr bool kFusedWgmmaP = true;
-using FusedDefault = FusedShape<kFusedCols, kFusedCluster, kFusedWgmmaP>;
+using FusedDefault = FusedShape<kFusedCols, kFusedCluster>;
 
 // Whether this device can run a cluster of the fused kernel at all (compute capability 9.0 and
 // room for its CTAs of ~200 KB of shared memory in one GPC).
 inline bool FusedForwardFits() {
   using F = FusedDefault;
   constexpr int smem = static_cast<int>(F::kBytes);
-  auto kernel = &FusedKernelTc<kFusedCols, kFusedCluster, kFusedWgmmaP>;
+  auto kernel = &FusedKernelTc<kFusedCols, kFusedCluster>;
   int dev = 0, major = 0, minor = 0, clusters = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
       major != 9 || minor != 0 ||
-      AllowSmem<&FusedKernelTc<kFusedCols, kFusedCluster, kFusedWgmmaP>>(smem) != cudaSuccess) {
+      AllowSmem<&FusedKernelTc<kFusedCols, kFusedCluster>>(smem) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
@@ -421,14 +373,14 @@ inline bool FusedOneWave(int batch, int heads) {
   return int64_t{batch} * heads * FusedDefault::kCtas <= sms;
 }
 
-template <int kCols, int kClusterCtas, bool kWgmmaP>
+template <int kCols, int kClusterCtas>
 cudaError_t LaunchFusedShape(cudaStream_t stream, const TcFwdArgs& a, int batch,
                              const CUtensorMap& tmq, const CUtensorMap& tmk) {
-  using F = FusedShape<kCols, kClusterCtas, kWgmmaP>;
+  using F = FusedShape<kCols, kClusterCtas>;
   constexpr int smem = static_cast<int>(F::kBytes);
-  const cudaError_t e = AllowSmem<&FusedKernelTc<kCols, kClusterCtas, kWgmmaP>>(smem);
+  const cudaError_t e = AllowSmem<&FusedKernelTc<kCols, kClusterCtas>>(smem);
   if (e != cudaSuccess) return e;
-  FusedKernelTc<kCols, kClusterCtas, kWgmmaP>
+  FusedKernelTc<kCols, kClusterCtas>
       <<<F::kCtas * batch * a.h, F::kThreads, smem, stream>>>(a, tmq, tmk);
   return cudaGetLastError();
 }
@@ -441,11 +393,7 @@ inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, i
       !HeadRowsTensorMap(&tmk, a.k, t, a.h, FusedDefault::kD, kC)) {
     return cudaErrorNotSupported;
   }
-  const char* env = std::getenv("TANDEM_FUSED_P");  // A/B only
-  if (env != nullptr && env[0] == 'm') {
-    return LaunchFusedShape<kFusedCols, kFusedCluster, false>(stream, a, batch, tmq, tmk);
-  }
-  return LaunchFusedShape<kFusedCols, kFusedCluster, kFusedWgmmaP>(stream, a, batch, tmq, tmk);
+  return LaunchFusedShape<kFusedCols, kFusedCluster>(stream, a, batch, tmq, tmk);
 }
 
 }  // namespace tandem::kernels::cuda::linear
