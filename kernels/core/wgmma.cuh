@@ -59,6 +59,14 @@ __device__ __forceinline__ uint64_t SwDesc(const unsigned char* start, uint32_t 
   d |= uint64_t{1} << 62;  // layout type 1: 128-byte swizzle
   return d;
 }
+// A 64-row tile in the 128-byte swizzle: blocks of 64 columns (128 bytes per row), each 64 rows.
+inline constexpr int kSwBlockBytes = 64 * 128;
+// The tile as the K-major B of a product (rows = n, columns = k), k step kk (columns 16kk ..):
+// 32 bytes into the row of block kk / 4; 8-row groups 1024 bytes apart (the leading offset is
+// unused for this layout).
+__device__ __forceinline__ uint64_t KMajorDesc(const unsigned char* tile, int kk) {
+  return SwDesc(tile + (kk / 4) * kSwBlockBytes + (kk % 4) * 32, 16, 1024);
+}
 // d += A·B (or d = A·B when !accumulate) for the warpgroup's 64 rows and 64 columns over 16 k:
 // A = this warp's 16 rows as an m16n8k16 A fragment (registers), B from shared memory through
 // `desc` (kTransB: B stored N-major).

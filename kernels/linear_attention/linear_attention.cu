@@ -43,10 +43,26 @@ FwdPhaseEvents* ForwardPhaseEvents() { return g_phase_events; }
 void SetForwardPhaseEvents(FwdPhaseEvents* events) { g_phase_events = events; }
 void SetForwardFusedEnabled(bool enabled) { g_fused_enabled = enabled; }
 
+#if defined(TANDEM_LINEAR_FUSED)
+namespace {
+const FusedSupport& Support() {
+  static const FusedSupport support = FusedForwardSupport();
+  return support;
+}
+}  // namespace
+#endif
+
 bool ForwardIsFused(int64_t head_dim) {
 #if defined(TANDEM_LINEAR_FUSED)
-  static const bool fits = FusedForwardFits();
-  return head_dim == FusedDefault::kD && g_fused_enabled && fits;
+  return head_dim == FusedDefault::kD && g_fused_enabled && Support().fits;
+#else
+  return false;
+#endif
+}
+
+bool FusedOneWave(int batch, int heads) {
+#if defined(TANDEM_LINEAR_FUSED)
+  return int64_t{batch} * heads * FusedDefault::kCtas <= Support().sms;
 #else
   return false;
 #endif

@@ -59,10 +59,6 @@ struct TcSmem {
   }
 };
 
-__device__ __forceinline__ uint32_t Ld2(const bf16* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
-}
-
 __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
   return *reinterpret_cast<const uint32_t*>(&h);
@@ -124,16 +120,6 @@ __device__ __forceinline__ void LoadA(const bf16* m, int ld, int r0, int c0, uin
   Ldsm(Layout::At(m, ld, r0 + lane % 16, c0 + 8 * (lane / 16)), a);
 }
 
-// B fragment: k = c0..c0+15, n = n0..n0+7, from a matrix stored as [n][k] (row-major unless
-// Layout says).
-template <typename Layout = PaddedRows>
-__device__ __forceinline__ void LoadB(const bf16* m, int ld, int n0, int c0, uint32_t& b0,
-                                      uint32_t& b1) {
-  const int lane = threadIdx.x % 32, n = n0 + lane / 4, c = c0 + 2 * (lane % 4);
-  b0 = Ld2(Layout::At(m, ld, n, c));
-  b1 = Ld2(Layout::At(m, ld, n, c + 8));
-}
-
 // B fragments of two k-steps (k = c0..c0+31) for n = n0..n0+7 from a matrix stored as [n][k]:
 // b[0], b[1] of k-step c0, b[2], b[3] of k-step c0 + 16.
 template <typename Layout = PaddedRows>
@@ -161,6 +147,15 @@ __device__ __forceinline__ void LoadBOneT(const bf16* m, int ld, int k0, int n0,
   b1 = *reinterpret_cast<const uint32_t*>(&x1);
 }
 
+// bf16x2 of P_ij and P_i,j+1 from their scores q_i·k_j and q_i·k_j+1: λ^{i−j}·score where j ≤ i,
+// else 0 (pw: the decay powers). Every path that forms P (ChunkPTile, the fused forward's wgmma
+// scores) rounds it here.
+__device__ __forceinline__ uint32_t DecayedPair(const float* pw, int i, int j, float s0, float s1) {
+  const float p0 = j <= i ? __fmul_rn(pw[i - j], s0) : 0.0f;
+  const float p1 = j + 1 <= i ? __fmul_rn(pw[i - j - 1], s1) : 0.0f;
+  return Pack(p0, p1);
+}
+
 // The decayed causal weights of rows 16m..16m+15 and keys 8nt..8nt+7 (nt < 2(m + 1)):
 //   P_ij = bf16(λ^{i−j} · Σ_d q_i[d] k_j[d]) for j ≤ i, else 0,
 // handed to emit(i, j, bf16x2 of P_ij and P_i,j+1) for the lane's two (i, j) pairs.
@@ -183,9 +178,7 @@ __device__ __forceinline__ void ChunkPTile(const TcSmem<kD>& s, int m, int nt, E
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int i = 16 * m + g + 8 * rr, j = 8 * nt + 2 * t;
-    const float p0 = j <= i ? __fmul_rn(s.pw[i - j], sc[2 * rr]) : 0.0f;
-    const float p1 = j + 1 <= i ? __fmul_rn(s.pw[i - j - 1], sc[2 * rr + 1]) : 0.0f;
-    emit(i, j, Pack(p0, p1));
+    emit(i, j, DecayedPair(s.pw, i, j, sc[2 * rr], sc[2 * rr + 1]));
   }
 }
 

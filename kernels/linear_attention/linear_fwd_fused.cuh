@@ -15,7 +15,7 @@
 //   - A P warpgroup computes the chunk's scores q·kᵀ with wgmma m64n64k16 (A fragments from
 //     registers, k from the swizzled slot) as soon as the chunk has landed — the same sums as
 //     ChunkPTile's mma.sync chains from zero (softmax_attention_wgmma_cuda_test checks that fact) —
-//     then ChunkPTile's decay and causal mask, into the CTA's P.
+//     then DecayedPair (ChunkPTile's decay and causal mask), into the CTA's P.
 //   - Output warps compute the outputs of a 16-row tile and 16 columns from q, P, v and bf16(S);
 //     state warps hold 32 state rows each in registers, add the chunk's boundary sum and write
 //     bf16(S) for the next chunk's outputs; the two meet at one barrier per chunk.
@@ -214,7 +214,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     }
   } else if (warp >= F::kOutWarps + F::kStateWarps) {
     // P warpgroup: the chunk's scores q·kᵀ by wgmma (warp w: rows 16w ..), the k-ordered sums
-    // ChunkPTile's mma.sync chains give, then ChunkPTile's decay and mask, into this CTA's P.
+    // ChunkPTile's mma.sync chains give, then DecayedPair's decay and mask, into this CTA's P.
     const int w = warp - F::kOutWarps - F::kStateWarps;
     const int g = lane / 4, t = lane % 4;
     for (int c = 0; c < count; ++c) {
@@ -227,13 +227,12 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
       float sc[8][4];
 #pragma unroll
       for (int n = 0; n < 8; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+      static_assert(F::kBox * sizeof(bf16) == wgmma::kSwBlockBytes, "k boxes are swizzle blocks");
       const unsigned char* kb = reinterpret_cast<const unsigned char*>(s.k);
       wgmma::WgFence();
 #pragma unroll
       for (int ks = 0; ks < kD / 16; ++ks) {
-        wgmma::WgmmaN64<false>(
-            sc, qf[ks],
-            wgmma::SwDesc(kb + (ks / 4) * F::kBox * sizeof(bf16) + (ks % 4) * 32, 16, 1024));
+        wgmma::WgmmaN64<false>(sc, qf[ks], wgmma::KMajorDesc(kb, ks));
       }
       wgmma::WgCommit();
       wgmma::WgWait<0>();
@@ -244,9 +243,8 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
           const int i = 16 * w + g + 8 * rr, j = 8 * nt + 2 * t;
-          const float p0 = j <= i ? __fmul_rn(pw[i - j], sc[nt][2 * rr]) : 0.0f;
-          const float p1 = j + 1 <= i ? __fmul_rn(pw[i - j - 1], sc[nt][2 * rr + 1]) : 0.0f;
-          *reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + j) = Pack(p0, p1);
+          *reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + j) =
+              DecayedPair(pw, i, j, sc[nt][2 * rr], sc[nt][2 * rr + 1]);
         }
       }
       fused::WarpArrive(&pfull[slot]);
@@ -338,18 +336,23 @@ using FusedDefault = FusedShape<kFusedCols, kFusedCluster>;
 
 // Whether this device can run a cluster of the fused kernel at all (compute capability 9.0 and
 // room for its CTAs of ~200 KB of shared memory in one GPC).
-inline bool FusedForwardFits() {
+struct FusedSupport {
+  bool fits = false;
+  int sms = 0;  // the device's multiprocessors: one CTA each in a wave
+};
+inline FusedSupport FusedForwardSupport() {
   using F = FusedDefault;
   constexpr int smem = static_cast<int>(F::kBytes);
   auto kernel = &FusedKernelTc<kFusedCols, kFusedCluster>;
-  int dev = 0, major = 0, minor = 0, clusters = 0;
+  int dev = 0, major = 0, minor = 0, clusters = 0, sms = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
       major != 9 || minor != 0 ||
       AllowSmem<&FusedKernelTc<kFusedCols, kFusedCluster>>(smem) != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return {};
   }
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(F::kCluster);
@@ -357,20 +360,9 @@ inline bool FusedForwardFits() {
   config.dynamicSmemBytes = smem;
   if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return {};
   }
-  return clusters > 0;
-}
-
-// Whether the fused forward's CTAs for `batch` sequences of `heads` heads run in one wave.
-inline bool FusedOneWave(int batch, int heads) {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return int64_t{batch} * heads * FusedDefault::kCtas <= sms;
+  return {clusters > 0, sms};
 }
 
 template <int kCols, int kClusterCtas>

@@ -22,5 +22,7 @@ void SetForwardPhaseEvents(FwdPhaseEvents* events);
 // build and the device have it (ForwardIsFused).
 void SetForwardFusedEnabled(bool enabled);
 bool ForwardIsFused(int64_t head_dim);
+// Whether the fused forward's CTAs for `batch` sequences of `heads` heads fit the GPU in one wave.
+bool FusedOneWave(int batch, int heads);
 
 }  // namespace tandem::kernels::cuda::linear

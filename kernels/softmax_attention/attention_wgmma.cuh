@@ -134,10 +134,10 @@ __device__ __forceinline__ void LoadTileSwizzledAsync(const bf16* src, int valid
   }
 }
 
-// K tile as the K-major B of Q·Kᵀ, k step kk (dims 16kk .. 16kk + 15): 32 bytes into the row of
-// block kk / 4; 8-row groups 1024 bytes apart (the leading offset is unused for this layout).
+// K tile as the K-major B of Q·Kᵀ, k step kk (dims 16kk .. 16kk + 15).
+static_assert(kSwBlockBytes == wgmma::kSwBlockBytes, "K and V tiles are 64-row swizzle blocks");
 __device__ __forceinline__ uint64_t KDesc(const unsigned char* ks, int kk) {
-  return SwDesc(ks + (kk / 4) * kSwBlockBytes + (kk % 4) * 32, 16, 1024);
+  return wgmma::KMajorDesc(ks, kk);
 }
 // V tile as the N-major B of P·V, k step kk (keys 16kk .. 16kk + 15): 64-dim blocks
 // kSwBlockBytes apart (leading), 8-key groups 1024 bytes apart (stride).
