@@ -1,9 +1,10 @@
 // The Hopper warpgroup MMA (wgmma, sm_90a) pieces shared by the attention kernels (include from .cu
 // files only): the fences and group commits around asynchronous wgmma, the register fence that
 // keeps accumulators from being read before their wgmma completes, the shared-memory descriptor of
-// the 128-byte swizzle, and m64n64k16 with A from registers. A wgmma accumulator's warp slice has
-// the mma.sync m16n8 C fragment layout, and each of its elements is the same k-ordered sum as a
-// chain of mma.sync m16n8k16 from the same start (softmax_attention_wgmma_cuda_test checks it).
+// the 128-byte swizzle, and m64n64k16 with A from registers or from shared memory. A wgmma
+// accumulator's warp slice has the mma.sync m16n8 C fragment layout, and each of its elements is
+// the same k-ordered sum as a chain of mma.sync m16n8k16 from the same start
+// (softmax_attention_wgmma_cuda_test checks it).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -88,6 +89,30 @@ __device__ __forceinline__ void WgmmaN64(float (&d)[8][4], const uint32_t (&a)[4
         "+f"(d[7][2]), "+f"(d[7][3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate ? 1 : 0),
         "n"(kTransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+
+// d = A·B (kAccumulate = 0) or d += A·B (1) for 64 × 64 × 16, both operands K-major from smem
+// descriptors. The first k step of a score overwrites d, so no instruction zeroes the
+// accumulators while another product is in flight (that would serialise the wgmma pipeline).
+template <int kAccumulate>
+__device__ __forceinline__ void WgmmaSsKk(float (&d)[8][4], uint64_t da, uint64_t db) {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(da), "l"(db), "r"(kAccumulate));
 #else
   __trap();
 #endif

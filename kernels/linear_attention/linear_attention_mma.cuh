@@ -192,12 +192,12 @@ __device__ __forceinline__ void ChunkP(const TcSmem<kD>& s, int m, int sel, int 
   }
 }
 
-// Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 of s.v and s.s (P of the tile in s.p):
-// emit(i, b, o_i[b], o_i[b+1]) with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij
-// v_j[b]). Layout: where s.q keeps its rows.
-template <int kD, int kN, typename Layout = PaddedRows, typename Emit>
-__device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int m, int c0,
-                                           Emit&& emit) {
+// Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 of s.v and s.s: emit(i, b, o_i[b], o_i[b+1])
+// with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij v_j[b]), P's A fragment of
+// key step kk from p_frag(kk, a). Layout: where s.q keeps its rows.
+template <int kD, int kN, typename Layout = PaddedRows, typename PFrag, typename Emit>
+__device__ __forceinline__ void OutputTileWithP(const TcSmem<kD>& s, float scale, int m, int c0,
+                                                PFrag&& p_frag, Emit&& emit) {
   using L = TcLayout<kD>;
   static_assert(kN == 1 || kN % 2 == 0, "one n-tile or pairs");
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -223,9 +223,11 @@ __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int
       }
     }
   };
-  for (int kk = 0; kk <= m; ++kk) {  // key steps past the tile's last row hold only zeros of P
+#pragma unroll
+  for (int kk = 0; kk < kC / 16; ++kk) {
+    if (kk > m) break;  // key steps past the tile's last row hold only zeros of P
     uint32_t a[4];
-    LoadA(s.p, L::kLdp, 16 * m, 16 * kk, a);
+    p_frag(kk, a);
     step(s.v, s.ldv, 16 * kk, a, intra);
   }
 #pragma unroll
@@ -245,6 +247,15 @@ __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int
           __fmul_rn(scale, __fadd_rn(__fmul_rn(pi, inter[nt][2 * rr + 1]), intra[nt][2 * rr + 1])));
     }
   }
+}
+
+// OutputTile with the tile's P in s.p.
+template <int kD, int kN, typename Layout = PaddedRows, typename Emit>
+__device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int m, int c0,
+                                           Emit&& emit) {
+  OutputTileWithP<kD, kN, Layout>(
+      s, scale, m, c0,
+      [&](int kk, uint32_t(&a)[4]) { LoadA(s.p, TcLayout<kD>::kLdp, 16 * m, 16 * kk, a); }, emit);
 }
 
 // The chunk's per-lane key scales for BoundaryTile: ps[kk][h] = pow[C − 1 − j] for the keys

@@ -10,15 +10,17 @@
 //   - A producer warp per CTA fills a ring of kDepth chunk slots: the chunk's q and k as four
 //     [64 columns, 64 rows] boxes by bulk tensor copies in the 128-byte swizzle, box b issued by
 //     CTA b % kCluster and multicast to its cluster of kCluster CTAs; its own v columns by
-//     cp.async. A slot is refilled only after every CTA of the cluster released it (an mbarrier
-//     per slot).
-//   - A P warpgroup computes the chunk's scores q·kᵀ with wgmma m64n64k16 (A fragments from
-//     registers, k from the swizzled slot) as soon as the chunk has landed — the same sums as
-//     ChunkPTile's mma.sync chains from zero (softmax_attention_wgmma_cuda_test checks that fact) —
-//     then DecayedPair (ChunkPTile's decay and causal mask), into the CTA's P.
-//   - Output warps compute the outputs of a 16-row tile and 16 columns from q, P, v and bf16(S);
-//     state warps hold 32 state rows each in registers, add the chunk's boundary sum and write
-//     bf16(S) for the next chunk's outputs; the two meet at one barrier per chunk.
+//     cp.async. A slot is refilled only after every CTA of the cluster released it.
+//   - State warps hold 32 state rows each in registers, add each chunk's boundary sum as soon as
+//     its k and v have landed, and put bf16(S) into a ring of kSRing buffers: they run ahead of
+//     the outputs, whose chunks only need the state at their start.
+//   - Two output warpgroups take alternate chunks. Each computes the chunk's scores q·kᵀ with
+//     wgmma m64n64k16 from the swizzled slot — the same sums as ChunkPTile's mma.sync chains from
+//     zero (softmax_attention_wgmma_cuda_test checks that fact) — turns them into P's A fragments
+//     in registers by DecayedPair (ChunkPTile's decay and causal mask), and runs OutputTile's
+//     products for its 16-row tile and 16 columns.
+//   - Roles meet only at mbarriers (slot landed, slot done, bf16(S) written, bf16(S) read): no
+//     role waits for another's whole chunk unless it needs that chunk's result.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -50,28 +52,29 @@ struct FusedShape {
   static constexpr int kN = kCols / 8;           // their mma n-tiles
   static constexpr int kCtas = kD / kCols;       // CTAs per (sequence, head)
   static constexpr int kCluster = kClusterCtas;  // of them per cluster: sharing q and k
-  static constexpr int kDepth = 4;               // chunk slots in the ring
-  // Warps by role: outputs (row tile × 16 columns each), state (32 rows × kCols each), the P
-  // warpgroup (16 rows of P each), then the producer.
-  static constexpr int kOutWarps = 4 * (kCols / 16), kStateWarps = kD / 32, kPWarps = 4;
-  static_assert((kOutWarps + kStateWarps) % 4 == 0, "the P warps form an aligned warpgroup");
-  static constexpr int kSynced = 32 * (kOutWarps + kStateWarps);  // ConsumerSync's threads
-  static constexpr int kProducer = kOutWarps + kStateWarps + kPWarps;
+  static constexpr int kDepth = 5;               // chunk slots in the ring
+  static constexpr int kSRing = 4;               // bf16(S) buffers: the state runs ahead
+  // Warps by role: two output groups taking alternate chunks (warpgroups: a row tile × 16 columns
+  // per warp), the state warps (32 rows × kCols each), the producer.
+  static constexpr int kGroups = 2, kGroupWarps = 4 * (kCols / 16);
+  static constexpr int kOutWarps = kGroups * kGroupWarps, kStateWarps = kD / 32;
+  static constexpr int kProducer = kOutWarps + kStateWarps;
   static constexpr int kThreads = 32 * (kProducer + 1);
   // One CTA per SM: each of the 4 schedulers' 16K registers shared by its ceil(warps / 4) warps.
   static constexpr int kRegs = 16384 / (32 * ((kProducer + 4) / 4)) / 8 * 8;
-  static constexpr int kLdr = TcLayout<kD>::kLdr, kLdp = TcLayout<kD>::kLdp, kLdv = kCols + 8;
+  static constexpr int kLdv = kCols + 8;
   static constexpr int kBoxes = 2 * (kD / 64);  // q, k boxes of [64 columns, kC rows] per chunk
   static constexpr int kBox = 64 * kC;          // bf16 of one box (8 KB)
   static constexpr int kSlot = kBoxes * kBox + kC * kLdv;  // bf16: q, k (swizzled); v columns
-  static constexpr int kP = kC * kLdp, kS = kD * kLdv;     // bf16: P; bf16(S) columns
+  static constexpr int kS = kD * kLdv;                     // bf16: bf16(S) columns
   static_assert(kCols == 16 || kCols == 32, "16 or 32 columns per CTA");
   static_assert(kCtas % kCluster == 0, "whole clusters per head");
   static_assert(kSlot * sizeof(bf16) % 1024 == 0, "swizzled boxes stay 1024-byte aligned");
-  static constexpr size_t kBf16 = size_t{kDepth} * (kSlot + kP) + 2 * kS;
+  static constexpr size_t kBf16 = size_t{kDepth} * kSlot + size_t{kSRing} * kS;
   static constexpr size_t kPw = kC + 4;  // floats: the decay powers, padded to 16 bytes
-  static constexpr size_t kBytes =       // and room to align the base to 1024 bytes
-      1024 + sizeof(bf16) * kBf16 + sizeof(float) * kPw + sizeof(uint64_t) * 3 * kDepth;
+  static constexpr int kBarriers = 3 * kDepth + 2 * kSRing;
+  static constexpr size_t kBytes =  // and room to align the base to 1024 bytes
+      1024 + sizeof(bf16) * kBf16 + sizeof(float) * kPw + sizeof(uint64_t) * kBarriers;
 };
 
 #if TANDEM_LINEAR_FUSED_DEVICE
@@ -98,12 +101,6 @@ __device__ __forceinline__ void WarpArrive(uint64_t* bar) {
   __syncwarp();
   if (threadIdx.x % 32 == 0) ptx::mbarrier_arrive(bar);
 }
-// The output and state warps only (the producer and the P warps run ahead on their own).
-template <int kThreads>
-__device__ __forceinline__ void ConsumerSync() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory");
-}
-
 // bf16 of a 16 × 8kN state slice (mma accumulator layout, rows row0..) into s [kD][ld] — the
 // rounding StoreStateSlice gives the two-launch forward's chunk-start states.
 template <int kN>
@@ -141,12 +138,13 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   bf16* slots = reinterpret_cast<bf16*>(smem_raw + ((1024u - (base & 1023u)) & 1023u));
-  bf16* pbuf = slots + F::kDepth * F::kSlot;
-  bf16* sbuf = pbuf + F::kDepth * F::kP;
-  float* pw = reinterpret_cast<float*>(sbuf + 2 * F::kS);
+  bf16* sbuf = slots + F::kDepth * F::kSlot;
+  float* pw = reinterpret_cast<float*>(sbuf + F::kSRing * F::kS);
   uint64_t* full = reinterpret_cast<uint64_t*>(pw + F::kPw);  // q, k, v of the slot landed
-  uint64_t* pfull = full + F::kDepth;                         // P of the slot landed
-  uint64_t* empty = pfull + F::kDepth;                        // all CTAs done with the slot
+  uint64_t* done = full + F::kDepth;    // this CTA's output and state warps done with the slot
+  uint64_t* empty = done + F::kDepth;   // every CTA of the cluster done with the slot
+  uint64_t* sfull = empty + F::kDepth;  // bf16(S) of the buffer's chunk written
+  uint64_t* sfree = sfull + F::kSRing;  // its output group done reading it
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const int seq = blockIdx.x / F::kCtas / a.h, head = blockIdx.x / F::kCtas % a.h;
@@ -158,8 +156,12 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < F::kDepth; ++s) {
       ptx::mbarrier_init(&full[s], 1 + 32);  // the expect_tx arrival, the producer lanes' cp.async
-      ptx::mbarrier_init(&pfull[s], F::kPWarps);
+      ptx::mbarrier_init(&done[s], F::kGroupWarps + F::kStateWarps);
       ptx::mbarrier_init(&empty[s], F::kCluster);
+    }
+    for (int s = 0; s < F::kSRing; ++s) {
+      ptx::mbarrier_init(&sfull[s], F::kStateWarps);
+      ptx::mbarrier_init(&sfree[s], F::kGroupWarps);
     }
     ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
   }
@@ -170,19 +172,31 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     s.q = slots + slot * F::kSlot;
     s.k = s.q + (F::kBoxes / 2) * F::kBox;
     s.v = s.k + (F::kBoxes / 2) * F::kBox;
-    s.p = pbuf + slot * F::kP;
     s.ldv = s.lds = F::kLdv;
     s.pw = pw;
     return s;
   };
+  // Phase parity of the n-th use (from 0) of a ring entry.
+  auto phase = [](int n) { return static_cast<uint32_t>(n & 1); };
 
   if (warp == F::kProducer) {
     const uint16_t all = static_cast<uint16_t>((1u << F::kCluster) - 1);
     constexpr int kPieces = F::kCols / 8;  // 16-byte pieces of a v row
+    ChunkItem next = count > 0 ? a.items[begin] : ChunkItem{};
     for (int c = 0; c < count; ++c) {
       const int slot = c % F::kDepth;
-      if (c >= F::kDepth) fused::WaitCta(&empty[slot], ((c / F::kDepth) - 1) & 1);
-      const ChunkItem it = a.items[begin + c];
+      const ChunkItem it = next;  // read a chunk ahead: off the path from a free slot to its loads
+      if (c + 1 < count) next = a.items[begin + c + 1];
+      if (c >= F::kDepth) {
+        // This CTA is done with the slot's last chunk: tell every CTA of the cluster, then wait
+        // until all of them are before anything lands in it again.
+        fused::WaitCta(&done[slot], phase(c / F::kDepth - 1));
+        if (lane == 0) {
+#pragma unroll
+          for (int r = 0; r < F::kCluster; ++r) fused::ArriveRemote(&empty[slot], r);
+        }
+        fused::WaitCta(&empty[slot], phase(c / F::kDepth - 1));
+      }
       const TcSmem<kD> s = view(slot);
       for (int idx = lane; idx < kPieces * kC; idx += 32) {  // v columns b0.., zeros from row n
         const int j = idx / kPieces, p = idx % kPieces;
@@ -212,108 +226,111 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
         }
       }
     }
-  } else if (warp >= F::kOutWarps + F::kStateWarps) {
-    // P warpgroup: the chunk's scores q·kᵀ by wgmma (warp w: rows 16w ..), the k-ordered sums
-    // ChunkPTile's mma.sync chains give, then DecayedPair's decay and mask, into this CTA's P.
-    const int w = warp - F::kOutWarps - F::kStateWarps;
+  } else if (warp < F::kOutWarps) {
+    // Output group warp / kGroupWarps (a warpgroup per 16 columns) takes the chunks c ≡ group
+    // (mod kGroups). Its scores q·kᵀ come from wgmma — the k-ordered sums ChunkPTile's mma.sync
+    // chains give — and DecayedPair's decay and mask turn them into P's A fragments in registers
+    // (warp w of the warpgroup holds rows 16w.., the mma C layout); then OutputTile's products
+    // for row tile w and 16 columns 16((warp % kGroupWarps) / 4).. of the CTA's.
+    const int group = warp / F::kGroupWarps, gw = warp % F::kGroupWarps, m = gw % 4;
     const int g = lane / 4, t = lane % 4;
-    for (int c = 0; c < count; ++c) {
-      const int slot = c % F::kDepth;
-      fused::WaitCta(&full[slot], (c / F::kDepth) & 1);
-      const TcSmem<kD> s = view(slot);
-      uint32_t qf[kD / 16][4];
-#pragma unroll
-      for (int ks = 0; ks < kD / 16; ++ks) LoadA<SwizzledRows>(s.q, 0, 16 * w, 16 * ks, qf[ks]);
+    static_assert(F::kGroupWarps % 4 == 0, "output groups are whole warpgroups");
+    static_assert(F::kBox * sizeof(bf16) == wgmma::kSwBlockBytes, "q, k boxes are swizzle blocks");
+    for (int c = group; c < count; c += F::kGroups) {
+      const int slot = c % F::kDepth, sb = c % F::kSRing;
+      const ChunkItem it = a.items[begin + c];
+      fused::WaitCta(&full[slot], phase(c / F::kDepth));
+      TcSmem<kD> s = view(slot);
+      s.s = sbuf + sb * F::kS;
       float sc[8][4];
 #pragma unroll
       for (int n = 0; n < 8; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
-      static_assert(F::kBox * sizeof(bf16) == wgmma::kSwBlockBytes, "k boxes are swizzle blocks");
+      const unsigned char* qb = reinterpret_cast<const unsigned char*>(s.q);
       const unsigned char* kb = reinterpret_cast<const unsigned char*>(s.k);
       wgmma::WgFence();
 #pragma unroll
       for (int ks = 0; ks < kD / 16; ++ks) {
-        wgmma::WgmmaN64<false>(sc, qf[ks], wgmma::KMajorDesc(kb, ks));
+        // Accumulating from the zeros above, as the mma.sync chains start from +0.
+        wgmma::WgmmaSsKk<1>(sc, wgmma::KMajorDesc(qb, ks), wgmma::KMajorDesc(kb, ks));
       }
       wgmma::WgCommit();
+      fused::WaitCta(&sfull[sb], phase(c / F::kSRing));
       wgmma::WgWait<0>();
       wgmma::FenceRegs(sc);
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-        if (nt >= 2 * (w + 1)) break;  // keys past the row tile: never read
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          const int i = 16 * w + g + 8 * rr, j = 8 * nt + 2 * t;
-          *reinterpret_cast<uint32_t*>(s.p + i * F::kLdp + j) =
-              DecayedPair(pw, i, j, sc[nt][2 * rr], sc[nt][2 * rr + 1]);
-        }
-      }
-      fused::WarpArrive(&pfull[slot]);
+      OutputTileWithP<kD, 2, SwizzledRows>(
+          s, a.scale, m, 16 * (gw / 4),
+          [&](int kk, uint32_t(&pa)[4]) {
+            const int i = 16 * m + g, j = 16 * kk + 2 * t;
+            pa[0] = DecayedPair(pw, i, j, sc[2 * kk][0], sc[2 * kk][1]);
+            pa[1] = DecayedPair(pw, i + 8, j, sc[2 * kk][2], sc[2 * kk][3]);
+            pa[2] = DecayedPair(pw, i, j + 8, sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[3] = DecayedPair(pw, i + 8, j + 8, sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+          },
+          [&](int i, int b, float x0, float x1) {
+            if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
+          });
+      fused::WarpArrive(&sfree[sb]);
+      fused::WarpArrive(&done[slot]);
     }
   } else {
-    // Output warps: row tile `warp % 4`, columns 16(warp / 4).. of the CTA's; state warps: rows
-    // 32sw .. 32sw + 31, all of the CTA's columns.
-    const bool state_warp = warp >= F::kOutWarps;
+    // State warps: rows 32sw .. 32sw + 31, all of the CTA's columns, in registers; each chunk's
+    // boundary sum moves them on, and bf16(S) goes to the ring for the chunk's output group.
     const int sw = warp - F::kOutWarps;
     const int64_t dd = int64_t{kD} * kD, sh = int64_t{seq} * a.h + head;
-    float st[2][kN / 2][2][4];  // state warps: [row tile][column pair][n-tile][e]
+    float st[2][kN / 2][2][4];  // [row tile][column pair][n-tile][e]
     float ps[kC / 16][4];
     const float pow_c = pw[kC];
-    if (state_warp) {
-      KeyScales(pw, ps);
+    KeyScales(pw, ps);
 #pragma unroll
-      for (int rt = 0; rt < 2; ++rt) {
+    for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
-        for (int cp = 0; cp < kN / 2; ++cp) {
-          const int row0 = 32 * sw + 16 * rt;
-          LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, row0, b0 + 16 * cp,
-                        st[rt][cp]);
-          fused::StoreBf16Slice<2>(st[rt][cp], sbuf + 16 * cp, F::kLdv, row0);
-        }
+      for (int cp = 0; cp < kN / 2; ++cp) {
+        const int row0 = 32 * sw + 16 * rt;
+        LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, row0, b0 + 16 * cp,
+                      st[rt][cp]);
+        fused::StoreBf16Slice<2>(st[rt][cp], sbuf + 16 * cp, F::kLdv, row0);
       }
     }
+    fused::WarpArrive(&sfull[0]);
     for (int c = 0; c < count; ++c) {
       const int slot = c % F::kDepth;
-      const uint32_t parity = (c / F::kDepth) & 1;
-      fused::ConsumerSync<F::kSynced>();  // bf16(S) of chunk c written; chunk c − 1 done
-      if (threadIdx.x == 0 && c >= 1 && c - 1 + F::kDepth < count) {
-        uint64_t* bar = &empty[(c - 1) % F::kDepth];
-#pragma unroll
-        for (int r = 0; r < F::kCluster; ++r) fused::ArriveRemote(bar, r);
-      }
-      fused::WaitCta(&full[slot], parity);
-      TcSmem<kD> s = view(slot);
-      s.s = sbuf + (c % 2) * F::kS;
-      if (!state_warp) {
-        const ChunkItem it = a.items[begin + c];
-        const int c0 = 16 * (warp / 4);
-        fused::WaitCta(&pfull[slot], parity);
-        OutputTile<kD, 2, SwizzledRows>(
-            s, a.scale, warp % 4, c0, [&](int i, int b, float x0, float x1) {
-              if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
-            });
-      } else if (c < full_chunks) {
+      if (c < full_chunks) {
+        fused::WaitCta(&full[slot], phase(c / F::kDepth));
+        const TcSmem<kD> s = view(slot);
+        const int sb = (c + 1) % F::kSRing;
+        float sum[2][kN][4];
 #pragma unroll
         for (int rt = 0; rt < 2; ++rt) {
-          const int row0 = 32 * sw + 16 * rt;
-          float sum[kN][4];
-          BoundaryTile<kN, SwizzledRows>(s.k, 0, row0, s.v, F::kLdv, ps, sum);
+          BoundaryTile<kN, SwizzledRows>(s.k, 0, 32 * sw + 16 * rt, s.v, F::kLdv, ps, sum[rt]);
+        }
+        fused::WarpArrive(&done[slot]);  // the slot's k and v are read
+#pragma unroll
+        for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
           for (int n = 0; n < kN; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               float& x = st[rt][n / 2][n % 2][e];
-              x = NextState(pow_c, x, sum[n][e]);
+              x = NextState(pow_c, x, sum[rt][n][e]);
             }
           }
+        }
+        // bf16(S_{c+1}) into its buffer once the output group of chunk c + 1 − kSRing is done.
+        if (c + 1 >= F::kSRing) fused::WaitCta(&sfree[sb], phase((c + 1) / F::kSRing - 1));
+#pragma unroll
+        for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
           for (int cp = 0; cp < kN / 2; ++cp) {
-            fused::StoreBf16Slice<2>(st[rt][cp], sbuf + ((c + 1) % 2) * F::kS + 16 * cp, F::kLdv,
-                                     row0);
+            fused::StoreBf16Slice<2>(st[rt][cp], sbuf + sb * F::kS + 16 * cp, F::kLdv,
+                                     32 * sw + 16 * rt);
           }
         }
+        fused::WarpArrive(&sfull[sb]);
+      } else {
+        fused::WarpArrive(&done[slot]);
       }
     }
-    if (state_warp && a.boundary != nullptr) {
+    if (a.boundary != nullptr) {
 #pragma unroll
       for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
