@@ -4,7 +4,9 @@
 //   ChunkPTile   decayed causal weights bf16(λ^{i−j} q_i·k_j) of a 16 × 8 tile (mma over d);
 //                ChunkP runs it over the key tiles of a 16-row tile.
 //   OutputTile   o_i = s·(λ^{i+1}·(q_i·bf16(S)) + Σ_j P_ij v_j) for a 16-row tile and kN column
-//                tiles: intra = P·V (mma over keys), inter = q·bf16(S) (mma over d).
+//                tiles: intra = P·V (IntraTile, mma over keys), inter = q·bf16(S) (InterTile,
+//                mma over d), then EmitOutputs; the fused forward calls the three pieces with P
+//                from its own registers.
 //   BoundaryTile Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j for a 16-row × kN·8-column state tile (mma over the
 //                chunk's 64 keys).
 // Every mma is m16n8k16 bf16 → fp32 with the same placement on every path: query row i at tile
@@ -192,56 +194,72 @@ __device__ __forceinline__ void ChunkP(const TcSmem<kD>& s, int m, int sel, int 
   }
 }
 
-// Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 of s.v and s.s: emit(i, b, o_i[b], o_i[b+1])
-// with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij v_j[b]), P's A fragment of
-// key step kk from p_frag(kk, a). Layout: where s.q keeps its rows.
-template <int kD, int kN, typename Layout = PaddedRows, typename PFrag, typename Emit>
-__device__ __forceinline__ void OutputTileWithP(const TcSmem<kD>& s, float scale, int m, int c0,
-                                                PFrag&& p_frag, Emit&& emit) {
-  using L = TcLayout<kD>;
+// acc[nt] += a · B for one k-step, B = rows k0 .. k0 + 15 and columns c0 .. c0 + 8·kN − 1 of a
+// [k][n] row-major matrix (v, bf16(S)).
+template <int kN>
+__device__ __forceinline__ void MmaStepT(const bf16* mat, int ld, int k0, int c0,
+                                         const uint32_t (&a)[4], float (&acc)[kN][4]) {
   static_assert(kN == 1 || kN % 2 == 0, "one n-tile or pairs");
-  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  float intra[kN][4], inter[kN][4];
+  if constexpr (kN == 1) {
+    uint32_t b0, b1;
+    LoadBOneT(mat, ld, k0, c0, b0, b1);
+    Mma(acc[0], a, b0, b1);
+  } else {
 #pragma unroll
-  for (int nt = 0; nt < kN; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) intra[nt][e] = inter[nt][e] = 0.0f;
-  }
-  // B operands of one k-step (rows k0.. of a [k][n] matrix) into the kN accumulators.
-  auto step = [&](const bf16* mat, int ld, int k0, const uint32_t(&a)[4], float(&acc)[kN][4]) {
-    if constexpr (kN == 1) {
-      uint32_t b0, b1;
-      LoadBOneT(mat, ld, k0, c0, b0, b1);
-      Mma(acc[0], a, b0, b1);
-    } else {
-#pragma unroll
-      for (int np = 0; np < kN / 2; ++np) {
-        uint32_t b[4];
-        LoadBPairT(mat, ld, k0, c0 + 16 * np, b);
-        Mma(acc[2 * np], a, b[0], b[1]);
-        Mma(acc[2 * np + 1], a, b[2], b[3]);
-      }
+    for (int np = 0; np < kN / 2; ++np) {
+      uint32_t b[4];
+      LoadBPairT(mat, ld, k0, c0 + 16 * np, b);
+      Mma(acc[2 * np], a, b[0], b[1]);
+      Mma(acc[2 * np + 1], a, b[2], b[3]);
     }
-  };
+  }
+}
+
+// intra = Σ_{j≤i} P_ij v_j[b] for rows 16m.. and columns c0 .. c0 + 8·kN − 1 of v [kC][ldv]: key
+// steps 0..m ascending from +0 (the steps past the tile's last row hold only zeros of P), P's A
+// fragment of key step kk from p_frag(kk, a).
+template <int kN, typename PFrag>
+__device__ __forceinline__ void IntraTile(const bf16* v, int ldv, int m, int c0, PFrag&& p_frag,
+                                          float (&intra)[kN][4]) {
+#pragma unroll
+  for (int nt = 0; nt < kN; ++nt) intra[nt][0] = intra[nt][1] = intra[nt][2] = intra[nt][3] = 0.0f;
 #pragma unroll
   for (int kk = 0; kk < kC / 16; ++kk) {
-    if (kk > m) break;  // key steps past the tile's last row hold only zeros of P
+    if (kk > m) break;
     uint32_t a[4];
     p_frag(kk, a);
-    step(s.v, s.ldv, 16 * kk, a, intra);
+    MmaStepT<kN>(v, ldv, 16 * kk, c0, a, intra);
   }
+}
+
+// inter = q_i · bf16(S) for rows 16m.. and columns c0 .. c0 + 8·kN − 1 of s [kD][lds]: d steps
+// ascending from +0. Layout: where q keeps its rows.
+template <int kD, int kN, typename Layout = PaddedRows>
+__device__ __forceinline__ void InterTile(const bf16* q, const bf16* s, int lds, int m, int c0,
+                                          float (&inter)[kN][4]) {
 #pragma unroll
-  for (int ks = 0; ks < L::kKs; ++ks) {
+  for (int nt = 0; nt < kN; ++nt) inter[nt][0] = inter[nt][1] = inter[nt][2] = inter[nt][3] = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < TcLayout<kD>::kKs; ++ks) {
     uint32_t a[4];
-    LoadA<Layout>(s.q, L::kLdr, 16 * m, 16 * ks, a);
-    step(s.s, s.lds, 16 * ks, a, inter);
+    LoadA<Layout>(q, TcLayout<kD>::kLdr, 16 * m, 16 * ks, a);
+    MmaStepT<kN>(s, lds, 16 * ks, c0, a, inter);
   }
+}
+
+// emit(i, b, o_i[b], o_i[b+1]) for rows 16m.. and columns c0..: o_i[b] = scale · (λ^{i+1} ·
+// inter[b] + intra[b]), inter = (q_i · bf16(S)) over d ascending from +0.
+template <int kN, typename Emit>
+__device__ __forceinline__ void EmitOutputs(const float* pw, float scale, int m, int c0,
+                                            const float (&inter)[kN][4],
+                                            const float (&intra)[kN][4], Emit&& emit) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int nt = 0; nt < kN; ++nt) {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const int i = 16 * m + g + 8 * rr, b = c0 + 8 * nt + 2 * t;
-      const float pi = s.pw[i + 1];
+      const float pi = pw[i + 1];
       emit(
           i, b, __fmul_rn(scale, __fadd_rn(__fmul_rn(pi, inter[nt][2 * rr]), intra[nt][2 * rr])),
           __fmul_rn(scale, __fadd_rn(__fmul_rn(pi, inter[nt][2 * rr + 1]), intra[nt][2 * rr + 1])));
@@ -249,13 +267,19 @@ __device__ __forceinline__ void OutputTileWithP(const TcSmem<kD>& s, float scale
   }
 }
 
-// OutputTile with the tile's P in s.p.
+// Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 of s.v and s.s (P of the tile in s.p):
+// emit(i, b, o_i[b], o_i[b+1]) with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij
+// v_j[b]). Layout: where s.q keeps its rows.
 template <int kD, int kN, typename Layout = PaddedRows, typename Emit>
 __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int m, int c0,
                                            Emit&& emit) {
-  OutputTileWithP<kD, kN, Layout>(
-      s, scale, m, c0,
-      [&](int kk, uint32_t(&a)[4]) { LoadA(s.p, TcLayout<kD>::kLdp, 16 * m, 16 * kk, a); }, emit);
+  using L = TcLayout<kD>;
+  float intra[kN][4], inter[kN][4];
+  IntraTile<kN>(
+      s.v, s.ldv, m, c0, [&](int kk, uint32_t(&a)[4]) { LoadA(s.p, L::kLdp, 16 * m, 16 * kk, a); },
+      intra);
+  InterTile<kD, kN, Layout>(s.q, s.s, s.lds, m, c0, inter);
+  EmitOutputs<kN>(s.pw, scale, m, c0, inter, intra, emit);
 }
 
 // The chunk's per-lane key scales for BoundaryTile: ps[kk][h] = pow[C − 1 − j] for the keys

@@ -240,8 +240,8 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
       const int slot = c % F::kDepth, sb = c % F::kSRing;
       const ChunkItem it = a.items[begin + c];
       fused::WaitCta(&full[slot], phase(c / F::kDepth));
-      TcSmem<kD> s = view(slot);
-      s.s = sbuf + sb * F::kS;
+      const TcSmem<kD> s = view(slot);
+      const bf16* st = sbuf + sb * F::kS;
       float sc[8][4];
 #pragma unroll
       for (int n = 0; n < 8; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
@@ -254,11 +254,15 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
         wgmma::WgmmaSsKk<1>(sc, wgmma::KMajorDesc(qb, ks), wgmma::KMajorDesc(kb, ks));
       }
       wgmma::WgCommit();
+      // inter = q·bf16(S_c) by OutputTile's mma.sync chain while the scores are in flight.
+      const int c0 = 16 * (gw / 4);
+      float inter[2][4], intra[2][4];
       fused::WaitCta(&sfull[sb], phase(c / F::kSRing));
+      InterTile<kD, 2, SwizzledRows>(s.q, st, F::kLdv, m, c0, inter);
       wgmma::WgWait<0>();
       wgmma::FenceRegs(sc);
-      OutputTileWithP<kD, 2, SwizzledRows>(
-          s, a.scale, m, 16 * (gw / 4),
+      IntraTile<2>(
+          s.v, F::kLdv, m, c0,
           [&](int kk, uint32_t(&pa)[4]) {
             const int i = 16 * m + g, j = 16 * kk + 2 * t;
             pa[0] = DecayedPair(pw, i, j, sc[2 * kk][0], sc[2 * kk][1]);
@@ -266,9 +270,10 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
             pa[2] = DecayedPair(pw, i, j + 8, sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
             pa[3] = DecayedPair(pw, i + 8, j + 8, sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
           },
-          [&](int i, int b, float x0, float x1) {
-            if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
-          });
+          intra);
+      EmitOutputs<2>(pw, a.scale, m, c0, inter, intra, [&](int i, int b, float x0, float x1) {
+        if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
+      });
       fused::WarpArrive(&sfree[sb]);
       fused::WarpArrive(&done[slot]);
     }
