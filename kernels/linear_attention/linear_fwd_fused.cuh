@@ -230,8 +230,9 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     // Output group warp / kGroupWarps (a warpgroup per 16 columns) takes the chunks c ≡ group
     // (mod kGroups). Its scores q·kᵀ come from wgmma — the k-ordered sums ChunkPTile's mma.sync
     // chains give — and DecayedPair's decay and mask turn them into P's A fragments in registers
-    // (warp w of the warpgroup holds rows 16w.., the mma C layout); then OutputTile's products
-    // for row tile w and 16 columns 16((warp % kGroupWarps) / 4).. of the CTA's.
+    // (warp w of the warpgroup holds rows 16w.., the mma C layout); then OutputTile's pieces for
+    // row tile w and 16 columns 16((warp % kGroupWarps) / 4).. of the CTA's: InterTile while the
+    // scores are in flight, IntraTile, EmitOutputs.
     const int group = warp / F::kGroupWarps, gw = warp % F::kGroupWarps, m = gw % 4;
     const int g = lane / 4, t = lane % 4;
     static_assert(F::kGroupWarps % 4 == 0, "output groups are whole warpgroups");
