@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define TANDEM_WGMMA_DEVICE 1
@@ -35,21 +36,21 @@ __device__ __forceinline__ void WgWait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
-// Keeps the compiler from reading accumulators before the wgmma that writes them has completed.
-template <int kN>
-__device__ __forceinline__ void FenceRegs(float (&r)[kN][4]) {
+// Keeps the compiler from reading accumulators (float) or fragments (uint32_t) before the wgmma
+// that writes or reads them has completed.
+template <typename T, int kN>
+__device__ __forceinline__ void FenceRegs(T (&r)[kN][4]) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, uint32_t>, "f32 or b32 registers");
 #pragma unroll
   for (int n = 0; n < kN; ++n) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(r[n][e])::"memory");
-  }
-}
-template <int kN>
-__device__ __forceinline__ void FenceRegs(uint32_t (&r)[kN][4]) {
-#pragma unroll
-  for (int n = 0; n < kN; ++n) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[n][e])::"memory");
+    for (int e = 0; e < 4; ++e) {
+      if constexpr (std::is_same_v<T, float>) {
+        asm volatile("" : "+f"(r[n][e])::"memory");
+      } else {
+        asm volatile("" : "+r"(r[n][e])::"memory");
+      }
+    }
   }
 }
 // wgmma shared-memory descriptor, 128-byte swizzle: start, leading and stride byte offsets.
@@ -62,9 +63,9 @@ __device__ __forceinline__ uint64_t SwDesc(const unsigned char* start, uint32_t 
 }
 // A 64-row tile in the 128-byte swizzle: blocks of 64 columns (128 bytes per row), each 64 rows.
 inline constexpr int kSwBlockBytes = 64 * 128;
-// The tile as the K-major B of a product (rows = n, columns = k), k step kk (columns 16kk ..):
-// 32 bytes into the row of block kk / 4; 8-row groups 1024 bytes apart (the leading offset is
-// unused for this layout).
+// The tile as a K-major operand of a product (rows = m or n, columns = k), k step kk (columns
+// 16kk ..): 32 bytes into the row of block kk / 4; 8-row groups 1024 bytes apart (the leading
+// offset is unused for this layout).
 __device__ __forceinline__ uint64_t KMajorDesc(const unsigned char* tile, int kk) {
   return SwDesc(tile + (kk / 4) * kSwBlockBytes + (kk % 4) * 32, 16, 1024);
 }

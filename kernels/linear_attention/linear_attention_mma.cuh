@@ -122,12 +122,11 @@ __device__ __forceinline__ void LoadA(const bf16* m, int ld, int r0, int c0, uin
   Ldsm(Layout::At(m, ld, r0 + lane % 16, c0 + 8 * (lane / 16)), a);
 }
 
-// B fragments of two k-steps (k = c0..c0+31) for n = n0..n0+7 from a matrix stored as [n][k]:
-// b[0], b[1] of k-step c0, b[2], b[3] of k-step c0 + 16.
-template <typename Layout = PaddedRows>
+// B fragments of two k-steps (k = c0..c0+31) for n = n0..n0+7 from a row-major matrix stored as
+// [n][k]: b[0], b[1] of k-step c0, b[2], b[3] of k-step c0 + 16.
 __device__ __forceinline__ void LoadB2(const bf16* m, int ld, int n0, int c0, uint32_t (&b)[4]) {
   const int lane = threadIdx.x % 32;
-  Ldsm(Layout::At(m, ld, n0 + lane % 8, c0 + 8 * (lane / 8)), b);
+  Ldsm(m + (n0 + lane % 8) * ld + c0 + 8 * (lane / 8), b);
 }
 
 // B fragments of two n-tiles (n0.., n0+8..) for k = k0..k0+15 from a matrix stored [k][n]
@@ -161,8 +160,7 @@ __device__ __forceinline__ uint32_t DecayedPair(const float* pw, int i, int j, f
 // The decayed causal weights of rows 16m..16m+15 and keys 8nt..8nt+7 (nt < 2(m + 1)):
 //   P_ij = bf16(λ^{i−j} · Σ_d q_i[d] k_j[d]) for j ≤ i, else 0,
 // handed to emit(i, j, bf16x2 of P_ij and P_i,j+1) for the lane's two (i, j) pairs.
-// Layout: where s.q and s.k keep their rows.
-template <int kD, typename Layout = PaddedRows, typename Emit>
+template <int kD, typename Emit>
 __device__ __forceinline__ void ChunkPTile(const TcSmem<kD>& s, int m, int nt, Emit&& emit) {
   using L = TcLayout<kD>;
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -171,10 +169,10 @@ __device__ __forceinline__ void ChunkPTile(const TcSmem<kD>& s, int m, int nt, E
 #pragma unroll
   for (int ks = 0; ks < L::kKs; ks += 2) {
     uint32_t a[4], b[4];
-    LoadB2<Layout>(s.k, L::kLdr, 8 * nt, 16 * ks, b);
-    LoadA<Layout>(s.q, L::kLdr, 16 * m, 16 * ks, a);
+    LoadB2(s.k, L::kLdr, 8 * nt, 16 * ks, b);
+    LoadA(s.q, L::kLdr, 16 * m, 16 * ks, a);
     Mma(sc, a, b[0], b[1]);
-    LoadA<Layout>(s.q, L::kLdr, 16 * m, 16 * ks + 16, a);
+    LoadA(s.q, L::kLdr, 16 * m, 16 * ks + 16, a);
     Mma(sc, a, b[2], b[3]);
   }
 #pragma unroll
@@ -269,8 +267,8 @@ __device__ __forceinline__ void EmitOutputs(const float* pw, float scale, int m,
 
 // Rows 16m..16m+15, columns c0 .. c0 + 8·kN − 1 of s.v and s.s (P of the tile in s.p):
 // emit(i, b, o_i[b], o_i[b+1]) with o_i[b] = scale · (λ^{i+1} · (q_i · bf16(S))[b] + Σ_{j≤i} P_ij
-// v_j[b]). Layout: where s.q keeps its rows.
-template <int kD, int kN, typename Layout = PaddedRows, typename Emit>
+// v_j[b]).
+template <int kD, int kN, typename Emit>
 __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int m, int c0,
                                            Emit&& emit) {
   using L = TcLayout<kD>;
@@ -278,7 +276,7 @@ __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int
   IntraTile<kN>(
       s.v, s.ldv, m, c0, [&](int kk, uint32_t(&a)[4]) { LoadA(s.p, L::kLdp, 16 * m, 16 * kk, a); },
       intra);
-  InterTile<kD, kN, Layout>(s.q, s.s, s.lds, m, c0, inter);
+  InterTile<kD, kN>(s.q, s.s, s.lds, m, c0, inter);
   EmitOutputs<kN>(s.pw, scale, m, c0, inter, intra, emit);
 }
 

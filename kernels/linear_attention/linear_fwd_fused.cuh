@@ -172,7 +172,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     s.q = slots + slot * F::kSlot;
     s.k = s.q + (F::kBoxes / 2) * F::kBox;
     s.v = s.k + (F::kBoxes / 2) * F::kBox;
-    s.ldv = s.lds = F::kLdv;
+    s.ldv = F::kLdv;  // (bf16(S) has its own ring; P stays in registers)
     s.pw = pw;
     return s;
   };
