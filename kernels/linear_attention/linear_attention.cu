@@ -11,11 +11,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -37,6 +40,7 @@ namespace linear {
 namespace {
 FwdPhaseEvents* g_phase_events = nullptr;
 bool g_fused_enabled = true;
+std::atomic<int64_t> g_fused_launches{0};
 }  // namespace
 
 FwdPhaseEvents* ForwardPhaseEvents() { return g_phase_events; }
@@ -67,6 +71,8 @@ bool FusedOneWave(int batch, int heads) {
   return false;
 #endif
 }
+
+int64_t FusedLaunches() { return g_fused_launches.load(); }
 
 }  // namespace linear
 
@@ -108,6 +114,10 @@ PowerCache& Powers() {
   return *cache;
 }
 
+bool AllBf16(const Tensor& q, const Tensor& k, const Tensor& v) {
+  return q.dtype() == DType::kBF16 && k.dtype() == DType::kBF16 && v.dtype() == DType::kBF16;
+}
+
 // Checks p, q, k, v and decay (host), and returns the decay powers [H, C + 1] on the device: a
 // cached table, or (cache full or stream capturing) a stream-ordered upload, which the caller
 // frees when *owned.
@@ -122,6 +132,13 @@ absl::Status CheckAndUploadPowers(const Context& ctx, const LinearAttentionParam
   TANDEM_RETURN_IF_ERROR(ExpectFloat(q, "q", {-1, h, d}));
   TANDEM_RETURN_IF_ERROR(ExpectFloat(k, "k", {q.dim(0), h, d}));
   TANDEM_RETURN_IF_ERROR(ExpectFloat(v, "v", {q.dim(0), h, d}));
+  if (AllBf16(q, k, v)) {
+    // The tensor-core kernels load bf16 rows 16 bytes at a time (cp.async, tensor maps).
+    for (const auto& [t, name] : {std::pair{&q, "q"}, std::pair{&k, "k"}, std::pair{&v, "v"}}) {
+      TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t->raw_data()) % 16 == 0, name,
+                       ": bf16 data must be 16-byte aligned");
+    }
+  }
   TANDEM_RETURN_IF_ERROR(ExpectTensor(decay, "decay", DType::kF32, {h}));
   const float* x = decay.data<float>();
   for (int64_t i = 0; i < h; ++i) {
@@ -165,10 +182,6 @@ cudaError_t ForHeadDim(int64_t d, Fn&& fn) {
   if (d == 32) return fn(std::integral_constant<int, 32>());
   if (d == 64) return fn(std::integral_constant<int, 64>());
   return fn(std::integral_constant<int, 128>());
-}
-
-bool AllBf16(const Tensor& q, const Tensor& k, const Tensor& v) {
-  return q.dtype() == DType::kBF16 && k.dtype() == DType::kBF16 && v.dtype() == DType::kBF16;
 }
 
 const bf16* Bf16Data(const Tensor& t) { return static_cast<const bf16*>(t.raw_data()); }
@@ -236,20 +249,22 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
                        const Tensor& initial_state, Tensor& o, Tensor& chunk_states,
                        Tensor& boundary_state) {
   const int64_t h = p.num_heads, d = p.head_dim, nc = items.size();
+  linear::TcFwdArgs a{static_cast<int>(h), p.scale,       Bf16Data(q), Bf16Data(k),
+                      Bf16Data(v),         ToFloatPtr(o), pow};
   // Without chunk_states the fused kernel keeps the states on chip where it can, when its CTAs
   // fit the GPU in one wave (the shape measured: one long sequence; many short ones would pay its
-  // pipeline start-up per wave). The two-launch forward hands its bf16 chunk-start states from the
-  // scan to the output kernel: straight through chunk_states when the caller keeps them in bf16
-  // (for the backward), else through work space.
+  // pipeline start-up per wave) and the driver builds its tensor maps. The two-launch forward
+  // hands its bf16 chunk-start states from the scan to the output kernel: straight through
+  // chunk_states when the caller keeps them in bf16 (for the backward), else through work space.
   const int batch = static_cast<int>(seq_chunk.size()) - 1;
+  linear::FusedMaps maps;
   const bool fused = !chunk_states.defined() && linear::ForwardIsFused(d) &&
-                     linear::FusedOneWave(batch, static_cast<int>(h));
+                     linear::FusedOneWave(batch, static_cast<int>(h)) &&
+                     linear::BuildFusedMaps(a, q.dim(0), &maps);
   const bool bf16_states = chunk_states.defined() && chunk_states.dtype() == DType::kBF16;
   TANDEM_ASSIGN_OR_RETURN(const ScratchView view,
                           PrepareScratch(ctx, items, seq_chunk,
                                          bf16_states || fused ? 0 : nc * h * d * d * sizeof(bf16)));
-  linear::TcFwdArgs a{static_cast<int>(h), p.scale,       Bf16Data(q), Bf16Data(k),
-                      Bf16Data(v),         ToFloatPtr(o), pow};
   a.items = view.items;
   a.seq_chunk = view.seq_chunk;
   a.init = initial_state.defined() ? initial_state.data<float>() : nullptr;
@@ -261,7 +276,8 @@ absl::Status ForwardTc(const Context& ctx, const LinearAttentionParams& p, const
     linear::FwdPhaseEvents* ev = linear::ForwardPhaseEvents();
     if (ev != nullptr) cudaEventRecord(ev->start, stream);
     if (ev != nullptr) cudaEventRecord(ev->scanned, stream);
-    TANDEM_CUDA_RETURN_IF_ERROR(linear::LaunchForwardFused(stream, a, batch, q.dim(0)));
+    TANDEM_CUDA_RETURN_IF_ERROR(linear::LaunchForwardFused(stream, a, batch, maps));
+    ++linear::g_fused_launches;
     if (ev != nullptr) cudaEventRecord(ev->done, stream);
     return absl::OkStatus();
   }

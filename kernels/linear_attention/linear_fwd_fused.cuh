@@ -400,15 +400,21 @@ cudaError_t LaunchFusedShape(cudaStream_t stream, const TcFwdArgs& a, int batch,
   return cudaGetLastError();
 }
 
-// t: the packed rows of q and k. cudaErrorNotSupported when the tensor maps cannot be built.
+// The fused kernel's tensor maps over q and k (t: their packed rows).
+struct FusedMaps {
+  CUtensorMap q, k;
+};
+
+// False when the maps cannot be built (a driver without the encoder, or one that refuses the
+// data): the caller then takes the two-launch forward, which needs no maps.
+inline bool BuildFusedMaps(const TcFwdArgs& a, int64_t t, FusedMaps* maps) {
+  return HeadRowsTensorMap(&maps->q, a.q, t, a.h, FusedDefault::kD, kC) &&
+         HeadRowsTensorMap(&maps->k, a.k, t, a.h, FusedDefault::kD, kC);
+}
+
 inline cudaError_t LaunchForwardFused(cudaStream_t stream, const TcFwdArgs& a, int batch,
-                                      int64_t t) {
-  CUtensorMap tmq, tmk;
-  if (!HeadRowsTensorMap(&tmq, a.q, t, a.h, FusedDefault::kD, kC) ||
-      !HeadRowsTensorMap(&tmk, a.k, t, a.h, FusedDefault::kD, kC)) {
-    return cudaErrorNotSupported;
-  }
-  return LaunchFusedShape<kFusedCols, kFusedCluster>(stream, a, batch, tmq, tmk);
+                                      const FusedMaps& maps) {
+  return LaunchFusedShape<kFusedCols, kFusedCluster>(stream, a, batch, maps.q, maps.k);
 }
 
 }  // namespace tandem::kernels::cuda::linear

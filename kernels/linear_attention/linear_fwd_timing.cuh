@@ -1,7 +1,8 @@
-// Internal to kernels/linear_attention and its benchmark: debug hooks. One records CUDA events
-// around the phases of the two-launch tensor-core forward (scan, then output kernel), so the
-// benchmark can show where the time goes; the other turns the fused forward off, so the benchmark
-// can time the two-launch forward beside it. Not thread-safe; set only by a benchmark.
+// Internal to kernels/linear_attention, its benchmark and its GPU test: debug hooks. One records
+// CUDA events around the phases of the two-launch tensor-core forward (scan, then output kernel),
+// so the benchmark can show where the time goes; one turns the fused forward off, so the benchmark
+// can time the two-launch forward beside it; one counts fused launches, so a test can assert that
+// the fused path ran. Not thread-safe; set only by a benchmark or a test.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,5 +25,7 @@ void SetForwardFusedEnabled(bool enabled);
 bool ForwardIsFused(int64_t head_dim);
 // Whether the fused forward's CTAs for `batch` sequences of `heads` heads fit the GPU in one wave.
 bool FusedOneWave(int batch, int heads);
+// How many fused forwards this process has launched, so a test can tell which path ran.
+int64_t FusedLaunches();
 
 }  // namespace tandem::kernels::cuda::linear

@@ -14,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/linear_attention/linear_attention.h"
+#include "kernels/linear_attention/linear_fwd_timing.cuh"
 #include "tests/kernels/gpu/gpu_test_util.h"
 #include "tests/testing/compare.h"
 
@@ -264,6 +265,9 @@ TEST(LinearAttentionCudaTest, BatchInvarianceBitwise) {
 // ring many times, an initial state.
 TEST(LinearAttentionCudaTest, ForwardWithoutStatesEqualsTwoLaunchForwardBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
+  if (!cuda::linear::ForwardIsFused(128)) {
+    GTEST_SKIP() << "the fused forward is not built for this GPU (sm_90a only)";
+  }
   const struct {
     int64_t h;
     std::vector<int32_t> lens;
@@ -285,8 +289,11 @@ TEST(LinearAttentionCudaTest, ForwardWithoutStatesEqualsTwoLaunchForwardBitwise)
     Tensor s_fused = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
     Tensor s_two = Tensor::Empty({b, h, d, d}, DType::kF32, Device::kCUDA);
     Tensor states = Tensor::Empty({nc, h, d, d}, DType::kBF16, Device::kCUDA);
+    ASSERT_TRUE(cuda::linear::FusedOneWave(static_cast<int>(b), static_cast<int>(h)));
+    const int64_t fused_before = cuda::linear::FusedLaunches();
     TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(GpuTestContext(), p, q, k, v, Decays(h), HostI32(cu),
                                               s0, o_fused, none, s_fused));
+    ASSERT_EQ(cuda::linear::FusedLaunches(), fused_before + 1) << "the fused forward did not run";
     TANDEM_ASSERT_OK(cuda::LinearAttentionFwd(GpuTestContext(), p, q, k, v, Decays(h), HostI32(cu),
                                               s0, o_two, states, s_two));
     EXPECT_TRUE(BitwiseEqual(ToHostFloats(o_fused), ToHostFloats(o_two), {t, h, d})) << "o";
@@ -481,6 +488,17 @@ TEST(LinearAttentionCudaTest, RejectsBadArguments) {
                                Tensor::FromVector(std::vector<float>{0.1f, -1.0f}, {2}),
                                HostI32({0, 5}), none, o64, none, none);
   EXPECT_EQ(s.message(), "decay[1]: must be finite and > 0, got -1");
+  // The tensor-core kernels load 16-byte rows: bf16 data must start 16-byte aligned.
+  const Tensor v_off =
+      Tensor::View(reinterpret_cast<void*>(0x1008), {5, 2, 64}, DType::kBF16, Device::kCUDA);
+  s = cuda::LinearAttentionFwd(ctx, p, y, y, v_off, Decays(2), HostI32({0, 5}), none, o64, none,
+                               none);
+  EXPECT_EQ(s.message(), "v: bf16 data must be 16-byte aligned");
+  Tensor state = dev({5, 2, 64, 64}, DType::kF32), open = dev({5, kC, 2, 64}, DType::kF32);
+  Tensor open_len = dev({5}, DType::kI32), o_step = dev({5, 2, 64}, DType::kF32);
+  s = cuda::LinearAttentionDecode(ctx, p, y, y, v_off, Decays(2), state, open, open, open_len,
+                                  o_step);
+  EXPECT_EQ(s.message(), "v: bf16 data must be 16-byte aligned");
 }
 
 }  // namespace
