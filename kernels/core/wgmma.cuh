@@ -64,10 +64,12 @@ __device__ __forceinline__ uint64_t SwDesc(const unsigned char* start, uint32_t 
 // A 64-row tile in the 128-byte swizzle: blocks of 64 columns (128 bytes per row), each 64 rows.
 inline constexpr int kSwBlockBytes = 64 * 128;
 // The tile as a K-major operand of a product (rows = m or n, columns = k), k step kk (columns
-// 16kk ..): 32 bytes into the row of block kk / 4; 8-row groups 1024 bytes apart (the leading
-// offset is unused for this layout).
-__device__ __forceinline__ uint64_t KMajorDesc(const unsigned char* tile, int kk) {
-  return SwDesc(tile + (kk / 4) * kSwBlockBytes + (kk % 4) * 32, 16, 1024);
+// 16kk ..): 32 bytes into the row of block kk / 4, the blocks block_bytes apart (more than 64 rows'
+// worth when the operand has more rows); 8-row groups 1024 bytes apart (the leading offset is
+// unused for this layout).
+__device__ __forceinline__ uint64_t KMajorDesc(const unsigned char* tile, int kk,
+                                               int block_bytes = kSwBlockBytes) {
+  return SwDesc(tile + (kk / 4) * block_bytes + (kk % 4) * 32, 16, 1024);
 }
 // A warp's 32 accumulators of an m64n64 wgmma: their place in the instruction (%0..%31) and the
 // matching read-write operands of a d[8][4] array, shared by the m64n64 forms below.
@@ -112,6 +114,24 @@ __device__ __forceinline__ void WgmmaSsKk(float (&d)[8][4], uint64_t da, uint64_
       ", %32, %33, p, 1, 1, 0, 0;\n}\n"
       : TANDEM_WGMMA_N64_ACC_OPERANDS(d)
       : "l"(da), "l"(db), "r"(kAccumulate));
+#else
+  __trap();
+#endif
+}
+
+// d += A·B for 64 × 80 × 16 (d[8], d[9]: columns 64..79), both operands K-major from shared-memory
+// descriptors (B's 80 rows in one 128-byte-swizzle block per 64 columns of k).
+__device__ __forceinline__ void WgmmaSsKkN80(float (&d)[10][4], uint64_t da, uint64_t db) {
+#if TANDEM_WGMMA_DEVICE
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %42, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "
+      "%38, %39}, %40, %41, p, 1, 1, 0, 0;\n}\n"
+      : TANDEM_WGMMA_N64_ACC_OPERANDS(d), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]),
+        "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3])
+      : "l"(da), "l"(db), "r"(1));
 #else
   __trap();
 #endif

@@ -3,7 +3,7 @@
 //
 // bf16 q, k, v run on tensor cores (mma.sync m16n8k16, fp32 accumulate) in two launches: (1) the
 // scan, per (sequence, head, 32x32 state tile), walks the chunks in order, four at a time — their
-// boundary sums Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j by mma, then S ← λ^C·S + sum in fp32 chunk by
+// boundary sums Σ_j k_jᵀ bf16(λ^{C−1−j}·v_j) by mma, then S ← λ^C·S + sum in fp32 chunk by
 // chunk — and writes every chunk-start state as bf16 to scratch (and in fp32 to chunk_states when
 // asked); (2) the output kernel, per (chunk, head), o = s·(λ^{i+1}·q·bf16(S) + Σ_j bf16(λ^{i−j}
 // q·k_j)·v_j) from that state. Decode keeps the boundary state and the open chunk's k, v, runs one
@@ -11,7 +11,7 @@
 // and calls the same warp routines
 // (linear_attention_mma.cuh) for its one row, placed where the forward has it, and for the boundary
 // when the chunk fills, so chunked prefill followed by decode returns the one-pass forward's bits.
-// The three bf16 roundings (scaled k, decayed scores, S in q·S) are the only precision given up
+// The three bf16 roundings (scaled v, decayed scores, S in q·S) are the only precision given up
 // against the CPU; the GPU test derives its tolerance from them. f32 q, k, v take fp32 CUDA-core
 // kernels (the CPU's arithmetic). The decay powers pow[n] = exp(−n·x_h) are computed on the host by
 // LinearAttentionDecayPowers (the CPU's table) and uploaded.

@@ -5,9 +5,9 @@
 //                ChunkP runs it over the key tiles of a 16-row tile.
 //   OutputTile   o_i = s·(λ^{i+1}·(q_i·bf16(S)) + Σ_j P_ij v_j) for a 16-row tile and kN column
 //                tiles: intra = P·V (IntraTile, mma over keys), inter = q·bf16(S) (InterTile,
-//                mma over d), then EmitOutputs; the fused forward calls the three pieces with P
-//                from its own registers.
-//   BoundaryTile Σ_j bf16(λ^{C−1−j}·k_j)ᵀ v_j for a 16-row × kN·8-column state tile (mma over the
+//                mma over d), then EmitOutputs; the fused forward calls IntraTile and
+//                EmitOutputs with P and inter from its own wgmma.
+//   BoundaryTile Σ_j k_jᵀ bf16(λ^{C−1−j}·v_j) for 16-row × kN·8-column state tiles (mma over the
 //                chunk's 64 keys).
 // Every mma is m16n8k16 bf16 → fp32 with the same placement on every path: query row i at tile
 // row i % 16, key j at k-position j % 16 (scores: n-position j % 8), head dim d at k-position
@@ -89,18 +89,20 @@ __device__ __forceinline__ void LdsmT(const bf16* row, uint32_t (&r)[4]) {
 
 // Where element (row, col) of a chunk's q or k rows lives in shared memory. PaddedRows: row-major,
 // ld elements apart (cp.async staging). SwizzledRows: as the bulk tensor copy lays out a box of
-// [64 columns, kC rows] in the 128-byte swizzle, two boxes for 128 columns: the 16-byte chunk c of
-// row j at chunk c ^ (j % 8) (ld unused). Both keep the fragment loads free of bank conflicts.
+// [64 columns, kC rows] in the 128-byte swizzle, two boxes kBoxStride elements apart for 128
+// columns: the 16-byte chunk c of row j at chunk c ^ (j % 8) (ld unused). Both keep the fragment
+// loads free of bank conflicts.
 struct PaddedRows {
   __device__ static __forceinline__ const bf16* At(const bf16* m, int ld, int row, int col) {
     return m + row * ld + col;
   }
 };
+template <int kBoxStride = kC * 64>
 struct SwizzledRows {
   // Written so that the row part (loop-invariant per lane) and the column part (a constant once
   // unrolled) meet in one XOR: the chunk bits of row·64 + (row % 8)·8 are (row % 8)·8.
   __device__ static __forceinline__ const bf16* At(const bf16* m, int, int row, int col) {
-    return m + (col / 64) * (kC * 64) + ((row * 64 + (row % 8) * 8) ^ (((col % 64) / 8) * 8)) +
+    return m + (col / 64) * kBoxStride + ((row * 64 + (row % 8) * 8) ^ (((col % 64) / 8) * 8)) +
            col % 8;
   }
 };
@@ -114,12 +116,11 @@ __device__ __forceinline__ void Ldsm(const bf16* row, uint32_t (&r)[4]) {
                : "r"(addr));
 }
 
-// A fragment: rows r0..r0+15, cols c0..c0+15 of a matrix (row-major unless Layout says):
-// matrices rows 0-7 / cols 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15.
-template <typename Layout = PaddedRows>
+// A fragment: rows r0..r0+15, cols c0..c0+15 of a row-major matrix: matrices rows 0-7 / cols
+// 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15.
 __device__ __forceinline__ void LoadA(const bf16* m, int ld, int r0, int c0, uint32_t (&a)[4]) {
   const int lane = threadIdx.x % 32;
-  Ldsm(Layout::At(m, ld, r0 + lane % 16, c0 + 8 * (lane / 16)), a);
+  Ldsm(m + (r0 + lane % 16) * ld + c0 + 8 * (lane / 16), a);
 }
 
 // B fragments of two k-steps (k = c0..c0+31) for n = n0..n0+7 from a row-major matrix stored as
@@ -231,8 +232,8 @@ __device__ __forceinline__ void IntraTile(const bf16* v, int ldv, int m, int c0,
 }
 
 // inter = q_i · bf16(S) for rows 16m.. and columns c0 .. c0 + 8·kN − 1 of s [kD][lds]: d steps
-// ascending from +0. Layout: where q keeps its rows.
-template <int kD, int kN, typename Layout = PaddedRows>
+// ascending from +0 (the fused forward gets the same sums from its score wgmma).
+template <int kD, int kN>
 __device__ __forceinline__ void InterTile(const bf16* q, const bf16* s, int lds, int m, int c0,
                                           float (&inter)[kN][4]) {
 #pragma unroll
@@ -240,7 +241,7 @@ __device__ __forceinline__ void InterTile(const bf16* q, const bf16* s, int lds,
 #pragma unroll
   for (int ks = 0; ks < TcLayout<kD>::kKs; ++ks) {
     uint32_t a[4];
-    LoadA<Layout>(q, TcLayout<kD>::kLdr, 16 * m, 16 * ks, a);
+    LoadA(q, TcLayout<kD>::kLdr, 16 * m, 16 * ks, a);
     MmaStepT<kN>(s, lds, 16 * ks, c0, a, inter);
   }
 }
@@ -281,7 +282,8 @@ __device__ __forceinline__ void OutputTile(const TcSmem<kD>& s, float scale, int
 }
 
 // The chunk's per-lane key scales for BoundaryTile: ps[kk][h] = pow[C − 1 − j] for the keys
-// j = 16kk + 2t + (h / 2)·8 + h % 2 this lane's A fragments hold.
+// j = 16kk + 2t + (h / 2)·8 + h % 2 this lane's fragments hold (A's k columns and B's k rows
+// alike).
 __device__ __forceinline__ void KeyScales(const float* pow, float (&ps)[kC / 16][4]) {
   const int t = threadIdx.x % 4;
 #pragma unroll
@@ -291,39 +293,58 @@ __device__ __forceinline__ void KeyScales(const float* pow, float (&ps)[kC / 16]
   }
 }
 
-// acc[nt][e] = Σ_{j=0..C−1} bf16(pow[C−1−j]·k_j[a]) · v_j[b] (4 key steps ascending, from +0) for
-// a = a0 + g + 8·(e / 2), b = b0 + 8·nt + 2t + e % 2, from the chunk's raw keys k [kC][ldk] (rows
-// as Layout keeps them; a0 its first column) and values v [kC][ldv] (row-major, the column offset
-// b0 already applied to the pointer).
-template <int kN, typename Layout = PaddedRows>
+// bf16(pow[C−1−j]·v_j[b]) of a B fragment pair: x holds keys j, j + 1 with scales s0, s1.
+__device__ __forceinline__ uint32_t ScaledPair(uint32_t x, float s0, float s1) {
+  return Pack(__fmul_rn(s0, Lo(x)), __fmul_rn(s1, Hi(x)));
+}
+
+// acc[r][nt][e] = Σ_{j=0..C−1} k_j[a] · bf16(pow[C−1−j]·v_j[b]) (4 key steps ascending, from +0)
+// for a = a0 + 16r + g + 8·(e / 2), b = b0 + 8·nt + 2t + e % 2, from the chunk's raw keys
+// k [kC][ldk] (rows as Layout keeps them; a0 its first column) and values v [kC][ldv] (row-major,
+// the column offset b0 already applied to the pointer). kScaledV: v already holds the scaled
+// values bf16(pow[C−1−j]·v_j) (ps unused). The kRows row tiles share each step's B fragments.
+template <int kN, typename Layout = PaddedRows, int kRows = 1, bool kScaledV = false>
 __device__ __forceinline__ void BoundaryTile(const bf16* k, int ldk, int a0, const bf16* v, int ldv,
-                                             const float (&ps)[kC / 16][4], float (&acc)[kN][4]) {
+                                             const float (&ps)[kC / 16][4],
+                                             float (&acc)[kRows][kN][4]) {
+  static_assert(kN == 1 || kN % 2 == 0, "one n-tile or pairs");
   const int lane = threadIdx.x % 32, q = lane / 8;
 #pragma unroll
-  for (int nt = 0; nt < kN; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int nt = 0; nt < kN; ++nt)
+      acc[r][nt][0] = acc[r][nt][1] = acc[r][nt][2] = acc[r][nt][3] = 0.0f;
+  }
 #pragma unroll
   for (int kk = 0; kk < kC / 16; ++kk) {
-    uint32_t raw[4], a[4];
-    // Matrices: keys 0-7 / cols 0-7, keys 0-7 / cols 8-15, keys 8-15 / cols 0-7, keys 8-15 /
-    // cols 8-15, which transposed are a[0..3] of k̃ᵀ.
-    LdsmT(Layout::At(k, ldk, 16 * kk + (q / 2) * 8 + lane % 8, a0 + (q % 2) * 8), raw);
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int h = (r / 2) * 2;  // a[2], a[3] hold keys + 8
-      a[r] = Pack(__fmul_rn(ps[kk][h], Lo(raw[r])), __fmul_rn(ps[kk][h + 1], Hi(raw[r])));
-    }
+    // The step's B fragments b[nt] (keys 2t, 2t + 1 and 2t + 8, 2t + 9), scaled here unless v
+    // holds the scaled values.
+    uint32_t b[kN][2];
     if constexpr (kN == 1) {
-      uint32_t b0, b1;
-      LoadBOneT(v, ldv, 16 * kk, 0, b0, b1);
-      Mma(acc[0], a, b0, b1);
+      LoadBOneT(v, ldv, 16 * kk, 0, b[0][0], b[0][1]);
     } else {
 #pragma unroll
       for (int np = 0; np < kN / 2; ++np) {
-        uint32_t b[4];
-        LoadBPairT(v, ldv, 16 * kk, 16 * np, b);
-        Mma(acc[2 * np], a, b[0], b[1]);
-        Mma(acc[2 * np + 1], a, b[2], b[3]);
+        uint32_t x[4];
+        LoadBPairT(v, ldv, 16 * kk, 16 * np, x);
+        b[2 * np][0] = x[0], b[2 * np][1] = x[1], b[2 * np + 1][0] = x[2], b[2 * np + 1][1] = x[3];
       }
+    }
+    if constexpr (!kScaledV) {
+#pragma unroll
+      for (int nt = 0; nt < kN; ++nt) {
+        b[nt][0] = ScaledPair(b[nt][0], ps[kk][0], ps[kk][1]);
+        b[nt][1] = ScaledPair(b[nt][1], ps[kk][2], ps[kk][3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      // Matrices: keys 0-7 / cols 0-7, keys 0-7 / cols 8-15, keys 8-15 / cols 0-7, keys 8-15 /
+      // cols 8-15, which transposed are a[0..3] of kᵀ.
+      uint32_t a[4];
+      LdsmT(Layout::At(k, ldk, 16 * kk + (q / 2) * 8 + lane % 8, a0 + 16 * r + (q % 2) * 8), a);
+#pragma unroll
+      for (int nt = 0; nt < kN; ++nt) Mma(acc[r][nt], a, b[nt][0], b[nt][1]);
     }
   }
 }

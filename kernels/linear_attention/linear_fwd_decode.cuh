@@ -182,7 +182,7 @@ __device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, float* state)
   constexpr int kNt = kD / 16;
   for (int tile = warp; tile < (kD / 16) * kNt; tile += DecodeShape<kD>::kWarps) {
     const int mi = tile / kNt, nt = tile % kNt;
-    float sum[2][4];
+    float sum[1][2][4];
     BoundaryTile<2>(s.k, L::kLdr, 16 * mi, s.v + 16 * nt, s.ldv, ps, sum);
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
@@ -191,7 +191,8 @@ __device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, float* state)
         float2* at = reinterpret_cast<float2*>(state + (16 * mi + g + 8 * (e / 2)) * kD + 16 * nt +
                                                8 * n + 2 * t);
         const float2 x = *at;
-        *at = make_float2(NextState(pow_c, x.x, sum[n][e]), NextState(pow_c, x.y, sum[n][e + 1]));
+        *at = make_float2(NextState(pow_c, x.x, sum[0][n][e]),
+                          NextState(pow_c, x.y, sum[0][n][e + 1]));
       }
     }
   }

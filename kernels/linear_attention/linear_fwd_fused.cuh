@@ -12,15 +12,17 @@
 //     CTA b % kCluster and multicast to its cluster of kCluster CTAs; its own v columns by
 //     cp.async. A slot is refilled only after every CTA of the cluster released it.
 //   - State warps hold 32 state rows each in registers, add each chunk's boundary sum as soon as
-//     its k and v have landed, and put bf16(S) into a ring of kSRing buffers: they run ahead of
-//     the outputs, whose chunks only need the state at their start.
-//   - Two output warpgroups take alternate chunks. Each computes the chunk's scores q·kᵀ with
-//     wgmma m64n64k16 from the swizzled slot — the same sums as ChunkPTile's mma.sync chains from
-//     zero (softmax_attention_wgmma_cuda_test checks that fact) — turns them into P's A fragments
-//     in registers by DecayedPair (ChunkPTile's decay and causal mask), and runs OutputTile's
-//     products for its 16-row tile and 16 columns.
-//   - Roles meet only at mbarriers (slot landed, slot done, bf16(S) written, bf16(S) read): no
-//     role waits for another's whole chunk unless it needs that chunk's result.
+//     its k and v have landed, and write bf16(S)ᵀ of the next chunk's start into that chunk's slot,
+//     after its k boxes in their swizzle: they run ahead of the outputs, whose chunks only need the
+//     state at their start.
+//   - Two output warpgroups take alternate chunks. Each runs one wgmma m64n80k16 per k step from
+//     the swizzled slot, A = q and B = [k; bf16(S)ᵀ]: the chunk's scores q·kᵀ and q·bf16(S) — the
+//     same sums as ChunkPTile's and InterTile's mma.sync chains from zero
+//     (softmax_attention_wgmma_cuda_test checks that fact) — so q is read from shared memory once.
+//     DecayedPair (ChunkPTile's decay and causal mask) turns the scores into P's A fragments in
+//     registers, and IntraTile and EmitOutputs finish its 16-row tile and 16 columns.
+//   - Roles meet only at mbarriers (slot landed, slot done, bf16(S)ᵀ written): no role waits for
+//     another's whole chunk unless it needs that chunk's result.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -53,7 +55,6 @@ struct FusedShape {
   static constexpr int kCtas = kD / kCols;       // CTAs per (sequence, head)
   static constexpr int kCluster = kClusterCtas;  // of them per cluster: sharing q and k
   static constexpr int kDepth = 5;               // chunk slots in the ring
-  static constexpr int kSRing = 4;               // bf16(S) buffers: the state runs ahead
   // Warps by role: two output groups taking alternate chunks (warpgroups: a row tile × 16 columns
   // per warp), the state warps (32 rows × kCols each), the producer.
   static constexpr int kGroups = 2, kGroupWarps = 4 * (kCols / 16);
@@ -65,14 +66,18 @@ struct FusedShape {
   static constexpr int kLdv = kCols + 8;
   static constexpr int kBoxes = 2 * (kD / 64);  // q, k boxes of [64 columns, kC rows] per chunk
   static constexpr int kBox = 64 * kC;          // bf16 of one box (8 KB)
-  static constexpr int kSlot = kBoxes * kBox + kC * kLdv;  // bf16: q, k (swizzled); v columns
-  static constexpr int kS = kD * kLdv;                     // bf16: bf16(S) columns
-  static_assert(kCols == 16 || kCols == 32, "16 or 32 columns per CTA");
+  // Each k box is followed by the same 64 columns of bf16(S_c)ᵀ's kCols rows (row b: state column
+  // b), so that one wgmma's B operand is [k; bf16(S)ᵀ]: the chunk's scores and q·bf16(S) at once.
+  static constexpr int kKBox = kBox + kCols * 64;
+  // q, k + Sᵀ; the v columns, then the same scaled for the boundary sum (bf16(λ^{C−1−j}·v_j)).
+  static constexpr int kSlot = kBoxes / 2 * (kBox + kKBox) + 2 * kC * kLdv;
+  static_assert(kCols == 16, "the output wgmma is m64n80: 64 keys and 16 state columns");
   static_assert(kCtas % kCluster == 0, "whole clusters per head");
-  static_assert(kSlot * sizeof(bf16) % 1024 == 0, "swizzled boxes stay 1024-byte aligned");
-  static constexpr size_t kBf16 = size_t{kDepth} * kSlot + size_t{kSRing} * kS;
+  static_assert(kSlot * sizeof(bf16) % 1024 == 0 && kKBox * sizeof(bf16) % 1024 == 0,
+                "swizzled boxes stay 1024-byte aligned");
+  static constexpr size_t kBf16 = size_t{kDepth} * kSlot;
   static constexpr size_t kPw = kC + 4;  // floats: the decay powers, padded to 16 bytes
-  static constexpr int kBarriers = 3 * kDepth + 2 * kSRing;
+  static constexpr int kBarriers = 4 * kDepth;
   static constexpr size_t kBytes =  // and room to align the base to 1024 bytes
       1024 + sizeof(bf16) * kBf16 + sizeof(float) * kPw + sizeof(uint64_t) * kBarriers;
 };
@@ -101,18 +106,24 @@ __device__ __forceinline__ void WarpArrive(uint64_t* bar) {
   __syncwarp();
   if (threadIdx.x % 32 == 0) ptx::mbarrier_arrive(bar);
 }
-// bf16 of a 16 × 8kN state slice (mma accumulator layout, rows row0..) into s [kD][ld] — the
-// rounding StoreStateSlice gives the two-launch forward's chunk-start states.
-template <int kN>
-__device__ __forceinline__ void StoreBf16Slice(const float (&st)[kN][4], bf16* s, int ld,
-                                               int row0) {
+// Named barrier 1: the four state warps (their scaled v columns written before any reads them).
+__device__ __forceinline__ void StateWarpsSync() {
+  asm volatile("bar.sync 1, 128;\n" ::: "memory");
+}
+// bf16 of a 16 × 16 state slice (mma accumulator layout, state rows row0.., the CTA's columns
+// 0..15) as bf16(S)ᵀ rows after the k boxes of a slot (k: the slot's first k box; boxes kKBox
+// apart), in the boxes' 128-byte swizzle — the rounding StoreStateSlice gives the two-launch
+// forward's chunk-start states.
+template <int kKBox>
+__device__ __forceinline__ void StoreStateT(const float (&st)[2][4], bf16* k, int row0) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int nt = 0; nt < kN; ++nt) {
+  for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      *reinterpret_cast<uint32_t*>(s + (row0 + g + 8 * r) * ld + 8 * nt + 2 * t) =
-          Pack(st[nt][2 * r], st[nt][2 * r + 1]);
+    for (int e = 0; e < 4; ++e) {
+      const int a = row0 + g + 8 * (e / 2), b = 8 * nt + 2 * t + e % 2;
+      bf16* row = k + (a / 64) * kKBox + 64 * kC + 64 * b;
+      row[((((a % 64) / 8) ^ (b % 8)) * 8) + a % 8] = __float2bfloat16_rn(st[nt][e]);
     }
   }
 }
@@ -138,13 +149,11 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   bf16* slots = reinterpret_cast<bf16*>(smem_raw + ((1024u - (base & 1023u)) & 1023u));
-  bf16* sbuf = slots + F::kDepth * F::kSlot;
-  float* pw = reinterpret_cast<float*>(sbuf + F::kSRing * F::kS);
+  float* pw = reinterpret_cast<float*>(slots + F::kDepth * F::kSlot);
   uint64_t* full = reinterpret_cast<uint64_t*>(pw + F::kPw);  // q, k, v of the slot landed
   uint64_t* done = full + F::kDepth;    // this CTA's output and state warps done with the slot
   uint64_t* empty = done + F::kDepth;   // every CTA of the cluster done with the slot
-  uint64_t* sfull = empty + F::kDepth;  // bf16(S) of the buffer's chunk written
-  uint64_t* sfree = sfull + F::kSRing;  // its output group done reading it
+  uint64_t* sfull = empty + F::kDepth;  // bf16(S)ᵀ of the slot's chunk written
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const int seq = blockIdx.x / F::kCtas / a.h, head = blockIdx.x / F::kCtas % a.h;
@@ -158,10 +167,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
       ptx::mbarrier_init(&full[s], 1 + 32);  // the expect_tx arrival, the producer lanes' cp.async
       ptx::mbarrier_init(&done[s], F::kGroupWarps + F::kStateWarps);
       ptx::mbarrier_init(&empty[s], F::kCluster);
-    }
-    for (int s = 0; s < F::kSRing; ++s) {
       ptx::mbarrier_init(&sfull[s], F::kStateWarps);
-      ptx::mbarrier_init(&sfree[s], F::kGroupWarps);
     }
     ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
   }
@@ -171,8 +177,9 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     TcSmem<kD> s;
     s.q = slots + slot * F::kSlot;
     s.k = s.q + (F::kBoxes / 2) * F::kBox;
-    s.v = s.k + (F::kBoxes / 2) * F::kBox;
-    s.ldv = F::kLdv;  // (bf16(S) has its own ring; P stays in registers)
+    s.v = s.k + (F::kBoxes / 2) * F::kKBox;
+    s.ldv = F::kLdv;           // (bf16(S)ᵀ follows the k boxes; P stays in registers)
+    s.p = s.v + kC * F::kLdv;  // (as the scaled v columns)
     s.pw = pw;
     return s;
   };
@@ -221,117 +228,121 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
           const int col = 64 * (b % (F::kBoxes / 2));
           const int32_t coords[3] = {col, head, it.row0};
           ptx::cp_async_bulk_tensor(ptx::space_cluster, ptx::space_global,
-                                    (is_q ? s.q : s.k) + (col / 64) * F::kBox, is_q ? &tmq : &tmk,
-                                    coords, &full[slot], all);
+                                    is_q ? s.q + (col / 64) * F::kBox : s.k + (col / 64) * F::kKBox,
+                                    is_q ? &tmq : &tmk, coords, &full[slot], all);
         }
       }
     }
   } else if (warp < F::kOutWarps) {
-    // Output group warp / kGroupWarps (a warpgroup per 16 columns) takes the chunks c ≡ group
-    // (mod kGroups). Its scores q·kᵀ come from wgmma — the k-ordered sums ChunkPTile's mma.sync
-    // chains give — and DecayedPair's decay and mask turn them into P's A fragments in registers
-    // (warp w of the warpgroup holds rows 16w.., the mma C layout); then OutputTile's pieces for
-    // row tile w and 16 columns 16((warp % kGroupWarps) / 4).. of the CTA's: InterTile while the
-    // scores are in flight, IntraTile, EmitOutputs.
-    const int group = warp / F::kGroupWarps, gw = warp % F::kGroupWarps, m = gw % 4;
+    // Output group warp / kGroupWarps (a warpgroup) takes the chunks c ≡ group (mod kGroups). One
+    // wgmma per k step over B = [k; bf16(S_c)ᵀ] gives the chunk's scores q·kᵀ and q·bf16(S_c) —
+    // the k-ordered sums of ChunkPTile's and InterTile's mma.sync chains — with warp w of the
+    // warpgroup holding rows 16w.. (the mma C layout). DecayedPair's decay and mask turn the
+    // scores into P's A fragments in registers; then OutputTile's IntraTile and EmitOutputs for
+    // row tile w and the CTA's 16 columns.
+    const int group = warp / F::kGroupWarps, m = warp % F::kGroupWarps;
     const int g = lane / 4, t = lane % 4;
-    static_assert(F::kGroupWarps % 4 == 0, "output groups are whole warpgroups");
+    static_assert(F::kGroupWarps == 4, "an output group is one warpgroup");
     static_assert(F::kBox * sizeof(bf16) == wgmma::kSwBlockBytes, "q, k boxes are swizzle blocks");
     for (int c = group; c < count; c += F::kGroups) {
-      const int slot = c % F::kDepth, sb = c % F::kSRing;
+      const int slot = c % F::kDepth;
       const ChunkItem it = a.items[begin + c];
       fused::WaitCta(&full[slot], phase(c / F::kDepth));
+      fused::WaitCta(&sfull[slot], phase(c / F::kDepth));
       const TcSmem<kD> s = view(slot);
-      const bf16* st = sbuf + sb * F::kS;
-      float sc[8][4];
+      float acc[10][4];  // scores of keys 8n.. (n < 8), then inter of columns 8(n − 8)..
 #pragma unroll
-      for (int n = 0; n < 8; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+      for (int n = 0; n < 10; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
       const unsigned char* qb = reinterpret_cast<const unsigned char*>(s.q);
       const unsigned char* kb = reinterpret_cast<const unsigned char*>(s.k);
       wgmma::WgFence();
 #pragma unroll
       for (int ks = 0; ks < kD / 16; ++ks) {
         // Accumulating from the zeros above, as the mma.sync chains start from +0.
-        wgmma::WgmmaSsKk<1>(sc, wgmma::KMajorDesc(qb, ks), wgmma::KMajorDesc(kb, ks));
+        wgmma::WgmmaSsKkN80(acc, wgmma::KMajorDesc(qb, ks),
+                            wgmma::KMajorDesc(kb, ks, F::kKBox * sizeof(bf16)));
       }
       wgmma::WgCommit();
-      // inter = q·bf16(S_c) by OutputTile's mma.sync chain while the scores are in flight.
-      const int c0 = 16 * (gw / 4);
-      float inter[2][4], intra[2][4];
-      fused::WaitCta(&sfull[sb], phase(c / F::kSRing));
-      InterTile<kD, 2, SwizzledRows>(s.q, st, F::kLdv, m, c0, inter);
       wgmma::WgWait<0>();
-      wgmma::FenceRegs(sc);
+      wgmma::FenceRegs(acc);
+      float intra[2][4];
       IntraTile<2>(
-          s.v, F::kLdv, m, c0,
+          s.v, F::kLdv, m, 0,
           [&](int kk, uint32_t(&pa)[4]) {
             const int i = 16 * m + g, j = 16 * kk + 2 * t;
-            pa[0] = DecayedPair(pw, i, j, sc[2 * kk][0], sc[2 * kk][1]);
-            pa[1] = DecayedPair(pw, i + 8, j, sc[2 * kk][2], sc[2 * kk][3]);
-            pa[2] = DecayedPair(pw, i, j + 8, sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[3] = DecayedPair(pw, i + 8, j + 8, sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+            pa[0] = DecayedPair(pw, i, j, acc[2 * kk][0], acc[2 * kk][1]);
+            pa[1] = DecayedPair(pw, i + 8, j, acc[2 * kk][2], acc[2 * kk][3]);
+            pa[2] = DecayedPair(pw, i, j + 8, acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
+            pa[3] = DecayedPair(pw, i + 8, j + 8, acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
           },
           intra);
-      EmitOutputs<2>(pw, a.scale, m, c0, inter, intra, [&](int i, int b, float x0, float x1) {
+      float inter[2][4];
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) inter[n][e] = acc[8 + n][e];
+      }
+      EmitOutputs<2>(pw, a.scale, m, 0, inter, intra, [&](int i, int b, float x0, float x1) {
         if (i < it.n) Store2(a.o, (int64_t{it.row0} + i) * ld + head * kD + b0 + b, x0, x1);
       });
-      fused::WarpArrive(&sfree[sb]);
       fused::WarpArrive(&done[slot]);
     }
   } else {
-    // State warps: rows 32sw .. 32sw + 31, all of the CTA's columns, in registers; each chunk's
-    // boundary sum moves them on, and bf16(S) goes to the ring for the chunk's output group.
+    // State warps: rows 32sw .. 32sw + 31, all of the CTA's 16 columns, in registers; each
+    // chunk's boundary sum moves them on, and bf16(S)ᵀ goes into the next chunk's slot (once that
+    // has landed: the slot is then free of its previous chunk) for that chunk's output group.
     const int sw = warp - F::kOutWarps;
     const int64_t dd = int64_t{kD} * kD, sh = int64_t{seq} * a.h + head;
-    float st[2][kN / 2][2][4];  // [row tile][column pair][n-tile][e]
-    float ps[kC / 16][4];
+    float st[2][2][4];                       // [row tile][n-tile][e]
+    const float no_scales[kC / 16][4] = {};  // BoundaryTile reads the scaled v columns instead
     const float pow_c = pw[kC];
-    KeyScales(pw, ps);
+    // bf16(S)ᵀ of chunk c into its slot, visible to the wgmma (async proxy) of its output group.
+    auto publish = [&](int c) {
+      const int slot = c % F::kDepth;
+      fused::WaitCta(&full[slot], phase(c / F::kDepth));
+#pragma unroll
+      for (int rt = 0; rt < 2; ++rt) {
+        fused::StoreStateT<F::kKBox>(st[rt], view(slot).k, 32 * sw + 16 * rt);
+      }
+      ptx::fence_proxy_async(ptx::space_shared);
+      fused::WarpArrive(&sfull[slot]);
+    };
 #pragma unroll
     for (int rt = 0; rt < 2; ++rt) {
-#pragma unroll
-      for (int cp = 0; cp < kN / 2; ++cp) {
-        const int row0 = 32 * sw + 16 * rt;
-        LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, row0, b0 + 16 * cp,
-                      st[rt][cp]);
-        fused::StoreBf16Slice<2>(st[rt][cp], sbuf + 16 * cp, F::kLdv, row0);
-      }
+      LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, 32 * sw + 16 * rt, b0, st[rt]);
     }
-    fused::WarpArrive(&sfull[0]);
+    if (count > 0) publish(0);
     for (int c = 0; c < count; ++c) {
       const int slot = c % F::kDepth;
       if (c < full_chunks) {
         fused::WaitCta(&full[slot], phase(c / F::kDepth));
         const TcSmem<kD> s = view(slot);
-        const int sb = (c + 1) % F::kSRing;
-        float sum[2][kN][4];
-#pragma unroll
-        for (int rt = 0; rt < 2; ++rt) {
-          BoundaryTile<kN, SwizzledRows>(s.k, 0, 32 * sw + 16 * rt, s.v, F::kLdv, ps, sum[rt]);
+        {
+          // The state warps' 128 threads scale the slot's v columns once for all of them: eight
+          // values (16 bytes) each, key j = thread / 2.
+          const int tid = threadIdx.x - 32 * F::kOutWarps, j = tid / 2, c8 = 8 * (tid % 2);
+          const uint4 x = *reinterpret_cast<const uint4*>(s.v + j * F::kLdv + c8);
+          const float pj = pw[kC - 1 - j];
+          *reinterpret_cast<uint4*>(s.p + j * F::kLdv + c8) =
+              make_uint4(ScaledPair(x.x, pj, pj), ScaledPair(x.y, pj, pj), ScaledPair(x.z, pj, pj),
+                         ScaledPair(x.w, pj, pj));
+          static_assert(32 * F::kStateWarps == 2 * kC && F::kCols == 16, "a thread per 8 values");
+          fused::StateWarpsSync();
         }
+        float sum[2][kN][4];
+        BoundaryTile<kN, SwizzledRows<F::kKBox>, 2, true>(s.k, 0, 32 * sw, s.p, F::kLdv, no_scales,
+                                                          sum);
         fused::WarpArrive(&done[slot]);  // the slot's k and v are read
 #pragma unroll
         for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
           for (int n = 0; n < kN; ++n) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              float& x = st[rt][n / 2][n % 2][e];
-              x = NextState(pow_c, x, sum[rt][n][e]);
-            }
+            for (int e = 0; e < 4; ++e)
+              st[rt][n][e] = NextState(pow_c, st[rt][n][e], sum[rt][n][e]);
           }
         }
-        // bf16(S_{c+1}) into its buffer once the output group of chunk c + 1 − kSRing is done.
-        if (c + 1 >= F::kSRing) fused::WaitCta(&sfree[sb], phase((c + 1) / F::kSRing - 1));
-#pragma unroll
-        for (int rt = 0; rt < 2; ++rt) {
-#pragma unroll
-          for (int cp = 0; cp < kN / 2; ++cp) {
-            fused::StoreBf16Slice<2>(st[rt][cp], sbuf + sb * F::kS + 16 * cp, F::kLdv,
-                                     32 * sw + 16 * rt);
-          }
-        }
-        fused::WarpArrive(&sfull[sb]);
+        if (c + 1 < count) publish(c + 1);
       } else {
         fused::WarpArrive(&done[slot]);
       }
@@ -339,10 +350,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     if (a.boundary != nullptr) {
 #pragma unroll
       for (int rt = 0; rt < 2; ++rt) {
-#pragma unroll
-        for (int cp = 0; cp < kN / 2; ++cp) {
-          StoreSlice<kD>(st[rt][cp], a.boundary + sh * dd, 32 * sw + 16 * rt, b0 + 16 * cp);
-        }
+        StoreSlice<kD>(st[rt], a.boundary + sh * dd, 32 * sw + 16 * rt, b0);
       }
     }
   }

@@ -2,7 +2,7 @@
 // tensor-core forward (bf16 q, k, v). One block walks one (sequence, head, 32 × 32 state tile)
 // through the sequence's chunks in order; each of its four warps owns a 16 × 16 slice of the tile
 // in registers. The chunks go kScanGroup at a time: the group's boundary sums
-// Σ_j bf16(λ^{C−1−j} k_j)ᵀ v_j (BoundaryTile) do not depend on the state, so their mma chains
+// Σ_j k_jᵀ bf16(λ^{C−1−j} v_j) (BoundaryTile) do not depend on the state, so their mma chains
 // overlap, and only then does the serial S ← λ^C·S + sum (NextState) run through them in chunk
 // order, while cp.async brings in the next group's k, v columns. It writes every chunk-start state
 // as bf16 (what the output kernel's q·bf16(S) reads), in fp32 when chunk_states is asked for, and
@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(kScanThreads, 2) ScanKernelTc(TcFwdArgs a) {
     IssueScanGroup<kD>(a, row0, head, a0, b0, first + (kScanDepth - 1) * kScanGroup, full, slots);
     // Sums of all the group's slots, also those past `full` (stale data, never used): no branch
     // between the independent mma chains.
-    float sum[kScanGroup][S::kN][4];
+    float sum[kScanGroup][1][S::kN][4];
 #pragma unroll
     for (int p = 0; p < kScanGroup; ++p) {
       const bf16* slot = slots + (first % kScanSlots + p) * S::kSlot;
@@ -199,7 +199,7 @@ __global__ void __launch_bounds__(kScanThreads, 2) ScanKernelTc(TcFwdArgs a) {
 #pragma unroll
       for (int nt = 0; nt < S::kN; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) st[nt][e] = NextState(pow_c, st[nt][e], sum[p][nt][e]);
+        for (int e = 0; e < 4; ++e) st[nt][e] = NextState(pow_c, st[nt][e], sum[p][0][nt][e]);
       }
     }
   }

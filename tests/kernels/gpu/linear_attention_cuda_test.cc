@@ -62,9 +62,9 @@ testing::CompareOptions Relative(const std::vector<float>& ref, Shape shape) {
 
 // Tolerance of the tensor-core path (bf16 q, k, v) against the CPU on the same inputs. The GPU
 // rounds three fp32 quantities to bf16 (unit roundoff u = 2^-8) where the CPU keeps fp32:
-//   k̃_j = bf16(λ^{C−1−j} k_j) in the boundary sum: every term of every state element gets a
-//     relative error ≤ u, and λ^C ≤ 1 only shrinks old errors, so |δS| ≤ u·A, where A is the
-//     state of the same problem on |q|, |k|, |v|, |S0| (the CPU run on absolute values);
+//   ṽ_j = bf16(λ^{C−1−j} v_j) in the boundary sum Σ_j k_jᵀ ṽ_j: every term of every state
+//     element gets a relative error ≤ u, and λ^C ≤ 1 only shrinks old errors, so |δS| ≤ u·A, where
+//     A is the state of the same problem on |q|, |k|, |v|, |S0| (the CPU run on absolute values);
 //   P_ij = bf16(λ^{i−j} q_i·k_j): |δ intra| ≤ u·Σ_j λ^{i−j}|q_i·k_j||v_j|;
 //   bf16(S) in q·S: ≤ u·|S + δS|, so with δS the inter term is off by ≤ (2u + u²)·λ^{i+1}|q|·A.
 // Hence |o_gpu − o_cpu| ≤ (2u + u²)·o_abs and |S_gpu − S_cpu| ≤ u·A elementwise, with o_abs the
