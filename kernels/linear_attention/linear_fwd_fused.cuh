@@ -113,19 +113,19 @@ __device__ __forceinline__ void StateWarpsSync() {
 // bf16 of a 16 × 16 state slice (mma accumulator layout, state rows row0.., the CTA's columns
 // 0..15) as bf16(S)ᵀ rows after the k boxes of a slot (k: the slot's first k box; boxes kKBox
 // apart), in the boxes' 128-byte swizzle — the rounding StoreStateSlice gives the two-launch
-// forward's chunk-start states.
+// forward's chunk-start states. One transposing stmatrix: matrix i = (n-tile i / 2, rows
+// + 8·(i % 2)) lands as 8 rows of bf16(S)ᵀ (state columns), 8 state rows (16 bytes) each.
 template <int kKBox>
 __device__ __forceinline__ void StoreStateT(const float (&st)[2][4], bf16* k, int row0) {
-  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int a = row0 + g + 8 * (e / 2), b = 8 * nt + 2 * t + e % 2;
-      bf16* row = k + (a / 64) * kKBox + 64 * kC + 64 * b;
-      row[((((a % 64) / 8) ^ (b % 8)) * 8) + a % 8] = __float2bfloat16_rn(st[nt][e]);
-    }
-  }
+  const int lane = threadIdx.x % 32, i = lane / 8;
+  const int a = row0 + 8 * (i % 2), b = 8 * (i / 2) + lane % 8;
+  const bf16* row = k + (a / 64) * kKBox + 64 * kC + 64 * b + ((((a % 64) / 8) ^ (b % 8)) * 8);
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile(
+      "stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+      "r"(Pack(st[0][0], st[0][1])), "r"(Pack(st[0][2], st[0][3])), "r"(Pack(st[1][0], st[1][1])),
+      "r"(Pack(st[1][2], st[1][3]))
+      : "memory");
 }
 
 }  // namespace fused
