@@ -58,7 +58,10 @@ struct FusedShape {
   // Warps by role: two output groups taking alternate chunks (warpgroups: a row tile × 16 columns
   // per warp), the state warps (32 rows × kCols each), the producer.
   static constexpr int kGroups = 2, kGroupWarps = 4 * (kCols / 16);
-  static constexpr int kOutWarps = kGroups * kGroupWarps, kStateWarps = kD / 32;
+  // State warps: kStateTiles 16-row tiles of the state each (one tile per warp, 8 state warps and
+  // 96 registers per thread, measured 25 % slower).
+  static constexpr int kStateTiles = 2, kStateRows = 16 * kStateTiles;
+  static constexpr int kOutWarps = kGroups * kGroupWarps, kStateWarps = kD / kStateRows;
   static constexpr int kProducer = kOutWarps + kStateWarps;
   static constexpr int kThreads = 32 * (kProducer + 1);
   // One CTA per SM: each of the 4 schedulers' 16K registers shared by its ceil(warps / 4) warps.
@@ -106,9 +109,10 @@ __device__ __forceinline__ void WarpArrive(uint64_t* bar) {
   __syncwarp();
   if (threadIdx.x % 32 == 0) ptx::mbarrier_arrive(bar);
 }
-// Named barrier 1: the four state warps (their scaled v columns written before any reads them).
+// Named barrier 1: the state warps (their scaled v columns written before any reads them).
+template <int kWarps>
 __device__ __forceinline__ void StateWarpsSync() {
-  asm volatile("bar.sync 1, 128;\n" ::: "memory");
+  asm volatile("bar.sync 1, %0;\n" ::"n"(32 * kWarps) : "memory");
 }
 // bf16 of a 16 × 16 state slice (mma accumulator layout, state rows row0.., the CTA's columns
 // 0..15) as bf16(S)ᵀ rows after the k boxes of a slot (k: the slot's first k box; boxes kKBox
@@ -288,12 +292,14 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
       fused::WarpArrive(&done[slot]);
     }
   } else {
-    // State warps: rows 32sw .. 32sw + 31, all of the CTA's 16 columns, in registers; each
+    // State warps: rows kStateRows·sw.., all of the CTA's 16 columns, in registers; each
     // chunk's boundary sum moves them on, and bf16(S)ᵀ goes into the next chunk's slot (once that
     // has landed: the slot is then free of its previous chunk) for that chunk's output group.
     const int sw = warp - F::kOutWarps;
     const int64_t dd = int64_t{kD} * kD, sh = int64_t{seq} * a.h + head;
-    float st[2][2][4];                       // [row tile][n-tile][e]
+    constexpr int kRt = F::kStateTiles;
+    const int row0 = F::kStateRows * sw;
+    float st[kRt][2][4];                     // [row tile][n-tile][e]
     const float no_scales[kC / 16][4] = {};  // BoundaryTile reads the scaled v columns instead
     const float pow_c = pw[kC];
     // bf16(S)ᵀ of chunk c into its slot, visible to the wgmma (async proxy) of its output group.
@@ -301,15 +307,15 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
       const int slot = c % F::kDepth;
       fused::WaitCta(&full[slot], phase(c / F::kDepth));
 #pragma unroll
-      for (int rt = 0; rt < 2; ++rt) {
-        fused::StoreStateT<F::kKBox>(st[rt], view(slot).k, 32 * sw + 16 * rt);
+      for (int rt = 0; rt < kRt; ++rt) {
+        fused::StoreStateT<F::kKBox>(st[rt], view(slot).k, row0 + 16 * rt);
       }
       ptx::fence_proxy_async(ptx::space_shared);
       fused::WarpArrive(&sfull[slot]);
     };
 #pragma unroll
-    for (int rt = 0; rt < 2; ++rt) {
-      LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, 32 * sw + 16 * rt, b0, st[rt]);
+    for (int rt = 0; rt < kRt; ++rt) {
+      LoadSlice<kD>(a.init != nullptr ? a.init + sh * dd : nullptr, row0 + 16 * rt, b0, st[rt]);
     }
     if (count > 0) publish(0);
     for (int c = 0; c < count; ++c) {
@@ -318,23 +324,33 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
         fused::WaitCta(&full[slot], phase(c / F::kDepth));
         const TcSmem<kD> s = view(slot);
         {
-          // The state warps' 128 threads scale the slot's v columns once for all of them: eight
-          // values (16 bytes) each, key j = thread / 2.
-          const int tid = threadIdx.x - 32 * F::kOutWarps, j = tid / 2, c8 = 8 * (tid % 2);
-          const uint4 x = *reinterpret_cast<const uint4*>(s.v + j * F::kLdv + c8);
+          // The state warps scale the slot's v columns once for all of them: kVals values each,
+          // key j = thread / (16 / kVals).
+          constexpr int kVals = 16 * kC / (32 * F::kStateWarps), kPer = 16 / kVals;
+          static_assert(F::kCols == 16 && (kVals == 8 || kVals == 4), "whole 8- or 16-byte pieces");
+          const int tid = threadIdx.x - 32 * F::kOutWarps, j = tid / kPer,
+                    cv = kVals * (tid % kPer);
           const float pj = pw[kC - 1 - j];
-          *reinterpret_cast<uint4*>(s.p + j * F::kLdv + c8) =
-              make_uint4(ScaledPair(x.x, pj, pj), ScaledPair(x.y, pj, pj), ScaledPair(x.z, pj, pj),
-                         ScaledPair(x.w, pj, pj));
-          static_assert(32 * F::kStateWarps == 2 * kC && F::kCols == 16, "a thread per 8 values");
-          fused::StateWarpsSync();
+          const bf16* in = s.v + j * F::kLdv + cv;
+          bf16* out = s.p + j * F::kLdv + cv;
+          if constexpr (kVals == 8) {
+            const uint4 x = *reinterpret_cast<const uint4*>(in);
+            *reinterpret_cast<uint4*>(out) =
+                make_uint4(ScaledPair(x.x, pj, pj), ScaledPair(x.y, pj, pj),
+                           ScaledPair(x.z, pj, pj), ScaledPair(x.w, pj, pj));
+          } else {
+            const uint2 x = *reinterpret_cast<const uint2*>(in);
+            *reinterpret_cast<uint2*>(out) =
+                make_uint2(ScaledPair(x.x, pj, pj), ScaledPair(x.y, pj, pj));
+          }
+          fused::StateWarpsSync<F::kStateWarps>();
         }
-        float sum[2][kN][4];
-        BoundaryTile<kN, SwizzledRows<F::kKBox>, 2, true>(s.k, 0, 32 * sw, s.p, F::kLdv, no_scales,
-                                                          sum);
+        float sum[kRt][kN][4];
+        BoundaryTile<kN, SwizzledRows<F::kKBox>, kRt, true>(s.k, 0, row0, s.p, F::kLdv, no_scales,
+                                                            sum);
         fused::WarpArrive(&done[slot]);  // the slot's k and v are read
 #pragma unroll
-        for (int rt = 0; rt < 2; ++rt) {
+        for (int rt = 0; rt < kRt; ++rt) {
 #pragma unroll
           for (int n = 0; n < kN; ++n) {
 #pragma unroll
@@ -349,8 +365,8 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     }
     if (a.boundary != nullptr) {
 #pragma unroll
-      for (int rt = 0; rt < 2; ++rt) {
-        StoreSlice<kD>(st[rt], a.boundary + sh * dd, 32 * sw + 16 * rt, b0);
+      for (int rt = 0; rt < kRt; ++rt) {
+        StoreSlice<kD>(st[rt], a.boundary + sh * dd, row0 + 16 * rt, b0);
       }
     }
   }
