@@ -11,10 +11,10 @@
 //     [64 columns, 64 rows] boxes by bulk tensor copies in the 128-byte swizzle, box b issued by
 //     CTA b % kCluster and multicast to its cluster of kCluster CTAs; its own v columns by
 //     cp.async. A slot is refilled only after every CTA of the cluster released it.
-//   - State warps hold 32 state rows each in registers, add each chunk's boundary sum as soon as
-//     its k and v have landed, and write bf16(S)ᵀ of the next chunk's start into that chunk's slot,
-//     after its k boxes in their swizzle: they run ahead of the outputs, whose chunks only need the
-//     state at their start.
+//   - State warps hold 32 state rows each in registers, scale the slot's v columns once for the
+//     boundary sum, add each chunk's boundary sum as soon as its k and v have landed, and write
+//     bf16(S)ᵀ of the next chunk's start into that chunk's slot, after its k boxes in their
+//     swizzle: they run ahead of the outputs, whose chunks only need the state at their start.
 //   - Two output warpgroups take alternate chunks. Each runs one wgmma m64n80k16 per k step from
 //     the swizzled slot, A = q and B = [k; bf16(S)ᵀ]: the chunk's scores q·kᵀ and q·bf16(S) — the
 //     same sums as ChunkPTile's and InterTile's mma.sync chains from zero
@@ -56,7 +56,7 @@ struct FusedShape {
   static constexpr int kCluster = kClusterCtas;  // of them per cluster: sharing q and k
   static constexpr int kDepth = 5;               // chunk slots in the ring
   // Warps by role: two output groups taking alternate chunks (warpgroups: a row tile × 16 columns
-  // per warp), the state warps (32 rows × kCols each), the producer.
+  // per warp), the state warps (kStateRows rows × kCols each), the producer.
   static constexpr int kGroups = 2, kGroupWarps = 4 * (kCols / 16);
   // State warps: kStateTiles 16-row tiles of the state each (one tile per warp, 8 state warps and
   // 96 registers per thread, measured 25 % slower).
@@ -182,8 +182,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     s.q = slots + slot * F::kSlot;
     s.k = s.q + (F::kBoxes / 2) * F::kBox;
     s.v = s.k + (F::kBoxes / 2) * F::kKBox;
-    s.ldv = F::kLdv;           // (bf16(S)ᵀ follows the k boxes; P stays in registers)
-    s.p = s.v + kC * F::kLdv;  // (as the scaled v columns)
+    s.ldv = F::kLdv;  // (bf16(S)ᵀ follows the k boxes; P stays in registers)
     s.pw = pw;
     return s;
   };
@@ -323,6 +322,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
       if (c < full_chunks) {
         fused::WaitCta(&full[slot], phase(c / F::kDepth));
         const TcSmem<kD> s = view(slot);
+        bf16* v_scaled = s.v + kC * F::kLdv;
         {
           // The state warps scale the slot's v columns once for all of them: kVals values each,
           // key j = thread / (16 / kVals).
@@ -332,7 +332,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
                     cv = kVals * (tid % kPer);
           const float pj = pw[kC - 1 - j];
           const bf16* in = s.v + j * F::kLdv + cv;
-          bf16* out = s.p + j * F::kLdv + cv;
+          bf16* out = v_scaled + j * F::kLdv + cv;
           if constexpr (kVals == 8) {
             const uint4 x = *reinterpret_cast<const uint4*>(in);
             *reinterpret_cast<uint4*>(out) =
@@ -346,8 +346,8 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
           fused::StateWarpsSync<F::kStateWarps>();
         }
         float sum[kRt][kN][4];
-        BoundaryTile<kN, SwizzledRows<F::kKBox>, kRt, true>(s.k, 0, row0, s.p, F::kLdv, no_scales,
-                                                            sum);
+        BoundaryTile<kN, SwizzledRows<F::kKBox>, kRt, true>(s.k, 0, row0, v_scaled, F::kLdv,
+                                                            no_scales, sum);
         fused::WarpArrive(&done[slot]);  // the slot's k and v are read
 #pragma unroll
         for (int rt = 0; rt < kRt; ++rt) {
