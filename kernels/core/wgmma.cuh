@@ -1,10 +1,11 @@
 // The Hopper warpgroup MMA (wgmma, sm_90a) pieces shared by the attention kernels (include from .cu
 // files only): the fences and group commits around asynchronous wgmma, the register fence that
 // keeps accumulators from being read before their wgmma completes, the shared-memory descriptor of
-// the 128-byte swizzle, and m64n64k16 with A from registers or from shared memory. A wgmma
-// accumulator's warp slice has the mma.sync m16n8 C fragment layout, and each of its elements is
-// the same k-ordered sum as a chain of mma.sync m16n8k16 from the same start
-// (softmax_attention_wgmma_cuda_test checks it).
+// the 128-byte swizzle, m64n64k16 with A from registers or from shared memory, and m64n80k16 with
+// both from shared memory. A wgmma accumulator's warp slice has the mma.sync m16n8 C fragment
+// layout, and each of its elements is the same k-ordered sum as a chain of mma.sync m16n8k16 from
+// the same start (softmax_attention_wgmma_cuda_test checks it for m64n64; the fused linear
+// forward's bitwise test against the two-launch forward for m64n80).
 #pragma once
 
 #include <cuda_runtime.h>
