@@ -17,8 +17,8 @@
 //     swizzle: they run ahead of the outputs, whose chunks only need the state at their start.
 //   - Two output warpgroups take alternate chunks. Each runs one wgmma m64n80k16 per k step from
 //     the swizzled slot, A = q and B = [k; bf16(S)ᵀ]: the chunk's scores q·kᵀ and q·bf16(S) — the
-//     same sums as ChunkPTile's and InterTile's mma.sync chains from zero
-//     (softmax_attention_wgmma_cuda_test checks that fact) — so q is read from shared memory once.
+//     same sums as ChunkPTile's and InterTile's mma.sync chains from zero (the fused = two-launch
+//     bitwise test checks that fact) — so q is read from shared memory once.
 //     DecayedPair (ChunkPTile's decay and causal mask) turns the scores into P's A fragments in
 //     registers, and IntraTile and EmitOutputs finish its 16-row tile and 16 columns.
 //   - Roles meet only at mbarriers (slot landed, slot done, bf16(S)ᵀ written): no role waits for
