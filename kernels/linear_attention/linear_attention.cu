@@ -118,6 +118,13 @@ bool AllBf16(const Tensor& q, const Tensor& k, const Tensor& v) {
   return q.dtype() == DType::kBF16 && k.dtype() == DType::kBF16 && v.dtype() == DType::kBF16;
 }
 
+// The tensor-core kernels load bf16 rows 16 bytes at a time (cp.async, tensor maps, vectors).
+absl::Status CheckBf16Aligned(const Tensor& t, const char* name) {
+  TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0, name,
+                   ": bf16 data must be 16-byte aligned");
+  return absl::OkStatus();
+}
+
 // Checks p, q, k, v and decay (host), and returns the decay powers [H, C + 1] on the device: a
 // cached table, or (cache full or stream capturing) a stream-ordered upload, which the caller
 // frees when *owned.
@@ -133,10 +140,8 @@ absl::Status CheckAndUploadPowers(const Context& ctx, const LinearAttentionParam
   TANDEM_RETURN_IF_ERROR(ExpectFloat(k, "k", {q.dim(0), h, d}));
   TANDEM_RETURN_IF_ERROR(ExpectFloat(v, "v", {q.dim(0), h, d}));
   if (AllBf16(q, k, v)) {
-    // The tensor-core kernels load bf16 rows 16 bytes at a time (cp.async, tensor maps).
     for (const auto& [t, name] : {std::pair{&q, "q"}, std::pair{&k, "k"}, std::pair{&v, "v"}}) {
-      TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t->raw_data()) % 16 == 0, name,
-                       ": bf16 data must be 16-byte aligned");
+      TANDEM_RETURN_IF_ERROR(CheckBf16Aligned(*t, name));
     }
   }
   TANDEM_RETURN_IF_ERROR(ExpectTensor(decay, "decay", DType::kF32, {h}));
@@ -368,27 +373,44 @@ absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionPara
   TANDEM_RETURN_IF_ERROR(checked);
   const int64_t b = q.dim(0), h = p.num_heads, d = p.head_dim;
   TANDEM_RETURN_IF_ERROR(ExpectTensor(state, "state", DType::kF32, {b, h, d, d}, Device::kCUDA));
-  TANDEM_RETURN_IF_ERROR(ExpectTensor(open_k, "open_k", DType::kF32, {b, kC, h, d}, Device::kCUDA));
-  TANDEM_RETURN_IF_ERROR(ExpectTensor(open_v, "open_v", DType::kF32, {b, kC, h, d}, Device::kCUDA));
+  const bool tc = AllBf16(q, k, v);
+  // With bf16 q, k, v the open rows may be kept in bf16: the same values, half the bytes a step
+  // reads. f32 q, k, v need f32 rows (their values are not bf16).
+  const DType open_dtype = open_k.dtype() == DType::kBF16 ? DType::kBF16 : DType::kF32;
+  TANDEM_CHECK_ARG(tc || open_dtype == DType::kF32,
+                   "open_k: bf16 open rows need bf16 q, k and v; f32 q, k, v keep them in f32");
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(open_k, "open_k", open_dtype, {b, kC, h, d}, Device::kCUDA));
+  TANDEM_RETURN_IF_ERROR(ExpectTensor(open_v, "open_v", open_dtype, {b, kC, h, d}, Device::kCUDA));
+  if (open_dtype == DType::kBF16) {
+    TANDEM_RETURN_IF_ERROR(CheckBf16Aligned(open_k, "open_k"));
+    TANDEM_RETURN_IF_ERROR(CheckBf16Aligned(open_v, "open_v"));
+  }
   TANDEM_RETURN_IF_ERROR(ExpectTensor(open_len, "open_len", DType::kI32, {b}, Device::kCUDA));
   TANDEM_RETURN_IF_ERROR(ExpectFloat(o, "o", {b, h, d}));
   if (b == 0) return absl::OkStatus();
   const cudaError_t launched = ForHeadDim(d, [&](auto dim) {
     constexpr int kD = decltype(dim)::value;
-    if (AllBf16(q, k, v)) {
-      const linear::TcDecodeArgs a{static_cast<int>(h),
-                                   p.scale,
-                                   Bf16Data(q),
-                                   Bf16Data(k),
-                                   Bf16Data(v),
-                                   ToFloatPtr(o),
-                                   pow,
-                                   state.data<float>(),
-                                   open_k.data<float>(),
-                                   open_v.data<float>(),
-                                   open_len.data<int32_t>(),
-                                   static_cast<int>(b * h)};
-      return linear::LaunchDecodeTc<kD>(StreamOf(ctx), a);
+    if (tc) {
+      const auto launch = [&](auto* open_k_data, auto* open_v_data) {
+        using Open = std::remove_pointer_t<decltype(open_k_data)>;
+        const linear::TcDecodeArgs<Open> a{static_cast<int>(h),
+                                           p.scale,
+                                           Bf16Data(q),
+                                           Bf16Data(k),
+                                           Bf16Data(v),
+                                           ToFloatPtr(o),
+                                           pow,
+                                           state.data<float>(),
+                                           open_k_data,
+                                           open_v_data,
+                                           open_len.data<int32_t>(),
+                                           static_cast<int>(b * h)};
+        return linear::LaunchDecodeTc<kD>(StreamOf(ctx), a);
+      };
+      if (open_dtype == DType::kBF16) {
+        return launch(static_cast<bf16*>(open_k.raw_data()), static_cast<bf16*>(open_v.raw_data()));
+      }
+      return launch(open_k.data<float>(), open_v.data<float>());
     }
     const linear::DecodeArgs a{static_cast<int>(h),
                                p.scale,

@@ -38,8 +38,9 @@ absl::Status LinearAttentionFwd(const Context& ctx, const LinearAttentionParams&
                                 Tensor& chunk_states, Tensor& boundary_state);
 
 // One decode step. q, k, v [B, H, D] bf16 or f32 on the GPU; decay [H] f32 on the HOST; state
-// [B, H, D, D], open_k, open_v [B, C, H, D] f32 and open_len [B] i32, all on the GPU (open_len is
-// read and advanced there, 0 ≤ open_len < C, not checked); o [B, H, D] f32 or bf16 on the GPU.
+// [B, H, D, D] f32, open_k, open_v [B, C, H, D] f32 (or bf16, 16-byte aligned, when q, k, v are
+// bf16) and open_len [B] i32, all on the GPU (open_len is read and advanced there,
+// 0 ≤ open_len < C, not checked); o [B, H, D] f32 or bf16 on the GPU.
 absl::Status LinearAttentionDecode(const Context& ctx, const LinearAttentionParams& p,
                                    const Tensor& q, const Tensor& k, const Tensor& v,
                                    const Tensor& decay, Tensor& state, Tensor& open_k,

@@ -1,13 +1,14 @@
 // Internal to kernels/linear_attention (include from .cu files only): one decode step for bf16 q,
 // k, v. One block per (sequence, head) puts all of its reads in flight before it waits on any: the
 // fp32 state by cp.async into a padded fp32 stage, the open chunk's k, v rows before open_len
-// (fp32, bf16 values) into registers. It stages them as the forward does — bf16 k, v, the new row
-// i = open_len where the forward has it, zeros for what the forward masks — runs ChunkP for the
-// row tile of i while the state is still arriving, then each warp turns its own rows of the stage
-// into bf16(S) in place and OutputTile runs with the columns over the warps. When the chunk fills,
-// the block advances the fp32 state in global memory with BoundaryTile and NextState, element for
-// element the scan's arithmetic. Only data movement differs from the forward, so decode returns
-// the forward's bits. The step also advances open_len (CountInAndAdvance): one launch per step.
+// (bf16 values, stored in fp32 or bf16) into registers; L2 keeps the rows and lets the state go.
+// It stages them as the forward does — bf16 k, v, the new row i = open_len where the forward has
+// it, zeros for what the forward masks — runs ChunkP for the row tile of i while the state is
+// still arriving, then each warp turns its own rows of the stage into bf16(S) in place and
+// OutputTile runs with the columns over the warps. When the chunk fills, the block advances the
+// fp32 state in global memory with BoundaryTile and NextState, element for element the scan's
+// arithmetic. Only data movement differs from the forward, so decode returns the forward's bits.
+// The step also advances open_len (CountInAndAdvance): one launch per step.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -20,25 +21,61 @@
 
 namespace tandem::kernels::cuda::linear {
 
+// Open is how open_k, open_v store the open chunk's rows: fp32 or bf16, the same bf16 values.
+template <typename Open>
 struct TcDecodeArgs {
   int h;
   float scale;
   const bf16 *q, *k, *v;
   FloatPtr o;
   const float* pow;
-  float *state, *open_k, *open_v;  // [B, H, D, D], [B, C, H, D] x2
-  int32_t* open_len;               // [B], read and advanced (CountInAndAdvance)
-  int items;                       // B·H (sequence, head) pairs
+  float* state;           // [B, H, D, D]
+  Open *open_k, *open_v;  // [B, C, H, D] each
+  int32_t* open_len;      // [B], read and advanced (CountInAndAdvance)
+  int items;              // B·H (sequence, head) pairs
 };
 
 __device__ __forceinline__ void StoreBf16x4(bf16* dst, float4 x) {
   *reinterpret_cast<uint2*>(dst) = make_uint2(Pack(x.x, x.y), Pack(x.z, x.w));
 }
 
-// Four bf16 (8-byte aligned) widened exactly.
-__device__ __forceinline__ float4 Widen4(const bf16* p) {
-  const uint2 x = *reinterpret_cast<const uint2*>(p);
-  return make_float4(Lo(x.x), Hi(x.x), Lo(x.y), Hi(x.y));
+// L2 policies: the state is read once per step and at batch 64 is already larger than L2, so it
+// goes first and the open rows, which every step of the chunk reads again, stay.
+__device__ __forceinline__ uint64_t EvictFirstPolicy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ uint64_t EvictLastPolicy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ void CpAsync16Hinted(void* smem, const void* gmem, uint64_t policy) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+               "l"(policy));
+}
+
+// Four bf16 values of an open row as two packed words, whichever way the row is stored; the fp32
+// form holds bf16 values, so both conversions are exact.
+__device__ __forceinline__ uint2 LoadOpen4(const bf16* p, uint64_t policy) {
+  uint2 x;
+  asm volatile("ld.global.L2::cache_hint.v2.u32 {%0, %1}, [%2], %3;\n"
+               : "=r"(x.x), "=r"(x.y)
+               : "l"(p), "l"(policy));
+  return x;
+}
+__device__ __forceinline__ uint2 LoadOpen4(const float* p, uint64_t policy) {
+  float4 x;
+  asm volatile("ld.global.L2::cache_hint.v4.f32 {%0, %1, %2, %3}, [%4], %5;\n"
+               : "=f"(x.x), "=f"(x.y), "=f"(x.z), "=f"(x.w)
+               : "l"(p), "l"(policy));
+  return make_uint2(Pack(x.x, x.y), Pack(x.z, x.w));
+}
+__device__ __forceinline__ void StoreOpen4(bf16* p, uint2 x) { *reinterpret_cast<uint2*>(p) = x; }
+__device__ __forceinline__ void StoreOpen4(float* p, uint2 x) {
+  *reinterpret_cast<float4*>(p) = make_float4(Lo(x.x), Hi(x.x), Lo(x.y), Hi(x.y));
 }
 
 template <int kD>
@@ -89,10 +126,11 @@ struct DecodeShape {
 template <int kD>
 __device__ __forceinline__ void IssueState(const float* state, float* stage) {
   using Sh = DecodeShape<kD>;
+  const uint64_t policy = EvictFirstPolicy();
 #pragma unroll
   for (int u = 0; u < Sh::kS4; ++u) {
     const int piece = threadIdx.x + u * Sh::kThreads, r = piece / Sh::kQ, c = 4 * (piece % Sh::kQ);
-    CpAsync16(stage + r * Sh::kLdf + c, state + r * kD + c);
+    CpAsync16Hinted(stage + r * Sh::kLdf + c, state + r * kD + c, policy);
   }
   CpAsyncCommit();
 }
@@ -122,32 +160,32 @@ __device__ __forceinline__ void ConvertState(float* stage) {
 // Rows 0 .. 16(m+1)−1 of the open chunk's k, v (row i the new token's, which is also appended to
 // open_k, open_v; rows past i zeros), the q tile of rows 16m.. (only row i non-zero) and the decay
 // powers. Every global load is issued before the first store.
-template <int kD>
-__device__ __forceinline__ void StageOpenChunk(const TcDecodeArgs& a, const TcSmem<kD>& s, int seq,
-                                               int head, int i) {
+template <int kD, typename Open>
+__device__ __forceinline__ void StageOpenChunk(const TcDecodeArgs<Open>& a, const TcSmem<kD>& s,
+                                               int seq, int head, int i) {
   using L = TcLayout<kD>;
   using Sh = DecodeShape<kD>;
   constexpr int kQ = Sh::kQ;
   const int tid = threadIdx.x, m = i / 16, rows = 16 * (m + 1), ld = a.h * kD;
   const int64_t row = (int64_t{seq} * a.h + head) * kD;  // in q, k, v
   const int64_t open0 = int64_t{seq} * kC * ld + head * kD;
-  float* open_k = a.open_k + open0;  // row j at j·ld
-  float* open_v = a.open_v + open0;
-  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  Open* open_k = a.open_k + open0;  // row j at j·ld
+  Open* open_v = a.open_v + open0;
   uint2 qx = make_uint2(0u, 0u);
   if (tid < kQ) qx = *reinterpret_cast<const uint2*>(a.q + row + 4 * tid);
   const float pwx = tid <= kC ? a.pow[head * (kC + 1) + tid] : 0.0f;
-  float4 kx[Sh::kKv], vx[Sh::kKv];
+  const uint64_t policy = EvictLastPolicy();
+  uint2 kx[Sh::kKv], vx[Sh::kKv];
 #pragma unroll
   for (int u = 0; u < Sh::kKv; ++u) {
     const int piece = tid + u * Sh::kThreads, j = piece / kQ, c = 4 * (piece % kQ);
-    kx[u] = vx[u] = zero;
+    kx[u] = vx[u] = make_uint2(0u, 0u);
     if (j < i) {
-      kx[u] = *reinterpret_cast<const float4*>(open_k + j * ld + c);  // bf16 values, exact
-      vx[u] = *reinterpret_cast<const float4*>(open_v + j * ld + c);
+      kx[u] = LoadOpen4(open_k + j * ld + c, policy);
+      vx[u] = LoadOpen4(open_v + j * ld + c, policy);
     } else if (j == i) {
-      kx[u] = Widen4(a.k + row + c);
-      vx[u] = Widen4(a.v + row + c);
+      kx[u] = *reinterpret_cast<const uint2*>(a.k + row + c);
+      vx[u] = *reinterpret_cast<const uint2*>(a.v + row + c);
     }
   }
   if (tid <= kC) s.pw[tid] = pwx;
@@ -160,12 +198,12 @@ __device__ __forceinline__ void StageOpenChunk(const TcDecodeArgs& a, const TcSm
   for (int u = 0; u < Sh::kKv; ++u) {
     const int piece = tid + u * Sh::kThreads, j = piece / kQ, c = 4 * (piece % kQ);
     if (j == i) {
-      *reinterpret_cast<float4*>(open_k + j * ld + c) = kx[u];
-      *reinterpret_cast<float4*>(open_v + j * ld + c) = vx[u];
+      StoreOpen4(open_k + j * ld + c, kx[u]);
+      StoreOpen4(open_v + j * ld + c, vx[u]);
     }
     if (j < rows) {
-      StoreBf16x4(s.k + j * L::kLdr + c, kx[u]);
-      StoreBf16x4(s.v + j * L::kLdr + c, vx[u]);
+      StoreOpen4(s.k + j * L::kLdr + c, kx[u]);
+      StoreOpen4(s.v + j * L::kLdr + c, vx[u]);
     }
   }
 }
@@ -199,8 +237,9 @@ __device__ __forceinline__ void DecodeAdvance(const TcSmem<kD>& s, float* state)
 }
 
 // Grid B·H: one decode step of one (sequence, head).
-template <int kD>
-__global__ void __launch_bounds__(DecodeShape<kD>::kThreads, 2) DecodeKernelTc(TcDecodeArgs a) {
+template <int kD, typename Open>
+__global__ void __launch_bounds__(DecodeShape<kD>::kThreads, 2)
+    DecodeKernelTc(TcDecodeArgs<Open> a) {
   using Sh = DecodeShape<kD>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int seq = blockIdx.x / a.h, head = blockIdx.x % a.h, warp = threadIdx.x / 32;
@@ -224,12 +263,12 @@ __global__ void __launch_bounds__(DecodeShape<kD>::kThreads, 2) DecodeKernelTc(T
   if (i + 1 == kC) DecodeAdvance<kD>(s, state);  // uniform: the chunk filled
 }
 
-template <int kD>
-cudaError_t LaunchDecodeTc(cudaStream_t stream, const TcDecodeArgs& a) {
+template <int kD, typename Open>
+cudaError_t LaunchDecodeTc(cudaStream_t stream, const TcDecodeArgs<Open>& a) {
   constexpr int smem = static_cast<int>(DecodeShape<kD>::kBytes);
-  const cudaError_t e = AllowSmem<&DecodeKernelTc<kD>>(smem);
+  const cudaError_t e = AllowSmem<&DecodeKernelTc<kD, Open>>(smem);
   if (e != cudaSuccess) return e;
-  DecodeKernelTc<kD>
+  DecodeKernelTc<kD, Open>
       <<<static_cast<unsigned>(a.items), DecodeShape<kD>::kThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }

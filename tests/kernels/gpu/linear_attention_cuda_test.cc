@@ -306,9 +306,11 @@ TEST(LinearAttentionCudaTest, ForwardWithoutStatesEqualsTwoLaunchForwardBitwise)
 // token by token: together while both run, then the longer one alone (a batch-of-1 view). Decode
 // crosses the chunk boundaries at 64 and 128 with the open row at every offset of the chunk (every
 // row of every 16-row tile), so the boundary advance is checked too: through the outputs after it
-// and, at the end, the fp32 state itself against the one-pass forward's boundary state.
-void PrefillThenDecode(int64_t d, DType dtype) {
-  SCOPED_TRACE(::testing::Message() << "D=" << d << (dtype == DType::kBF16 ? " bf16" : " f32"));
+// and, at the end, the fp32 state itself against the one-pass forward's boundary state. The open
+// rows are kept in open_dtype (bf16 only with bf16 q, k, v).
+void PrefillThenDecode(int64_t d, DType dtype, DType open_dtype) {
+  SCOPED_TRACE(::testing::Message() << "D=" << d << (dtype == DType::kBF16 ? " bf16" : " f32")
+                                    << (open_dtype == DType::kBF16 ? ", bf16 rows" : ", f32 rows"));
   const int64_t kT = 150, h = 2, hd = h * d;
   const int64_t prefix[2] = {21, 100};  // open chunks at rows 21 and 36: other row tiles
   const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
@@ -353,7 +355,8 @@ void PrefillThenDecode(int64_t d, DType dtype) {
                            {full[0].data(), static_cast<size_t>(p0 * hd)}));
   EXPECT_TRUE(BitwiseEqual({prefill.data() + p0 * hd, static_cast<size_t>(p1 * hd)},
                            {full[1].data(), static_cast<size_t>(p1 * hd)}));
-  Tensor ok = ToDevice(open_k, {2, kC, h, d}), ov = ToDevice(open_v, {2, kC, h, d});
+  Tensor ok = ToDevice(open_k, {2, kC, h, d}, open_dtype);
+  Tensor ov = ToDevice(open_v, {2, kC, h, d}, open_dtype);
   Tensor lens = *cuda::CopyToDevice(GpuTestContext(), HostI32(open_len));
   for (int64_t step = 0; p0 + step < kT; ++step) {
     const int64_t batch = p1 + step < kT ? 2 : 1;  // sequence 1 finishes first
@@ -389,16 +392,19 @@ void PrefillThenDecode(int64_t d, DType dtype) {
 
 TEST(LinearAttentionCudaTest, PrefillThenDecodeEqualsOnePassBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
-  for (int64_t d : {32, 64, 128}) PrefillThenDecode(d, DType::kBF16);
-  PrefillThenDecode(128, DType::kF32);
+  for (int64_t d : {32, 64, 128}) {
+    PrefillThenDecode(d, DType::kBF16, DType::kF32);
+    PrefillThenDecode(d, DType::kBF16, DType::kBF16);
+  }
+  PrefillThenDecode(128, DType::kF32, DType::kF32);
 }
 
 // One decode step of 64 sequences in one launch, each at its own open offset (29·s mod 64: all of
 // 0..63) after 0-2 full chunks, sequence 0 from an empty prompt: every output equals the one-pass
 // forward's at that position; the state equals that forward's boundary state where the chunk
-// filled and is untouched elsewhere (all bitwise).
-TEST(LinearAttentionCudaTest, MixedOffsetBatchDecodeEqualsOnePassBitwise) {
-  TANDEM_SKIP_WITHOUT_GPU();
+// filled and is untouched elsewhere (all bitwise). The open rows are kept in open_dtype.
+void MixedOffsetBatchDecode(DType open_dtype) {
+  SCOPED_TRACE(open_dtype == DType::kBF16 ? "bf16 rows" : "f32 rows");
   const int64_t b = 64, h = 4, d = 128, hd = h * d, hdd = h * d * d;
   const LinearAttentionParams p{h, d, 1.0f / std::sqrt(static_cast<float>(d))};
   std::vector<int32_t> cu_prompt{0}, cu_full{0}, open_len(b);
@@ -441,7 +447,8 @@ TEST(LinearAttentionCudaTest, MixedOffsetBatchDecodeEqualsOnePassBitwise) {
     std::copy(k.begin() + r * hd, k.begin() + (r + open_len[s]) * hd, open_k.begin() + s * kC * hd);
     std::copy(v.begin() + r * hd, v.begin() + (r + open_len[s]) * hd, open_v.begin() + s * kC * hd);
   }
-  Tensor ok = ToDevice(open_k, {b, kC, h, d}), ov = ToDevice(open_v, {b, kC, h, d});
+  Tensor ok = ToDevice(open_k, {b, kC, h, d}, open_dtype);
+  Tensor ov = ToDevice(open_v, {b, kC, h, d}, open_dtype);
   Tensor lens = *cuda::CopyToDevice(GpuTestContext(), HostI32(open_len));
   Tensor o = Tensor::Empty({b, h, d}, DType::kF32, Device::kCUDA);
   TANDEM_ASSERT_OK(cuda::LinearAttentionDecode(
@@ -466,6 +473,41 @@ TEST(LinearAttentionCudaTest, MixedOffsetBatchDecodeEqualsOnePassBitwise) {
   for (int64_t s = 0; s < b; ++s) {
     EXPECT_EQ(lens_after.data<int32_t>()[s], (open_len[s] + 1) % kC) << "sequence " << s;
   }
+  // The new tokens' k, v rows were appended to the open chunk, in its own dtype.
+  const std::vector<float> new_k = rows(k, false), k_after = ToHostFloats(ok);
+  for (int64_t s = 0; s < b; ++s) {
+    EXPECT_TRUE(
+        BitwiseEqual({k_after.data() + (s * kC + open_len[s]) * hd, static_cast<size_t>(hd)},
+                     {new_k.data() + s * hd, static_cast<size_t>(hd)}, {h, d}))
+        << "open_k row of sequence " << s;
+  }
+}
+
+TEST(LinearAttentionCudaTest, MixedOffsetBatchDecodeEqualsOnePassBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  MixedOffsetBatchDecode(DType::kF32);
+  MixedOffsetBatchDecode(DType::kBF16);
+}
+
+// bf16 open rows: only with bf16 q, k, v (f32 values would be rounded), and 16-byte aligned.
+TEST(LinearAttentionCudaTest, DecodeRejectsBadOpenRows) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const int64_t b = 2, h = 2, d = 64;
+  const LinearAttentionParams p{h, d, 0.125f};
+  auto zeros = [](Shape s, DType t) { return Tensor::Zeros(std::move(s), t, Device::kCUDA); };
+  Tensor state = zeros({b, h, d, d}, DType::kF32), lens = zeros({b}, DType::kI32);
+  Tensor rows16 = zeros({b, kC, h, d}, DType::kBF16), o = zeros({b, h, d}, DType::kF32);
+  Tensor x32 = zeros({b, h, d}, DType::kF32), x16 = zeros({b, h, d}, DType::kBF16);
+  absl::Status s = cuda::LinearAttentionDecode(GpuTestContext(), p, x32, x32, x32, Decays(h), state,
+                                               rows16, rows16, lens, o);
+  EXPECT_EQ(s.message(),
+            "open_k: bf16 open rows need bf16 q, k and v; f32 q, k, v keep them in f32");
+  Tensor wide = zeros({b * kC * h * d + 8}, DType::kBF16);
+  Tensor off = Tensor::View(static_cast<char*>(wide.raw_data()) + 8, {b, kC, h, d}, DType::kBF16,
+                            Device::kCUDA);
+  s = cuda::LinearAttentionDecode(GpuTestContext(), p, x16, x16, x16, Decays(h), state, rows16, off,
+                                  lens, o);
+  EXPECT_EQ(s.message(), "open_v: bf16 data must be 16-byte aligned");
 }
 
 TEST(LinearAttentionCudaTest, RejectsBadArguments) {
