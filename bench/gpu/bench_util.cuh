@@ -72,8 +72,8 @@ inline Tensor HostI32(const std::vector<int32_t>& v) {
   return t;
 }
 
-// How a bench times: `warmups` untimed calls, then `runs` individually timed calls (the median
-// is the figure). Each bench keeps the counts and checks it always used.
+// How a bench times: `warmups` untimed calls, then `runs` timed calls (the median is the
+// figure). Each bench keeps the counts and checks it always used.
 struct Timing {
   int warmups = 2;
   int runs = 15;
@@ -81,24 +81,27 @@ struct Timing {
   bool check_last_error = true;    // exit when the runs leave a CUDA error behind
 };
 
-// Median milliseconds of fn (CUDA events on the default stream) under `timing`.
+// Median milliseconds of fn under `timing`, timed as bench/gpu/anchor_compare.py times the
+// anchors: a pair of CUDA events (default stream) around each call, the calls queued back to back
+// and one wait at the end. A call's figure is then its span on the GPU; host work that the
+// previous call's GPU work covers is not in it, as in a training or serving loop.
 template <typename Fn>
 double MedianMs(Fn&& fn, const Timing& timing = Timing{}) {
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
   for (int i = 0; i < timing.warmups; ++i) fn();
   if (timing.sync_after_warmup) CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<float> ms(timing.runs);
-  for (float& m : ms) {
-    CHECK_CUDA(cudaEventRecord(start));
+  std::vector<cudaEvent_t> events(2 * timing.runs);
+  for (cudaEvent_t& e : events) CHECK_CUDA(cudaEventCreate(&e));
+  for (int r = 0; r < timing.runs; ++r) {
+    CHECK_CUDA(cudaEventRecord(events[2 * r]));
     fn();
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    CHECK_CUDA(cudaEventElapsedTime(&m, start, stop));
+    CHECK_CUDA(cudaEventRecord(events[2 * r + 1]));
   }
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<float> ms(timing.runs);
+  for (int r = 0; r < timing.runs; ++r) {
+    CHECK_CUDA(cudaEventElapsedTime(&ms[r], events[2 * r], events[2 * r + 1]));
+  }
+  for (cudaEvent_t& e : events) CHECK_CUDA(cudaEventDestroy(e));
   if (timing.check_last_error) {
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) {

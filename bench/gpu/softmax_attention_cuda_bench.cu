@@ -84,30 +84,18 @@ void SoftmaxForward(const Context& ctx, std::vector<std::string>& csv) {
         csv.push_back(CsvLine("softmax_fwd", t, 1, ms, tflops, "TFLOP/s"));
       }
     }
-    // What the per-call figure above holds besides the GPU's work: the call's host time (checks,
-    // work items, their upload, tensor maps, launch), during which the GPU idles when the call
-    // is timed alone, and the mean of back-to-back calls, where it overlaps the previous call.
-    const auto call = [&] {
-      CHECK_OK(cu_ns::SoftmaxAttentionFwdWithKernel(Kernel::kDefault, ctx, p, q, k, v, cu, o, lse));
-    };
+    // The call's host time (checks, work items, their upload, tensor maps, launch): the queued
+    // calls above hide it behind the previous call's GPU work; a call made alone waits for it.
     std::vector<double> host_us;
     for (int i = 0; i < 15; ++i) {
       CHECK_CUDA(cudaDeviceSynchronize());
       const auto t0 = std::chrono::steady_clock::now();
-      call();
+      CHECK_OK(cu_ns::SoftmaxAttentionFwdWithKernel(Kernel::kDefault, ctx, p, q, k, v, cu, o, lse));
       host_us.push_back(
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(host_us.begin(), host_us.end());
-    constexpr int kBackToBack = 20;
-    const double b2b_ms = MedianMs([&] {
-                            for (int i = 0; i < kBackToBack; ++i) call();
-                          }) /
-                          kBackToBack;
-    std::printf("%8ld | %10s %10.3f %9.1f   (host time of one call: %.1f us)\n", (long)t,
-                "b2b mean", b2b_ms,
-                4.0 * kD * kH * (t * static_cast<double>(t) / 2.0) / b2b_ms * 1e-9,
-                host_us[host_us.size() / 2]);
+    std::printf("%8ld | host time of one call: %.1f us\n", (long)t, host_us[host_us.size() / 2]);
   }
 }
 
