@@ -161,6 +161,12 @@ void Tensor::SetZero() {
   }
 }
 
+absl::Status ExpectAligned16(const Tensor& t, absl::string_view name,
+                             absl::string_view requirement) {
+  if (reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(name, ": ", requirement));
+}
+
 absl::Status ExpectTensor(const Tensor& t, absl::string_view name, DType dtype,
                           std::initializer_list<int64_t> shape, Device device) {
   bool ok = t.dtype() == dtype && t.device() == device &&

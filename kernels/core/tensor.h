@@ -104,6 +104,11 @@ class Tensor {
 absl::Status ExpectTensor(const Tensor& t, absl::string_view name, DType dtype,
                           std::initializer_list<int64_t> shape, Device device = Device::kCPU);
 
+// Checks that t's data starts on a 16-byte boundary (what kernels that move 16 bytes at a time
+// need); otherwise returns InvalidArgument "<name>: <requirement>".
+absl::Status ExpectAligned16(const Tensor& t, absl::string_view name,
+                             absl::string_view requirement);
+
 // ----------------------------------------------------------------------------------------------
 template <typename T>
 T* Tensor::data() {

@@ -120,9 +120,7 @@ bool AllBf16(const Tensor& q, const Tensor& k, const Tensor& v) {
 
 // The tensor-core kernels load bf16 rows 16 bytes at a time (cp.async, tensor maps, vectors).
 absl::Status CheckBf16Aligned(const Tensor& t, const char* name) {
-  TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0, name,
-                   ": bf16 data must be 16-byte aligned");
-  return absl::OkStatus();
+  return ExpectAligned16(t, name, "bf16 data must be 16-byte aligned");
 }
 
 // Checks p, q, k, v and decay (host), and returns the decay powers [H, C + 1] on the device: a

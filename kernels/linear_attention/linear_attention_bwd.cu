@@ -36,21 +36,19 @@ using linear_bwd::Smem;
 
 bool IsFloat(const Tensor& t) { return t.dtype() == DType::kF32 || t.dtype() == DType::kBF16; }
 
+constexpr char kAlignedStorage[] = "the CUDA backward needs 16-byte aligned storage";
+
 // [rows, H, D] f32 or bf16 on the GPU, 16-byte aligned (the kernels move 8 elements at a time).
 absl::Status ExpectRows(const Tensor& t, const char* name, int64_t rows, int64_t h, int64_t d) {
   TANDEM_RETURN_IF_ERROR(
       ExpectTensor(t, name, IsFloat(t) ? t.dtype() : DType::kF32, {rows, h, d}, Device::kCUDA));
-  TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0, name,
-                   ": the CUDA backward needs 16-byte aligned storage");
-  return absl::OkStatus();
+  return ExpectAligned16(t, name, kAlignedStorage);
 }
 
 absl::Status ExpectState(const Tensor& t, const char* name, int64_t n, int64_t h, int64_t d,
                          DType dtype = DType::kF32) {
   TANDEM_RETURN_IF_ERROR(ExpectTensor(t, name, dtype, {n, h, d, d}, Device::kCUDA));
-  TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0, name,
-                   ": the CUDA backward needs 16-byte aligned storage");
-  return absl::OkStatus();
+  return ExpectAligned16(t, name, kAlignedStorage);
 }
 
 absl::Status CheckArgs(const LinearAttentionParams& p, const Tensor& q, const Tensor& k,

@@ -62,8 +62,7 @@ absl::StatusOr<bool> UseTensorCores(
   for (const auto& [t, name] : ts) all_bf16 = all_bf16 && t->dtype() == DType::kBF16;
   if (!all_bf16) return false;
   for (const auto& [t, name] : ts) {
-    TANDEM_CHECK_ARG(reinterpret_cast<uintptr_t>(t->raw_data()) % 16 == 0, name,
-                     ": bf16 data must be 16-byte aligned");
+    TANDEM_RETURN_IF_ERROR(ExpectAligned16(*t, name, "bf16 data must be 16-byte aligned"));
   }
   return true;
 }

@@ -40,6 +40,17 @@ TEST(TensorTest, ExpectTensorNamesTheArgument) {
   EXPECT_FALSE(ExpectTensor(Tensor(), "k", DType::kF32, {1}).ok());
 }
 
+TEST(TensorTest, ExpectAligned16NamesTheArgumentAndTheRequirement) {
+  Tensor t = Tensor::Zeros({8}, DType::kF32);  // CPU memory is 64-byte aligned
+  EXPECT_TRUE(ExpectAligned16(t, "k", "must be aligned").ok());
+  const Tensor off = Tensor::View(t.data<float>() + 1, {4}, DType::kF32, Device::kCPU);
+  const absl::Status s = ExpectAligned16(off, "k", "bf16 data must be 16-byte aligned");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "k: bf16 data must be 16-byte aligned");
+  const Tensor next = Tensor::View(t.data<float>() + 4, {4}, DType::kF32, Device::kCPU);
+  EXPECT_TRUE(ExpectAligned16(next, "k", "must be aligned").ok());
+}
+
 TEST(Bf16Test, RoundsToNearestEven) {
   EXPECT_EQ(FloatToBf16(1.0f), 0x3f80);
   EXPECT_EQ(Bf16ToFloat(0x3f80), 1.0f);
