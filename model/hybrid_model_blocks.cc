@@ -159,7 +159,8 @@ absl::Status LinearAttentionBlock(const Context& ctx, const ModelConfig& config,
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
   // Linear layers are MHA: q, k, v all [T, H, D].
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, H, w, seqs.positions, h, acts));
+  TANDEM_ASSIGN_OR_RETURN(
+      Qkv qkv, ProjectQkv(ctx, config, H, w, seqs.positions, h, acts, KvCacheDType(ctx.device())));
 
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer), {H});  // [H], λ_h = exp(−x_h)
   Tensor o = F32(ctx, {T, H, D});                                     // [T, H, D]

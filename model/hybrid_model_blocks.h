@@ -60,8 +60,8 @@ struct ResidualStream {
 
 // q [T, H, D], k, v [T, Hkv, D] from the fused projection of h; q and k RMS-normalised per head
 // (query_layernorm / key_layernorm) and rotated by partial NeoX RoPE at `positions` [T] i32.
-// q, k and v are stored as `dtype`: f32, or on the GPU's softmax layers bf16 (KvCacheDType: what
-// the KV cache holds and the tensor-core attention reads), rounded once from the fp32 norm/RoPE.
+// q, k and v are stored as `dtype`: f32, or on the GPU bf16 (KvCacheDType: what the cache holds
+// and the tensor-core attention kernels read), rounded once from the fp32 norm/RoPE.
 // Every function below that takes an activations pointer keeps its intermediate tensors there
 // for the backward pass (hybrid_model_backward.cc) when it is non-null.
 // Buffers live on ctx's device; the weights must be there too (model/device_weights.h).

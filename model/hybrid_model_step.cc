@@ -282,8 +282,8 @@ absl::Status LinearStep(const Context& ctx, const ModelConfig& config, int64_t l
                         const LayerWeights& w, const std::vector<StepSequence>& batch,
                         const StepLayout& L, InferenceCache::LinearLayer& layer, const Tensor& h,
                         Tensor& out) {
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv,
-                          ProjectQkv(ctx, config, config.num_attention_heads, w, L.positions, h));
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, config.num_attention_heads, w,
+                                              L.positions, h, nullptr, KvCacheDType(ctx.device())));
   const int64_t T = h.dim(0), H = config.num_attention_heads, D = config.head_dim;
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer_index), {H});  // [H] (host)
   Tensor o = F32(ctx, {T, H, D});                                           // [T, H, D]

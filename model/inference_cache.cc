@@ -57,9 +57,10 @@ int64_t InferenceCache::BytesPerBlock(const ModelConfig& config, Device device) 
   return CountLayers(config, LayerType::kSoftmax) * per_layer;
 }
 
-int64_t InferenceCache::BytesPerSlot(const ModelConfig& config) {
+int64_t InferenceCache::BytesPerSlot(const ModelConfig& config, Device device) {
   const int64_t H = config.num_attention_heads, D = config.head_dim;
-  const int64_t per_layer = (H * D * D + 2 * kLinearAttentionChunk * H * D) * sizeof(float) +
+  const int64_t per_layer = H * D * D * static_cast<int64_t>(sizeof(float)) +
+                            2 * kLinearAttentionChunk * H * D * DTypeSize(KvCacheDType(device)) +
                             static_cast<int64_t>(sizeof(int32_t));
   return CountLayers(config, LayerType::kLinear) * per_layer;
 }
@@ -88,8 +89,9 @@ absl::StatusOr<InferenceCache> InferenceCache::Create(const ModelConfig& config,
     } else {
       // Slots are zeroed by ResetSlot when a sequence takes them.
       cache.linear_[l].state = Tensor::Empty({num_slots, H, D, D}, DType::kF32, device);
-      cache.linear_[l].open_k = Tensor::Empty({num_slots, C, H, D}, DType::kF32, device);
-      cache.linear_[l].open_v = Tensor::Empty({num_slots, C, H, D}, DType::kF32, device);
+      const DType rows = KvCacheDType(device);  // the dtype the layer's k, v come in
+      cache.linear_[l].open_k = Tensor::Empty({num_slots, C, H, D}, rows, device);
+      cache.linear_[l].open_v = Tensor::Empty({num_slots, C, H, D}, rows, device);
       cache.linear_[l].open_len = Tensor::Zeros({num_slots}, DType::kI32, device);
     }
   }

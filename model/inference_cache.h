@@ -17,9 +17,10 @@
 
 namespace tandem::model {
 
-// The dtype softmax layers keep K and V in: f32 on the CPU, bf16 on the GPU (half the cache, and
-// what the GPU attention kernels read). The training forward stores its k, v the same way on each
-// device, so decode reads the very values the forward pass attends over (contract rule 2).
+// The dtype attention layers keep q, k and v in, and the cache its K/V blocks and open-chunk rows:
+// f32 on the CPU, bf16 on the GPU (half the cache, and what the GPU's tensor-core attention
+// kernels read). The training forward stores its k, v the same way on each device, so decode
+// reads the very values the forward pass attends over (contract rule 2).
 inline DType KvCacheDType(Device device) {
   return device == Device::kCUDA ? DType::kBF16 : DType::kF32;
 }
@@ -32,15 +33,15 @@ class InferenceCache {
   };
   struct LinearLayer {
     Tensor state;     // [num_slots, H, D, D] fp32 boundary state
-    Tensor open_k;    // [num_slots, C, H, D]
+    Tensor open_k;    // [num_slots, C, H, D] in KvCacheDType(device)
     Tensor open_v;    // [num_slots, C, H, D]
     Tensor open_len;  // [num_slots] i32
   };
 
   // Bytes one KV block takes over all softmax layers, and one slot over all linear layers, for a
-  // cache on `device` (K/V in KvCacheDType(device); linear state always f32).
+  // cache on `device` (K/V and open rows in KvCacheDType(device); linear state always f32).
   static int64_t BytesPerBlock(const ModelConfig& config, Device device = Device::kCPU);
-  static int64_t BytesPerSlot(const ModelConfig& config);
+  static int64_t BytesPerSlot(const ModelConfig& config, Device device = Device::kCPU);
 
   // On Device::kCUDA the memory is GPU memory and the slot/block copies below run on the default
   // stream (use a default-stream CUDA context with it).

@@ -47,7 +47,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Context& ctx, model
     model = model::HybridModel(config, std::move(weights));
   }
   const int64_t per_block = model::InferenceCache::BytesPerBlock(config, ctx.device());
-  const int64_t per_slot = model::InferenceCache::BytesPerSlot(config);
+  const int64_t per_slot = model::InferenceCache::BytesPerSlot(config, ctx.device());
   const int64_t slot_bytes = options.max_sequences * per_slot;
   TANDEM_CHECK_ARG(slot_bytes < options.memory_budget_bytes,
                    "memory_budget_bytes: ", options.memory_budget_bytes, " cannot hold ",

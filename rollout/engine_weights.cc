@@ -67,7 +67,7 @@ MemoryReport Engine::memory() const {
   MemoryReport r;
   r.budget_bytes = options_.memory_budget_bytes;
   r.bytes_per_block = model::InferenceCache::BytesPerBlock(model_.config(), ctx_.device());
-  r.bytes_per_slot = model::InferenceCache::BytesPerSlot(model_.config());
+  r.bytes_per_slot = model::InferenceCache::BytesPerSlot(model_.config(), ctx_.device());
   r.num_blocks = num_blocks_;
   r.num_slots = num_slots_;
   r.used_blocks = scheduler_.blocks().num_used();

@@ -59,6 +59,9 @@ TEST(ForwardStepTest, CacheByteCounts) {
   EXPECT_EQ(InferenceCache::BytesPerBlock(config), 2 * 2 * 64 * 2 * 16 * 4);
   // 2 linear layers × (state H·D·D + open k, v 2·C·H·D) × 4 bytes + open_len.
   EXPECT_EQ(InferenceCache::BytesPerSlot(config), 2 * ((4 * 16 * 16 + 2 * 64 * 4 * 16) * 4 + 4));
+  // On the GPU the open rows are bf16 (the layer's k, v dtype); the state stays f32.
+  EXPECT_EQ(InferenceCache::BytesPerSlot(config, Device::kCUDA),
+            2 * (4 * 16 * 16 * 4 + 2 * 64 * 4 * 16 * 2 + 4));
 }
 
 class ForwardStepArgsTest : public ::testing::Test {

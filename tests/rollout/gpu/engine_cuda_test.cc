@@ -29,7 +29,7 @@ std::unique_ptr<Engine> MakeGpuEngine(const model::HybridModel& host, int64_t bl
   options.max_sequences = max_sequences;
   options.max_step_tokens = max_step_tokens;
   options.memory_budget_bytes =
-      max_sequences * model::InferenceCache::BytesPerSlot(host.config()) +
+      max_sequences * model::InferenceCache::BytesPerSlot(host.config(), Device::kCUDA) +
       blocks * model::InferenceCache::BytesPerBlock(host.config(), Device::kCUDA);
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(testing::CudaContext(), host, 0, options);
@@ -112,12 +112,13 @@ TEST(EngineCudaTest, RingMiniShapeWorkloadExact) {
 }
 
 // Same requests and seeds → same tokens and log-probs, whether a request runs alone in a roomy
-// GPU engine or among others in a tight one (preemptions).
+// GPU engine or among others in a tight one (5 blocks: preemptions; 4 cannot hold the longest
+// request).
 TEST(EngineCudaTest, TokensDoNotDependOnConcurrency) {
   TANDEM_SKIP_WITHOUT_GPU();
   const model::HybridModel host = testing::RandomModel(testing::TinyGpuConfig(), 3);
   const std::vector<Arrival> arrivals = testing::RandomWorkload(3, 64, 12);
-  auto tight = MakeGpuEngine(host, 6, 8, 100);
+  auto tight = MakeGpuEngine(host, 5, 8, 100);
   ASSERT_NE(tight, nullptr);
   testing::WorkloadRun crowded = RunWorkload(*tight, arrivals);
   EXPECT_GT(crowded.preemptions, 0);
