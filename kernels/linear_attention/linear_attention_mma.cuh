@@ -301,12 +301,12 @@ __device__ __forceinline__ uint32_t ScaledPair(uint32_t x, float s0, float s1) {
 // acc[r][nt][e] = Σ_{j=0..C−1} k_j[a] · bf16(pow[C−1−j]·v_j[b]) (4 key steps ascending, from +0)
 // for a = a0 + 16r + g + 8·(e / 2), b = b0 + 8·nt + 2t + e % 2, from the chunk's raw keys
 // k [kC][ldk] (rows as Layout keeps them; a0 its first column) and values v [kC][ldv] (row-major,
-// the column offset b0 already applied to the pointer). kScaledV: v already holds the scaled
-// values bf16(pow[C−1−j]·v_j) (ps unused). The kRows row tiles share each step's B fragments.
-template <int kN, typename Layout = PaddedRows, int kRows = 1, bool kScaledV = false>
+// the column offset b0 already applied to the pointer), each scaled by its key scales ps
+// (KeyScales) here; with ps = nullptr v already holds the scaled values bf16(pow[C−1−j]·v_j). The
+// kRows row tiles share each step's B fragments.
+template <int kN, typename Layout = PaddedRows, int kRows = 1>
 __device__ __forceinline__ void BoundaryTile(const bf16* k, int ldk, int a0, const bf16* v, int ldv,
-                                             const float (&ps)[kC / 16][4],
-                                             float (&acc)[kRows][kN][4]) {
+                                             const float (*ps)[4], float (&acc)[kRows][kN][4]) {
   static_assert(kN == 1 || kN % 2 == 0, "one n-tile or pairs");
   const int lane = threadIdx.x % 32, q = lane / 8;
 #pragma unroll
@@ -330,7 +330,7 @@ __device__ __forceinline__ void BoundaryTile(const bf16* k, int ldk, int a0, con
         b[2 * np][0] = x[0], b[2 * np][1] = x[1], b[2 * np + 1][0] = x[2], b[2 * np + 1][1] = x[3];
       }
     }
-    if constexpr (!kScaledV) {
+    if (ps != nullptr) {
 #pragma unroll
       for (int nt = 0; nt < kN; ++nt) {
         b[nt][0] = ScaledPair(b[nt][0], ps[kk][0], ps[kk][1]);

@@ -298,8 +298,7 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
     const int64_t dd = int64_t{kD} * kD, sh = int64_t{seq} * a.h + head;
     constexpr int kRt = F::kStateTiles;
     const int row0 = F::kStateRows * sw;
-    float st[kRt][2][4];                     // [row tile][n-tile][e]
-    const float no_scales[kC / 16][4] = {};  // BoundaryTile reads the scaled v columns instead
+    float st[kRt][2][4];  // [row tile][n-tile][e]
     const float pow_c = pw[kC];
     // bf16(S)ᵀ of chunk c into its slot, visible to the wgmma (async proxy) of its output group.
     auto publish = [&](int c) {
@@ -346,8 +345,8 @@ __global__ void __cluster_dims__(FusedOf<kCols, kClusterCtas>::kCluster, 1, 1)
           fused::StateWarpsSync<F::kStateWarps>();
         }
         float sum[kRt][kN][4];
-        BoundaryTile<kN, SwizzledRows<F::kKBox>, kRt, true>(s.k, 0, row0, v_scaled, F::kLdv,
-                                                            no_scales, sum);
+        BoundaryTile<kN, SwizzledRows<F::kKBox>, kRt>(s.k, 0, row0, v_scaled, F::kLdv,
+                                                      /*ps=*/nullptr, sum);
         fused::WarpArrive(&done[slot]);  // the slot's k and v are read
 #pragma unroll
         for (int rt = 0; rt < kRt; ++rt) {
