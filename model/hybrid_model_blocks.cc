@@ -62,7 +62,7 @@ absl::Status Swiglu(const Context& ctx, const Tensor& gate_w, const Tensor& up_w
 
 absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
                                const LayerWeights& w, const Tensor& positions, const Tensor& h,
-                               AttentionActivations* acts, DType dtype) {
+                               AttentionActivations* acts) {
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
@@ -70,6 +70,7 @@ absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, in
   TANDEM_RETURN_IF_ERROR(GemmNT(ctx, h, w.qkv, qkv));
   Tensor q_raw = F32(ctx, {T, H, D});         // [T, H, D]
   Tensor k_raw = F32(ctx, {T, kv_heads, D});  // [T, Hkv, D]
+  const DType dtype = KvCacheDType(ctx.device());
   Qkv out{Buffer(ctx, {T, H, D}, dtype), Buffer(ctx, {T, kv_heads, D}, dtype),
           Buffer(ctx, {T, kv_heads, D}, dtype)};
   TANDEM_RETURN_IF_ERROR(CopyColumns(ctx, qkv, 0, q_raw));
@@ -159,8 +160,7 @@ absl::Status LinearAttentionBlock(const Context& ctx, const ModelConfig& config,
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
   // Linear layers are MHA: q, k, v all [T, H, D].
-  TANDEM_ASSIGN_OR_RETURN(
-      Qkv qkv, ProjectQkv(ctx, config, H, w, seqs.positions, h, acts, KvCacheDType(ctx.device())));
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, H, w, seqs.positions, h, acts));
 
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer), {H});  // [H], λ_h = exp(−x_h)
   Tensor o = F32(ctx, {T, H, D});                                     // [T, H, D]
@@ -190,8 +190,8 @@ absl::Status SoftmaxAttentionBlock(const Context& ctx, const ModelConfig& config
   const int64_t T = h.dim(0);
   const int64_t H = config.num_attention_heads;
   const int64_t D = config.head_dim;
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w,
-                                              seqs.positions, h, acts, KvCacheDType(ctx.device())));
+  TANDEM_ASSIGN_OR_RETURN(
+      Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w, seqs.positions, h, acts));
   Tensor o = Buffer(ctx, {T, H, D}, GemmInputDType(ctx));  // [T, H, D], enters the dense GEMM
   Tensor lse = F32(ctx, {T, H});                           // [T, H]
   TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionFwd(ctx, SoftmaxParams(config), qkv.q, qkv.k,

@@ -60,8 +60,8 @@ struct ResidualStream {
 
 // q [T, H, D], k, v [T, Hkv, D] from the fused projection of h; q and k RMS-normalised per head
 // (query_layernorm / key_layernorm) and rotated by partial NeoX RoPE at `positions` [T] i32.
-// q, k and v are stored as `dtype`: f32, or on the GPU bf16 (KvCacheDType: what the cache holds
-// and the tensor-core attention kernels read), rounded once from the fp32 norm/RoPE.
+// q, k and v are stored in KvCacheDType(ctx.device()): f32 on the CPU, bf16 on the GPU (what the
+// cache holds and the tensor-core attention kernels read), rounded once from the fp32 norm/RoPE.
 // Every function below that takes an activations pointer keeps its intermediate tensors there
 // for the backward pass (hybrid_model_backward.cc) when it is non-null.
 // Buffers live on ctx's device; the weights must be there too (model/device_weights.h).
@@ -70,7 +70,7 @@ struct Qkv {
 };
 absl::StatusOr<Qkv> ProjectQkv(const Context& ctx, const ModelConfig& config, int64_t kv_heads,
                                const LayerWeights& w, const Tensor& positions, const Tensor& h,
-                               AttentionActivations* acts = nullptr, DType kv_dtype = DType::kF32);
+                               AttentionActivations* acts = nullptr);
 
 // Kernel parameters of the two attention kinds (scale D^-1/2, rounded once from double).
 kernels::SoftmaxAttentionParams SoftmaxParams(const ModelConfig& config);

@@ -175,8 +175,8 @@ absl::StatusOr<StepLayout> MakeLayout(const Context& ctx, const ModelConfig& con
 absl::Status SoftmaxStep(const Context& ctx, const ModelConfig& config, const LayerWeights& w,
                          const StepLayout& L, InferenceCache::SoftmaxLayer& layer, const Tensor& h,
                          Tensor& out) {
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, config.num_key_value_heads, w,
-                                              L.positions, h, nullptr, layer.k.dtype()));
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv,
+                          ProjectQkv(ctx, config, config.num_key_value_heads, w, L.positions, h));
   // Each new row's k, v into its cache block row.
   const int64_t T = h.dim(0), H = config.num_attention_heads, D = config.head_dim;
   const int64_t kv_width = config.num_key_value_heads * D;
@@ -282,8 +282,8 @@ absl::Status LinearStep(const Context& ctx, const ModelConfig& config, int64_t l
                         const LayerWeights& w, const std::vector<StepSequence>& batch,
                         const StepLayout& L, InferenceCache::LinearLayer& layer, const Tensor& h,
                         Tensor& out) {
-  TANDEM_ASSIGN_OR_RETURN(Qkv qkv, ProjectQkv(ctx, config, config.num_attention_heads, w,
-                                              L.positions, h, nullptr, KvCacheDType(ctx.device())));
+  TANDEM_ASSIGN_OR_RETURN(Qkv qkv,
+                          ProjectQkv(ctx, config, config.num_attention_heads, w, L.positions, h));
   const int64_t T = h.dim(0), H = config.num_attention_heads, D = config.head_dim;
   Tensor decay = Tensor::FromVector(config.LinearDecay(layer_index), {H});  // [H] (host)
   Tensor o = F32(ctx, {T, H, D});                                           // [T, H, D]
