@@ -1,9 +1,16 @@
 // fp32 GEMM on the GPU, C = A · Bᵀ, for the parts the contract keeps in fp32 (router, fp32 LM
-// head): 64x64 block tiles, 16-deep k slices, 4x4 outputs per thread. Each output element is one
-// fp32 FMA chain from 0 over k ascending, then the optional `accumulate` add, exactly the
-// arithmetic of the CPU GEMM, so rows are batch-invariant and match the CPU bit for bit.
+// head). Each output element is one fp32 FMA chain from 0 over k ascending, then the optional
+// `accumulate` add, exactly the arithmetic of the CPU GEMM, so rows match the CPU bit for bit
+// whatever the tiling. Two tilings of that one chain:
+//   wide:   64x64 block tiles, 4x4 outputs per thread (two shared-memory loads per 16 FMAs);
+//   narrow: 8x16 block tiles, one output per thread, for products too small to give the wide
+//           tiling a block per multiprocessor (the router at decode: M = 64 tokens, N = 256
+//           experts is 4 wide blocks; its K = 2048 chain per element then ran on 4 SMs).
+// The choice looks at the grid only; since a tile never splits or reorders an element's chain,
+// rows stay batch-invariant across it (contract rule 1), which the tests check bitwise.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "kernels/gemm/gemm_cuda_internal.h"
@@ -11,16 +18,24 @@
 namespace tandem::kernels::cuda::internal {
 namespace {
 
-constexpr int kBM = 64, kBN = 64, kBK = 16;
-constexpr int kThreads = 256;  // 16 x 16 threads, 4x4 outputs each
-constexpr int kPad = 4;        // keeps each k row of a tile 16-byte aligned
+constexpr int kBK = 16;  // k slice per shared-memory stage
+constexpr int kPad = 4;  // keeps each k row of a tile 16-byte aligned
 
-// Loads rows [row0, row0 + 64) x k [k0, k0 + 16) of a row-major [rows, k] matrix, transposed
+template <int kBM, int kBN, int kTM, int kTN>
+struct F32Tiling {
+  static constexpr int kThreads = (kBM / kTM) * (kBN / kTN);
+  static constexpr int kThreadCols = kBN / kTN;  // threads along n
+  static_assert(kBM * kBK % kThreads == 0 && kBN * kBK % kThreads == 0, "whole tile loads");
+  static_assert((kTM == 1 || kTM == 4) && (kTN == 1 || kTN == 4), "scalar or float4 fragments");
+};
+
+// Loads rows [row0, row0 + kRows) x k [k0, k0 + 16) of a row-major [rows, k] matrix, transposed
 // into tile[k][row], zeros outside the matrix.
-__device__ __forceinline__ void LoadTile(float (*tile)[kBM + kPad], const float* src, int64_t ld,
+template <int kRows, int kThreads>
+__device__ __forceinline__ void LoadTile(float (*tile)[kRows + kPad], const float* src, int64_t ld,
                                          int64_t rows, int64_t k, int64_t row0, int64_t k0) {
 #pragma unroll
-  for (int i = 0; i < kBM * kBK / kThreads; ++i) {
+  for (int i = 0; i < kRows * kBK / kThreads; ++i) {
     const int idx = threadIdx.x + i * kThreads;
     const int r = idx / kBK, kk = idx % kBK;
     const int64_t gr = row0 + r, gk = k0 + kk;
@@ -28,47 +43,58 @@ __device__ __forceinline__ void LoadTile(float (*tile)[kBM + kPad], const float*
   }
 }
 
-// acc[i][j] = fma(a[row i][kk], b[col j][kk], acc[i][j]) for the thread's 4x4 outputs.
-__device__ __forceinline__ void FmaStep(const float (*as)[kBM + kPad],
-                                        const float (*bs)[kBN + kPad], int kk, int tx, int ty,
-                                        float (&acc)[4][4]) {
-  const float4 av = *reinterpret_cast<const float4*>(&as[kk][ty * 4]);
-  const float4 bv = *reinterpret_cast<const float4*>(&bs[kk][tx * 4]);
-  const float ar[4] = {av.x, av.y, av.z, av.w}, br[4] = {bv.x, bv.y, bv.z, bv.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j] = __fmaf_rn(ar[i], br[j], acc[i][j]);
+// kN values of a tile's k row from column c0 (one float4 when kN = 4).
+template <int kN, int kLd>
+__device__ __forceinline__ void Fragment(const float (*tile)[kLd], int kk, int c0, float (&x)[kN]) {
+  if constexpr (kN == 4) {
+    const float4 v = *reinterpret_cast<const float4*>(&tile[kk][c0]);
+    x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+  } else {
+    x[0] = tile[kk][c0];
   }
 }
 
-__global__ void __launch_bounds__(kThreads) GemmF32Kernel(const GemmNTArgs g) {
+template <int kBM, int kBN, int kTM, int kTN>
+__global__ void __launch_bounds__((F32Tiling<kBM, kBN, kTM, kTN>::kThreads))
+    GemmF32Kernel(const GemmNTArgs g) {
+  using T = F32Tiling<kBM, kBN, kTM, kTN>;
   __shared__ __align__(16) float as[kBK][kBM + kPad];
   __shared__ __align__(16) float bs[kBK][kBN + kPad];
   const int64_t m0 = int64_t{blockIdx.y} * kBM, n0 = int64_t{blockIdx.x} * kBN;
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int tx = threadIdx.x % T::kThreadCols, ty = threadIdx.x / T::kThreadCols;
   const float* a = static_cast<const float*>(g.a);
   const float* b = static_cast<const float*>(g.b);
-  float acc[4][4] = {};
+  float acc[kTM][kTN] = {};
+  // acc[i][j] = fma(a[row i][kk], b[col j][kk], acc[i][j]): one step of every chain.
+  const auto step = [&](int kk) {
+    float ar[kTM], br[kTN];
+    Fragment<kTM>(as, kk, ty * kTM, ar);
+    Fragment<kTN>(bs, kk, tx * kTN, br);
+#pragma unroll
+    for (int i = 0; i < kTM; ++i) {
+#pragma unroll
+      for (int j = 0; j < kTN; ++j) acc[i][j] = __fmaf_rn(ar[i], br[j], acc[i][j]);
+    }
+  };
   for (int64_t k0 = 0; k0 < g.k; k0 += kBK) {
-    LoadTile(as, a, g.lda, g.m, g.k, m0, k0);
-    LoadTile(bs, b, g.ldb, g.n, g.k, n0, k0);
+    LoadTile<kBM, T::kThreads>(as, a, g.lda, g.m, g.k, m0, k0);
+    LoadTile<kBN, T::kThreads>(bs, b, g.ldb, g.n, g.k, n0, k0);
     __syncthreads();
     if (k0 + kBK <= g.k) {
 #pragma unroll
-      for (int kk = 0; kk < kBK; ++kk) FmaStep(as, bs, kk, tx, ty, acc);
+      for (int kk = 0; kk < kBK; ++kk) step(kk);
     } else {  // last, partial slice: stop at k exactly (a zero product could flip a -0 to +0)
-      for (int kk = 0; kk < g.k - k0; ++kk) FmaStep(as, bs, kk, tx, ty, acc);
+      for (int kk = 0; kk < g.k - k0; ++kk) step(kk);
     }
     __syncthreads();
   }
   float* c = static_cast<float*>(g.c);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t row = m0 + ty * 4 + i;
+  for (int i = 0; i < kTM; ++i) {
+    const int64_t row = m0 + ty * kTM + i;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t col = n0 + tx * 4 + j;
+    for (int j = 0; j < kTN; ++j) {
+      const int64_t col = n0 + tx * kTN + j;
       if (row < g.m && col < g.n) {
         float* p = c + row * g.ldc + col;
         *p = g.accumulate ? __fadd_rn(*p, acc[i][j]) : acc[i][j];
@@ -77,13 +103,38 @@ __global__ void __launch_bounds__(kThreads) GemmF32Kernel(const GemmNTArgs g) {
   }
 }
 
+template <int kBM, int kBN, int kTM, int kTN>
+cudaError_t Launch(cudaStream_t stream, const GemmNTArgs& g) {
+  const dim3 grid(static_cast<unsigned>((g.n + kBN - 1) / kBN),
+                  static_cast<unsigned>((g.m + kBM - 1) / kBM));
+  GemmF32Kernel<kBM, kBN, kTM, kTN>
+      <<<grid, F32Tiling<kBM, kBN, kTM, kTN>::kThreads, 0, stream>>>(g);
+  return cudaGetLastError();
+}
+
+// The current device's multiprocessors (cached per device; 0 if unknown).
+int Multiprocessors() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cached[kMaxDevices] = {};
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    cudaGetLastError();
+    return 0;
+  }
+  if (cached[dev].load() == 0 &&
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess) {
+    cached[dev].store(sms);
+  }
+  cudaGetLastError();
+  return cached[dev].load();
+}
+
 }  // namespace
 
 cudaError_t LaunchGemmF32(cudaStream_t stream, const GemmNTArgs& g) {
-  const dim3 grid(static_cast<unsigned>((g.n + kBN - 1) / kBN),
-                  static_cast<unsigned>((g.m + kBM - 1) / kBM));
-  GemmF32Kernel<<<grid, kThreads, 0, stream>>>(g);
-  return cudaGetLastError();
+  const int64_t wide_blocks = ((g.m + 63) / 64) * ((g.n + 63) / 64);
+  if (wide_blocks < Multiprocessors()) return Launch<8, 16, 1, 1>(stream, g);
+  return Launch<64, 64, 4, 4>(stream, g);
 }
 
 }  // namespace tandem::kernels::cuda::internal

@@ -1,7 +1,9 @@
-// CUDA MoE router: one thread per token runs the CPU's scans (group scores from the top-2 biased
-// scores, topk_group groups kept, top-k experts among them, weights from the unbiased scores).
-// Biased scores are recomputed from the stored scores (one fp32 add, the same bits each time);
-// kept groups and chosen experts are bit masks in registers / local memory.
+// CUDA MoE router, one warp per token: the lanes compute the scores side by side into shared
+// memory, lane g scores group g with the CPU's scan (top-2 of the biased scores), every lane keeps
+// the same topk_group groups, and each of the k rounds picks the best remaining expert by a warp
+// argmax (larger biased score, then the lower index: the CPU scan's choice for scores that are not
+// NaN). Weights come from the unbiased scores, summed over k ascending by one lane. Biased scores
+// are recomputed nowhere: each is one fp32 add, stored once.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -15,6 +17,7 @@ namespace tandem::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 128;
+constexpr int kFwdWarps = 4;  // tokens per forward block
 constexpr float kNormEpsilon = 1e-20f;
 
 struct FwdArgs {
@@ -47,43 +50,69 @@ __device__ float GroupScore(B b, int n) {
   return __fadd_rn(first, second);
 }
 
-__global__ void __launch_bounds__(kThreads) FwdKernel(const FwdArgs a) {
-  const int64_t t = int64_t{blockIdx.x} * kThreads + threadIdx.x;
-  if (t >= a.t) return;
+// Whether candidate (v, e) beats (best_v, best) for the top-k: a larger score, or the same score
+// and a lower index; best < 0 is no candidate.
+__device__ __forceinline__ bool Beats(float v, int e, float best_v, int best) {
+  return e >= 0 && (best < 0 || v > best_v || (v == best_v && e < best));
+}
+
+// Per warp: the token's scores and biased scores, its group scores and its chosen experts.
+struct RouteSmem {
+  float s[kMoeRouteMaxExperts], b[kMoeRouteMaxExperts], group[kMoeRouteMaxGroups];
+  int32_t chosen[kMoeRouteMaxTopK];
+};
+
+__global__ void __launch_bounds__(32 * kFwdWarps) FwdKernel(const FwdArgs a) {
+  __shared__ RouteSmem smem[kFwdWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t t = int64_t{blockIdx.x} * kFwdWarps + warp;
+  if (t >= a.t) return;  // whole warps leave: no barrier below spans warps
+  RouteSmem& w = smem[warp];
   const float* lg = a.logits + t * a.e;
   float* sc = a.scores + t * a.e;
-  for (int e = 0; e < a.e; ++e) sc[e] = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-lg[e])));
-  const auto b = [&](int e) { return __fadd_rn(sc[e], a.bias[e]); };
-  float group_score[kMoeRouteMaxGroups];
-  for (int g = 0; g < a.n_group; ++g) {
-    group_score[g] = GroupScore([&](int i) { return b(g * a.group_size + i); }, a.group_size);
+  for (int e = lane; e < a.e; e += 32) {
+    const float s = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-lg[e])));
+    sc[e] = s;
+    w.s[e] = s;
+    w.b[e] = __fadd_rn(s, a.bias[e]);
   }
-  uint64_t kept = 0;  // bit g: group g kept
+  __syncwarp();
+  for (int g = lane; g < a.n_group; g += 32) {
+    w.group[g] = GroupScore([&](int i) { return w.b[g * a.group_size + i]; }, a.group_size);
+  }
+  __syncwarp();
+  uint64_t kept = 0;  // bit g: group g kept (every lane the same)
   for (int r = 0; r < a.topk_group; ++r) {
     int best = -1;
     for (int g = 0; g < a.n_group; ++g) {
-      if (!(kept >> g & 1) && (best < 0 || group_score[g] > group_score[best])) best = g;
+      if (!(kept >> g & 1) && (best < 0 || w.group[g] > w.group[best])) best = g;
     }
     kept |= uint64_t{1} << best;
   }
-  uint32_t taken[kMoeRouteMaxExperts / 32] = {};
-  int32_t* idx = a.idx + t * a.k;
+  uint32_t taken = 0;  // bit j: expert lane + 32·j already chosen
   for (int k = 0; k < a.k; ++k) {
+    float best_v = 0.0f;
     int best = -1;
-    float best_b = 0.0f;
-    for (int e = 0; e < a.e; ++e) {
-      if (!(kept >> (e / a.group_size) & 1) || (taken[e / 32] >> (e % 32) & 1)) continue;
-      const float v = b(e);
-      if (best < 0 || v > best_b) best = e, best_b = v;
+    for (int j = 0, e = lane; e < a.e; ++j, e += 32) {
+      if (!(kept >> (e / a.group_size) & 1) || (taken >> j & 1)) continue;
+      if (Beats(w.b[e], e, best_v, best)) best_v = w.b[e], best = e;
     }
-    taken[best / 32] |= 1u << (best % 32);
-    idx[k] = best;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const float v = __shfl_xor_sync(0xffffffffu, best_v, offset);
+      const int e = __shfl_xor_sync(0xffffffffu, best, offset);
+      if (Beats(v, e, best_v, best)) best_v = v, best = e;
+    }
+    if (best % 32 == lane) taken |= 1u << (best / 32);
+    if (lane == 0) w.chosen[k] = best;
   }
-  float sum = 0.0f;  // Σ over k ascending
-  for (int k = 0; k < a.k; ++k) sum = __fadd_rn(sum, sc[idx[k]]);
+  __syncwarp();
+  float sum = 0.0f;  // Σ over k ascending (every lane the same)
+  for (int k = 0; k < a.k; ++k) sum = __fadd_rn(sum, w.s[w.chosen[k]]);
   const float denom = __fadd_rn(sum, kNormEpsilon);
-  for (int k = 0; k < a.k; ++k) {
-    const float s = sc[idx[k]];
+  for (int k = lane; k < a.k; k += 32) {
+    const float s = w.s[w.chosen[k]];
+    a.idx[t * a.k + k] = w.chosen[k];
     a.weight[t * a.k + k] = __fmul_rn(a.norm ? __fdiv_rn(s, denom) : s, a.scale);
   }
 }
@@ -141,7 +170,9 @@ absl::Status CheckParams(const MoeRouteParams& p) {
   return absl::OkStatus();
 }
 
-unsigned Blocks(int64_t t) { return static_cast<unsigned>((t + kThreads - 1) / kThreads); }
+unsigned Blocks(int64_t t, int per_block) {
+  return static_cast<unsigned>((t + per_block - 1) / per_block);
+}
 
 }  // namespace
 
@@ -171,7 +202,7 @@ absl::Status MoeRouteFwd(const Context& ctx, const MoeRouteParams& p, const Tens
                   topk_idx.data<int32_t>(),
                   topk_weight.data<float>(),
                   scores.data<float>()};
-  FwdKernel<<<Blocks(t), kThreads, 0, StreamOf(ctx)>>>(a);
+  FwdKernel<<<Blocks(t, kFwdWarps), 32 * kFwdWarps, 0, StreamOf(ctx)>>>(a);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -196,7 +227,7 @@ absl::Status MoeRouteBwd(const Context& ctx, const MoeRouteParams& p, const Tens
                   topk_idx.data<int32_t>(),
                   dtopk_weight.data<float>(),
                   dlogits.data<float>()};
-  BwdKernel<<<Blocks(t), kThreads, 0, StreamOf(ctx)>>>(a);
+  BwdKernel<<<Blocks(t, kThreads), kThreads, 0, StreamOf(ctx)>>>(a);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -163,6 +163,9 @@ TEST(GemmCudaTest, RowsAreBitwiseIdenticalForAnyBatch) {
   ExpectBatchInvariant(200, 36, DType::kBF16, DType::kBF16);   // k % 8 != 0, scalar loads
   ExpectBatchInvariant(256, 2048, DType::kF32, DType::kBF16);  // f32 a, cast on load
   ExpectBatchInvariant(130, 100, DType::kF32, DType::kF32);    // fp32 FMA path
+  // The router's shape: the fp32 product of up to a few thousand rows takes the narrow tiling, the
+  // full 4096 rows the wide one (on a GPU of fewer than 256 SMs); the rows must not notice.
+  ExpectBatchInvariant(256, 2048, DType::kF32, DType::kF32);
 }
 
 TEST(GemmCudaTest, F32PathMatchesCpuBitwise) {
