@@ -9,13 +9,15 @@
 // The cache is filled synthetically (zeros; the kernels read every key whatever its value), so no
 // 8M-token prefill is needed. A context whose KV cache does not fit in the GPU's free memory is
 // reported as such. CUDA-event timing around whole steps (host work included), warm-up first,
-// median of the timed steps.
+// median of the timed steps; "host" is the median time the step call itself took on the host.
 //   model_throughput_cuda_bench [--csv] [--contexts 4096,32768,65536,131072] [--batch 64]
 //                               [--layers 20] [--experts 256] [--variants hybrid,all-softmax]
+//                               [--modes decode,decode+sample,prefill]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -50,6 +52,10 @@ struct Options {
   int64_t layers = 20;
   int64_t experts = 256;
   std::vector<std::string> variants = {"hybrid", "all-softmax"};
+  std::vector<std::string> modes = {"decode", "decode+sample", "prefill"};
+  bool Runs(const std::string& mode) const {
+    return std::find(modes.begin(), modes.end(), mode) != modes.end();
+  }
 };
 
 std::vector<std::string> Split(const std::string& s) {
@@ -82,6 +88,15 @@ Options Parse(int argc, char** argv) {
       o.experts = std::stoll(argv[++i]);
     } else if (a == "--variants" && has_value) {
       o.variants = Split(argv[++i]);
+    } else if (a == "--modes" && has_value) {
+      o.modes = Split(argv[++i]);
+      for (const std::string& mode : o.modes) {
+        if (mode != "decode" && mode != "decode+sample" && mode != "prefill") {
+          std::fprintf(stderr, "--modes: unknown mode \"%s\" (decode, decode+sample, prefill)\n",
+                       mode.c_str());
+          std::exit(2);
+        }
+      }
     } else {
       std::fprintf(stderr, "unknown or incomplete argument: %s\n", a.c_str());
       std::exit(2);
@@ -145,29 +160,39 @@ model::ModelConfig VariantConfig(const Options& o, const std::string& variant) {
   return *c;
 }
 
-// Median milliseconds of `steps` timed calls of fn after `warmup` calls; `before` runs untimed
-// ahead of every call (cache bookkeeping).
+// Medians over `steps` timed calls of fn after `warmup` calls: the step (CUDA events around it,
+// host work included) and the host time of the call alone (until fn returns, with its launches
+// queued); `before` runs untimed ahead of every call (cache bookkeeping).
+struct StepTimes {
+  double ms = 0, host_ms = 0;
+};
 template <typename Before, typename Fn>
-double MedianMs(int warmup, int steps, Before&& before, Fn&& fn) {
+StepTimes MedianMs(int warmup, int steps, Before&& before, Fn&& fn) {
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
-  std::vector<float> ms;
+  std::vector<double> ms, host_ms;
   for (int i = 0; i < warmup + steps; ++i) {
     before();
     cudaDeviceSynchronize();
     cudaEventRecord(start);
+    const auto t0 = std::chrono::steady_clock::now();
     fn();
+    const auto t1 = std::chrono::steady_clock::now();
     cudaEventRecord(stop);
     cudaEventSynchronize(stop);
     float once = 0;
     cudaEventElapsedTime(&once, start, stop);
-    if (i >= warmup) ms.push_back(once);
+    if (i >= warmup) {
+      ms.push_back(once);
+      host_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    }
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  std::sort(host_ms.begin(), host_ms.end());
+  return {ms[ms.size() / 2], host_ms[host_ms.size() / 2]};
 }
 
 // Sets every linear layer's open-chunk length of slots [0, batch) to `len`.
@@ -182,11 +207,12 @@ void SetOpenLen(const model::ModelConfig& config, model::InferenceCache& cache, 
 }
 
 void Report(const Options& o, const std::string& what, const std::string& variant, int64_t context,
-            double ms, int64_t tokens) {
-  const double tok_s = tokens / (ms * 1e-3);
-  std::printf("%-12s %-8s context %7ld  batch %3ld  %9.2f ms/step  %10.0f tokens/s\n",
-              variant.c_str(), what.c_str(), static_cast<long>(context), static_cast<long>(o.batch),
-              ms, tok_s);
+            StepTimes t, int64_t tokens) {
+  const double ms = t.ms, tok_s = tokens / (ms * 1e-3);
+  std::printf(
+      "%-12s %-8s context %7ld  batch %3ld  %9.2f ms/step  %10.0f tokens/s  (host %.2f ms)\n",
+      variant.c_str(), what.c_str(), static_cast<long>(context), static_cast<long>(o.batch), ms,
+      tok_s, t.host_ms);
   if (o.csv) {
     std::string name = "model_" + what + "_" + variant;
     std::replace(name.begin(), name.end(), '-', '_');
@@ -251,28 +277,34 @@ void RunContext(const Options& o, const Context& ctx, const model::HybridModel& 
   const auto step = [&](const std::vector<model::StepSequence>& batch) {
     CHECK_OK(model::ForwardStep(ctx, m, batch, *cache).status());
   };
-  const double decode_ms = MedianMs(
-      3, 10, [&] { SetOpenLen(config, *cache, B, tandem::kLinearAttentionChunk - 1); },
-      [&] { step(decode); });
-  Report(o, "decode", variant, context, decode_ms, B);
+  if (o.Runs("decode")) {
+    const StepTimes decode_ms = MedianMs(
+        3, 10, [&] { SetOpenLen(config, *cache, B, tandem::kLinearAttentionChunk - 1); },
+        [&] { step(decode); });
+    Report(o, "decode", variant, context, decode_ms, B);
+  }
   // The engine's decode step: the same, then every sequence draws its next token (temperature 1,
   // no top-k / top-p: on the GPU, rollout::SampleTokens).
   const rollout::SamplingOptions sampling;
   std::vector<rollout::TokenDraw> draws;
   for (int64_t b = 0; b < B; ++b) draws.push_back({b, &sampling, 0, context});
-  const double sampled_ms = MedianMs(
-      3, 10, [&] { SetOpenLen(config, *cache, B, tandem::kLinearAttentionChunk - 1); },
-      [&] {
-        absl::StatusOr<Tensor> logits = model::ForwardStep(ctx, m, decode, *cache);
-        CHECK_OK(logits.status());
-        for (const auto& drawn : rollout::SampleTokens(ctx, *logits, draws)) {
-          CHECK_OK(drawn.status());
-        }
-      });
-  Report(o, "decode+sample", variant, context, sampled_ms, B);
-  const double prefill_ms = MedianMs(
-      1, 5, [&] { SetOpenLen(config, *cache, B, 0); }, [&] { step(prefill); });
-  Report(o, "prefill", variant, context, prefill_ms, B * tandem::kLinearAttentionChunk);
+  if (o.Runs("decode+sample")) {
+    const StepTimes sampled_ms = MedianMs(
+        3, 10, [&] { SetOpenLen(config, *cache, B, tandem::kLinearAttentionChunk - 1); },
+        [&] {
+          absl::StatusOr<Tensor> logits = model::ForwardStep(ctx, m, decode, *cache);
+          CHECK_OK(logits.status());
+          for (const auto& drawn : rollout::SampleTokens(ctx, *logits, draws)) {
+            CHECK_OK(drawn.status());
+          }
+        });
+    Report(o, "decode+sample", variant, context, sampled_ms, B);
+  }
+  if (o.Runs("prefill")) {
+    const StepTimes prefill_ms = MedianMs(
+        1, 5, [&] { SetOpenLen(config, *cache, B, 0); }, [&] { step(prefill); });
+    Report(o, "prefill", variant, context, prefill_ms, B * tandem::kLinearAttentionChunk);
+  }
 }
 
 }  // namespace
