@@ -2,10 +2,12 @@
 // head). Each output element is one fp32 FMA chain from 0 over k ascending, then the optional
 // `accumulate` add, exactly the arithmetic of the CPU GEMM, so rows match the CPU bit for bit
 // whatever the tiling. Two tilings of that one chain:
-//   wide:   64x64 block tiles, 4x4 outputs per thread (two shared-memory loads per 16 FMAs);
-//   narrow: 8x16 block tiles, one output per thread, for products too small to give the wide
-//           tiling a block per multiprocessor (the router at decode: M = 64 tokens, N = 256
-//           experts is 4 wide blocks; its K = 2048 chain per element then ran on 4 SMs).
+//   wide:   64x64 block tiles, 4x4 outputs per thread (two shared-memory loads per 16 FMAs),
+//           16-deep k slices;
+//   narrow: 8x16 block tiles, one output per thread, 128-deep k slices (few slices: each waits
+//           for its loads), for products too small to give the wide tiling a block per
+//           multiprocessor (the router at decode: M = 64 tokens, N = 256 experts is 4 wide
+//           blocks; its K = 2048 chain per element then ran on 4 SMs).
 // The choice looks at the grid only; since a tile never splits or reorders an element's chain,
 // rows stay batch-invariant across it (contract rule 1), which the tests check bitwise.
 #include <cuda_runtime.h>
@@ -18,10 +20,10 @@
 namespace tandem::kernels::cuda::internal {
 namespace {
 
-constexpr int kBK = 16;  // k slice per shared-memory stage
 constexpr int kPad = 4;  // keeps each k row of a tile 16-byte aligned
 
-template <int kBM, int kBN, int kTM, int kTN>
+// kBM x kBN outputs per block, kTM x kTN per thread, k slices of kBK per shared-memory stage.
+template <int kBM, int kBN, int kTM, int kTN, int kBK>
 struct F32Tiling {
   static constexpr int kThreads = (kBM / kTM) * (kBN / kTN);
   static constexpr int kThreadCols = kBN / kTN;  // threads along n
@@ -29,9 +31,9 @@ struct F32Tiling {
   static_assert((kTM == 1 || kTM == 4) && (kTN == 1 || kTN == 4), "scalar or float4 fragments");
 };
 
-// Loads rows [row0, row0 + kRows) x k [k0, k0 + 16) of a row-major [rows, k] matrix, transposed
-// into tile[k][row], zeros outside the matrix.
-template <int kRows, int kThreads>
+// Loads rows [row0, row0 + kRows) x k [k0, k0 + kBK) of a row-major [rows, k] matrix,
+// transposed into tile[k][row], zeros outside the matrix.
+template <int kRows, int kBK, int kThreads>
 __device__ __forceinline__ void LoadTile(float (*tile)[kRows + kPad], const float* src, int64_t ld,
                                          int64_t rows, int64_t k, int64_t row0, int64_t k0) {
 #pragma unroll
@@ -54,10 +56,10 @@ __device__ __forceinline__ void Fragment(const float (*tile)[kLd], int kk, int c
   }
 }
 
-template <int kBM, int kBN, int kTM, int kTN>
-__global__ void __launch_bounds__((F32Tiling<kBM, kBN, kTM, kTN>::kThreads))
+template <int kBM, int kBN, int kTM, int kTN, int kBK>
+__global__ void __launch_bounds__((F32Tiling<kBM, kBN, kTM, kTN, kBK>::kThreads))
     GemmF32Kernel(const GemmNTArgs g) {
-  using T = F32Tiling<kBM, kBN, kTM, kTN>;
+  using T = F32Tiling<kBM, kBN, kTM, kTN, kBK>;
   __shared__ __align__(16) float as[kBK][kBM + kPad];
   __shared__ __align__(16) float bs[kBK][kBN + kPad];
   const int64_t m0 = int64_t{blockIdx.y} * kBM, n0 = int64_t{blockIdx.x} * kBN;
@@ -77,8 +79,8 @@ __global__ void __launch_bounds__((F32Tiling<kBM, kBN, kTM, kTN>::kThreads))
     }
   };
   for (int64_t k0 = 0; k0 < g.k; k0 += kBK) {
-    LoadTile<kBM, T::kThreads>(as, a, g.lda, g.m, g.k, m0, k0);
-    LoadTile<kBN, T::kThreads>(bs, b, g.ldb, g.n, g.k, n0, k0);
+    LoadTile<kBM, kBK, T::kThreads>(as, a, g.lda, g.m, g.k, m0, k0);
+    LoadTile<kBN, kBK, T::kThreads>(bs, b, g.ldb, g.n, g.k, n0, k0);
     __syncthreads();
     if (k0 + kBK <= g.k) {
 #pragma unroll
@@ -103,12 +105,12 @@ __global__ void __launch_bounds__((F32Tiling<kBM, kBN, kTM, kTN>::kThreads))
   }
 }
 
-template <int kBM, int kBN, int kTM, int kTN>
+template <int kBM, int kBN, int kTM, int kTN, int kBK>
 cudaError_t Launch(cudaStream_t stream, const GemmNTArgs& g) {
   const dim3 grid(static_cast<unsigned>((g.n + kBN - 1) / kBN),
                   static_cast<unsigned>((g.m + kBM - 1) / kBM));
-  GemmF32Kernel<kBM, kBN, kTM, kTN>
-      <<<grid, F32Tiling<kBM, kBN, kTM, kTN>::kThreads, 0, stream>>>(g);
+  GemmF32Kernel<kBM, kBN, kTM, kTN, kBK>
+      <<<grid, F32Tiling<kBM, kBN, kTM, kTN, kBK>::kThreads, 0, stream>>>(g);
   return cudaGetLastError();
 }
 
@@ -133,8 +135,8 @@ int Multiprocessors() {
 
 cudaError_t LaunchGemmF32(cudaStream_t stream, const GemmNTArgs& g) {
   const int64_t wide_blocks = ((g.m + 63) / 64) * ((g.n + 63) / 64);
-  if (wide_blocks < Multiprocessors()) return Launch<8, 16, 1, 1>(stream, g);
-  return Launch<64, 64, 4, 4>(stream, g);
+  if (wide_blocks < Multiprocessors()) return Launch<8, 16, 1, 1, 128>(stream, g);
+  return Launch<64, 64, 4, 4, 16>(stream, g);
 }
 
 }  // namespace tandem::kernels::cuda::internal

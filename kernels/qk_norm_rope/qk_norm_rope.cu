@@ -1,10 +1,19 @@
 // CUDA per-head RMSNorm + RoPE: one block per (t, h) head row for the forward and the row part of
-// the backward, one thread per column for dw (rows ascending, no atomics). The cos/sin table
-// [T, R] is built on the host by cpu::RopeCosSin and uploaded (stream-ordered, freed after use).
+// the backward, one thread per column for dw (rows ascending, no atomics). The cos/sin rows come
+// from cpu::RopeCosSin on the host: kept per context in a table by position (built once, grown
+// when a later position comes, uploaded once), which the kernels index by the uploaded positions;
+// positions past kCachedPositions get a table of their own rows for that call. Building the rows
+// per call cost the model step about 8 ms of host time per layer at 4096 new tokens.
 // Products and sums are explicit round-to-nearest intrinsics, never contracted into FMAs.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -25,9 +34,16 @@ struct Args {
   float eps;
   FloatPtr x, w, y, dy, dx;
   float* rstd;
-  const float* table;  // [T, R]: cos[0, R/2) then sin[0, R/2)
+  const float* table;  // rows of R: cos[0, R/2) then sin[0, R/2)
+  const int32_t* pos;  // [T]: the table row of token t (null: row t)
   float* dw;
 };
+
+// The cos/sin row of head row `row` (token row / h).
+__device__ __forceinline__ const float* CosSin(const Args& a, int64_t row) {
+  const int64_t t = row / a.h;
+  return a.table + (a.pos != nullptr ? int64_t{a.pos[t]} : t) * a.r;
+}
 
 // ∂L/∂n_c: RoPE's transpose applied to the row's dy at column c.
 __device__ __forceinline__ float RopeGrad(const Args& a, int64_t row, int64_t c, const float* cs) {
@@ -52,7 +68,7 @@ __global__ void __launch_bounds__(kThreads) FwdKernel(const Args a) {
   ss = BlockSum<kThreads>(ss);
   const float rs = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(ss, float(a.d)), a.eps)));
   if (threadIdx.x == 0) a.rstd[row] = rs;
-  const float* cs = a.table + (row / a.h) * a.r;
+  const float* cs = CosSin(a, row);
   for (int64_t i = threadIdx.x; i < half; i += kThreads) {
     const float n0 = __fmul_rn(__fmul_rn(a.x.Load(base + i), rs), a.w.Load(i));
     const float n1 = __fmul_rn(__fmul_rn(a.x.Load(base + i + half), rs), a.w.Load(i + half));
@@ -69,7 +85,7 @@ __global__ void __launch_bounds__(kThreads) FwdKernel(const Args a) {
 __global__ void __launch_bounds__(kThreads) BwdRowKernel(const Args a) {
   const int64_t row = blockIdx.x, base = row * a.d;
   const float rs = a.rstd[row];
-  const float* cs = a.table + (row / a.h) * a.r;
+  const float* cs = CosSin(a, row);
   float dot = 0.0f;
   for (int64_t i = threadIdx.x; i < a.d; i += kThreads) {
     const float dn = __fmul_rn(RopeGrad(a, row, i, cs), a.w.Load(i));
@@ -89,7 +105,7 @@ __global__ void __launch_bounds__(kDwThreads) BwdDwKernel(const Args a) {
   if (col >= a.d) return;
   float acc = a.dw[col];
   for (int64_t row = 0; row < a.t * a.h; ++row) {
-    const float* cs = a.table + (row / a.h) * a.r;
+    const float* cs = CosSin(a, row);
     const float u = __fmul_rn(a.x.Load(row * a.d + col), a.rstd[row]);
     acc = __fadd_rn(acc, __fmul_rn(RopeGrad(a, row, col, cs), u));
   }
@@ -101,10 +117,72 @@ absl::Status ExpectFloat(const Tensor& t, const char* name, std::initializer_lis
   return ExpectTensor(t, name, dt, shape, Device::kCUDA);
 }
 
-// Checks the common arguments, fills the shape fields of *a and uploads the cos/sin table
-// (a->table; the caller frees it with cudaFreeAsync).
+// Positions below this share the context's table (at rotary_dim 64, 64 MB); a call with a later
+// position builds the rows it needs instead.
+constexpr int64_t kCachedPositions = int64_t{1} << 18;
+constexpr int64_t kFirstRows = 4096;
+
+// Rows [0, rows) of cpu::RopeCosSin for one (rotary_dim, theta), on the host and the device.
+struct RopeTable {
+  std::vector<float> host;
+  float* dev = nullptr;
+  int64_t rows = 0;
+};
+struct RopeTables {
+  std::mutex mu;
+  std::map<std::pair<int64_t, uint64_t>, RopeTable> by_shape;
+  ~RopeTables() {
+    // A context that lives until exit is destroyed after the CUDA runtime has unloaded; the
+    // process frees everything then.
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) {
+      cudaGetLastError();
+      return;
+    }
+    for (auto& entry : by_shape) cudaFree(entry.second.dev);
+  }
+};
+
+// The context's table for (r, theta) holding at least rows [0, max_pos]; grows it (doubling)
+// stream-ordered, so calls already queued keep reading the copy they were given.
+absl::StatusOr<const float*> CachedTable(const Context& ctx, int64_t r, double theta,
+                                         int64_t max_pos) {
+  auto slot = ctx.Resource("qk_norm_rope.tables", [] {
+    return std::static_pointer_cast<void>(std::make_shared<RopeTables>());
+  });
+  RopeTables& tables = *static_cast<RopeTables*>(slot.get());
+  uint64_t theta_bits = 0;
+  std::memcpy(&theta_bits, &theta, sizeof(theta_bits));
+  std::lock_guard<std::mutex> lock(tables.mu);
+  RopeTable& t = tables.by_shape[{r, theta_bits}];
+  if (max_pos >= t.rows) {
+    const int64_t rows =
+        std::min(kCachedPositions, std::max({max_pos + 1, 2 * t.rows, kFirstRows}));
+    t.host.resize(rows * r);
+    for (int64_t i = t.rows; i < rows; ++i) {
+      cpu::RopeCosSin(i, r, theta, t.host.data() + i * r, t.host.data() + i * r + r / 2);
+    }
+    const cudaStream_t stream = StreamOf(ctx);
+    float* fresh = nullptr;
+    const size_t bytes = t.host.size() * sizeof(float);
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(&fresh), bytes, stream));
+    const absl::Status uploaded = UploadAsync(fresh, t.host.data(), bytes, stream);
+    if (!uploaded.ok()) {
+      cudaFreeAsync(fresh, stream);
+      return uploaded;
+    }
+    if (t.dev != nullptr) TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(t.dev, stream));
+    t.dev = fresh;
+    t.rows = rows;
+  }
+  return t.dev;
+}
+
+// Checks the common arguments and fills *a: shapes, pointers, the cos/sin table and the positions
+// that index it (device buffers of this call in `pos_dev` / `own_table`, freed stream-ordered).
 absl::Status Prepare(const Context& ctx, const QkNormRopeParams& p, const Tensor& x,
-                     const Tensor& w, const Tensor& positions, const Tensor& rstd, Args* a) {
+                     const Tensor& w, const Tensor& positions, const Tensor& rstd, Args* a,
+                     StreamBuffer& pos_dev, StreamBuffer& own_table) {
   TANDEM_RETURN_IF_ERROR(ExpectFloat(x, "x", {-1, -1, -1}));
   const int64_t t = x.dim(0), h = x.dim(1), d = x.dim(2), r = p.rotary_dim;
   TANDEM_RETURN_IF_ERROR(ExpectFloat(w, "w", {d}));
@@ -120,21 +198,30 @@ absl::Status Prepare(const Context& ctx, const QkNormRopeParams& p, const Tensor
   if (positions.device() == Device::kCUDA) {
     TANDEM_ASSIGN_OR_RETURN(pos, CopyToHost(ctx, positions));
   }
-  std::vector<float> table(std::max<int64_t>(1, t * r));  // [T, R]
+  const int32_t* host_pos = pos.data<int32_t>();
+  int64_t max_pos = -1;
   for (int64_t i = 0; i < t; ++i) {
-    const int32_t pi = pos.data<int32_t>()[i];
-    TANDEM_CHECK_ARG(pi >= 0, "positions: positions[", i, "] = ", pi, " is negative");
-    cpu::RopeCosSin(pi, r, p.theta, table.data() + i * r, table.data() + i * r + r / 2);
+    TANDEM_CHECK_ARG(host_pos[i] >= 0, "positions: positions[", i, "] = ", host_pos[i],
+                     " is negative");
+    max_pos = std::max<int64_t>(max_pos, host_pos[i]);
   }
-  const size_t bytes = table.size() * sizeof(float);
-  float* dev = nullptr;
-  TANDEM_CUDA_RETURN_IF_ERROR(
-      cudaMallocAsync(reinterpret_cast<void**>(&dev), bytes, StreamOf(ctx)));
-  TANDEM_RETURN_IF_ERROR(UploadAsync(dev, table.data(), bytes, StreamOf(ctx)));
+  const cudaStream_t stream = StreamOf(ctx);
+  if (r > 0 && max_pos < kCachedPositions) {
+    TANDEM_ASSIGN_OR_RETURN(a->table, CachedTable(ctx, r, p.theta, max_pos));
+    TANDEM_RETURN_IF_ERROR(pos_dev.Upload(stream, std::vector<int32_t>(host_pos, host_pos + t)));
+    a->pos = pos_dev.as<int32_t>();
+  } else {
+    std::vector<float> table(std::max<int64_t>(1, t * r));  // [T, R]
+    for (int64_t i = 0; i < t; ++i) {
+      cpu::RopeCosSin(host_pos[i], r, p.theta, table.data() + i * r, table.data() + i * r + r / 2);
+    }
+    TANDEM_RETURN_IF_ERROR(own_table.Upload(stream, table));
+    a->table = own_table.as<float>();
+    a->pos = nullptr;
+  }
   a->t = t, a->h = h, a->d = d, a->r = r, a->eps = p.eps;
   a->x = ToFloatPtr(x), a->w = ToFloatPtr(w);
   a->rstd = const_cast<float*>(rstd.data<float>());
-  a->table = dev;
   return absl::OkStatus();
 }
 
@@ -146,14 +233,14 @@ absl::Status QkNormRopeFwd(const Context& ctx, const QkNormRopeParams& p, const 
   TANDEM_RETURN_IF_ERROR(ExpectFloat(y, "y", {x.dim(0), x.dim(1), x.dim(2)}));
   TANDEM_CHECK_ARG(y.numel() == 0 || y.raw_data() != x.raw_data(), "y: may not alias x");
   Args a{};
-  TANDEM_RETURN_IF_ERROR(Prepare(ctx, p, x, w, positions, rstd, &a));
+  StreamBuffer pos_dev, own_table;
+  TANDEM_RETURN_IF_ERROR(Prepare(ctx, p, x, w, positions, rstd, &a, pos_dev, own_table));
   a.y = ToFloatPtr(y);
   const cudaStream_t stream = StreamOf(ctx);
   if (a.t * a.h > 0) {
     FwdKernel<<<static_cast<unsigned>(a.t * a.h), kThreads, 0, stream>>>(a);
     TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(const_cast<float*>(a.table), stream));
   return absl::OkStatus();
 }
 
@@ -166,7 +253,8 @@ absl::Status QkNormRopeBwd(const Context& ctx, const QkNormRopeParams& p, const 
   TANDEM_RETURN_IF_ERROR(ExpectFloat(dx, "dx", {t, h, d}));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(dw, "dw", DType::kF32, {d}, Device::kCUDA));
   Args a{};
-  TANDEM_RETURN_IF_ERROR(Prepare(ctx, p, x, w, positions, rstd, &a));
+  StreamBuffer pos_dev, own_table;
+  TANDEM_RETURN_IF_ERROR(Prepare(ctx, p, x, w, positions, rstd, &a, pos_dev, own_table));
   a.dy = ToFloatPtr(dy), a.dx = ToFloatPtr(dx), a.dw = dw.data<float>();
   const cudaStream_t stream = StreamOf(ctx);
   if (t * h > 0 && d > 0) {
@@ -176,7 +264,6 @@ absl::Status QkNormRopeBwd(const Context& ctx, const QkNormRopeParams& p, const 
                   stream>>>(a);
     TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaFreeAsync(const_cast<float*>(a.table), stream));
   return absl::OkStatus();
 }
 

@@ -121,6 +121,27 @@ TEST(QkNormRopeCudaTest, RowsAreBitwiseIdenticalForAnyBatch) {
   }
 }
 
+// A token's rotation does not depend on where its cos/sin row came from: the context's table by
+// position (before and after it grows) or, for a call with a position past the table's reach, a
+// table of that call's own rows.
+TEST(QkNormRopeCudaTest, TablePathsGiveTheSameBits) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  const Shape4 one{1, 2, 128, 64}, two{2, 2, 128, 64};
+  const int64_t row = one.h * one.d;
+  const std::vector<float> x = RandomVector(two.t * row, 31), w = RandomVector(two.d, 32);
+  const std::vector<float> x0(x.begin(), x.begin() + row);
+  const std::vector<float> alone = GpuFwd(one, x0, w, DeviceI32({7}), DType::kF32);
+  for (int32_t later : {100000, 300000, 2000000000}) {
+    SCOPED_TRACE(::testing::Message() << "with a token at position " << later);
+    const std::vector<int32_t> pos = {7, later};
+    const std::vector<float> both = GpuFwd(two, x, w, DeviceI32(pos), DType::kF32);
+    EXPECT_TRUE(BitwiseEqual({both.data(), size_t(row)}, alone));
+    const testing::CompareOptions opt{.atol = 1e-6, .rtol = 1e-5, .shape = {two.t, two.h, two.d}};
+    EXPECT_TRUE(AllClose(both, ToDouble(CpuFwd(two, x, w, pos)), opt));
+  }
+  EXPECT_TRUE(BitwiseEqual(GpuFwd(one, x0, w, DeviceI32({7}), DType::kF32), alone));
+}
+
 TEST(QkNormRopeCudaTest, BackwardMatchesCpu) {
   TANDEM_SKIP_WITHOUT_GPU();
   for (const Shape4& s : kShapes) {
