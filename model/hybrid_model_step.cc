@@ -1,7 +1,8 @@
 // ForwardStep: the rollout engine's incremental forward. The new rows of every sequence in the step
 // are packed into one residual stream and run through the same blocks as HybridModel::Forward;
 // only the attention cores differ, and they read the cache with the training forward's routines:
-// softmax layers through SoftmaxAttentionDecode (one query row per new token, rule 2), linear
+// softmax layers through SoftmaxAttentionDecode (one query row per new token, rule 2; on the GPU a
+// multi-token piece goes through the paged prefill, which gives its rows the same bits), linear
 // layers through LinearAttentionFwd from the slot's boundary state or LinearAttentionDecode on the
 // open chunk (rule 3). Row order inside the step is free, because every other op is row-local.
 // On a CUDA context the cache, the weights and every buffer live on the GPU (bf16 K/V blocks);
@@ -22,6 +23,10 @@
 #include "model/device_ops.h"
 #include "model/device_weights.h"
 #include "model/hybrid_model_blocks.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/softmax_attention/softmax_attention_cuda.h"
+#endif
 
 namespace tandem::model {
 namespace {
@@ -183,8 +188,27 @@ absl::Status SoftmaxStep(const Context& ctx, const ModelConfig& config, const La
   TANDEM_RETURN_IF_ERROR(CopyRows(ctx, qkv.k, Iota(0, T), layer.k, L.kv_row, kv_width));
   TANDEM_RETURN_IF_ERROR(CopyRows(ctx, qkv.v, Iota(0, T), layer.v, L.kv_row, kv_width));
   Tensor o = Buffer(ctx, {T, H, D}, internal::GemmInputDType(ctx));  // [T, H, D]
-  TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionDecode(ctx, SoftmaxParams(config), qkv.q, layer.k,
-                                                         layer.v, L.block_tables, L.seq_lens, o));
+  int64_t decode_from = 0;  // rows [decode_from, T) go through the decode
+#ifdef TANDEM_HAVE_CUDA
+  // Multi-token pieces on the GPU: the paged prefill reads each key tile once per 128 query rows,
+  // where the decode reads a sequence's keys once per row; each row's bits are the same.
+  if (OnCuda(ctx) && L.num_prefill > 0 && layer.k.dtype() == DType::kBF16) {
+    std::vector<kernels::cuda::SoftmaxPrefillPiece> pieces(L.num_prefill);
+    for (int64_t i = 0; i < L.num_prefill; ++i) {
+      const int64_t r = L.row_begin[i];
+      pieces[i] = {r, L.row_begin[i + 1] - r, L.positions.data<int32_t>()[r], r};
+    }
+    TANDEM_RETURN_IF_ERROR(kernels::cuda::SoftmaxAttentionPrefillPaged(
+        ctx, SoftmaxParams(config), qkv.q, layer.k, layer.v, L.block_tables, pieces, o));
+    decode_from = L.row_begin[L.num_prefill];
+  }
+#endif
+  if (decode_from < T) {
+    Tensor o_rows = o.Rows(decode_from, T);
+    TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionDecode(
+        ctx, SoftmaxParams(config), qkv.q.Rows(decode_from, T), layer.k, layer.v,
+        L.block_tables.Rows(decode_from, T), L.seq_lens.Rows(decode_from, T), o_rows));
+  }
   return SoftmaxAttentionOutput(ctx, config, w, o, out);
 }
 

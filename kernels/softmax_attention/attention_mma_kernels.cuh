@@ -128,16 +128,23 @@ __device__ __forceinline__ void StorePair(FloatPtr o, int64_t i, float x, float 
   }
 }
 
-template <int kD>
-__global__ void __launch_bounds__(kFwdThreads, 1)
-    FwdKernel(Dims dm, const bf16* q, const bf16* k, const bf16* v, FloatPtr o, float* lse,
-              const FwdItem* items) {
+// One forward block's rows: flat rows [row0, row0 + 128) of a piece of `tokens` consecutive tokens
+// (q rows q_start.., positions pos0..) and one kv head, attending keys [0, position] of each row.
+// Key tile i (keys 64i..) lies at element offset tile_base(i) of k and v, rows kv_ld apart.
+struct FwdRows {
+  int64_t q_start;
+  int tokens, pos0, row0, kv_head;
+};
+
+template <int kD, typename TileBase>
+__device__ __forceinline__ void AttendRows(const Dims& dm, const bf16* q, const bf16* k,
+                                           const bf16* v, FloatPtr o, float* lse, const FwdRows& it,
+                                           TileBase tile_base) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const FwdItem it = items[blockIdx.x];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int live_rows = min(kFwdRows, it.seq_len * dm.group - it.row0);  // > 0
-  const auto q_row = [&](int f) {  // flat row f of the sequence -> row of q [T, H]
-    return int64_t{it.seq_start + f / dm.group} * dm.h + it.kv_head * dm.group + f % dm.group;
+  const int live_rows = min(kFwdRows, it.tokens * dm.group - it.row0);  // > 0
+  const auto q_row = [&](int f) {  // flat row f of the piece -> row of q [T, H]
+    return (it.q_start + f / dm.group) * dm.h + it.kv_head * dm.group + f % dm.group;
   };
   bf16* qs = Smem<kD>::Q(smem);
   for (int idx = threadIdx.x; idx < kFwdRows * (kD / 8); idx += kFwdThreads) {
@@ -150,24 +157,24 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int r = warp * kWarpRows + lane / 4 + 8 * i;
-    pos[i] = r < live_rows ? (it.row0 + r) / dm.group : -1;
+    pos[i] = r < live_rows ? it.pos0 + (it.row0 + r) / dm.group : -1;
   }
   const bool warp_live = warp * kWarpRows < live_rows;
-  const int pos_lo = (it.row0 + warp * kWarpRows) / dm.group;
-  const int pos_hi = (it.row0 + min(warp * kWarpRows + kWarpRows, live_rows) - 1) / dm.group;
-  const int num_keys = (it.row0 + live_rows - 1) / dm.group + 1;
+  const int pos_lo = it.pos0 + (it.row0 + warp * kWarpRows) / dm.group;
+  const int pos_hi =
+      it.pos0 + (it.row0 + min(warp * kWarpRows + kWarpRows, live_rows) - 1) / dm.group;
+  const int num_keys = it.pos0 + (it.row0 + live_rows - 1) / dm.group + 1;
   const int num_tiles = (num_keys + kTile - 1) / kTile;
   const int64_t kv_ld = int64_t{dm.hkv} * kD;
-  const bf16* kb = k + (int64_t{it.seq_start} * dm.hkv + it.kv_head) * kD;
-  const bf16* vb = v + (int64_t{it.seq_start} * dm.hkv + it.kv_head) * kD;
   float* tot = reinterpret_cast<float*>(qs) + threadIdx.x;  // reuses the Q rows' smem
   uint32_t qf[kD / 16][4];
   WarpState<kD> st;
   const auto load = [&](int stage, int i) {
-    const int a = i * kTile, valid = min(kTile, num_keys - a);
-    const auto row = [=](int j) { return (a + j) * kv_ld; };
-    LoadTileAsync<kD>(kb, valid, row, Smem<kD>::K(smem, stage), kFwdThreads);
-    LoadTileAsync<kD>(vb, valid, row, Smem<kD>::V(smem, stage), kFwdThreads);
+    const int valid = min(kTile, num_keys - i * kTile);
+    const int64_t base = tile_base(i);
+    const auto row = [=](int j) { return j * kv_ld; };
+    LoadTileAsync<kD>(k + base, valid, row, Smem<kD>::K(smem, stage), kFwdThreads);
+    LoadTileAsync<kD>(v + base, valid, row, Smem<kD>::V(smem, stage), kFwdThreads);
   };
   const auto compute = [&](int stage, int i) {
     const int a = i * kTile;
@@ -195,6 +202,46 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
     }
     if (lse != nullptr && lane % 4 == 0) lse[row] = Lse(st.m[i], st.l[i]);
   }
+}
+
+// A packed sequence's rows attending its own keys, contiguous in k and v [T, Hkv, D].
+template <int kD>
+__global__ void __launch_bounds__(kFwdThreads, 1)
+    FwdKernel(Dims dm, const bf16* q, const bf16* k, const bf16* v, FloatPtr o, float* lse,
+              const FwdItem* items) {
+  const FwdItem it = items[blockIdx.x];
+  const FwdRows rows{it.seq_start, it.seq_len, 0, it.row0, it.kv_head};
+  AttendRows<kD>(dm, q, k, v, o, lse, rows, [&](int i) {
+    return (int64_t{it.seq_start + i * kTile} * dm.hkv + it.kv_head) * kD;
+  });
+}
+
+// A piece of new tokens attending its sequence's paged cache [blocks, kTile, Hkv, D] (key tile i
+// = block tables[table_row][i]): the forward's rows and walk, so each row gets its decode's bits.
+struct PagedFwdItem {
+  int q_start, tokens, pos0, table_row, row0, kv_head;
+};
+
+template <int kD>
+__global__ void __launch_bounds__(kFwdThreads, 1)
+    PagedFwdKernel(Dims dm, const bf16* q, const bf16* k_cache, const bf16* v_cache,
+                   const int32_t* tables, int max_blocks, FloatPtr o, const PagedFwdItem* items) {
+  const PagedFwdItem it = items[blockIdx.x];
+  const int32_t* table = tables + int64_t{it.table_row} * max_blocks;
+  const FwdRows rows{it.q_start, it.tokens, it.pos0, it.row0, it.kv_head};
+  AttendRows<kD>(dm, q, k_cache, v_cache, o, nullptr, rows,
+                 [&](int i) { return (int64_t{table[i]} * kTile * dm.hkv + it.kv_head) * kD; });
+}
+
+template <int kD>
+cudaError_t LaunchPagedFwd(cudaStream_t stream, const Dims& dm, const bf16* q, const bf16* k_cache,
+                           const bf16* v_cache, const int32_t* tables, int max_blocks, FloatPtr o,
+                           const PagedFwdItem* items, int num_items) {
+  const cudaError_t e = AllowSmem<&PagedFwdKernel<kD>>(static_cast<int>(Smem<kD>::kFwdBytes));
+  if (e != cudaSuccess) return e;
+  PagedFwdKernel<kD><<<num_items, kFwdThreads, Smem<kD>::kFwdBytes, stream>>>(
+      dm, q, k_cache, v_cache, tables, max_blocks, o, items);
+  return cudaGetLastError();
 }
 
 template <int kD>

@@ -221,4 +221,68 @@ absl::Status SoftmaxAttentionDecode(const Context& ctx, const SoftmaxAttentionPa
   return absl::OkStatus();
 }
 
+absl::Status SoftmaxAttentionPrefillPaged(const Context& ctx, const SoftmaxAttentionParams& p,
+                                          const Tensor& q, const Tensor& k_cache,
+                                          const Tensor& v_cache, const Tensor& block_tables,
+                                          const std::vector<SoftmaxPrefillPiece>& pieces,
+                                          Tensor& o) {
+  TANDEM_RETURN_IF_ERROR(CheckDims(p));
+  const int64_t H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
+  TANDEM_RETURN_IF_ERROR(ExpectFloat(q, "q", {-1, H, D}));
+  const int64_t T = q.dim(0);
+  TANDEM_RETURN_IF_ERROR(ExpectFloat(o, "o", {T, H, D}));
+  TANDEM_RETURN_IF_ERROR(ExpectFloat(k_cache, "k_cache", {-1, kAttentionKvTile, Hkv, D}));
+  TANDEM_RETURN_IF_ERROR(
+      ExpectFloat(v_cache, "v_cache", {k_cache.dim(0), kAttentionKvTile, Hkv, D}));
+  TANDEM_RETURN_IF_ERROR(
+      ExpectTensor(block_tables, "block_tables", DType::kI32, {-1, -1}, Device::kCUDA));
+  TANDEM_ASSIGN_OR_RETURN(
+      const bool mma, UseTensorCores({{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}));
+  TANDEM_CHECK_ARG(mma,
+                   "q, k_cache, v_cache: the paged prefill takes bf16 (f32 operands: use "
+                   "SoftmaxAttentionDecode per row)");
+  const int64_t R = block_tables.dim(0), max_blocks = block_tables.dim(1);
+  const int group = static_cast<int>(H / Hkv);
+  std::vector<std::pair<int64_t, attention_mma::PagedFwdItem>> costed;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const SoftmaxPrefillPiece& pc = pieces[i];
+    TANDEM_CHECK_ARG(pc.tokens >= 1 && pc.q_row >= 0 && pc.q_row + pc.tokens <= T, "pieces[", i,
+                     "]: rows [", pc.q_row, ", ", pc.q_row + pc.tokens, ") are not within q's ", T,
+                     " rows");
+    TANDEM_CHECK_ARG(pc.table_row >= 0 && pc.table_row < R, "pieces[", i,
+                     "].table_row: ", pc.table_row, " is outside block_tables' ", R, " rows");
+    const int64_t keys = pc.start_position + pc.tokens;
+    TANDEM_CHECK_ARG(pc.start_position >= 0 && keys <= max_blocks * kAttentionKvTile, "pieces[", i,
+                     "]: positions [", pc.start_position, ", ", keys, ") need ",
+                     (keys + kAttentionKvTile - 1) / kAttentionKvTile, " blocks; block_tables has ",
+                     max_blocks, " per row");
+    TANDEM_CHECK_ARG(keys <= 0x7fffffff && pc.tokens * group <= 0x7fffffff, "pieces[", i,
+                     "]: too many positions");
+    for (int64_t row0 = 0; row0 < pc.tokens * group; row0 += attention_mma::kFwdRows) {
+      const int64_t last = std::min(row0 + attention_mma::kFwdRows, pc.tokens * group) - 1;
+      for (int g = 0; g < Hkv; ++g) {
+        costed.push_back({pc.start_position + last / group + 1,
+                          {static_cast<int>(pc.q_row), static_cast<int>(pc.tokens),
+                           static_cast<int>(pc.start_position), static_cast<int>(pc.table_row),
+                           static_cast<int>(row0), g}});
+      }
+    }
+  }
+  if (costed.empty()) return absl::OkStatus();
+  const std::vector<attention_mma::PagedFwdItem> items =
+      kernels::internal::CostliestFirst(std::move(costed));
+  const cudaStream_t stream = StreamOf(ctx);
+  StreamBuffer items_buffer;  // freed stream-ordered on every return
+  TANDEM_RETURN_IF_ERROR(items_buffer.Upload(stream, items));
+  using attention_mma::bf16;
+  TANDEM_CUDA_RETURN_IF_ERROR(ForHeadDim(static_cast<int>(D), [&](auto d) {
+    constexpr int kD = decltype(d)::value;
+    return attention_mma::LaunchPagedFwd<kD>(
+        stream, MmaDims(p), q.data<bf16>(), k_cache.data<bf16>(), v_cache.data<bf16>(),
+        block_tables.data<int32_t>(), static_cast<int>(max_blocks), ToFloatPtr(o),
+        items_buffer.as<attention_mma::PagedFwdItem>(), static_cast<int>(items.size()));
+  }));
+  return absl::OkStatus();
+}
+
 }  // namespace tandem::kernels::cuda

@@ -12,6 +12,8 @@
 // entry points choose by the same rule, so forward and decode must be given the same dtypes.
 #pragma once
 
+#include <vector>
+
 #include "absl/status/status.h"
 #include "kernels/core/context.h"
 #include "kernels/core/tensor.h"
@@ -54,5 +56,22 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
 absl::Status SoftmaxAttentionDecode(const Context& ctx, const SoftmaxAttentionParams& p,
                                     const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                     const Tensor& block_tables, const Tensor& seq_lens, Tensor& o);
+
+// Chunked prefill over a paged cache: piece i is `tokens` consecutive new tokens, rows q_row.. of
+// q, at positions start_position.., whose keys [0, position] (their own k, v already written
+// there) sit in the blocks of row table_row of block_tables. Each row gets exactly the bits
+// SoftmaxAttentionDecode gives it, but a block of 128 query rows reads each key tile once, where
+// the decode reads a sequence's keys once per row. bf16 q and caches (16-byte aligned); q, o
+// [T, H, D]; caches and block_tables [R, max_blocks] as for the decode, on the GPU; pieces on the
+// host, their rows in [0, T) and their blocks within max_blocks (checked; the block ids
+// themselves stay on the GPU and are not). Rows of o outside the pieces are left as they are.
+struct SoftmaxPrefillPiece {
+  int64_t q_row = 0, tokens = 0, start_position = 0, table_row = 0;
+};
+absl::Status SoftmaxAttentionPrefillPaged(const Context& ctx, const SoftmaxAttentionParams& p,
+                                          const Tensor& q, const Tensor& k_cache,
+                                          const Tensor& v_cache, const Tensor& block_tables,
+                                          const std::vector<SoftmaxPrefillPiece>& pieces,
+                                          Tensor& o);
 
 }  // namespace tandem::kernels::cuda

@@ -4,7 +4,8 @@
 // promises on the GPU (paged decode at position t == forward row t through a shuffled block table
 // whose unused slots hold NaN; a sequence packed with others == alone; every bf16 forward kernel
 // (mma.sync, wgmma) gives the same bits), each checked for every forward kernel that
-// runs here, and argument errors (checked without a GPU too).
+// runs here, the paged prefill's rows == the forward's, and argument errors (checked without a GPU
+// too).
 #include "kernels/softmax_attention/softmax_attention_cuda.h"
 
 #include <algorithm>
@@ -284,6 +285,84 @@ TEST(SoftmaxAttentionCudaTest, DecodeEqualsForwardRowBitwise) {
   {
     SCOPED_TRACE("CUDA cores (f32 operands), D=128, group 4");
     ExpectDecodeEqualsForwardRow(8, 2, 128, DType::kF32);
+  }
+}
+
+// The paged prefill of pieces of one sequence (through a shuffled block table whose unused slots
+// hold NaN) == the forward's rows at those positions, bitwise: pieces from position 0, across a
+// key tile, across a split, a lone last token, and a long one.
+void ExpectPrefillEqualsForwardRows(int64_t h, int64_t hkv, int64_t d) {
+  const int64_t kLen = 1300, tile = kAttentionKvTile;
+  const Problem pr = MakeProblem(h, hkv, d, {static_cast<int32_t>(kLen)}, 9);
+  const int64_t max_blocks = (kLen + tile - 1) / tile, num_blocks = max_blocks + 5;
+  std::vector<float> kc(num_blocks * tile * hkv * d, std::nanf("")), vc(kc.size(), std::nanf(""));
+  std::vector<int32_t> perm(num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(11));
+  const std::vector<int32_t> table(perm.begin(), perm.begin() + max_blocks);
+  for (int64_t s = 0; s < kLen; ++s) {
+    const int64_t slot = (table[s / tile] * tile + s % tile) * hkv * d;
+    std::copy_n(pr.k.begin() + s * hkv * d, hkv * d, kc.begin() + slot);
+    std::copy_n(pr.v.begin() + s * hkv * d, hkv * d, vc.begin() + slot);
+  }
+  const struct {
+    int64_t start, tokens;
+  } spans[] = {{0, 5}, {60, 10}, {1000, 100}, {1299, 1}, {128, 300}};
+  std::vector<cuda::SoftmaxPrefillPiece> pieces;
+  std::vector<float> q_rows;
+  for (const auto& sp : spans) {
+    pieces.push_back({static_cast<int64_t>(q_rows.size()) / (h * d), sp.tokens, sp.start, 0});
+    q_rows.insert(q_rows.end(), pr.q.begin() + sp.start * h * d,
+                  pr.q.begin() + (sp.start + sp.tokens) * h * d);
+  }
+  const int64_t t = static_cast<int64_t>(q_rows.size()) / (h * d);
+  Tensor k_cache = ToDevice(kc, {num_blocks, tile, hkv, d}, DType::kBF16);
+  Tensor v_cache = ToDevice(vc, {num_blocks, tile, hkv, d}, DType::kBF16);
+  Tensor tables = *cuda::CopyToDevice(GpuTestContext(), HostI32(table))->Reshape({1, max_blocks});
+  Tensor q = ToDevice(q_rows, {t, h, d}, DType::kBF16);
+  for (DType ot : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(::testing::Message() << "o " << DTypeName(ot));
+    std::vector<float> o_fwd, lse_fwd;
+    GpuForward(pr, ot, &o_fwd, &lse_fwd);
+    Tensor o = Tensor::Empty({t, h, d}, ot, Device::kCUDA);
+    TANDEM_ASSERT_OK(cuda::SoftmaxAttentionPrefillPaged(GpuTestContext(), pr.p, q, k_cache, v_cache,
+                                                        tables, pieces, o));
+    const std::vector<float> got = ToHostFloats(o);
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "positions [" << spans[i].start << ", "
+                                        << spans[i].start + spans[i].tokens << ")");
+      const size_t n = static_cast<size_t>(spans[i].tokens * h * d);
+      EXPECT_TRUE(BitwiseEqual({got.data() + pieces[i].q_row * h * d, n},
+                               {o_fwd.data() + spans[i].start * h * d, n},
+                               {spans[i].tokens, h, d}));
+    }
+  }
+  // Pieces that do not fit are refused before anything runs.
+  Tensor o = Tensor::Empty({t, h, d}, DType::kF32, Device::kCUDA);
+  absl::Status st = cuda::SoftmaxAttentionPrefillPaged(GpuTestContext(), pr.p, q, k_cache, v_cache,
+                                                       tables, {{t - 2, 3, 0, 0}}, o);
+  EXPECT_TRUE(absl::StrContains(st.message(), "pieces[0]: rows [")) << st;
+  st = cuda::SoftmaxAttentionPrefillPaged(GpuTestContext(), pr.p, q, k_cache, v_cache, tables,
+                                          {{0, 2, max_blocks * tile - 1, 0}}, o);
+  EXPECT_TRUE(absl::StrContains(st.message(), "blocks; block_tables has")) << st;
+  st = cuda::SoftmaxAttentionPrefillPaged(GpuTestContext(), pr.p, q, k_cache, v_cache, tables,
+                                          {{0, 1, 0, 1}}, o);
+  EXPECT_TRUE(absl::StrContains(st.message(), "pieces[0].table_row: 1")) << st;
+}
+
+TEST(SoftmaxAttentionCudaTest, PagedPrefillEqualsForwardRowsBitwise) {
+  TANDEM_SKIP_WITHOUT_GPU();
+  {
+    SCOPED_TRACE("D=128, group 4");
+    ExpectPrefillEqualsForwardRows(8, 2, 128);
+  }
+  {
+    SCOPED_TRACE("D=64, group 3");
+    ExpectPrefillEqualsForwardRows(6, 2, 64);
+  }
+  {
+    SCOPED_TRACE("D=32, group 20");
+    ExpectPrefillEqualsForwardRows(40, 2, 32);
   }
 }
 
