@@ -61,9 +61,18 @@ struct StepLayout {
   Tensor tokens;                   // [T] i32 (host)
   Tensor positions;                // [T] i32 (host), position of each row in its own sequence
   Tensor prefill_cu;               // [Bp + 1] i32 (host), cu_seqlens of the multi-token pieces
-  Tensor block_tables;             // [T, max_blocks] i32 (ctx's device), each row's block table
-  Tensor seq_lens;                 // [T] i32 (ctx's device), position + 1: the keys a row sees
-  std::vector<int64_t> kv_row;     // [T] destination row (block · tile + offset) in the cache
+  // On the GPU, multi-token pieces go through the paged prefill, which needs one block-table row
+  // per piece: block_tables then holds piece i's table in row i and single-token row r's in row
+  // num_prefill + r − prefill rows. Elsewhere every row is decoded and has its own table row r.
+  bool piece_tables = false;
+  Tensor block_tables;  // [rows, max_blocks] i32 (ctx's device), as above
+  Tensor seq_lens;      // [T] i32 (ctx's device), position + 1: the keys a row sees
+  int64_t TableRowOfPiece(int64_t i) const { return piece_tables ? i : row_begin[i]; }
+  // Table row of packed row r (a single-token row when piece_tables).
+  int64_t TableRowOfRow(int64_t r) const {
+    return piece_tables ? num_prefill + r - row_begin[num_prefill] : r;
+  }
+  std::vector<int64_t> kv_row;  // [T] destination row (block · tile + offset) in the cache
 };
 
 // open_len: the slots' open-chunk lengths (host copy of one linear layer's), null without linear
@@ -153,17 +162,25 @@ absl::StatusOr<StepLayout> MakeLayout(const Context& ctx, const ModelConfig& con
   const int64_t T = L.row_begin.back(), M = static_cast<int64_t>(max_blocks);
   L.tokens = Tensor::Empty({T}, DType::kI32);
   L.positions = Tensor::Empty({T}, DType::kI32);
-  Tensor block_tables = Tensor::Zeros({T, M}, DType::kI32);  // [T, M]
-  Tensor seq_lens = Tensor::Empty({T}, DType::kI32);         // [T]
+  // (A [T, M] table of a 4096-token prefill at 128K context is 32 MB to fill and upload.)
+  L.piece_tables = OnCuda(ctx) && KvCacheDType(Device::kCUDA) == DType::kBF16;
+  const int64_t table_rows = L.piece_tables ? L.num_prefill + T - L.row_begin[L.num_prefill] : T;
+  Tensor block_tables = Tensor::Zeros({table_rows, M}, DType::kI32);  // [rows, M]
+  Tensor seq_lens = Tensor::Empty({T}, DType::kI32);                  // [T]
   L.kv_row.resize(T);
+  const auto set_table = [&](int64_t row, const StepSequence& s) {
+    std::copy(s.block_table.begin(), s.block_table.end(), block_tables.data<int32_t>() + row * M);
+  };
   for (size_t i = 0; i < L.order.size(); ++i) {
     const StepSequence& s = batch[L.order[i]];
+    const bool piece = L.piece_tables && static_cast<int64_t>(i) < L.num_prefill;
+    if (piece) set_table(L.TableRowOfPiece(static_cast<int64_t>(i)), s);
     for (int64_t r = L.row_begin[i]; r < L.row_begin[i + 1]; ++r) {
       const int64_t pos = s.start_position + (r - L.row_begin[i]);
       L.tokens.data<int32_t>()[r] = s.tokens[r - L.row_begin[i]];
       L.positions.data<int32_t>()[r] = static_cast<int32_t>(pos);
       seq_lens.data<int32_t>()[r] = static_cast<int32_t>(pos + 1);
-      std::copy(s.block_table.begin(), s.block_table.end(), block_tables.data<int32_t>() + r * M);
+      if (!piece) set_table(L.TableRowOfRow(r), s);
       L.kv_row[r] =
           s.block_table[pos / kAttentionKvTile] * kAttentionKvTile + pos % kAttentionKvTile;
     }
@@ -192,11 +209,11 @@ absl::Status SoftmaxStep(const Context& ctx, const ModelConfig& config, const La
 #ifdef TANDEM_HAVE_CUDA
   // Multi-token pieces on the GPU: the paged prefill reads each key tile once per 128 query rows,
   // where the decode reads a sequence's keys once per row; each row's bits are the same.
-  if (OnCuda(ctx) && L.num_prefill > 0 && layer.k.dtype() == DType::kBF16) {
+  if (L.piece_tables && L.num_prefill > 0) {
     std::vector<kernels::cuda::SoftmaxPrefillPiece> pieces(L.num_prefill);
     for (int64_t i = 0; i < L.num_prefill; ++i) {
       const int64_t r = L.row_begin[i];
-      pieces[i] = {r, L.row_begin[i + 1] - r, L.positions.data<int32_t>()[r], r};
+      pieces[i] = {r, L.row_begin[i + 1] - r, L.positions.data<int32_t>()[r], L.TableRowOfPiece(i)};
     }
     TANDEM_RETURN_IF_ERROR(kernels::cuda::SoftmaxAttentionPrefillPaged(
         ctx, SoftmaxParams(config), qkv.q, layer.k, layer.v, L.block_tables, pieces, o));
@@ -207,7 +224,8 @@ absl::Status SoftmaxStep(const Context& ctx, const ModelConfig& config, const La
     Tensor o_rows = o.Rows(decode_from, T);
     TANDEM_RETURN_IF_ERROR(kernels::SoftmaxAttentionDecode(
         ctx, SoftmaxParams(config), qkv.q.Rows(decode_from, T), layer.k, layer.v,
-        L.block_tables.Rows(decode_from, T), L.seq_lens.Rows(decode_from, T), o_rows));
+        L.block_tables.Rows(L.TableRowOfRow(decode_from), L.TableRowOfRow(T)),
+        L.seq_lens.Rows(decode_from, T), o_rows));
   }
   return SoftmaxAttentionOutput(ctx, config, w, o, out);
 }
