@@ -164,8 +164,8 @@ absl::Status GroupByExpert(const Context& ctx, const Tensor& topk_idx, const Dim
   const size_t smem = static_cast<size_t>(d.e + 1) * sizeof(int32_t);
   moe::ExpertHistogramKernel<<<Blocks(g.chunks, g.chunks), moe::kSortThreads, smem, s>>>(
       I32(topk_idx), d.n(), e, g.hist, bad);
-  moe::ExpertScanKernel<<<1, 1024, smem, s>>>(g.chunks, e, g.tile_rows, g.hist, g.base, g.offsets,
-                                              g.tile_off);
+  moe::ExpertScanKernel<<<1, moe::kScanThreads, smem, s>>>(g.chunks, e, g.tile_rows, g.hist, g.base,
+                                                           g.offsets, g.tile_off);
   moe::ExpertPlaceKernel<<<Blocks(g.chunks, g.chunks), moe::kSortThreads, 0, s>>>(
       I32(topk_idx), d.n(), e, g.base, g.offsets, g.pos, g.row_of);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());

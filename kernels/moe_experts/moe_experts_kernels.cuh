@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cub/block/block_scan.cuh>
 
 #include "kernels/core/cuda_device.cuh"
 
@@ -44,35 +45,52 @@ __global__ void ExpertHistogramKernel(const int32_t* idx, int64_t n, int num_exp
   }
 }
 
-// One block: base[c, b] = rows of bucket b in chunks before c (exclusive scan over chunks, one
-// thread per bucket), then (one thread, ascending e) offsets[b] = rows of buckets before b
-// (E + 2 entries) and tile_off[e] = tile_rows-row tiles of experts before e (E + 1 entries).
-__global__ void ExpertScanKernel(int64_t num_chunks, int num_experts, int tile_rows,
-                                 const int32_t* hist, int32_t* base, int32_t* offsets,
-                                 int32_t* tile_off) {
+// One block of kScanThreads: base[c, b] = rows of bucket b in chunks before c (exclusive scan
+// over chunks, one thread per bucket), then offsets[b] = rows of buckets before b (E + 2 entries)
+// and tile_off[e] = tile_rows-row tiles of experts before e (E + 1 entries), by block-wide scans
+// (integer sums: exact in any order).
+inline constexpr int kScanThreads = 1024;
+inline constexpr int kScanPer = static_cast<int>((kMaxExperts + kScanThreads) / kScanThreads);
+static_assert(kScanPer * kScanThreads >= kMaxExperts + 1, "every bucket has a scan slot");
+
+__global__ void __launch_bounds__(kScanThreads)
+    ExpertScanKernel(int64_t num_chunks, int num_experts, int tile_rows,
+                     const int32_t* __restrict__ hist, int32_t* __restrict__ base, int32_t* offsets,
+                     int32_t* tile_off) {
   extern __shared__ int32_t totals[];  // [E + 1]
+  using Scan = cub::BlockScan<int32_t, kScanThreads>;
+  __shared__ typename Scan::TempStorage scan;
   const int buckets = num_experts + 1;
   for (int e = threadIdx.x; e < buckets; e += blockDim.x) {
     int32_t running = 0;
-    for (int64_t c = 0; c < num_chunks; ++c) {
+#pragma unroll 8
+    for (int64_t c = 0; c < num_chunks; ++c) {  // (restrict: the loads need not wait for stores)
       base[c * buckets + e] = running;
       running += hist[c * buckets + e];
     }
     totals[e] = running;
   }
   __syncthreads();
+  int32_t rows[kScanPer], tiles[kScanPer];  // buckets threadIdx.x·kScanPer + i
+#pragma unroll
+  for (int i = 0; i < kScanPer; ++i) {
+    const int e = threadIdx.x * kScanPer + i;
+    rows[i] = e < buckets ? totals[e] : 0;
+    tiles[i] = e < num_experts ? (totals[e] + tile_rows - 1) / tile_rows : 0;
+  }
+  int32_t all_rows = 0, all_tiles = 0;
+  Scan(scan).ExclusiveSum(rows, rows, all_rows);
+  __syncthreads();  // the temporary storage is reused
+  Scan(scan).ExclusiveSum(tiles, tiles, all_tiles);
+#pragma unroll
+  for (int i = 0; i < kScanPer; ++i) {
+    const int e = threadIdx.x * kScanPer + i;
+    if (e < buckets) offsets[e] = rows[i];
+    if (e < num_experts) tile_off[e] = tiles[i];
+  }
   if (threadIdx.x == 0) {
-    int32_t running = 0, tiles = 0;
-    for (int e = 0; e < buckets; ++e) {
-      offsets[e] = running;
-      running += totals[e];
-      if (e < num_experts) {
-        tile_off[e] = tiles;
-        tiles += (totals[e] + tile_rows - 1) / tile_rows;
-      }
-    }
-    offsets[buckets] = running;
-    tile_off[num_experts] = tiles;
+    offsets[buckets] = all_rows;
+    tile_off[num_experts] = all_tiles;
   }
 }
 
