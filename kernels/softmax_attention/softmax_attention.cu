@@ -174,22 +174,33 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
   return absl::OkStatus();
 }
 
-absl::Status SoftmaxAttentionDecode(const Context& ctx, const SoftmaxAttentionParams& p,
-                                    const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                                    const Tensor& block_tables, const Tensor& seq_lens, Tensor& o) {
+namespace {
+
+// The checks the paged entry points share: q, o [T, H, D]; k_cache, v_cache [blocks, tile, Hkv,
+// D]. Returns whether they run on tensor cores (all bf16).
+absl::StatusOr<bool> CheckPagedOperands(const SoftmaxAttentionParams& p, const Tensor& q,
+                                        const Tensor& k_cache, const Tensor& v_cache,
+                                        const Tensor& o) {
   TANDEM_RETURN_IF_ERROR(CheckDims(p));
   const int64_t H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
   TANDEM_RETURN_IF_ERROR(ExpectFloat(q, "q", {-1, H, D}));
-  const int64_t B = q.dim(0);
-  TANDEM_RETURN_IF_ERROR(ExpectFloat(o, "o", {B, H, D}));
+  TANDEM_RETURN_IF_ERROR(ExpectFloat(o, "o", {q.dim(0), H, D}));
   TANDEM_RETURN_IF_ERROR(ExpectFloat(k_cache, "k_cache", {-1, kAttentionKvTile, Hkv, D}));
   TANDEM_RETURN_IF_ERROR(
       ExpectFloat(v_cache, "v_cache", {k_cache.dim(0), kAttentionKvTile, Hkv, D}));
+  return UseTensorCores({{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}});
+}
+
+}  // namespace
+
+absl::Status SoftmaxAttentionDecode(const Context& ctx, const SoftmaxAttentionParams& p,
+                                    const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                    const Tensor& block_tables, const Tensor& seq_lens, Tensor& o) {
+  TANDEM_ASSIGN_OR_RETURN(const bool mma, CheckPagedOperands(p, q, k_cache, v_cache, o));
+  const int64_t H = p.num_heads, D = p.head_dim, B = q.dim(0);
   TANDEM_RETURN_IF_ERROR(
       ExpectTensor(block_tables, "block_tables", DType::kI32, {B, -1}, Device::kCUDA));
   TANDEM_RETURN_IF_ERROR(ExpectTensor(seq_lens, "seq_lens", DType::kI32, {B}, Device::kCUDA));
-  TANDEM_ASSIGN_OR_RETURN(
-      const bool mma, UseTensorCores({{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}));
   if (B == 0) return absl::OkStatus();
   const int max_blocks = static_cast<int>(block_tables.dim(1));
   const int max_splits = static_cast<int>(std::max<int64_t>(
@@ -226,18 +237,10 @@ absl::Status SoftmaxAttentionPrefillPaged(const Context& ctx, const SoftmaxAtten
                                           const Tensor& v_cache, const Tensor& block_tables,
                                           const std::vector<SoftmaxPrefillPiece>& pieces,
                                           Tensor& o) {
-  TANDEM_RETURN_IF_ERROR(CheckDims(p));
-  const int64_t H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim;
-  TANDEM_RETURN_IF_ERROR(ExpectFloat(q, "q", {-1, H, D}));
-  const int64_t T = q.dim(0);
-  TANDEM_RETURN_IF_ERROR(ExpectFloat(o, "o", {T, H, D}));
-  TANDEM_RETURN_IF_ERROR(ExpectFloat(k_cache, "k_cache", {-1, kAttentionKvTile, Hkv, D}));
-  TANDEM_RETURN_IF_ERROR(
-      ExpectFloat(v_cache, "v_cache", {k_cache.dim(0), kAttentionKvTile, Hkv, D}));
+  TANDEM_ASSIGN_OR_RETURN(const bool mma, CheckPagedOperands(p, q, k_cache, v_cache, o));
+  const int64_t H = p.num_heads, Hkv = p.num_kv_heads, D = p.head_dim, T = q.dim(0);
   TANDEM_RETURN_IF_ERROR(
       ExpectTensor(block_tables, "block_tables", DType::kI32, {-1, -1}, Device::kCUDA));
-  TANDEM_ASSIGN_OR_RETURN(
-      const bool mma, UseTensorCores({{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}));
   TANDEM_CHECK_ARG(mma,
                    "q, k_cache, v_cache: the paged prefill takes bf16 (f32 operands: use "
                    "SoftmaxAttentionDecode per row)");
