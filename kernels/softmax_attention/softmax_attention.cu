@@ -259,8 +259,9 @@ absl::Status SoftmaxAttentionPrefillPaged(const Context& ctx, const SoftmaxAtten
                      "]: positions [", pc.start_position, ", ", keys, ") need ",
                      (keys + kAttentionKvTile - 1) / kAttentionKvTile, " blocks; block_tables has ",
                      max_blocks, " per row");
-    TANDEM_CHECK_ARG(keys <= 0x7fffffff && pc.tokens * group <= 0x7fffffff, "pieces[", i,
-                     "]: too many positions");
+    TANDEM_CHECK_ARG(
+        keys <= 0x7fffffff && pc.tokens * group <= 0x7fffffff && pc.q_row + pc.tokens <= 0x7fffffff,
+        "pieces[", i, "]: rows or positions past 2^31 − 1");
     for (int64_t row0 = 0; row0 < pc.tokens * group; row0 += attention_mma::kFwdRows) {
       const int64_t last = std::min(row0 + attention_mma::kFwdRows, pc.tokens * group) - 1;
       for (int g = 0; g < Hkv; ++g) {
