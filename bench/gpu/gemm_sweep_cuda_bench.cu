@@ -266,11 +266,11 @@ std::vector<Candidate> Collect(const Problem& p, bool splitk, int* rejected) {
   cublasLtMatmulPreferenceOpaque_t pref;
   CHECK_LT(cublasLtMatmulPreferenceInit(&pref));
   const uint64_t ws = kWorkspaceBytes;
-  const uint32_t no_reduction = ReductionMask(splitk, p.ct), align = 16;
+  const uint32_t reductions = ReductionMask(splitk, p.ct), align = 16;
   CHECK_LT(cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                 &ws, sizeof(ws)));
   CHECK_LT(cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                &no_reduction, sizeof(no_reduction)));
+                                                &reductions, sizeof(reductions)));
   for (auto attr :
        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
@@ -291,7 +291,7 @@ std::vector<Candidate> Collect(const Problem& p, bool splitk, int* rejected) {
       if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
       Candidate c;
       c.cfg = ReadConfig(res[i].algo);
-      if (!Allowed(c.cfg, no_reduction)) continue;
+      if (!Allowed(c.cfg, reductions)) continue;
       bool valid = true;
       for (int64_t m : tandem::kernels::cuda::kGemmLtProbeM)
         valid = valid && ValidAt(p, res[i].algo, m);
@@ -315,7 +315,7 @@ std::vector<Candidate> Collect(const Problem& p, bool splitk, int* rejected) {
       for (int32_t split : kDerivedSplits) {
         for (uint32_t r :
              {CUBLASLT_REDUCTION_SCHEME_INPLACE, CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}) {
-          if ((r & no_reduction) == 0) continue;
+          if ((r & reductions) == 0) continue;
           Candidate c;
           c.cfg = out[i].cfg;
           c.cfg.splitk = split;

@@ -208,7 +208,8 @@ absl::Status Prepare(const Context& ctx, const QkNormRopeParams& p, const Tensor
   const cudaStream_t stream = StreamOf(ctx);
   if (r > 0 && max_pos < kCachedPositions) {
     TANDEM_ASSIGN_OR_RETURN(a->table, CachedTable(ctx, r, p.theta, max_pos));
-    TANDEM_RETURN_IF_ERROR(pos_dev.Upload(stream, std::vector<int32_t>(host_pos, host_pos + t)));
+    TANDEM_RETURN_IF_ERROR(pos_dev.Allocate(stream, t * sizeof(int32_t)));
+    TANDEM_RETURN_IF_ERROR(UploadAsync(pos_dev.as<void>(), host_pos, t * sizeof(int32_t), stream));
     a->pos = pos_dev.as<int32_t>();
   } else {
     std::vector<float> table(std::max<int64_t>(1, t * r));  // [T, R]
