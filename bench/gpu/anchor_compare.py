@@ -338,9 +338,12 @@ def run_anchors(args, notes, header):
     print("[anchor] softmax (SDPA)", flush=True)
     softmax_t = args.softmax_t or ([4096] if quick else [4096, 8192, 16384, 32768])
     linear_t = args.linear_t or ([4096] if quick else [4096, 8192, 16384, 32768, 65536])
-    rows += softmax_anchors(torch, timer, softmax_t,
-                            [4096] if quick else [4096, 32768], [64] if quick else [64, 256],
-                            notes)
+    if args.anchors != "linear":
+        rows += softmax_anchors(torch, timer, softmax_t,
+                                [4096] if quick else [4096, 32768], [64] if quick else [64, 256],
+                                notes)
+    if args.anchors == "softmax":
+        return rows
     try:
         import triton
         import fla
@@ -428,6 +431,8 @@ def main():
     p.add_argument("--linear-t", type=int, nargs="+", help="linear fwd/fwd+bwd lengths")
     p.add_argument("--skip-ours", action="store_true")
     p.add_argument("--skip-anchors", action="store_true")
+    p.add_argument("--anchors", choices=["all", "softmax", "linear"], default="all",
+                   help="which anchors to run (SDPA for softmax, fla for linear)")
     p.add_argument("--self-test", action="store_true", help="check parsing/table logic, exit")
     args = p.parse_args()
     if args.self_test:

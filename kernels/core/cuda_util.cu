@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstring>
 #include <new>
 
@@ -113,6 +114,22 @@ absl::Status StreamBuffer::Allocate(cudaStream_t stream, size_t bytes) {
   stream_ = stream;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&data_, std::max<size_t>(1, bytes), stream));
   return absl::OkStatus();
+}
+
+int Multiprocessors() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cached[kMaxDevices] = {};
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    cudaGetLastError();
+    return 0;
+  }
+  if (cached[dev].load() == 0 &&
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess) {
+    cached[dev].store(sms);
+  }
+  cudaGetLastError();
+  return cached[dev].load();
 }
 
 bool CudaAvailable() {

@@ -21,6 +21,9 @@ absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* 
 // True when the CUDA runtime finds at least one usable device. Cached after the first call.
 bool CudaAvailable();
 
+// The current device's multiprocessors (cached per device; 0 if unknown).
+int Multiprocessors();
+
 // The stream kernels launch on for `ctx` (the default stream when the context has none).
 inline cudaStream_t StreamOf(const Context& ctx) {
   return static_cast<cudaStream_t>(ctx.cuda_stream());

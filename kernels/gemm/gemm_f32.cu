@@ -12,9 +12,9 @@
 // rows stay batch-invariant across it (contract rule 1), which the tests check bitwise.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
+#include "kernels/core/cuda_util.h"
 #include "kernels/gemm/gemm_cuda_internal.h"
 
 namespace tandem::kernels::cuda::internal {
@@ -112,23 +112,6 @@ cudaError_t Launch(cudaStream_t stream, const GemmNTArgs& g) {
   GemmF32Kernel<kBM, kBN, kTM, kTN, kBK>
       <<<grid, F32Tiling<kBM, kBN, kTM, kTN, kBK>::kThreads, 0, stream>>>(g);
   return cudaGetLastError();
-}
-
-// The current device's multiprocessors (cached per device; 0 if unknown).
-int Multiprocessors() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cached[kMaxDevices] = {};
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
-    cudaGetLastError();
-    return 0;
-  }
-  if (cached[dev].load() == 0 &&
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess) {
-    cached[dev].store(sms);
-  }
-  cudaGetLastError();
-  return cached[dev].load();
 }
 
 }  // namespace

@@ -138,15 +138,19 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
   TANDEM_CHECK_ARG(mma || kernel == Kernel::kDefault,
                    "kernel: the tensor-core forwards take bf16 q, k and v");
   const int group = static_cast<int>(H / Hkv);
-  const std::vector<FwdItem> items = FwdItems(
-      cu, static_cast<int>(Hkv), group, mma ? attention_mma::kFwdRows : attention_simt::kFwdRows);
+  std::vector<FwdItem> items = FwdItems(cu, static_cast<int>(Hkv), group,
+                                        mma ? attention_mma::kFwdRows : attention_simt::kFwdRows);
   if (items.empty()) return absl::OkStatus();
   const cudaStream_t stream = StreamOf(ctx);
+  const int num_items = static_cast<int>(items.size());
+  // One more item, all zeros, uploaded with the rest: the wgmma forward's work counter, zero at
+  // every launch without a launch of its own.
+  items.push_back(FwdItem{});
   StreamBuffer items_buffer;  // freed stream-ordered on every return
   TANDEM_RETURN_IF_ERROR(items_buffer.Upload(stream, items));
   const FwdItem* dev_items = items_buffer.as<FwdItem>();
+  int* item_counter = &items_buffer.as<FwdItem>()[num_items].seq_start;
   float* lse_ptr = lse.defined() ? lse.data<float>() : nullptr;
-  const int num_items = static_cast<int>(items.size());
   // kDefault takes the wgmma kernel where it runs, and falls back when its tensor maps cannot be
   // built; an explicit kWgmma reports that instead.
   const bool wgmma =
@@ -158,8 +162,9 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
       const bf16 *qp = q.data<bf16>(), *kp = k.data<bf16>(), *vp = v.data<bf16>();
       if constexpr (kD != 32) {
         if (wgmma) {  // same bits as LaunchFwd, faster
-          const cudaError_t e = attention_mma::LaunchFwdWgmma<kD>(
-              stream, MmaDims(p), qp, kp, vp, ToFloatPtr(o), lse_ptr, dev_items, num_items, T);
+          const cudaError_t e =
+              attention_mma::LaunchFwdWgmma<kD>(stream, MmaDims(p), qp, kp, vp, ToFloatPtr(o),
+                                                lse_ptr, dev_items, num_items, item_counter, T);
           if (e != cudaErrorNotSupported || kernel != Kernel::kDefault) return e;
         }
       }

@@ -194,11 +194,14 @@ TEST(SoftmaxAttentionCudaTest, TensorCoreForwardPackedEqualsAloneBitwise) {
 
 // Every bf16 forward kernel gives the mma.sync kernel's bits (o f32 and lse): long sequences
 // (several splits, tiles every row sees whole next to masked ones), a 128-row block's two
-// warpgroups at different tile counts, group 3 straddling warps.
+// warpgroups at different tile counts, group 3 straddling warps. Each problem has more work items
+// than the H200 has SMs, so the wgmma forward's blocks walk several items each (the K/V ring,
+// partial last tiles and the Q rows carried from one item into the next).
 TEST(SoftmaxAttentionCudaTest, ForwardKernelsAgreeBitwise) {
   TANDEM_SKIP_WITHOUT_GPU();
   const Problem problems[] = {MakeProblem(16, 4, 128, {2500, 37, 1}, 11),
-                              MakeProblem(6, 2, 64, {1500, 100}, 12)};
+                              MakeProblem(8, 2, 128, {3, 70, 129, 1, 640, 65, 2000, 17}, 13),
+                              MakeProblem(6, 2, 64, {1500, 100, 3000, 7}, 12)};
   for (const Problem& pr : problems) {
     const int64_t d = pr.p.head_dim;
     std::vector<float> o_ref, lse_ref;
