@@ -54,13 +54,43 @@ __device__ __forceinline__ void IssueScore(const unsigned char* a, const unsigne
   attention_mma::WgCommit();
 }
 
+// The lse2 or δ values of a thread's score elements (64 per tile in smem, indexed by the query's
+// place in the tile), held in registers: loaded ahead of the wait for the scores, so the softmax
+// does not wait for shared memory after it. kKeyRows (dK/dV): columns are queries, 16 per thread;
+// else (dQ) rows are, 2 per thread.
+template <bool kKeyRows>
+struct QueryValues {
+  float v[kKeyRows ? 16 : 2];
+  __device__ __forceinline__ void Load(const float* tile) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+    if constexpr (kKeyRows) {
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        v[2 * n] = tile[8 * n + 2 * t4];
+        v[2 * n + 1] = tile[8 * n + 2 * t4 + 1];
+      }
+    } else {
+      v[0] = tile[g];
+      v[1] = tile[g + 8];
+    }
+  }
+  // Element (n, e) of an m16n8 accumulator block: column 8n + 2·t4 + e % 2, row g + 8(e / 2).
+  __device__ __forceinline__ float At(int n, int e) const {
+    if constexpr (kKeyRows) {
+      return v[2 * n + e % 2];
+    } else {
+      return v[e / 2];
+    }
+  }
+};
+
 // P in place of the scores s (rows: the warp's 16 of the warpgroup's 64, from row0; 64 columns
 // from col0), masked to key <= query < len, and P as bf16 A fragments. kKeyRows: rows are keys and
-// columns queries (dK/dV), else the reverse (dQ); lse2 is indexed by the query's place in the
-// tile. The mask is computed for every tile (selects, no branch near in-flight wgmmas).
+// columns queries (dK/dV), else the reverse (dQ). The mask is computed for every tile (selects, no
+// branch near in-flight wgmmas).
 template <bool kKeyRows>
 __device__ __forceinline__ void ProbsSplit(float (&s)[8][4], int row0, int col0, int len,
-                                           const float* slse, float scale_log2,
+                                           const QueryValues<kKeyRows>& lse2, float scale_log2,
                                            uint32_t (&pa)[4][4]) {
   const int lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
   // Element (n, e) is row row0 + g + 8(e / 2), column col0 + 2·t4 + 8n + e % 2. With the
@@ -72,11 +102,11 @@ __device__ __forceinline__ void ProbsSplit(float (&s)[8][4], int row0, int col0,
   for (int n = 0; n < 8; ++n) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int rr = g + 8 * (e / 2), cc = 8 * n + 2 * t4 + e % 2;
-      const int dr = 8 * (e / 2), dc = 8 * n + e % 2;  // rr − g, cc − 2·t4
+      // Row g + dr, column 2·t4 + dc of the tile.
+      const int dr = 8 * (e / 2), dc = 8 * n + e % 2;
       const bool live =
           kKeyRows ? causal <= dc - dr && tail < -dc : causal <= dr - dc && tail < -dr;
-      const float p = Exp2(__fmaf_rn(s[n][e], scale_log2, -slse[kKeyRows ? cc : rr]));
+      const float p = Exp2(__fmaf_rn(s[n][e], scale_log2, -lse2.At(n, e)));
       s[n][e] = live ? p : 0.0f;
     }
   }
@@ -84,18 +114,16 @@ __device__ __forceinline__ void ProbsSplit(float (&s)[8][4], int row0, int col0,
   for (int kk = 0; kk < 4; ++kk) AccToA(pa[kk], s[2 * kk], s[2 * kk + 1]);
 }
 
-// dS = P·(dP − δ) in place of dp, and as bf16 A fragments (δ indexed as lse2 in ProbsSplit).
-// With ProbsSplit, the operations of ProbsAndDs.
+// dS = P·(dP − δ) in place of dp, and as bf16 A fragments. With ProbsSplit, the operations of
+// ProbsAndDs.
 template <bool kKeyRows>
 __device__ __forceinline__ void DsSplit(const float (&p)[8][4], float (&dp)[8][4],
-                                        const float* sdelta, uint32_t (&dsa)[4][4]) {
-  const int lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+                                        const QueryValues<kKeyRows>& delta, uint32_t (&dsa)[4][4]) {
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int rr = g + 8 * (e / 2), cc = 8 * n + 2 * t4 + e % 2;
-      dp[n][e] = __fmul_rn(p[n][e], __fsub_rn(dp[n][e], sdelta[kKeyRows ? cc : rr]));
+      dp[n][e] = __fmul_rn(p[n][e], __fsub_rn(dp[n][e], delta.At(n, e)));
     }
   }
 #pragma unroll

@@ -111,21 +111,24 @@ __device__ __forceinline__ void SplitDkDv(const BwdArgs& b, const WorkItem& it, 
     const int st = s % kSplitStages, i0 = j0 + 64 * (s % n_q);
     const unsigned char *qs = S::Stream(sm, st, 0), *dos = S::Stream(sm, st, 1);
     // Straight-line from the first wgmma to the last wait: P's exponentials run under the dPᵀ
-    // product, dS under dV's.
+    // product, dS under dV's. The step's lse2 and δ are read from smem ahead of the waits.
     float sc[8][4], dp[8][4];
     uint32_t pa[4][4], dsa[4][4];
+    QueryValues<true> lse2, delta;
     IssueScore(S::Fixed(sm, wg), qs, sc);
     IssueScore(S::Fixed(sm, 2 + wg), dos, dp);
+    lse2.Load(S::Lse(sm, st));
     attention_mma::WgWait<1>();  // Sᵀ, and (issued before it) step s − 1's dK
     attention_mma::FenceRegs(sc);
     attention_mma::FenceRegs(dk);
-    ProbsSplit<true>(sc, key0 + 16 * wi, i0, len, S::Lse(sm, st), b.scale_log2, pa);
+    ProbsSplit<true>(sc, key0 + 16 * wi, i0, len, lse2, b.scale_log2, pa);
     attention_mma::WgFence();
     IssueAccumulate(dv, pa, dos, s == 0);
     attention_mma::WgCommit();
+    delta.Load(S::Delta(sm, st));
     attention_mma::WgWait<1>();
     attention_mma::FenceRegs(dp);
-    DsSplit<true>(sc, dp, S::Delta(sm, st), dsa);
+    DsSplit<true>(sc, dp, delta, dsa);
     attention_mma::WgFence();
     IssueAccumulate(dk, dsa, qs, s == 0);
     attention_mma::WgCommit();   // dK finishes under the next step's scores
@@ -166,10 +169,12 @@ __device__ __forceinline__ void SplitDq(const BwdArgs& b, const WorkItem& it, un
   FirstStages(steps, issue);
   float dq[16][4];  // defined by the first step's product (steps >= 1)
   const int q0 = i0 + 64 * wg, row0 = q0 + 16 * wi;  // the warpgroup's, the warp's first row
-  const float* slse = S::FixedLse(sm) + 64 * wg + 16 * wi;
-  const float* sdelta = S::FixedDelta(sm) + 64 * wg + 16 * wi;
   for (int s = 0; s < steps; ++s) {
     NextStage(s, steps, issue);
+    // The warp's rows' lse2 and δ (the same for every step), read ahead of the waits.
+    QueryValues<false> lse2, delta;
+    lse2.Load(S::FixedLse(sm) + 64 * wg + 16 * wi);
+    delta.Load(S::FixedDelta(sm) + 64 * wg + 16 * wi);
     const int st = s % kSplitStages, k0 = 64 * s;
     const unsigned char* ks = S::Stream(sm, st, 0);
     float sc[8][4], dp[8][4];
@@ -179,10 +184,10 @@ __device__ __forceinline__ void SplitDq(const BwdArgs& b, const WorkItem& it, un
     attention_mma::WgWait<1>();  // S, and (issued before it) step s − 1's dQ
     attention_mma::FenceRegs(sc);
     attention_mma::FenceRegs(dq);
-    ProbsSplit<false>(sc, row0, k0, len, slse, b.scale_log2, pa);  // pa unused: P·dO is dV's
+    ProbsSplit<false>(sc, row0, k0, len, lse2, b.scale_log2, pa);  // pa unused: P·dO is dV's
     attention_mma::WgWait<0>();
     attention_mma::FenceRegs(dp);
-    DsSplit<false>(sc, dp, sdelta, dsa);
+    DsSplit<false>(sc, dp, delta, dsa);
     attention_mma::WgFence();
     IssueAccumulate(dq, dsa, ks, s == 0);
     attention_mma::WgCommit();  // finishes under the next step's scores
