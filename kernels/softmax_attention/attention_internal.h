@@ -29,12 +29,14 @@ absl::StatusOr<std::vector<int32_t>> HostSeqlens(const Context& ctx, const Tenso
 // The items ordered by cost, highest first, ties in their given order. Costs count tiles, so they
 // stay within a small multiple of the item count and a counting sort is linear; a comparison sort
 // of a long sequence's thousands of items took longer on the host than a 4K forward on the GPU.
-// REQUIRES: every cost >= 0.
+// `trailing` value-initialised items follow the sorted ones (room a caller uploads with them, such
+// as a kernel's work counter, without growing the vector). REQUIRES: every cost >= 0.
 template <typename Item>
-std::vector<Item> CostliestFirst(std::vector<std::pair<int64_t, Item>> costed) {
+std::vector<Item> CostliestFirst(std::vector<std::pair<int64_t, Item>> costed,
+                                 size_t trailing = 0) {
   int64_t max_cost = 0;
   for (const auto& c : costed) max_cost = std::max(max_cost, c.first);
-  std::vector<Item> items(costed.size());
+  std::vector<Item> items(costed.size() + trailing);
   if (max_cost > 16 * static_cast<int64_t>(costed.size()) + 4096) {  // sparse costs: sort
     std::stable_sort(costed.begin(), costed.end(),
                      [](const auto& x, const auto& y) { return x.first > y.first; });

@@ -68,7 +68,8 @@ absl::StatusOr<bool> UseTensorCores(
 }
 
 // Blocks of `rows` flat rows, the ones with the most keys first (they take longest; causal
-// balance): block m of a sequence starts at flat row m·rows, and its keys grow with m.
+// balance): block m of a sequence starts at flat row m·rows, and its keys grow with m. One more
+// item, all zeros, follows them: the wgmma forward's work counter (see the caller).
 std::vector<FwdItem> FwdItems(const std::vector<int32_t>& cu, int hkv, int group, int rows) {
   std::vector<std::pair<int64_t, FwdItem>> costed;
   size_t n = 0;
@@ -82,7 +83,7 @@ std::vector<FwdItem> FwdItems(const std::vector<int32_t>& cu, int hkv, int group
       for (int g = 0; g < hkv; ++g) costed.push_back({row0 / rows, {cu[b], len, row0, g}});
     }
   }
-  return kernels::internal::CostliestFirst(std::move(costed));
+  return kernels::internal::CostliestFirst(std::move(costed), /*trailing=*/1);
 }
 
 template <typename Fn>
@@ -138,14 +139,13 @@ absl::Status SoftmaxAttentionFwdWithKernel(SoftmaxAttentionFwdKernel kernel, con
   TANDEM_CHECK_ARG(mma || kernel == Kernel::kDefault,
                    "kernel: the tensor-core forwards take bf16 q, k and v");
   const int group = static_cast<int>(H / Hkv);
-  std::vector<FwdItem> items = FwdItems(cu, static_cast<int>(Hkv), group,
-                                        mma ? attention_mma::kFwdRows : attention_simt::kFwdRows);
-  if (items.empty()) return absl::OkStatus();
+  const std::vector<FwdItem> items = FwdItems(
+      cu, static_cast<int>(Hkv), group, mma ? attention_mma::kFwdRows : attention_simt::kFwdRows);
+  // The last item is the wgmma forward's work counter, all zeros: uploaded with the rest, it is
+  // zero at every launch without a launch of its own.
+  const int num_items = static_cast<int>(items.size()) - 1;
+  if (num_items == 0) return absl::OkStatus();
   const cudaStream_t stream = StreamOf(ctx);
-  const int num_items = static_cast<int>(items.size());
-  // One more item, all zeros, uploaded with the rest: the wgmma forward's work counter, zero at
-  // every launch without a launch of its own.
-  items.push_back(FwdItem{});
   StreamBuffer items_buffer;  // freed stream-ordered on every return
   TANDEM_RETURN_IF_ERROR(items_buffer.Upload(stream, items));
   const FwdItem* dev_items = items_buffer.as<FwdItem>();

@@ -269,6 +269,10 @@ TEST(SoftmaxAttentionTest, CostliestFirstIsAStableDescendingOrder) {
     for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i].second) << i;
   }
   EXPECT_TRUE(internal::CostliestFirst(std::vector<std::pair<int64_t, int>>{}).empty());
+  // Trailing items: value-initialised, after the sorted ones.
+  const std::vector<int> with_room = internal::CostliestFirst(
+      std::vector<std::pair<int64_t, int>>{{1, 7}, {3, 8}}, /*trailing=*/2);
+  EXPECT_EQ(with_room, (std::vector<int>{8, 7, 0, 0}));
 }
 
 TEST(SoftmaxAttentionTest, BadPackedInputsAreInvalidArgument) {
